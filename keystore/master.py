@@ -1,0 +1,131 @@
+"""Where the operator's master key comes from.
+
+The environment variable wins, so containers and secret managers never need a file;
+otherwise the key lives in a small file beside the data, created on first start.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .crypto import KeystoreError, encode_master_key, new_master_key, parse_master_key
+
+__all__ = ["MASTER_KEY_ENV", "load_master_key", "write_master_key"]
+
+MASTER_KEY_ENV = "MODELPORT_MASTER_KEY"
+
+
+def load_master_key(key_file: Path, *, create: bool) -> bytes:
+    """Return the master key from $MODELPORT_MASTER_KEY, else from key_file.
+
+    With create=True a missing key file is generated (mode 0600). Several workers
+    starting at once on a fresh install all end up with the same key.
+    """
+    env = os.environ.get(MASTER_KEY_ENV)
+    if env is not None:
+        # Set-but-empty (a compose file passing through an unset variable) is an error,
+        # not a reason to fall back to the file: the operator clearly meant to use it.
+        return _parse(env.strip(), f"${MASTER_KEY_ENV}")
+    key_file = Path(key_file)
+    try:
+        return _read_key_file(key_file)
+    except FileNotFoundError:
+        if not create:
+            raise KeystoreError(
+                f"no master key: {key_file} does not exist and ${MASTER_KEY_ENV} is not set; "
+                f"set ${MASTER_KEY_ENV} or restore the key file"
+            ) from None
+    return _create_key_file(key_file)
+
+
+def write_master_key(key_file: Path, key: bytes) -> None:
+    """Atomically replace key_file with key (used by master-key rotation).
+
+    Readers see the old key or the new one, never a half-written file.
+    """
+    key_file = Path(key_file)
+    data = _encoded(key)
+    try:
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = _write_private_temp(key_file, data)
+        try:
+            os.replace(tmp, key_file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise KeystoreError(f"cannot write master key file {key_file}: {exc.strerror}") from None
+    _fsync_dir(key_file.parent)
+
+
+def _parse(text: str, source: str) -> bytes:
+    try:
+        return parse_master_key(text)
+    except KeystoreError as exc:
+        raise KeystoreError(f"{source}: {exc}") from None
+
+
+def _read_key_file(key_file: Path) -> bytes:
+    try:
+        raw = key_file.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise KeystoreError(f"cannot read master key file {key_file}: {exc.strerror}") from None
+    return _parse(raw.decode("ascii", errors="replace").strip(), f"master key file {key_file}")
+
+
+def _create_key_file(key_file: Path) -> bytes:
+    key = new_master_key()
+    try:
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = _write_private_temp(key_file, _encoded(key))
+    except OSError as exc:
+        raise KeystoreError(f"cannot create master key file {key_file}: {exc.strerror}") from None
+    try:
+        # link() publishes the fully written file or fails if it exists, so a racing
+        # worker never reads a half-written key and never overwrites the winner's key.
+        os.link(tmp, key_file)
+    except FileExistsError:
+        return _read_key_file(key_file)
+    except OSError as exc:
+        raise KeystoreError(f"cannot create master key file {key_file}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(key_file.parent)
+    return key
+
+
+def _encoded(key: bytes) -> bytes:
+    return (encode_master_key(key) + "\n").encode("ascii")
+
+
+def _write_private_temp(target: Path, data: bytes) -> Path:
+    # mkstemp opens with O_CREAT | O_EXCL and mode 0600, so the key is never readable
+    # by anyone else, not even between creation and a later chmod.
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the new directory entry survive a crash; not every platform allows it.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""modelport's HTTP side: the Starlette app, auth, routing, admin API and CLI."""

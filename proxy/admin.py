@@ -1,0 +1,138 @@
+"""The admin API under /admin/v1: the management service over JSON, behind the admin
+token. Secrets go in, never out (responses carry masked values)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.auth import check_admin
+from proxy.body import parse, read_json
+from proxy.errors import JSONResponse, error_response, internal_error
+from proxy.gateway import Gateway
+from proxy.service import Management
+from translators import REGISTRY
+from translators.errors import ApiError
+
+log = logging.getLogger("modelport")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> _Body:
+        return cls.model_validate(raw)
+
+
+class TenantIn(_Body):
+    name: str
+
+
+class TokenIn(_Body):
+    name: str | None = None
+
+
+class CredentialIn(_Body):
+    credentials: dict[str, str]
+
+
+class ModelIn(_Body):
+    provider: str
+    model: str
+    type: str
+    credentials: dict[str, str] = Field(default_factory=dict)
+
+
+class DefaultIn(_Body):
+    model: str
+
+
+Handler = Callable[[Management, Request], Awaitable[Any]]
+
+
+def _admin(handler: Handler, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        gateway: Gateway = request.app.state.gateway
+        try:
+            check_admin(request, gateway.admin_hash)
+            result = await handler(Management(gateway.store, gateway.keystore), request)
+            if isinstance(result, list):
+                result = {"object": "list", "data": result}
+            return JSONResponse(result, status_code=status)
+        except ApiError as err:
+            return error_response(err)
+        except Exception:
+            log.exception("admin request failed")
+            return error_response(internal_error("admin"))
+    return endpoint
+
+
+async def _body(request: Request, model: type[_Body]) -> Any:
+    gateway: Gateway = request.app.state.gateway
+    return parse(model, await read_json(request, gateway.settings.max_request_bytes))
+
+
+def _p(request: Request, name: str) -> str:
+    return str(request.path_params[name])
+
+
+async def _create_tenant(m: Management, r: Request) -> Any:
+    return await m.create_tenant((await _body(r, TenantIn)).name)
+
+
+async def _create_token(m: Management, r: Request) -> Any:
+    return await m.create_token(_p(r, "tenant"), (await _body(r, TokenIn)).name)
+
+
+async def _set_provider(m: Management, r: Request) -> Any:
+    return await m.set_provider(_p(r, "tenant"), _p(r, "provider"), (await _body(r, CredentialIn)).credentials)
+
+
+async def _add_model(m: Management, r: Request) -> Any:
+    body = await _body(r, ModelIn)
+    return await m.add_model(_p(r, "tenant"), body.provider, body.model, body.type, body.credentials)
+
+
+async def _set_default(m: Management, r: Request) -> Any:
+    return await m.set_default(_p(r, "tenant"), _p(r, "type"), (await _body(r, DefaultIn)).model)
+
+
+async def _providers(m: Management, r: Request) -> Any:
+    """The registry with each provider's credential schema, for a settings page to render."""
+    return [{"name": t.name, "per_model": t.per_model, "model_types": sorted(x.value for x in t.model_types),
+             "credential_fields": [{"name": f.name, "required": f.required, "secret": f.secret,
+                                    "description": f.description} for f in t.credential_fields]}
+            for t in REGISTRY.values()]
+
+
+T = "/admin/v1/tenants/{tenant}"
+ADMIN_ROUTES = [
+    Route("/admin/v1/providers", _admin(_providers), methods=["GET"]),
+    Route("/admin/v1/tenants", _admin(lambda m, r: m.list_tenants()), methods=["GET"]),
+    Route("/admin/v1/tenants", _admin(_create_tenant, 201), methods=["POST"]),
+    Route(T, _admin(lambda m, r: m.delete_tenant(_p(r, "tenant"))), methods=["DELETE"]),
+    Route(T + "/tokens", _admin(lambda m, r: m.list_tokens(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/tokens", _admin(_create_token, 201), methods=["POST"]),
+    Route("/admin/v1/tokens/{token_id}", _admin(lambda m, r: m.revoke_token(_p(r, "token_id"))),
+          methods=["DELETE"]),
+    Route(T + "/providers", _admin(lambda m, r: m.list_providers(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/providers/{provider}", _admin(_set_provider), methods=["PUT"]),
+    Route(T + "/providers/{provider}", _admin(lambda m, r: m.remove_provider(_p(r, "tenant"), _p(r, "provider"))),
+          methods=["DELETE"]),
+    Route(T + "/models", _admin(lambda m, r: m.list_models(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/models", _admin(_add_model, 201), methods=["POST"]),
+    Route(T + "/models/{provider}/{model:path}",
+          _admin(lambda m, r: m.remove_model(_p(r, "tenant"), _p(r, "provider"), _p(r, "model"))),
+          methods=["DELETE"]),
+    Route(T + "/defaults", _admin(lambda m, r: m.show_defaults(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/defaults/{type}", _admin(_set_default), methods=["PUT"]),
+    Route(T + "/defaults/{type}", _admin(lambda m, r: m.clear_default(_p(r, "tenant"), _p(r, "type"))),
+          methods=["DELETE"]),
+]

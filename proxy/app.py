@@ -1,0 +1,62 @@
+"""`build_app(settings)` -> the Starlette app. The lifespan owns the per-worker objects:
+the store, the keystore, the upstream client and the change watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from proxy.admin import ADMIN_ROUTES
+from proxy.bootstrap import ensure_admin_token, open_store_and_keystore
+from proxy.errors import http_exception_handler
+from proxy.gateway import Gateway
+from proxy.routes import ROUTES
+from proxy.settings import CONFIG_ENV, Settings
+from proxy.tenants import Directory
+from translators._http import Timeouts, UpstreamClient
+
+SETTINGS_ENV = "MODELPORT_SETTINGS_JSON"
+
+
+def build_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store, keystore = await open_store_and_keystore(settings)
+        admin_hash, _ = await ensure_admin_token(store, settings)
+        directory = Directory(store, keystore)
+        await directory.refresh_if_changed()
+        up = settings.upstream
+        http = UpstreamClient(Timeouts(up.connect_timeout, up.read_timeout, up.total_timeout))
+        app.state.gateway = Gateway(settings, store, keystore, directory, http, admin_hash)
+        watcher = asyncio.create_task(directory.watch_changes(settings.change_poll_interval))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await http.close()
+            await store.close()
+
+    return Starlette(routes=[*ROUTES, *ADMIN_ROUTES], lifespan=lifespan,
+                     exception_handlers={HTTPException: http_exception_handler})
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for worker processes: `serve` passes its settings in the environment."""
+    raw = os.environ.get(SETTINGS_ENV)
+    if raw:
+        return build_app(Settings.model_validate_json(raw))
+    from proxy.settings import load_settings
+    path = os.environ.get(CONFIG_ENV)
+    from pathlib import Path
+    return build_app(load_settings(Path(path) if path else None))
+
+
+logging.getLogger("modelport").addHandler(logging.NullHandler())

@@ -1,0 +1,241 @@
+"""The `modelport` command: `serve`, and management on the same database as the
+server (found from --config, else ./modelport-data), whether or not it is running."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from keystore import MASTER_KEY_ENV, encode_master_key, new_master_key, write_master_key
+from keystore.crypto import KeystoreError
+from proxy.bootstrap import StartupError, ensure_admin_token, open_store_and_keystore, reset_admin_token
+from proxy.service import Management
+from proxy.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from translators.errors import ApiError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config or os.environ.get(CONFIG_ENV)
+    settings = load_settings(Path(path) if path else None, data_dir=args.data_dir)
+    # Workers and the CLI must agree on files whatever their working directory.
+    return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ApiError(400, f"expected key=value, got '{item.split('=')[0]}'")
+        out[key] = value
+    return out
+
+
+async def _with_management(settings: Settings, action: Callable[[Management], Awaitable[Any]]) -> Any:
+    store, keystore = await open_store_and_keystore(settings)
+    try:
+        return await action(Management(store, keystore))
+    finally:
+        await store.close()
+
+
+def _print(result: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
+    rows = result if isinstance(result, list) else [result]
+    for row in rows:
+        if isinstance(row, dict):
+            print("  ".join(f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in row.items()))
+        else:
+            print(row)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup plus our own logger, so worker processes log too."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["modelport"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from proxy.app import SETTINGS_ENV
+
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
+    settings = settings.model_copy(update=updates)
+
+    async def prepare() -> str | None:
+        store, _ = await open_store_and_keystore(settings)
+        try:
+            return (await ensure_admin_token(store, settings))[1]
+        finally:
+            await store.close()
+
+    new_admin = asyncio.run(prepare())
+    if new_admin:
+        print("modelport: created the admin token for /admin/v1 (shown only this once):", flush=True)
+        print(new_admin, flush=True)
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    print(f"modelport: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
+    uvicorn.run("proxy.app:app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=settings.log_level, access_log=False,
+                log_config=_log_config(settings.log_level),
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+async def _rotate_master(settings: Settings) -> str:
+    store, keystore = await open_store_and_keystore(settings)
+    try:
+        new_key = new_master_key()
+        from keystore.store import MASTER_CHECK_META, Keystore
+        rewrapped = keystore.rewrap_all(await store.all_wrapped_private_keys(), new_key)
+        from_env = bool(os.environ.get(MASTER_KEY_ENV))
+        staged = settings.master_key_path.with_suffix(".key.new")
+        if not from_env:
+            write_master_key(staged, new_key)  # on disk before the database needs it
+        await store.replace_wrapped_private_keys(rewrapped, {MASTER_CHECK_META: Keystore(new_key).master_check()})
+        if from_env:
+            return ("master key rotated. Set this new value in MODELPORT_MASTER_KEY and restart the servers:\n"
+                    + encode_master_key(new_key))
+        os.replace(staged, settings.master_key_path)
+        return f"master key rotated; {len(rewrapped)} tenant key(s) re-wrapped; key file {settings.master_key_path}"
+    finally:
+        await store.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelport", description="A multi-tenant, OpenAI-compatible LLM gateway.")
+    p.add_argument("--config", help="YAML settings file (default: none; env MODELPORT_CONFIG)")
+    p.add_argument("--data-dir", help="data directory (default ./modelport-data)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+
+    def group(name: str, help: str) -> Any:
+        return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)
+
+    tenants = group("tenants", "create, list, delete tenants")
+    tenants.add_parser("create").add_argument("name")
+    tenants.add_parser("list")
+    tenants.add_parser("delete").add_argument("tenant")
+
+    tokens = group("tokens", "API tokens of a tenant")
+    create = tokens.add_parser("create")
+    create.add_argument("tenant")
+    create.add_argument("--name")
+    tokens.add_parser("list").add_argument("tenant")
+    tokens.add_parser("revoke").add_argument("token_id")
+
+    providers = group("providers", "provider credentials of a tenant")
+    pset = providers.add_parser("set")
+    pset.add_argument("tenant")
+    pset.add_argument("provider")
+    pset.add_argument("fields", nargs="*", metavar="key=value")
+    providers.add_parser("list").add_argument("tenant")
+    premove = providers.add_parser("remove")
+    premove.add_argument("tenant")
+    premove.add_argument("provider")
+
+    models = group("models", "models added one by one (Azure deployments, Hugging Face, Replicate)")
+    madd = models.add_parser("add")
+    madd.add_argument("tenant")
+    madd.add_argument("provider")
+    madd.add_argument("model")
+    madd.add_argument("--type", required=True, choices=["llm", "text-embedding", "speech2text"])
+    madd.add_argument("fields", nargs="*", metavar="key=value")
+    models.add_parser("list").add_argument("tenant")
+    mremove = models.add_parser("remove")
+    mremove.add_argument("tenant")
+    mremove.add_argument("provider")
+    mremove.add_argument("model")
+
+    defaults = group("defaults", "default model per model type")
+    dset = defaults.add_parser("set")
+    dset.add_argument("tenant")
+    dset.add_argument("type")
+    dset.add_argument("model", metavar="PROVIDER/MODEL")
+    defaults.add_parser("show").add_argument("tenant")
+    dclear = defaults.add_parser("clear")
+    dclear.add_argument("tenant")
+    dclear.add_argument("type")
+
+    keys = group("keys", "the master key")
+    keys.add_parser("rotate-master", help="re-wrap every tenant key under a new master key")
+    admin = group("admin-token", "the admin API token")
+    admin.add_parser("reset", help="replace the admin token and print the new one")
+    return p
+
+
+_ACTIONS: dict[tuple[str, str], Callable[[argparse.Namespace], Callable[[Management], Awaitable[Any]]]] = {
+    ("tenants", "create"): lambda a: lambda m: m.create_tenant(a.name),
+    ("tenants", "list"): lambda a: lambda m: m.list_tenants(),
+    ("tenants", "delete"): lambda a: lambda m: m.delete_tenant(a.tenant),
+    ("tokens", "create"): lambda a: lambda m: m.create_token(a.tenant, a.name),
+    ("tokens", "list"): lambda a: lambda m: m.list_tokens(a.tenant),
+    ("tokens", "revoke"): lambda a: lambda m: m.revoke_token(a.token_id),
+    ("providers", "set"): lambda a: lambda m: m.set_provider(a.tenant, a.provider, _pairs(a.fields)),
+    ("providers", "list"): lambda a: lambda m: m.list_providers(a.tenant),
+    ("providers", "remove"): lambda a: lambda m: m.remove_provider(a.tenant, a.provider),
+    ("models", "add"): lambda a: lambda m: m.add_model(a.tenant, a.provider, a.model, a.type, _pairs(a.fields)),
+    ("models", "list"): lambda a: lambda m: m.list_models(a.tenant),
+    ("models", "remove"): lambda a: lambda m: m.remove_model(a.tenant, a.provider, a.model),
+    ("defaults", "set"): lambda a: lambda m: m.set_default(a.tenant, a.type, a.model),
+    ("defaults", "show"): lambda a: lambda m: m.show_defaults(a.tenant),
+    ("defaults", "clear"): lambda a: lambda m: m.clear_default(a.tenant, a.type),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        if args.command == "serve":
+            return _serve(args, settings)
+        if args.command == "keys":
+            print(asyncio.run(_rotate_master(settings)))
+            return 0
+        if args.command == "admin-token":
+            async def reset() -> str:
+                store, _ = await open_store_and_keystore(settings)
+                try:
+                    return await reset_admin_token(store)
+                finally:
+                    await store.close()
+            print(asyncio.run(reset()))
+            return 0
+        result = asyncio.run(_with_management(settings, _ACTIONS[(args.command, args.action)](args)))
+    except (SettingsError, StartupError, KeystoreError) as exc:
+        print(f"modelport: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"modelport: {exc.message}", file=sys.stderr)
+        return 1
+    if (args.command, args.action) == ("tenants", "create") and not args.json:
+        print(result["id"])
+    elif (args.command, args.action) == ("tokens", "create") and not args.json:
+        print(f"token {result['id']} for tenant {result['tenant']} (shown only this once):", file=sys.stderr)
+        print(result["token"])
+    else:
+        _print(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

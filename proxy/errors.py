@@ -1,0 +1,75 @@
+"""Rendering errors: every failure leaves the gateway as OpenAI's error body with a real
+status; an unexpected exception becomes a 500 that names the request id and nothing else."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from translators.errors import ApiError
+
+log = logging.getLogger("modelport")
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    headers = {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(int(err.retry_after + 0.999))
+    if err.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+def internal_error(request_id: str) -> ApiError:
+    return ApiError(500, f"the gateway hit an internal error (request {request_id}); it has been logged",
+                    "server_error", "internal_error")
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def from_validation_error(exc: ValidationError) -> ApiError:
+    """Pydantic's error list becomes one OpenAI-style 400 naming the first bad field."""
+    first = exc.errors()[0]
+    # Union members add their type names to the location; they say nothing to a client.
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES)))
+    param = _param(loc) or None
+    if first["type"] == "missing":
+        return ApiError(400, f"Missing required parameter: '{param}'.", "invalid_request_error",
+                        "missing_required_parameter", param)
+    return ApiError(400, f"Invalid value for '{param}': {first['msg']}.", "invalid_request_error",
+                    "invalid_value", param)
+
+
+_TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "literal", "list[int]",
+               "list[str]", "list[list[int]]", "ContentPart", "JSONObject"}
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err = ApiError(404, f"Unknown request URL: {request.method} {request.url.path}.", "invalid_request_error",
+                       "unknown_url")
+    elif exc.status_code == 405:
+        err = ApiError(405, f"Method {request.method} is not allowed for {request.url.path}.",
+                       "invalid_request_error", "method_not_allowed")
+    else:
+        err = ApiError(exc.status_code, str(exc.detail), "invalid_request_error")
+    return error_response(err)

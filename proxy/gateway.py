@@ -1,0 +1,28 @@
+"""The app-wide objects a request needs, built once per worker in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keystore.store import Keystore
+from proxy.routing import Route
+from proxy.settings import Settings
+from proxy.store import Store
+from proxy.tenants import Directory, TenantState
+from translators._http import UpstreamClient
+from translators.base import CallContext
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    store: Store
+    keystore: Keystore
+    directory: Directory
+    http: UpstreamClient
+    admin_hash: str
+
+    def context(self, tenant: TenantState, route: Route, request_id: str) -> CallContext:
+        credential = self.directory.credential(tenant, route.provider, route.model if route.per_model else None)
+        base_url = credential.base_url or route.translator.default_base_url
+        return CallContext(self.http, credential, route.model, base_url, request_id)

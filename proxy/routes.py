@@ -1,0 +1,169 @@
+"""The OpenAI-compatible endpoints. Each one: authenticate, read and check the body,
+resolve the route, call the translator once, write the answer (JSON or SSE)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as HTTPRoute
+
+from proxy import sse
+from proxy.auth import authenticate
+from proxy.body import parse, read_form, read_json
+from proxy.errors import JSONResponse, error_response, internal_error
+from proxy.gateway import Gateway
+from proxy.routing import listed_models, resolve
+from proxy.usage import RequestRecord
+from translators.base import CallContext, Translator
+from translators.errors import ApiError, bad_request
+from translators.types import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelType,
+    StreamChunk,
+    TranscriptionRequest,
+    TranscriptionResult,
+    Usage,
+)
+
+log = logging.getLogger("modelport")
+
+Call = Callable[[Translator, Any, CallContext], Awaitable[Any]]
+StreamCall = Callable[[Translator, Any, CallContext], AsyncIterator[StreamChunk]]
+
+
+def _request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+async def _serve(request: Request, endpoint: str, model_type: ModelType,
+                 prepare: Callable[[Request, Gateway], Awaitable[Any]], call: Call,
+                 call_stream: StreamCall | None = None) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    record = RequestRecord(_request_id(), endpoint)
+    headers = {"x-request-id": record.request_id}
+    try:
+        caller = await authenticate(request, gateway.directory)
+        record.tenant_id, record.token_id = caller.tenant.id, caller.token_id
+        req = await prepare(request, gateway)
+        route = resolve(caller.tenant, model_type, req.model)
+        record.provider, record.model, record.billing = route.provider, route.model, route.billing
+        ctx = gateway.context(caller.tenant, route, record.request_id)
+        secret_values = ctx.credential.secret_values()
+        if call_stream is not None and getattr(req, "stream", False):
+            record.stream = True
+            return await sse.open_stream(
+                call_stream(route.translator, req, ctx), include_usage=req.include_usage, secrets=secret_values,
+                headers=headers, on_end=lambda outcome: record.finish(outcome.status, outcome.usage))
+        try:
+            result = await call(route.translator, req, ctx)
+        except ApiError as err:
+            raise err.scrubbed(secret_values) from None
+    except ApiError as err:
+        record.finish(err.status)
+        response = error_response(err)
+        response.headers.update(headers)
+        return response
+    except Exception:
+        log.exception("request %s failed", record.request_id)
+        record.finish(500)
+        return error_response(internal_error(record.request_id))
+    if isinstance(result, TranscriptionResult):
+        record.finish(200)
+        return Response(result.content, media_type=result.media_type, headers=headers)
+    record.finish(200, Usage.from_openai(result.get("usage")))
+    return JSONResponse(result, headers=headers)
+
+
+def _json_prepare(model: type[Any]) -> Callable[[Request, Gateway], Awaitable[Any]]:
+    async def prepare(request: Request, gateway: Gateway) -> Any:
+        return parse(model, await read_json(request, gateway.settings.max_request_bytes))
+    return prepare
+
+
+async def _transcription_prepare(request: Request, gateway: Gateway) -> TranscriptionRequest:
+    fields, upload = await read_form(request, gateway.settings.max_request_bytes)
+    if upload is None:
+        raise bad_request("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+    content = await upload.read()
+    if not content:
+        raise bad_request("The uploaded file is empty.", "file")
+    fields["file"] = content
+    fields["filename"] = upload.filename or "audio"
+    fields["content_type"] = upload.content_type or "application/octet-stream"
+    return parse(TranscriptionRequest, fields)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _serve(request, "chat.completions", ModelType.LLM, _json_prepare(ChatRequest),
+                        lambda t, r, c: t.chat(r, c), lambda t, r, c: t.chat_stream(r, c))
+
+
+async def completions(request: Request) -> Response:
+    return await _serve(request, "completions", ModelType.LLM, _json_prepare(CompletionRequest),
+                        lambda t, r, c: t.complete(r, c), lambda t, r, c: t.complete_stream(r, c))
+
+
+async def embeddings(request: Request) -> Response:
+    return await _serve(request, "embeddings", ModelType.TEXT_EMBEDDING, _json_prepare(EmbeddingRequest),
+                        lambda t, r, c: t.embed(r, c))
+
+
+async def transcriptions(request: Request) -> Response:
+    return await _serve(request, "audio.transcriptions", ModelType.SPEECH2TEXT, _transcription_prepare,
+                        lambda t, r, c: t.transcribe(r, c))
+
+
+def _model_entries(gateway_caller: Any) -> list[dict[str, Any]]:
+    tenant = gateway_caller.tenant
+    created = int(time.time())
+    data = [{"id": "default", "object": "model", "created": created, "owned_by": "modelport"}] \
+        if tenant.defaults else []
+    data += [{"id": name, "object": "model", "created": created, "owned_by": owner, "type": t.value}
+             for name, owner, t in listed_models(tenant)]
+    return data
+
+
+async def list_models(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        caller = await authenticate(request, gateway.directory)
+        return JSONResponse({"object": "list", "data": _model_entries(caller)})
+    except ApiError as err:
+        return error_response(err)
+
+
+async def retrieve_model(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        caller = await authenticate(request, gateway.directory)
+        wanted = request.path_params["model"]
+        for entry in _model_entries(caller):
+            if entry["id"] == wanted:
+                return JSONResponse(entry)
+        raise ApiError(404, f"The model '{wanted}' does not exist or is not configured for this tenant.",
+                       "invalid_request_error", "model_not_found", "model")
+    except ApiError as err:
+        return error_response(err)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+ROUTES = [
+    HTTPRoute("/v1/chat/completions", chat_completions, methods=["POST"]),
+    HTTPRoute("/v1/completions", completions, methods=["POST"]),
+    HTTPRoute("/v1/embeddings", embeddings, methods=["POST"]),
+    HTTPRoute("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+    HTTPRoute("/v1/models", list_models, methods=["GET"]),
+    HTTPRoute("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+    HTTPRoute("/healthz", healthz, methods=["GET"]),
+]

@@ -1,0 +1,113 @@
+"""(tenant, model type, requested model name) -> Route: which provider, which upstream
+model, whose credential. Providers are looked up in the registry, never by name here.
+
+Names resolve as: `default` -> the tenant's default for the endpoint's type;
+`provider/model` -> that provider explicitly; a bare name -> the one configured
+provider that serves it (per-model entries by exact name, own-model providers by
+their catalog and prefixes); ambiguity is a 400 naming the candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.tenants import TenantState
+from translators import REGISTRY, Translator
+from translators.errors import ApiError, bad_request
+from translators.types import ModelType
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    provider: str
+    translator: Translator
+    model: str                       # the vendor's model id
+    per_model: bool                  # credential from the per-model entry, else the provider's
+    billing: Literal["own", "hosted"] = "own"
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+def model_not_found(name: str, detail: str = "") -> ApiError:
+    return ApiError(404, f"The model '{name}' does not exist or is not configured for this tenant.{detail}",
+                    "invalid_request_error", "model_not_found", "model")
+
+
+def resolve(tenant: TenantState, model_type: ModelType, name: str) -> Route:
+    if name == "default":
+        chosen = tenant.defaults.get(model_type)
+        if chosen is None:
+            raise bad_request(
+                f"No default {model_type.value} model is set for this tenant. Set one with "
+                f"`modelport defaults set {tenant.name} {model_type.value} PROVIDER/MODEL` "
+                f"(or PUT /admin/v1/tenants/{tenant.name}/defaults/{model_type.value}).",
+                "model", "default_model_not_set")
+        return explicit(tenant, model_type, *chosen)
+    provider, sep, rest = name.partition("/")
+    if sep and provider in REGISTRY:
+        return explicit(tenant, model_type, provider, rest)
+    candidates = _candidates(tenant, model_type, name)
+    if not candidates:
+        raise model_not_found(name)
+    if len(candidates) > 1:
+        listed = ", ".join(sorted(f"'{c.label}'" for c in candidates))
+        raise bad_request(f"The model '{name}' is served by more than one configured provider ({listed}); "
+                          "name one as 'provider/model'.", "model", "ambiguous_model")
+    return candidates[0]
+
+
+def _candidates(tenant: TenantState, model_type: ModelType, name: str) -> list[Route]:
+    found = [Route(p, REGISTRY[p], m, True) for (p, m), row in tenant.models.items()
+             if m == name and row.model_type == model_type.value and p in REGISTRY]
+    for provider in tenant.credentials:
+        translator = REGISTRY.get(provider)
+        if translator is not None and not translator.per_model and model_type in translator.model_types \
+                and translator.serves(name, model_type):
+            found.append(Route(provider, translator, name, False))
+    return found
+
+
+def explicit(tenant: TenantState, model_type: ModelType, provider: str, model: str) -> Route:
+    translator = REGISTRY.get(provider)
+    if translator is None:
+        raise model_not_found(f"{provider}/{model}", f" Unknown provider '{provider}'.")
+    label = f"{provider}/{model}"
+    if not model:
+        raise model_not_found(label)
+    if model_type not in translator.model_types:
+        raise bad_request(f"Provider '{provider}' has no {model_type.value} models.", "model", "model_type_mismatch")
+    if translator.per_model:
+        row = tenant.models.get((provider, model))
+        if row is None:
+            raise model_not_found(label, f" Add it with `modelport models add {tenant.name} {provider} {model} "
+                                         f"--type {model_type.value} ...`.")
+        if row.model_type != model_type.value:
+            raise bad_request(f"The model '{label}' is configured as a {row.model_type} model, "
+                              f"not {model_type.value}.", "model", "model_type_mismatch")
+        return Route(provider, translator, model, True)
+    translator.check_model(model)
+    if provider not in tenant.credentials:
+        raise model_not_found(label, f" Provider '{provider}' has no credential for this tenant; set one with "
+                                     f"`modelport providers set {tenant.name} {provider} key=value ...`.")
+    return Route(provider, translator, model, False)
+
+
+def listed_models(tenant: TenantState) -> list[tuple[str, str, ModelType]]:
+    """(id, owner, type) of every model this tenant can name, bare ids where unambiguous."""
+    entries: list[tuple[str, str, ModelType]] = []
+    for (provider, model), row in tenant.models.items():
+        if provider in REGISTRY:
+            entries.append((model, provider, ModelType(row.model_type)))
+    for provider in tenant.credentials:
+        translator = REGISTRY.get(provider)
+        if translator is None or translator.per_model:
+            continue
+        for model_type, names in translator.catalog.items():
+            entries.extend((name, provider, model_type) for name in names)
+    counts: dict[str, int] = {}
+    for name, _, _ in entries:
+        counts[name] = counts.get(name, 0) + 1
+    return [(name if counts[name] == 1 else f"{owner}/{name}", owner, t) for name, owner, t in entries]

@@ -1,0 +1,204 @@
+"""Management operations, one implementation for the CLI and the admin API.
+
+Every operation takes a tenant by name or id, validates against the provider
+registry (credential fields, model types), writes through the store (which bumps
+the change counter so running workers notice), and returns plain data with every
+secret masked. Failures are `ApiError`s: the admin API renders them, the CLI prints them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from keystore import CredentialError, validate_credential
+from keystore.store import Keystore
+from proxy.auth import TOKEN_PREFIX
+from proxy.store import Store, TenantRow
+from proxy.tenants import hash_token
+from translators import REGISTRY, Translator
+from translators.errors import ApiError, bad_request
+from translators.types import ModelType
+
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found", "invalid_request_error", "not_found")
+
+
+def _model_type(value: str) -> ModelType:
+    try:
+        return ModelType(value)
+    except ValueError:
+        raise bad_request(f"unknown model type '{value}'; use one of: llm, text-embedding, speech2text",
+                          "type") from None
+
+
+def _translator(provider: str) -> Translator:
+    translator = REGISTRY.get(provider)
+    if translator is None:
+        raise bad_request(f"unknown provider '{provider}'; known providers: {', '.join(sorted(REGISTRY))}",
+                          "provider", "unknown_provider")
+    return translator
+
+
+class Management:
+    def __init__(self, store: Store, keystore: Keystore) -> None:
+        self.store = store
+        self.keystore = keystore
+
+    async def tenant(self, ref: str) -> TenantRow:
+        row = await self.store.find_tenant(ref)
+        if row is None:
+            raise _not_found(f"tenant '{ref}'")
+        return row
+
+    # -- tenants ------------------------------------------------------------------
+
+    async def create_tenant(self, name: str) -> dict[str, Any]:
+        if not _TENANT_NAME.match(name) or name.startswith("tn_"):
+            raise bad_request("tenant names are 1-64 letters, digits, '.', '_' or '-', start with a letter or "
+                              "digit, and do not start with 'tn_'", "name")
+        if await self.store.find_tenant(name) is not None:
+            raise ApiError(409, f"tenant '{name}' already exists", "invalid_request_error", "conflict")
+        tenant_id = "tn_" + secrets.token_hex(8)
+        public, wrapped = self.keystore.new_tenant_keys(tenant_id)
+        row = await self.store.create_tenant(tenant_id, name, public, wrapped)
+        return {"id": row.id, "name": row.name, "created_at": row.created_at}
+
+    async def list_tenants(self) -> list[dict[str, Any]]:
+        return [{"id": r.id, "name": r.name, "created_at": r.created_at} for r in await self.store.list_tenants()]
+
+    async def delete_tenant(self, ref: str) -> dict[str, Any]:
+        row = await self.tenant(ref)
+        await self.store.delete_tenant(row.id)
+        return {"id": row.id, "name": row.name, "deleted": True}
+
+    # -- tokens -------------------------------------------------------------------
+
+    async def create_token(self, ref: str, name: str | None = None) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = await self.store.create_token("tok_" + secrets.token_hex(8), tenant.id, name, hash_token(token),
+                                            f"{token[:5]}...{token[-4:]}")
+        return {"id": row.id, "tenant": tenant.name, "name": row.name, "token": token}
+
+    async def list_tokens(self, ref: str) -> list[dict[str, Any]]:
+        tenant = await self.tenant(ref)
+        return [{"id": r.id, "name": r.name, "hint": r.hint, "created_at": r.created_at,
+                 "revoked": r.revoked_at is not None} for r in await self.store.list_tokens(tenant.id)]
+
+    async def revoke_token(self, token_id: str) -> dict[str, Any]:
+        row = await self.store.revoke_token(token_id)
+        if row is None:
+            raise _not_found(f"token '{token_id}'")
+        return {"id": row.id, "revoked": True}
+
+    # -- credentials ----------------------------------------------------------------
+
+    def _credential(self, translator: Translator, fields: dict[str, str]) -> Any:
+        try:
+            return validate_credential(translator.name, translator.credential_fields, fields)
+        except CredentialError as exc:
+            raise bad_request(str(exc), exc.field, "invalid_credential") from None
+
+    async def set_provider(self, ref: str, provider: str, fields: dict[str, str]) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        translator = _translator(provider)
+        if translator.per_model:
+            raise bad_request(f"provider '{provider}' takes credentials per model: use "
+                              f"`modelport models add {tenant.name} {provider} MODEL --type TYPE key=value ...`",
+                              "provider", "per_model_provider")
+        credential = self._credential(translator, fields)
+        await self.store.set_credential(tenant.id, provider, self.keystore.encrypt(tenant.public_key, credential))
+        return {"provider": provider, "fields": credential.masked()}
+
+    async def _decrypt_masked(self, tenant: TenantRow, provider: str, blob: bytes) -> dict[str, str]:
+        wrapped = await self.store.wrapped_private_key(tenant.id)
+        translator = REGISTRY.get(provider)
+        if wrapped is None or translator is None:
+            return {}
+        return self.keystore.decrypt(tenant.id, wrapped, blob, translator.credential_fields).masked()
+
+    async def list_providers(self, ref: str) -> list[dict[str, Any]]:
+        tenant = await self.tenant(ref)
+        return [{"provider": p, "fields": await self._decrypt_masked(tenant, p, blob)}
+                for p, blob in (await self.store.credentials(tenant.id)).items()]
+
+    async def remove_provider(self, ref: str, provider: str) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        if not await self.store.remove_credential(tenant.id, provider):
+            raise _not_found(f"provider '{provider}' for tenant '{tenant.name}'")
+        return {"provider": provider, "removed": True}
+
+    # -- per-model entries --------------------------------------------------------
+
+    async def add_model(self, ref: str, provider: str, model: str, model_type: str,
+                        fields: dict[str, str]) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        translator = _translator(provider)
+        kind = _model_type(model_type)
+        if not translator.per_model:
+            raise bad_request(f"provider '{provider}' serves all its models with one credential: use "
+                              f"`modelport providers set {tenant.name} {provider} key=value ...`",
+                              "provider", "own_model_provider")
+        if kind not in translator.model_types:
+            raise bad_request(f"provider '{provider}' has no {kind.value} models", "type", "model_type_mismatch")
+        translator.check_model(model)
+        credential = self._credential(translator, fields)
+        await self.store.add_model(tenant.id, provider, model, kind.value,
+                                   self.keystore.encrypt(tenant.public_key, credential))
+        return {"provider": provider, "model": model, "type": kind.value, "fields": credential.masked()}
+
+    async def list_models(self, ref: str) -> list[dict[str, Any]]:
+        tenant = await self.tenant(ref)
+        return [{"provider": m.provider, "model": m.model, "type": m.model_type,
+                 "fields": await self._decrypt_masked(tenant, m.provider, m.secret)}
+                for m in await self.store.models(tenant.id)]
+
+    async def remove_model(self, ref: str, provider: str, model: str) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        if not await self.store.remove_model(tenant.id, provider, model):
+            raise _not_found(f"model '{provider}/{model}' for tenant '{tenant.name}'")
+        return {"provider": provider, "model": model, "removed": True}
+
+    # -- defaults -----------------------------------------------------------------
+
+    async def set_default(self, ref: str, model_type: str, target: str) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        kind = _model_type(model_type)
+        provider, sep, model = target.partition("/")
+        if not sep or not model:
+            raise bad_request("name the default as PROVIDER/MODEL, e.g. openai/gpt-4o-mini", "model")
+        translator = _translator(provider)
+        if kind not in translator.model_types:
+            raise bad_request(f"provider '{provider}' has no {kind.value} models", "model", "model_type_mismatch")
+        if translator.per_model:
+            entry = next((m for m in await self.store.models(tenant.id)
+                          if m.provider == provider and m.model == model), None)
+            if entry is None:
+                raise bad_request(f"model '{target}' is not added for tenant '{tenant.name}'; add it first with "
+                                  f"`modelport models add`", "model", "model_not_found")
+            if entry.model_type != kind.value:
+                raise bad_request(f"model '{target}' is a {entry.model_type} model, not {kind.value}", "model",
+                                  "model_type_mismatch")
+        else:
+            translator.check_model(model)
+            if provider not in await self.store.credentials(tenant.id):
+                raise bad_request(f"provider '{provider}' has no credential for tenant '{tenant.name}'; set one "
+                                  f"first with `modelport providers set`", "model", "provider_not_configured")
+        await self.store.set_default(tenant.id, kind.value, provider, model)
+        return {"type": kind.value, "model": target}
+
+    async def show_defaults(self, ref: str) -> dict[str, str | None]:
+        tenant = await self.tenant(ref)
+        current = await self.store.defaults(tenant.id)
+        return {t.value: ("/".join(current[t.value]) if t.value in current else None) for t in ModelType}
+
+    async def clear_default(self, ref: str, model_type: str) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        kind = _model_type(model_type)
+        await self.store.clear_default(tenant.id, kind.value)
+        return {"type": kind.value, "model": None}

@@ -1,0 +1,90 @@
+"""The one downstream SSE writer: chunks -> `data: ...` frames -> `data: [DONE]`.
+
+The first chunk is pulled before the response starts, so an upstream refusal (401,
+429, a 400) is still a real HTTP status. After the first byte a failure becomes one
+`data: {"error": ...}` frame and no `[DONE]`, which the openai SDK raises as APIError.
+The upstream generator is closed in every case (`aclosing`), and Starlette cancels
+the body when the client disconnects, so a client that leaves closes the upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+import orjson
+from starlette.responses import StreamingResponse
+
+from translators.errors import ApiError
+from translators.types import StreamChunk, Usage
+
+log = logging.getLogger("modelport")
+
+DONE = b"data: [DONE]\n\n"
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def frame(data: bytes) -> bytes:
+    return b"data: " + data + b"\n\n"
+
+
+def error_frame(err: ApiError) -> bytes:
+    return frame(orjson.dumps(err.body()))
+
+
+class StreamOutcome:
+    """What the stream did, for accounting: usage if known, first-byte and end status."""
+
+    __slots__ = ("usage", "status", "error")
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.status = 200
+        self.error: ApiError | None = None
+
+
+async def open_stream(chunks: AsyncIterator[StreamChunk], *, include_usage: bool, secrets: tuple[str, ...],
+                      headers: dict[str, str], on_end: Callable[[StreamOutcome], None]) -> StreamingResponse:
+    outcome = StreamOutcome()
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+    except ApiError as err:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        raise err.scrubbed(secrets) from None
+    except BaseException:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(chunks):  # type: ignore[type-var]
+            try:
+                chunk = first
+                if chunk is not None:
+                    if chunk.usage is None or include_usage:
+                        yield frame(chunk.data)
+                    outcome.usage = chunk.usage or outcome.usage
+                    async for chunk in chunks:
+                        if chunk.usage is not None:
+                            outcome.usage = chunk.usage
+                            if not include_usage:
+                                continue
+                        yield frame(chunk.data)
+                yield DONE
+            except ApiError as err:
+                outcome.status, outcome.error = err.status, err.scrubbed(secrets)
+                yield error_frame(outcome.error)
+            except Exception:
+                log.exception("stream failed after the first byte")
+                outcome.status = 500
+                outcome.error = ApiError(500, "the stream failed inside the gateway", "server_error", "internal_error")
+                yield error_frame(outcome.error)
+            except BaseException:
+                outcome.status = 499  # the client went away (cancelled); nginx's name for it
+                raise
+            finally:
+                on_end(outcome)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={**HEADERS, **headers})

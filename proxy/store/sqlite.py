@@ -1,0 +1,255 @@
+"""The SQLite store (aiosqlite, WAL). The hot path reads through caches and only
+comes here on a miss; every write bumps `meta.changes` in the same transaction, which
+is how every worker (and the CLI's effect on them) learns that caches are stale."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from proxy.store.schema import MIGRATIONS
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRow:
+    id: str
+    name: str
+    public_key: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    id: str
+    tenant_id: str
+    name: str | None
+    hint: str
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    provider: str
+    model: str
+    model_type: str
+    secret: bytes
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA busy_timeout=10000")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One immediate transaction that also bumps the change counter."""
+        async with self._write_lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                await db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def _migrate(self) -> None:
+        db = self.db
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]  # type: ignore[index]
+                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in filter(str.strip, script.split(";")):
+                        await db.execute(statement)
+                    await db.execute(f"PRAGMA user_version = {number}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def _one(self, sql: str, params: Iterable[object] = ()) -> aiosqlite.Row | None:
+        async with self.db.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Iterable[object] = ()) -> list[aiosqlite.Row]:
+        async with self.db.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
+
+    # -- meta ---------------------------------------------------------------------
+
+    async def changes(self) -> int:
+        row = await self._one("SELECT value FROM meta WHERE key = 'changes'")
+        return int(row[0]) if row else 0
+
+    async def get_meta(self, key: str) -> str | None:
+        row = await self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._write() as db:
+            await db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    async def set_meta_if_absent(self, key: str, value: str) -> bool:
+        async with self._write() as db:
+            cur = await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return cur.rowcount == 1
+
+    # -- tenants ------------------------------------------------------------------
+
+    async def create_tenant(self, tenant_id: str, name: str, public_key: bytes, wrapped_key: bytes) -> TenantRow:
+        row = TenantRow(tenant_id, name, public_key, _now())
+        async with self._write() as db:
+            await db.execute("INSERT INTO tenants (id, name, public_key, created_at) VALUES (?, ?, ?, ?)",
+                             (row.id, row.name, row.public_key, row.created_at))
+            await db.execute("INSERT INTO tenant_private_keys (tenant_id, wrapped_key) VALUES (?, ?)",
+                             (tenant_id, wrapped_key))
+        return row
+
+    async def find_tenant(self, ref: str) -> TenantRow | None:
+        row = await self._one("SELECT id, name, public_key, created_at FROM tenants WHERE id = ? OR name = ? "
+                              "ORDER BY id = ? DESC LIMIT 1", (ref, ref, ref))
+        return None if row is None else TenantRow(*row)
+
+    async def list_tenants(self) -> list[TenantRow]:
+        return [TenantRow(*r) for r in await self._all(
+            "SELECT id, name, public_key, created_at FROM tenants ORDER BY name")]
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
+            return cur.rowcount == 1
+
+    async def wrapped_private_key(self, tenant_id: str) -> bytes | None:
+        row = await self._one("SELECT wrapped_key FROM tenant_private_keys WHERE tenant_id = ?", (tenant_id,))
+        return None if row is None else bytes(row[0])
+
+    async def all_wrapped_private_keys(self) -> list[tuple[str, bytes]]:
+        return [(r[0], bytes(r[1])) for r in await self._all("SELECT tenant_id, wrapped_key FROM tenant_private_keys")]
+
+    async def replace_wrapped_private_keys(self, keys: list[tuple[str, bytes]], meta: dict[str, str]) -> None:
+        """Master-key rotation: every key and the key check change in one transaction."""
+        async with self._write() as db:
+            await db.executemany("UPDATE tenant_private_keys SET wrapped_key = ? WHERE tenant_id = ?",
+                                 [(key, tenant_id) for tenant_id, key in keys])
+            for key, value in meta.items():
+                await db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+    # -- tokens -------------------------------------------------------------------
+
+    async def create_token(self, token_id: str, tenant_id: str, name: str | None, token_hash: str,
+                           hint: str) -> TokenRow:
+        row = TokenRow(token_id, tenant_id, name, hint, _now(), None)
+        async with self._write() as db:
+            await db.execute("INSERT INTO tokens (id, tenant_id, name, token_hash, hint, created_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", (token_id, tenant_id, name, token_hash, hint, row.created_at))
+        return row
+
+    async def find_token(self, token_hash: str) -> tuple[str, str, str] | None:
+        """(token id, tenant id, stored hash) of a live token."""
+        row = await self._one("SELECT id, tenant_id, token_hash FROM tokens "
+                              "WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,))
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def list_tokens(self, tenant_id: str) -> list[TokenRow]:
+        return [TokenRow(*r) for r in await self._all(
+            "SELECT id, tenant_id, name, hint, created_at, revoked_at FROM tokens WHERE tenant_id = ? "
+            "ORDER BY created_at, id", (tenant_id,))]
+
+    async def revoke_token(self, token_id: str) -> TokenRow | None:
+        async with self._write() as db:
+            await db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                             (_now(), token_id))
+        row = await self._one("SELECT id, tenant_id, name, hint, created_at, revoked_at FROM tokens WHERE id = ?",
+                              (token_id,))
+        return None if row is None else TokenRow(*row)
+
+    # -- provider credentials and per-model entries ----------------------------------
+
+    async def set_credential(self, tenant_id: str, provider: str, secret: bytes) -> None:
+        async with self._write() as db:
+            await db.execute("INSERT INTO provider_credentials (tenant_id, provider, secret, updated_at) "
+                             "VALUES (?, ?, ?, ?) ON CONFLICT(tenant_id, provider) DO UPDATE SET "
+                             "secret = excluded.secret, updated_at = excluded.updated_at",
+                             (tenant_id, provider, secret, _now()))
+
+    async def credentials(self, tenant_id: str) -> dict[str, bytes]:
+        return {r[0]: bytes(r[1]) for r in await self._all(
+            "SELECT provider, secret FROM provider_credentials WHERE tenant_id = ? ORDER BY provider", (tenant_id,))}
+
+    async def remove_credential(self, tenant_id: str, provider: str) -> bool:
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ?",
+                                   (tenant_id, provider))
+            return cur.rowcount == 1
+
+    async def add_model(self, tenant_id: str, provider: str, model: str, model_type: str, secret: bytes) -> None:
+        async with self._write() as db:
+            await db.execute("INSERT INTO tenant_models (tenant_id, provider, model, model_type, secret, updated_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(tenant_id, provider, model) DO UPDATE SET "
+                             "model_type = excluded.model_type, secret = excluded.secret, "
+                             "updated_at = excluded.updated_at",
+                             (tenant_id, provider, model, model_type, secret, _now()))
+
+    async def models(self, tenant_id: str) -> list[ModelRow]:
+        return [ModelRow(r[0], r[1], r[2], bytes(r[3])) for r in await self._all(
+            "SELECT provider, model, model_type, secret FROM tenant_models WHERE tenant_id = ? "
+            "ORDER BY provider, model", (tenant_id,))]
+
+    async def remove_model(self, tenant_id: str, provider: str, model: str) -> bool:
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ?",
+                                   (tenant_id, provider, model))
+            return cur.rowcount == 1
+
+    # -- defaults -----------------------------------------------------------------
+
+    async def set_default(self, tenant_id: str, model_type: str, provider: str, model: str) -> None:
+        async with self._write() as db:
+            await db.execute("INSERT INTO default_models (tenant_id, model_type, provider, model) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT(tenant_id, model_type) DO UPDATE SET provider = excluded.provider, "
+                             "model = excluded.model", (tenant_id, model_type, provider, model))
+
+    async def defaults(self, tenant_id: str) -> dict[str, tuple[str, str]]:
+        return {r[0]: (r[1], r[2]) for r in await self._all(
+            "SELECT model_type, provider, model FROM default_models WHERE tenant_id = ?", (tenant_id,))}
+
+    async def clear_default(self, tenant_id: str, model_type: str) -> bool:
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM default_models WHERE tenant_id = ? AND model_type = ?",
+                                   (tenant_id, model_type))
+            return cur.rowcount == 1

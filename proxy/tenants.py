@@ -1,0 +1,144 @@
+"""What a worker knows about tenants, cached: token hashes, each tenant's credentials
+(still encrypted), per-model entries, defaults, and the credentials it decrypted.
+
+A request whose tenant is cached touches no database. Every write anywhere bumps the
+store's change counter; `watch_changes` polls it and drops everything cached when it
+moves, which is how a revoked token or a new credential reaches every worker in < 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from keystore.models import Credential
+from keystore.store import Keystore
+from proxy.store import ModelRow, Store
+from translators import REGISTRY
+from translators.types import ModelType
+
+log = logging.getLogger("modelport")
+T = TypeVar("T")
+_NEGATIVE_LIMIT = 10_000
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class TenantState:
+    id: str
+    name: str
+    wrapped_private: bytes
+    credentials: dict[str, bytes]                      # provider -> encrypted credential
+    models: dict[tuple[str, str], ModelRow]            # (provider, model) -> per-model entry
+    defaults: dict[ModelType, tuple[str, str]]         # model type -> (provider, model)
+    decrypted: dict[tuple[str, str], Credential] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant: TenantState
+    token_id: str
+
+
+class Directory:
+    def __init__(self, store: Store, keystore: Keystore) -> None:
+        self.store = store
+        self.keystore = keystore
+        self._tokens: dict[str, tuple[str, str] | None] = {}   # hash -> (token id, tenant id)
+        self._tenants: dict[str, TenantState] = {}
+        self._loading: dict[str, asyncio.Future[object]] = {}
+        self._seen_changes = -1
+
+    def clear(self) -> None:
+        self._tokens.clear()
+        self._tenants.clear()
+        self.keystore.forget()
+
+    async def _single_flight(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
+        """Concurrent first requests for the same key share one database load."""
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await pending  # type: ignore[return-value]
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await load()
+            future.set_result(value)
+            return value
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved when nobody else waits
+            raise
+        finally:
+            del self._loading[key]
+
+    async def caller(self, token: str) -> Caller | None:
+        digest = hash_token(token)
+        if digest in self._tokens:
+            found = self._tokens[digest]
+        else:
+            found = await self._single_flight("tok:" + digest, lambda: self._load_token(digest))
+        if found is None:
+            return None
+        return Caller(await self.tenant(found[1]), found[0])
+
+    async def _load_token(self, digest: str) -> tuple[str, str] | None:
+        row = await self.store.find_token(digest)
+        # The row was found by its hash; compare again in constant time for good measure.
+        found = (row[0], row[1]) if row is not None and hmac.compare_digest(row[2], digest) else None
+        if found is None and len(self._tokens) >= _NEGATIVE_LIMIT:
+            self._tokens.clear()  # bound memory against floods of random tokens
+        self._tokens[digest] = found
+        return found
+
+    async def tenant(self, tenant_id: str) -> TenantState:
+        state = self._tenants.get(tenant_id)
+        if state is None:
+            state = await self._single_flight("tn:" + tenant_id, lambda: self._load_tenant(tenant_id))
+        return state
+
+    async def _load_tenant(self, tenant_id: str) -> TenantState:
+        row = await self.store.find_tenant(tenant_id)
+        wrapped = await self.store.wrapped_private_key(tenant_id)
+        if row is None or wrapped is None:
+            raise LookupError(tenant_id)
+        models = {(m.provider, m.model): m for m in await self.store.models(tenant_id)}
+        defaults = {ModelType(t): pm for t, pm in (await self.store.defaults(tenant_id)).items()}
+        state = TenantState(row.id, row.name, wrapped, await self.store.credentials(tenant_id), models, defaults)
+        self._tenants[tenant_id] = state
+        return state
+
+    def credential(self, state: TenantState, provider: str, model: str | None) -> Credential:
+        """The decrypted credential of a provider (model=None) or of a per-model entry."""
+        key = (provider, model or "")
+        cred = state.decrypted.get(key)
+        if cred is None:
+            blob = state.credentials[provider] if model is None else state.models[(provider, model)].secret
+            cred = self.keystore.decrypt(state.id, state.wrapped_private, blob, REGISTRY[provider].credential_fields)
+            state.decrypted[key] = cred
+        return cred
+
+    async def refresh_if_changed(self) -> bool:
+        changes = await self.store.changes()
+        if changes != self._seen_changes:
+            if self._seen_changes != -1:
+                self.clear()
+            self._seen_changes = changes
+            return True
+        return False
+
+    async def watch_changes(self, interval: float) -> None:
+        while True:
+            try:
+                await self.refresh_if_changed()
+            except Exception:  # a locked or busy database must not end the watcher
+                log.warning("could not poll the change counter; will retry", exc_info=True)
+            await asyncio.sleep(interval)

@@ -1,0 +1,443 @@
+"""A fake OpenAI vendor: a small Starlette app speaking OpenAI's real wire format.
+
+Tests script it and inspect it through `FakeOpenAIState` (shared with the server thread):
+
+    state = FakeOpenAIState(reply_text="Hi there")
+    with ServedApp(create_app(state)) as served:
+        ...  # point a client at served.base_url + "/v1"
+        assert state.requests[-1].json["model"] == "gpt-4o"
+
+It checks what OpenAI checks (bearer key, required fields, parameter types and values)
+and answers with OpenAI's error envelope otherwise. Reference: ../shared/vendors/openai.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Union
+
+import orjson
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tests.fakes._openai_payloads import (
+    check_transcription_request,
+    embeddings_response,
+    transcription_response,
+)
+from tests.fakes._openai_wire import (
+    ChatPlan,
+    CompletionPlan,
+    OpenAIHTTPError,
+    SSEResponse,
+    error_body,
+    invalid_type,
+    invalid_value,
+    json_response,
+    message_words,
+    missing_param,
+    sse_stream,
+)
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "FakeOpenAIState",
+    "RecordedRequest",
+    "UploadedFile",
+    "create_app",
+    "mask_key",
+]
+
+DEFAULT_API_KEY = "sk-test-fake-openai-key"
+DEFAULT_STREAM_ERROR: dict[str, Any] = error_body(
+    "The server had an error while processing your request. Sorry about that!",
+    type="server_error",
+)["error"]
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password "
+    "field (with blank username) if you're accessing the API from your browser and are "
+    "prompted for a username and password. You can obtain an API key from "
+    "https://platform.openai.com/account/api-keys."
+)
+BAD_JSON_MESSAGE = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON. If you have trouble figuring out how to fix this, please "
+    "contact us through our help center at help.openai.com.)"
+)
+
+# (status, body: dict -> JSON | str -> raw text, headers); the headers may be left out.
+FailSpec = Union[tuple[int, Union[dict[str, Any], str], dict[str, str]],
+                 tuple[int, Union[dict[str, Any], str]]]
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    filename: str | None
+    content_type: str | None
+    size: int
+    data: bytes = field(repr=False)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes = field(repr=False)
+    json: Any = None  # parsed JSON body (None if not JSON)
+    form: dict[str, str | list[str]] | None = None  # multipart text fields; `x[]` -> list
+    files: dict[str, UploadedFile] = field(default_factory=dict)  # multipart file parts
+
+
+@dataclass
+class FakeOpenAIState:
+    # -- scripting (set by tests) --
+    api_keys: set[str] = field(default_factory=lambda: {DEFAULT_API_KEY})
+    allowed_organizations: set[str] | None = None  # None: any OpenAI-Organization is fine
+    reply_text: str = "Hello from the fake!"
+    tool_call: tuple[str, str] | None = None  # (name, arguments JSON string)
+    transcript: str = "The quick brown fox."
+    delay: float = 0.0  # seconds before answering any request
+    stream_delay: float = 0.0  # seconds between SSE events
+    fail_after_chunks: int | None = None  # send an error event after N events (every stream)
+    stream_error: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STREAM_ERROR))
+    fail_next: list[FailSpec] = field(default_factory=list)  # popped one per request
+    # -- observations (written by the server) --
+    requests: list[RecordedRequest] = field(default_factory=list)
+    organizations: list[str] = field(default_factory=list)  # OpenAI-Organization headers seen
+    streams_started: int = 0
+    streams_finished: int = 0  # sent through [DONE]
+    streams_errored: int = 0  # ended by the scripted fail_after_chunks error event
+    streams_aborted: int = 0  # the client went away before the end
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def reset(self) -> None:
+        """Back to the defaults (scripting and observations); the lock is kept."""
+        fresh = FakeOpenAIState()
+        with self.lock:
+            for f in fields(self):
+                if f.name != "lock":
+                    setattr(self, f.name, getattr(fresh, f.name))
+
+    @property
+    def last_request(self) -> RecordedRequest:
+        if not self.requests:
+            raise AssertionError("the fake OpenAI server received no request")
+        return self.requests[-1]
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        return [r for r in list(self.requests) if r.path == path]
+
+    def wait_for(
+        self, predicate: Callable[[FakeOpenAIState], bool], timeout: float = 5.0
+    ) -> bool:
+        """Poll `predicate(self)` until true or `timeout` seconds pass; returns the last value."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() > deadline:
+                return bool(predicate(self))
+            time.sleep(0.01)
+        return True
+
+
+def mask_key(key: str) -> str:
+    """Mask a key the way OpenAI's 401 message does: `sk-tes*******-key`."""
+    if len(key) <= 8:
+        return key[:2] + "*" * (len(key) - 2)
+    return key[:6] + "*" * (len(key) - 10) + key[-4:]
+
+
+# -- request plumbing -------------------------------------------------------------------
+
+Handler = Callable[[Request, RecordedRequest], Awaitable[Response]]
+
+
+async def _record(state: FakeOpenAIState, request: Request) -> RecordedRequest:
+    body = await request.body()
+    parsed: Any = None
+    if body and not request.headers.get("content-type", "").startswith("multipart/"):
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+    record = RecordedRequest(
+        method=request.method,
+        path=request.url.path,
+        query=dict(request.query_params),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        json=parsed,
+    )
+    organization = request.headers.get("openai-organization")
+    with state.lock:
+        state.requests.append(record)
+        if organization:
+            state.organizations.append(organization)
+    return record
+
+
+def _check_auth(state: FakeOpenAIState, request: Request) -> None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise OpenAIHTTPError(401, NO_KEY_MESSAGE)
+    if key not in state.api_keys:
+        raise OpenAIHTTPError(
+            401,
+            f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+        )
+    organization = request.headers.get("openai-organization")
+    allowed = state.allowed_organizations
+    if organization and allowed is not None and organization not in allowed:
+        raise OpenAIHTTPError(
+            401,
+            "OpenAI-Organization header should match organization for API key",
+            code="mismatched_organization",
+        )
+
+
+def _scripted_failure(state: FakeOpenAIState) -> Response | None:
+    with state.lock:
+        if not state.fail_next:
+            return None
+        status, body, *rest = state.fail_next.pop(0)
+    headers = dict(rest[0]) if rest else {}
+    if isinstance(body, (dict, list)):
+        return json_response(body, status, headers)
+    return Response(body, status_code=status, headers=headers, media_type="text/plain")
+
+
+def _endpoint(state: FakeOpenAIState, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        started = time.monotonic()
+        record = await _record(state, request)
+        try:
+            if state.delay:
+                await asyncio.sleep(state.delay)
+            _check_auth(state, request)
+            response = _scripted_failure(state) or await handler(request, record)
+        except OpenAIHTTPError as exc:
+            response = json_response(exc.body, exc.status, exc.headers)
+        standard = {
+            "x-request-id": "req_" + secrets.token_hex(16),
+            "openai-version": "2020-10-01",
+            "openai-organization": request.headers.get("openai-organization", "user-fake"),
+            "openai-processing-ms": str(int((time.monotonic() - started) * 1000)),
+        }
+        for name, value in standard.items():
+            if name not in response.headers:
+                response.headers[name] = value
+        return response
+
+    return run
+
+
+def _json_object(record: RecordedRequest) -> dict[str, Any]:
+    if record.json is None and record.body.strip() not in (b"null",):
+        raise OpenAIHTTPError(400, BAD_JSON_MESSAGE)
+    if not isinstance(record.json, dict):
+        raise OpenAIHTTPError(400, "Invalid request body: expected a JSON object.")
+    return record.json
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise missing_param("model")
+    if not isinstance(model, str):
+        raise invalid_type("model", "a string", model)
+    return model
+
+
+def _streaming(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage), checked like OpenAI does."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise invalid_type("stream", "a boolean", stream)
+    options = body.get("stream_options")
+    if options is not None and not stream:
+        raise OpenAIHTTPError(
+            400,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
+    if options is not None and not isinstance(options, dict):
+        raise invalid_type("stream_options", "an object", options)
+    return bool(stream), bool((options or {}).get("include_usage"))
+
+
+def _token_limit(body: dict[str, Any], *names: str) -> int | None:
+    for name in names:  # first given wins: max_completion_tokens over max_tokens
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise invalid_type(name, "an integer", value)
+        if value < 1:
+            raise OpenAIHTTPError(
+                400, f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                f"but got {value} instead.", param=name, code="integer_below_min_value")
+        return value
+    return None
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    if messages is None:
+        raise missing_param("messages")
+    if not isinstance(messages, list):
+        raise invalid_type("messages", "an array", messages)
+    if not messages:
+        raise OpenAIHTTPError(
+            400, "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.", param="messages", code="empty_array")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise invalid_type(f"messages[{i}]", "an object", message)
+        role = message.get("role")
+        if role is None:
+            raise missing_param(f"messages[{i}].role")
+        if role not in CHAT_ROLES:
+            raise invalid_value(f"messages[{i}].role", role, CHAT_ROLES)
+        if role == "tool" and "tool_call_id" not in message:
+            raise missing_param(f"messages[{i}].tool_call_id")
+    return messages
+
+
+def _prompts(prompt: Any) -> list[str | list[int]]:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if prompt is None:
+        raise missing_param("prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, str) for p in prompt):
+            return list(prompt)
+        if all(is_int(p) for p in prompt):
+            return [prompt]
+        if all(isinstance(p, list) and all(is_int(t) for t in p) for p in prompt):
+            return list(prompt)
+    raise invalid_type("prompt", "a string, an array of strings, an array of integers or "
+                       "an array of integer arrays", prompt)
+
+
+# -- app --------------------------------------------------------------------------------
+
+
+def create_app(state: FakeOpenAIState) -> Starlette:
+    """The fake's ASGI app; every request is recorded in `state.requests`."""
+
+    async def chat_completions(request: Request, record: RecordedRequest) -> Response:
+        body = _json_object(record)
+        model = _model(body)
+        messages = _check_messages(body.get("messages"))
+        stream, include_usage = _streaming(body)
+        limit = _token_limit(body, "max_completion_tokens", "max_tokens")
+        tools = body.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            raise invalid_type("tools", "an array", tools)
+        use_tool = bool(tools) and body.get("tool_choice") != "none"
+        plan = ChatPlan(
+            model=model,
+            prompt_tokens=message_words(messages),
+            reply_text=state.reply_text,
+            limit=limit,
+            tool_call=state.tool_call if use_tool else None,
+        )
+        if stream:
+            return SSEResponse(sse_stream(state, plan.chunks(include_usage)))
+        return json_response(plan.response())
+
+    async def completions(request: Request, record: RecordedRequest) -> Response:
+        body = _json_object(record)
+        model = _model(body)
+        prompts = _prompts(body.get("prompt"))
+        stream, include_usage = _streaming(body)
+        if stream and body.get("best_of") not in (None, 1):
+            raise OpenAIHTTPError(400, "Cannot stream results with best_of > 1.",
+                                  param="best_of")
+        suffix = body.get("suffix")
+        plan = CompletionPlan(
+            model=model,
+            prompts=prompts,
+            reply_text=state.reply_text,
+            limit=_token_limit(body, "max_tokens") or 16,
+            echo=bool(body.get("echo")),
+            suffix=suffix if isinstance(suffix, str) else None,
+        )
+        if stream:
+            return SSEResponse(sse_stream(state, plan.chunks(include_usage)))
+        return json_response(plan.response())
+
+    async def embeddings(request: Request, record: RecordedRequest) -> Response:
+        return json_response(embeddings_response(_json_object(record)))
+
+    async def transcriptions(request: Request, record: RecordedRequest) -> Response:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            raise OpenAIHTTPError(
+                400, f"Invalid Content-Type header ({content_type}), expected "
+                "multipart/form-data. (HINT: If you're using curl, you can pass "
+                "-H 'Content-Type: multipart/form-data')")
+        form_fields: dict[str, str | list[str]] = {}
+        async with request.form() as form:
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    data = await value.read()
+                    record.files[name] = UploadedFile(
+                        value.filename, value.content_type, len(data), data)
+                elif name.endswith("[]"):
+                    listed = form_fields.setdefault(name, [])
+                    assert isinstance(listed, list)
+                    listed.append(value)
+                else:
+                    form_fields[name] = value
+        record.form = form_fields
+        upload = record.files.get("file")
+        if upload is None:
+            raise missing_param("file")
+
+        def text_field(name: str) -> str | None:
+            value = form_fields.get(name)
+            return value if isinstance(value, str) else None
+
+        model = text_field("model")
+        response_format = text_field("response_format") or "json"
+        granularities = [str(g) for g in form_fields.get("timestamp_granularities[]", [])]
+        check_transcription_request(
+            filename=upload.filename, model=model, response_format=response_format,
+            granularities=granularities, temperature=text_field("temperature"))
+        assert model is not None
+        return transcription_response(
+            text=state.transcript, model=model, audio=upload.data,
+            language=text_field("language"), response_format=response_format,
+            granularities=granularities)
+
+    async def not_found(request: Request, record: RecordedRequest) -> Response:
+        raise OpenAIHTTPError(404, f"Invalid URL ({request.method} {request.url.path})")
+
+    post = ["POST"]
+    every = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return Starlette(routes=[
+        Route("/v1/chat/completions", _endpoint(state, chat_completions), methods=post),
+        Route("/v1/completions", _endpoint(state, completions), methods=post),
+        Route("/v1/embeddings", _endpoint(state, embeddings), methods=post),
+        Route("/v1/audio/transcriptions", _endpoint(state, transcriptions), methods=post),
+        # Anything else, including a wrong method on a known path, is OpenAI's 404.
+        Route("/{path:path}", _endpoint(state, not_found), methods=every),
+    ])

@@ -1,0 +1,25 @@
+"""The provider registry: one explicit table from provider name to its translator.
+
+Routing, the admin API and the CLI look providers up here; nothing else in the
+code base branches on a provider's name. Adding a vendor = one module + one line.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from translators.base import CallContext, Translator
+from translators.openai import OpenAITranslator
+
+REGISTRY: MappingProxyType[str, Translator] = MappingProxyType({
+    t.name: t for t in (
+        OpenAITranslator(),
+    )
+})
+
+
+def get_translator(provider: str) -> Translator | None:
+    return REGISTRY.get(provider)
+
+
+__all__ = ["REGISTRY", "CallContext", "Translator", "get_translator"]

@@ -1,0 +1,90 @@
+"""The translator interface every vendor module implements.
+
+A translator is stateless and shared by all tenants: everything tenant-specific
+arrives in the `CallContext` of one call. Endpoints a vendor lacks keep the default
+implementations below, which refuse with a 400 naming the provider; legacy
+completions default to the chat path (see `translators/completions.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from keystore.models import Credential, CredentialField
+from translators._http import UpstreamClient
+from translators.errors import bad_request, unsupported
+from translators.types import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    JSONObject,
+    ModelType,
+    StreamChunk,
+    TranscriptionRequest,
+    TranscriptionResult,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    http: UpstreamClient
+    credential: Credential   # decrypted for this tenant and provider, this call only
+    model: str               # the vendor's model id after routing
+    base_url: str            # the credential's base_url or the provider's default
+    request_id: str
+
+
+# Model ids end up in URL paths (Azure deployments, Hugging Face repos, Replicate
+# owner/name); anything that could climb out of the intended path is refused.
+_SAFE_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]*(/[A-Za-z0-9][A-Za-z0-9._:@+\-]*)*$")
+
+
+def check_model_id(model: str) -> None:
+    if not _SAFE_MODEL.match(model) or ".." in model or len(model) > 200:
+        raise bad_request(f"model id {model!r} contains characters that are not allowed", "model",
+                          "invalid_model_id")
+
+
+class Translator:
+    name: ClassVar[str]
+    model_types: ClassVar[frozenset[ModelType]]
+    credential_fields: ClassVar[tuple[CredentialField, ...]]
+    default_base_url: ClassVar[str]
+    # True for providers whose models are added one by one with their own credentials
+    # (Azure deployments, Hugging Face, Replicate); False for one credential, all models.
+    per_model: ClassVar[bool] = False
+    # Models listed by GET /v1/models for an own-model provider.
+    catalog: ClassVar[Mapping[ModelType, tuple[str, ...]]] = {}
+    # Bare model names that route to this provider without a "provider/" prefix.
+    model_prefixes: ClassVar[Mapping[ModelType, tuple[str, ...]]] = {}
+
+    def serves(self, model: str, model_type: ModelType) -> bool:
+        if model in self.catalog.get(model_type, ()):
+            return True
+        return model.startswith(self.model_prefixes.get(model_type, ())) if self.model_prefixes else False
+
+    def check_model(self, model: str) -> None:
+        check_model_id(model)
+
+    async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
+        raise unsupported(self.name, "chat completions")
+
+    def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
+        raise unsupported(self.name, "streamed chat completions")
+
+    async def complete(self, req: CompletionRequest, ctx: CallContext) -> JSONObject:
+        from translators.completions import complete_via_chat
+        return await complete_via_chat(self, req, ctx)
+
+    def complete_stream(self, req: CompletionRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
+        from translators.completions import complete_stream_via_chat
+        return complete_stream_via_chat(self, req, ctx)
+
+    async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:
+        raise unsupported(self.name, "embeddings")
+
+    async def transcribe(self, req: TranscriptionRequest, ctx: CallContext) -> TranscriptionResult:
+        raise unsupported(self.name, "audio transcriptions")

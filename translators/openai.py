@@ -1,0 +1,40 @@
+"""OpenAI itself: the format is ours, so this is the pass-through translator as data.
+
+Credential: `api_key`, optional `organization` (sent as `OpenAI-Organization`),
+optional `base_url` (regional endpoints, self-hosted compatibles, test fakes).
+"""
+
+from __future__ import annotations
+
+from keystore.models import CredentialField
+from translators.base import CallContext
+from translators.openai_compatible import OpenAICompatible
+from translators.types import ModelType
+
+
+class OpenAITranslator(OpenAICompatible):
+    name = "openai"
+    model_types = frozenset(ModelType)
+    credential_fields = (
+        CredentialField("api_key", description="OpenAI API key"),
+        CredentialField("organization", required=False, secret=False, description="OpenAI organization id"),
+    )
+    default_base_url = "https://api.openai.com/v1"
+    catalog = {
+        ModelType.LLM: ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3-mini", "gpt-3.5-turbo",
+                        "gpt-3.5-turbo-16k", "gpt-3.5-turbo-instruct", "text-davinci-003"),
+        ModelType.TEXT_EMBEDDING: ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"),
+        ModelType.SPEECH2TEXT: ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"),
+    }
+    model_prefixes = {
+        ModelType.LLM: ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-davinci-", "davinci-", "babbage-"),
+        ModelType.TEXT_EMBEDDING: ("text-embedding-",),
+        ModelType.SPEECH2TEXT: ("whisper-", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"),
+    }
+
+    def headers(self, ctx: CallContext) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {ctx.credential['api_key']}"}
+        organization = ctx.credential.get("organization")
+        if organization:
+            headers["OpenAI-Organization"] = organization
+        return headers

@@ -1,0 +1,208 @@
+"""OpenAI's shapes, the common language between the gateway and every translator.
+
+Requests are pydantic models (they are the edge where client input is checked) with
+`extra="allow"`, so parameters we do not model still reach OpenAI-compatible
+upstreams. Each request keeps the client's original JSON object (`raw`): the
+pass-through translators forward it with one key changed instead of re-serialising
+the model. Responses are plain dicts in OpenAI's shape (they are built on the hot
+path and validated against OpenAI's schemas in the tests).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+JSONObject = dict[str, Any]
+
+
+class ModelType(str, enum.Enum):
+    LLM = "llm"
+    TEXT_EMBEDDING = "text-embedding"
+    SPEECH2TEXT = "speech2text"
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Request(_Open):
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    _raw: JSONObject = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: JSONObject) -> Self:
+        obj = cls.model_validate(raw)
+        obj._raw = raw
+        return obj
+
+    @property
+    def raw(self) -> JSONObject:
+        return self._raw
+
+    def raw_with(self, **changes: Any) -> JSONObject:
+        """The client's JSON with some keys replaced (a shallow copy: the original stays intact)."""
+        body = dict(self._raw)
+        body.update(changes)
+        return body
+
+
+class ImageURL(_Open):
+    url: str
+    detail: str | None = None
+
+
+class ContentPart(_Open):
+    type: str
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class FunctionCall(_Open):
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(_Open):
+    id: str
+    type: str = "function"
+    function: FunctionCall
+
+
+class Message(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(_Open):
+    include_usage: bool = False
+
+
+class FunctionDef(_Open):
+    name: str
+    description: str | None = None
+    parameters: JSONObject | None = None
+
+
+class Tool(_Open):
+    type: str = "function"
+    function: FunctionDef
+
+
+class ChatRequest(_Request):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    stop: str | list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | JSONObject | None = None
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    @property
+    def token_limit(self) -> int | None:
+        """`max_completion_tokens` wins over the deprecated `max_tokens`, as OpenAI says."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+TokenArray = list[int]
+PromptInput = str | list[str] | TokenArray | list[TokenArray]
+
+
+class CompletionRequest(_Request):
+    prompt: PromptInput = "<|endoftext|>"
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    stop: str | list[str] | None = None
+    suffix: str | None = None
+    echo: bool | None = None
+    user: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class EmbeddingRequest(_Request):
+    input: Annotated[str | list[str] | TokenArray | list[TokenArray], Field(min_length=1)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    user: str | None = None
+
+
+TranscriptionFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+
+
+class TranscriptionRequest(_Request):
+    """Built from a multipart form; `file` holds the raw upload."""
+
+    file: bytes
+    filename: str = "audio"
+    content_type: str = "application/octet-stream"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: Annotated[float, Field(ge=0, le=1)] | None = None
+    response_format: TranscriptionFormat = "json"
+    timestamp_granularities: list[Literal["word", "segment"]] | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def from_openai(cls, data: Any) -> Usage | None:
+        if not isinstance(data, dict):
+            return None
+        prompt = int(data.get("prompt_tokens") or 0)
+        completion = int(data.get("completion_tokens") or 0)
+        return cls(prompt, completion, int(data.get("total_tokens") or prompt + completion))
+
+    def as_dict(self) -> JSONObject:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """One OpenAI chunk, already JSON-encoded so the proxy only frames it.
+
+    `usage` is set on the usage-only chunk (`choices: []`) a translator yields last
+    when it knows the totals; the proxy forwards that chunk only if the client asked
+    for `include_usage`, but reads the totals either way.
+    """
+
+    data: bytes
+    usage: Usage | None = None
+
+    @classmethod
+    def of(cls, chunk: JSONObject, usage: Usage | None = None) -> StreamChunk:
+        return cls(orjson.dumps(chunk), usage)
+
+
+@dataclass(slots=True, frozen=True)
+class TranscriptionResult:
+    content: bytes
+    media_type: str
