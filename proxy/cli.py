@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     premove.add_argument("tenant")
     premove.add_argument("provider")
 
-    models = group("models", "models added one by one (Azure deployments, Hugging Face, Replicate)")
+    models = group("models", "models added one by one, each with its own credentials (hosted-model providers)")
     madd = models.add_parser("add")
     madd.add_argument("tenant")
     madd.add_argument("provider")

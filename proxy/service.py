@@ -171,7 +171,7 @@ class Management:
         kind = _model_type(model_type)
         provider, sep, model = target.partition("/")
         if not sep or not model:
-            raise bad_request("name the default as PROVIDER/MODEL, e.g. openai/gpt-4o-mini", "model")
+            raise bad_request("name the default as PROVIDER/MODEL", "model")
         translator = _translator(provider)
         if kind not in translator.model_types:
             raise bad_request(f"provider '{provider}' has no {kind.value} models", "model", "model_type_mismatch")

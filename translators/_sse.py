@@ -21,6 +21,10 @@ __all__ = ["SSEDecoder", "SSEEvent", "aiter_sse"]
 _BOM = b"\xef\xbb\xbf"
 
 
+# The data of the end-of-stream event that OpenAI-style streams send.
+DONE_DATA = b"[DONE]"
+
+
 @dataclass(slots=True)
 class SSEEvent:
     event: str = "message"

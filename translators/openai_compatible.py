@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from translators._http import FilePart, Headers, UpstreamResponse
-from translators._sse import SSEDecoder
+from translators._sse import DONE_DATA, SSEDecoder
 from translators.base import CallContext, Translator
 from translators.errors import ApiError, UpstreamError, parse_retry_after, upstream_status_error
 from translators.types import (
@@ -28,9 +28,6 @@ from translators.types import (
     TranscriptionResult,
     Usage,
 )
-
-_DONE = b"[DONE]"
-
 
 def openai_error_fields(body: Any, fallback: str) -> tuple[str, str | None, str | None]:
     """(message, code, param) from an OpenAI-style error body, tolerant of variants."""
@@ -122,8 +119,8 @@ class OpenAICompatible(Translator):
 
     def _pass_chunk(self, data: bytes) -> StreamChunk | tuple[JSONObject, Usage] | object | None:
         """Decide what one upstream event becomes, parsing only when its bytes say it must."""
-        if not data or data == _DONE:
-            return _END if data == _DONE else None
+        if not data or data == DONE_DATA:
+            return _END if data == DONE_DATA else None
         if b'"error"' not in data and b'"usage"' not in data:
             return StreamChunk(data)
         parsed = orjson.loads(data)

@@ -340,15 +340,18 @@ async def sse_stream(state: FakeOpenAIState, events: list[dict[str, Any]]) -> As
     outcome = "aborted"
     try:
         for i, event in enumerate(events):
-            if i and delay:
+            if i:
+                # Even with no delay, yield to the loop between events: that is where a
+                # client disconnect gets delivered (as a cancellation) and where other
+                # connections get served. Without it a whole stream is written in one
+                # loop step, into a dead socket if the client has gone.
                 await asyncio.sleep(delay)
             if fail_after is not None and i >= fail_after:
                 outcome = "errored"
                 yield sse_event({"error": error})
                 return
             yield sse_event(event)
-        if delay:
-            await asyncio.sleep(delay)
+        await asyncio.sleep(delay)
         yield DONE_EVENT
         outcome = "finished"
     finally:

@@ -1,0 +1,3 @@
+"""Shared fixtures: the fake vendors (served on loopback) and a running gateway."""
+
+pytest_plugins = ["tests.fakes.fixtures", "tests.e2e.harness"]

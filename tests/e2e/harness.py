@@ -1,0 +1,187 @@
+"""A real `modelport serve` for end-to-end tests: a subprocess on a free loopback port,
+its own data directory and config, driven by the CLI (in-process, same database) and
+called with the official openai SDK.
+
+Fixtures (session-scoped, the server is started once):
+- ``gateway``: a 2-worker server; tenant ``acme`` has the fake OpenAI configured and
+  defaults for all three model types, tenant ``beta`` a different key and no defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from proxy.cli import main as cli_main
+from tests.fakes.fixtures import FakeOpenAI
+from tests.fakes.server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+ACME_KEY = "sk-test-acme-not-a-real-key-000000000001"
+BETA_KEY = "sk-test-beta-not-a-real-key-000000000002"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class GatewayProcess:
+    """One running gateway; `cli()` manages it through its database."""
+
+    root: Path
+    workers: int = 2
+    settings: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def v1_url(self) -> str:
+        return self.base_url + "/v1"
+
+    def write_config(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = {"host": "127.0.0.1", "port": self.port, "workers": self.workers,
+                  "data_dir": str(self.data_dir), "max_request_bytes": 1_000_000,
+                  "change_poll_interval": 0.2, "log_level": "info",
+                  "upstream": {"connect_timeout": 2, "read_timeout": 2, "total_timeout": 5}}
+        config.update(self.settings)
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> CliResult:
+        """Run `modelport --config ... ARGS` in-process (same code as the console script)."""
+        out, err = io.StringIO(), io.StringIO()
+        saved = {k: os.environ.get(k) for k in (env or {})}
+        os.environ.update(env or {})
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli_main(["--config", str(self.config_path), *args])
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        result = CliResult(code, out.getvalue(), err.getvalue())
+        if check and code != 0:
+            raise AssertionError(f"modelport {' '.join(args)} failed ({code}): {result.err}")
+        return result
+
+    def start(self, timeout: float = 20.0) -> None:
+        if not self.port:
+            self.port = free_port()
+        self.write_config()
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--config", str(self.config_path), "serve"],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"gateway did not become healthy in {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def new_token(self, tenant: str, name: str | None = None) -> str:
+        args = ["tokens", "create", tenant] + (["--name", name] if name else [])
+        return self.cli(*args).out.strip()
+
+    def client(self, token: str | None = None, **kwargs: Any) -> Any:
+        import openai
+
+        options: dict[str, Any] = {"base_url": self.v1_url, "api_key": token or self.tokens["acme"],
+                                   "max_retries": 0, "timeout": 15.0}
+        options.update(kwargs)
+        return openai.OpenAI(**options)
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.tokens['acme']}"}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=15.0)
+
+
+def seed(gw: GatewayProcess, fake: FakeOpenAI) -> None:
+    """acme: the fake OpenAI with every default set; beta: another key, no defaults."""
+    fake.state.api_keys.update({ACME_KEY, BETA_KEY})
+    gw.cli("tenants", "create", "acme")
+    gw.cli("providers", "set", "acme", "openai", f"api_key={ACME_KEY}", f"base_url={fake.v1_url}")
+    gw.cli("defaults", "set", "acme", "llm", "openai/gpt-4o-mini")
+    gw.cli("defaults", "set", "acme", "text-embedding", "openai/text-embedding-3-small")
+    gw.cli("defaults", "set", "acme", "speech2text", "openai/whisper-1")
+    gw.cli("tenants", "create", "beta")
+    gw.cli("providers", "set", "beta", "openai", f"api_key={BETA_KEY}", f"base_url={fake.v1_url}")
+    gw.tokens["acme"] = gw.new_token("acme", "e2e")
+    gw.tokens["beta"] = gw.new_token("beta", "e2e")
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_openai_server: FakeOpenAI) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(tmp_path_factory.mktemp("gateway"))
+    gw.port = free_port()
+    gw.write_config()
+    seed(gw, fake_openai_server)
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        # The fake keeps its keys across tests; put them back for the next session user.
+        fake_openai_server.state.api_keys.update({ACME_KEY, BETA_KEY})
+
+
+@pytest.fixture
+def gw(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> GatewayProcess:
+    """The session gateway with the fake's script reset (and the tenants' keys accepted)."""
+    fake_openai.state.api_keys.update({ACME_KEY, BETA_KEY})
+    return gateway
