@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,11 +18,24 @@ from proxy.bootstrap import ensure_admin_token, open_store_and_keystore
 from proxy.errors import http_exception_handler
 from proxy.gateway import Gateway
 from proxy.routes import ROUTES
-from proxy.settings import CONFIG_ENV, Settings
+from proxy.settings import CONFIG_ENV, Settings, load_settings
 from proxy.tenants import Directory
 from translators._http import Timeouts, UpstreamClient
 
 SETTINGS_ENV = "MODELPORT_SETTINGS_JSON"
+log = logging.getLogger("modelport")
+
+
+async def _watch_changes(gateway: Gateway) -> None:
+    """Poll the change counter; when it moves, drop the caches and re-read the admin token
+    (another process may have reset it)."""
+    while True:
+        try:
+            if await gateway.directory.refresh_if_changed():
+                gateway.admin_hash = (await ensure_admin_token(gateway.store, gateway.settings))[0]
+        except Exception:  # a locked or busy database must not end the watcher
+            log.warning("could not poll the change counter; will retry", exc_info=True)
+        await asyncio.sleep(gateway.settings.change_poll_interval)
 
 
 def build_app(settings: Settings) -> Starlette:
@@ -34,7 +48,7 @@ def build_app(settings: Settings) -> Starlette:
         up = settings.upstream
         http = UpstreamClient(Timeouts(up.connect_timeout, up.read_timeout, up.total_timeout))
         app.state.gateway = Gateway(settings, store, keystore, directory, http, admin_hash)
-        watcher = asyncio.create_task(directory.watch_changes(settings.change_poll_interval))
+        watcher = asyncio.create_task(_watch_changes(app.state.gateway))
         try:
             yield
         finally:
@@ -49,14 +63,10 @@ def build_app(settings: Settings) -> Starlette:
 
 
 def app_from_env() -> Starlette:
-    """uvicorn factory for worker processes: `serve` passes its settings in the environment."""
+    """uvicorn factory for worker processes: `serve` passes its settings in the environment
+    (a config file path in MODELPORT_CONFIG works too, for running under another ASGI server)."""
     raw = os.environ.get(SETTINGS_ENV)
     if raw:
         return build_app(Settings.model_validate_json(raw))
-    from proxy.settings import load_settings
     path = os.environ.get(CONFIG_ENV)
-    from pathlib import Path
     return build_app(load_settings(Path(path) if path else None))
-
-
-logging.getLogger("modelport").addHandler(logging.NullHandler())

@@ -203,7 +203,15 @@ _ACTIONS: dict[tuple[str, str], Callable[[argparse.Namespace], Callable[[Managem
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # `models add T P M --type llm key=value ...`: argparse does not give positionals that
+    # follow an option to an earlier nargs="*" positional, so collect them here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "fields", None), list) and not any(e.startswith("-") for e in extra):
+            args.fields.extend(extra)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = _settings(args)
         if args.command == "serve":

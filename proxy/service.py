@@ -100,9 +100,11 @@ class Management:
 
     def _credential(self, translator: Translator, fields: dict[str, str]) -> Any:
         try:
-            return validate_credential(translator.name, translator.credential_fields, fields)
+            credential = validate_credential(translator.name, translator.credential_fields, fields)
         except CredentialError as exc:
             raise bad_request(str(exc), exc.field, "invalid_credential") from None
+        translator.check_credential(credential)
+        return credential
 
     async def set_provider(self, ref: str, provider: str, fields: dict[str, str]) -> dict[str, Any]:
         tenant = await self.tenant(ref)

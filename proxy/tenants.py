@@ -56,14 +56,19 @@ class Directory:
         self._tenants: dict[str, TenantState] = {}
         self._loading: dict[str, asyncio.Future[object]] = {}
         self._seen_changes = -1
+        # Bumped by clear(): a load that began before a clear must not fill the cache
+        # after it (it may have read rows from before the change that caused the clear).
+        self._generation = 0
 
     def clear(self) -> None:
+        self._generation += 1
         self._tokens.clear()
         self._tenants.clear()
         self.keystore.forget()
 
     async def _single_flight(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
         """Concurrent first requests for the same key share one database load."""
+        key = f"{self._generation}:{key}"  # never join a load from before the last clear
         pending = self._loading.get(key)
         if pending is not None:
             return await pending  # type: ignore[return-value]
@@ -91,12 +96,14 @@ class Directory:
         return Caller(await self.tenant(found[1]), found[0])
 
     async def _load_token(self, digest: str) -> tuple[str, str] | None:
+        generation = self._generation
         row = await self.store.find_token(digest)
         # The row was found by its hash; compare again in constant time for good measure.
         found = (row[0], row[1]) if row is not None and hmac.compare_digest(row[2], digest) else None
         if found is None and len(self._tokens) >= _NEGATIVE_LIMIT:
             self._tokens.clear()  # bound memory against floods of random tokens
-        self._tokens[digest] = found
+        if generation == self._generation:
+            self._tokens[digest] = found
         return found
 
     async def tenant(self, tenant_id: str) -> TenantState:
@@ -106,6 +113,7 @@ class Directory:
         return state
 
     async def _load_tenant(self, tenant_id: str) -> TenantState:
+        generation = self._generation
         row = await self.store.find_tenant(tenant_id)
         wrapped = await self.store.wrapped_private_key(tenant_id)
         if row is None or wrapped is None:
@@ -113,7 +121,8 @@ class Directory:
         models = {(m.provider, m.model): m for m in await self.store.models(tenant_id)}
         defaults = {ModelType(t): pm for t, pm in (await self.store.defaults(tenant_id)).items()}
         state = TenantState(row.id, row.name, wrapped, await self.store.credentials(tenant_id), models, defaults)
-        self._tenants[tenant_id] = state
+        if generation == self._generation:
+            self._tenants[tenant_id] = state
         return state
 
     def credential(self, state: TenantState, provider: str, model: str | None) -> Credential:
@@ -134,11 +143,3 @@ class Directory:
             self._seen_changes = changes
             return True
         return False
-
-    async def watch_changes(self, interval: float) -> None:
-        while True:
-            try:
-                await self.refresh_if_changed()
-            except Exception:  # a locked or busy database must not end the watcher
-                log.warning("could not poll the change counter; will retry", exc_info=True)
-            await asyncio.sleep(interval)

@@ -15,7 +15,7 @@ import openai
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.fakes.fixtures import FakeOpenAI, fake_openai, fake_openai_server  # noqa: F401
+from tests.fakes.fixtures import FakeOpenAI
 from tests.fakes.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app, mask_key
 from tests.fakes.server import ServedApp, free_port
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from translators.anthropic import AnthropicTranslator
+from translators.azure_openai import AzureOpenAITranslator
 from translators.base import CallContext, Translator
 from translators.openai import OpenAITranslator
 
 REGISTRY: MappingProxyType[str, Translator] = MappingProxyType({
     t.name: t for t in (
         OpenAITranslator(),
+        AnthropicTranslator(),
+        AzureOpenAITranslator(),
     )
 })
 

@@ -69,6 +69,10 @@ class Translator:
     def check_model(self, model: str) -> None:
         check_model_id(model)
 
+    def check_credential(self, credential: Credential) -> None:
+        """Vendor-specific checks beyond the field schema, run when a credential is saved
+        (raise `ApiError` 400 naming the field); most vendors need none."""
+
     async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
         raise unsupported(self.name, "chat completions")
 

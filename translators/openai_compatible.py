@@ -96,8 +96,13 @@ class OpenAICompatible(Translator):
             decoder = SSEDecoder()
             pending_usage: tuple[JSONObject, Usage] | None = None
             done = False
+            events = 0
+            prefix = b""  # the body's first bytes, kept until an event shows it really is SSE
             async for data in resp.chunks():
+                if not events and len(prefix) < _HEAD_LIMIT:
+                    prefix += data
                 for event in decoder.feed(data):
+                    events += 1
                     chunk = self._pass_chunk(event.data)
                     if chunk is _END:
                         done = True
@@ -110,12 +115,28 @@ class OpenAICompatible(Translator):
                     break
             if not done:
                 for event in decoder.flush():
+                    events += 1
                     chunk = self._pass_chunk(event.data)
                     if isinstance(chunk, StreamChunk):
                         yield chunk
+            if not events:
+                raise self._not_a_stream(prefix, resp.headers)
             if pending_usage is not None:
                 head, usage = pending_usage
                 yield StreamChunk.of({**head, "choices": [], "usage": usage.as_dict()}, usage)
+
+    def _not_a_stream(self, body: bytes, headers: Headers) -> ApiError:
+        """A 200 answer to a streamed request that holds no event at all: an error in a
+        200 body (compatibles do this) or something that is not a stream. Passing it on
+        as an empty stream would tell the client the call succeeded with no output."""
+        try:
+            parsed = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict) and parsed.get("error") is not None:
+            return self.error_from_response(400, parsed, headers)
+        return UpstreamError(502, f"{self.name} answered a streamed request without any event", "server_error",
+                             "upstream_bad_response")
 
     def _pass_chunk(self, data: bytes) -> StreamChunk | tuple[JSONObject, Usage] | object | None:
         """Decide what one upstream event becomes, parsing only when its bytes say it must."""
@@ -123,7 +144,11 @@ class OpenAICompatible(Translator):
             return _END if data == DONE_DATA else None
         if b'"error"' not in data and b'"usage"' not in data:
             return StreamChunk(data)
-        parsed = orjson.loads(data)
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(502, f"{self.name} sent a stream event that is not JSON", "server_error",
+                                "upstream_bad_response") from None
         if not isinstance(parsed, dict):
             return None
         if parsed.get("error") is not None and not parsed.get("choices"):
@@ -175,3 +200,4 @@ class OpenAICompatible(Translator):
 
 
 _END = object()
+_HEAD_LIMIT = 65536  # how much of a stream that shows no event is kept to explain it

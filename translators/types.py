@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -33,10 +33,14 @@ class _Open(BaseModel):
 class _Request(_Open):
     model: Annotated[str, Field(min_length=1, max_length=256)]
     _raw: JSONObject = PrivateAttr(default_factory=dict)
+    # JSON bodies are checked strictly (no "yes" -> True, no "0.5" -> 0.5): pass-through
+    # translators forward the client's own JSON, so a value the gateway would coerce must
+    # be refused here, not read one way by us (e.g. as `stream: true`) and another upstream.
+    strict_parse: ClassVar[bool] = True
 
     @classmethod
     def parse(cls, raw: JSONObject) -> Self:
-        obj = cls.model_validate(raw)
+        obj = cls.model_validate(raw, strict=cls.strict_parse)
         obj._raw = raw
         return obj
 
@@ -155,6 +159,8 @@ TranscriptionFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
 class TranscriptionRequest(_Request):
     """Built from a multipart form; `file` holds the raw upload."""
+
+    strict_parse: ClassVar[bool] = False  # form fields arrive as text ("0.2")
 
     file: bytes
     filename: str = "audio"

@@ -28,6 +28,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.fakes._openai_checks import (
+    checked_messages,
+    model_param,
+    prompt_list,
+    stream_params,
+    token_limit,
+)
 from tests.fakes._openai_payloads import (
     check_transcription_request,
     embeddings_response,
@@ -40,7 +47,6 @@ from tests.fakes._openai_wire import (
     SSEResponse,
     error_body,
     invalid_type,
-    invalid_value,
     json_response,
     message_words,
     missing_param,
@@ -61,7 +67,6 @@ DEFAULT_STREAM_ERROR: dict[str, Any] = error_body(
     "The server had an error while processing your request. Sorry about that!",
     type="server_error",
 )["error"]
-CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 NO_KEY_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
     "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password "
@@ -114,6 +119,7 @@ class FakeOpenAIState:
     fail_after_chunks: int | None = None  # send an error event after N events (every stream)
     stream_error: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STREAM_ERROR))
     fail_next: list[FailSpec] = field(default_factory=list)  # popped one per request
+    record_requests: bool = True  # False for long benchmark runs (requests list stays empty)
     # -- observations (written by the server) --
     requests: list[RecordedRequest] = field(default_factory=list)
     organizations: list[str] = field(default_factory=list)  # OpenAI-Organization headers seen
@@ -181,10 +187,11 @@ async def _record(state: FakeOpenAIState, request: Request) -> RecordedRequest:
         json=parsed,
     )
     organization = request.headers.get("openai-organization")
-    with state.lock:
-        state.requests.append(record)
-        if organization:
-            state.organizations.append(organization)
+    if state.record_requests:
+        with state.lock:
+            state.requests.append(record)
+            if organization:
+                state.organizations.append(organization)
     return record
 
 
@@ -254,88 +261,6 @@ def _json_object(record: RecordedRequest) -> dict[str, Any]:
     return record.json
 
 
-def _model(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if model is None:
-        raise missing_param("model")
-    if not isinstance(model, str):
-        raise invalid_type("model", "a string", model)
-    return model
-
-
-def _streaming(body: dict[str, Any]) -> tuple[bool, bool]:
-    """(stream, include_usage), checked like OpenAI does."""
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise invalid_type("stream", "a boolean", stream)
-    options = body.get("stream_options")
-    if options is not None and not stream:
-        raise OpenAIHTTPError(
-            400,
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            param="stream_options",
-        )
-    if options is not None and not isinstance(options, dict):
-        raise invalid_type("stream_options", "an object", options)
-    return bool(stream), bool((options or {}).get("include_usage"))
-
-
-def _token_limit(body: dict[str, Any], *names: str) -> int | None:
-    for name in names:  # first given wins: max_completion_tokens over max_tokens
-        value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise invalid_type(name, "an integer", value)
-        if value < 1:
-            raise OpenAIHTTPError(
-                400, f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
-                f"but got {value} instead.", param=name, code="integer_below_min_value")
-        return value
-    return None
-
-
-def _check_messages(messages: Any) -> list[dict[str, Any]]:
-    if messages is None:
-        raise missing_param("messages")
-    if not isinstance(messages, list):
-        raise invalid_type("messages", "an array", messages)
-    if not messages:
-        raise OpenAIHTTPError(
-            400, "Invalid 'messages': empty array. Expected an array with minimum length 1, "
-            "but got an empty array instead.", param="messages", code="empty_array")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise invalid_type(f"messages[{i}]", "an object", message)
-        role = message.get("role")
-        if role is None:
-            raise missing_param(f"messages[{i}].role")
-        if role not in CHAT_ROLES:
-            raise invalid_value(f"messages[{i}].role", role, CHAT_ROLES)
-        if role == "tool" and "tool_call_id" not in message:
-            raise missing_param(f"messages[{i}].tool_call_id")
-    return messages
-
-
-def _prompts(prompt: Any) -> list[str | list[int]]:
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if prompt is None:
-        raise missing_param("prompt")
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(p, str) for p in prompt):
-            return list(prompt)
-        if all(is_int(p) for p in prompt):
-            return [prompt]
-        if all(isinstance(p, list) and all(is_int(t) for t in p) for p in prompt):
-            return list(prompt)
-    raise invalid_type("prompt", "a string, an array of strings, an array of integers or "
-                       "an array of integer arrays", prompt)
-
-
 # -- app --------------------------------------------------------------------------------
 
 
@@ -344,10 +269,10 @@ def create_app(state: FakeOpenAIState) -> Starlette:
 
     async def chat_completions(request: Request, record: RecordedRequest) -> Response:
         body = _json_object(record)
-        model = _model(body)
-        messages = _check_messages(body.get("messages"))
-        stream, include_usage = _streaming(body)
-        limit = _token_limit(body, "max_completion_tokens", "max_tokens")
+        model = model_param(body)
+        messages = checked_messages(body.get("messages"))
+        stream, include_usage = stream_params(body)
+        limit = token_limit(body, "max_completion_tokens", "max_tokens")
         tools = body.get("tools")
         if tools is not None and not isinstance(tools, list):
             raise invalid_type("tools", "an array", tools)
@@ -365,9 +290,9 @@ def create_app(state: FakeOpenAIState) -> Starlette:
 
     async def completions(request: Request, record: RecordedRequest) -> Response:
         body = _json_object(record)
-        model = _model(body)
-        prompts = _prompts(body.get("prompt"))
-        stream, include_usage = _streaming(body)
+        model = model_param(body)
+        prompts = prompt_list(body.get("prompt"))
+        stream, include_usage = stream_params(body)
         if stream and body.get("best_of") not in (None, 1):
             raise OpenAIHTTPError(400, "Cannot stream results with best_of > 1.",
                                   param="best_of")
@@ -376,7 +301,7 @@ def create_app(state: FakeOpenAIState) -> Starlette:
             model=model,
             prompts=prompts,
             reply_text=state.reply_text,
-            limit=_token_limit(body, "max_tokens") or 16,
+            limit=token_limit(body, "max_tokens") or 16,
             echo=bool(body.get("echo")),
             suffix=suffix if isinstance(suffix, str) else None,
         )

@@ -1,0 +1,435 @@
+"""`python -m bench`: what the gateway costs over calling the (fake) vendor directly.
+
+    python -m bench                       # 3 rounds, 5 s per measurement, every scenario
+    python -m bench --quick               # smoke run: 1 round, 1 s, a 200-stream soak
+    python -m bench --scenarios chat,stream --rounds 5 --duration 10
+    python -m bench --profile             # also py-spy the workers under load (top costs)
+
+Each round starts a fresh `modelport serve` (2 workers; start-up is timed to the first
+served request), then for every scenario and connection count runs the same bounded
+load direct to the fake upstream and through the gateway, back to back (the order
+alternates between rounds). Results: a table on stdout and bench/results/<time>.json.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import fake, profile, report, wrk
+from bench.gateway import FAKE_KEY, Gateway, anthropic_translator
+from bench.procs import Procs, Watch, background_cores, wait_quiet
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SOAK_MODEL = "gpt-4o-mini"
+MESSAGES = [{"role": "system", "content": "You are a terse assistant."},
+            {"role": "user", "content": "Say hello to the benchmark in one short sentence."}]
+
+
+@dataclass
+class Scenario:
+    name: str
+    meaning: str
+    tenant: str
+    gateway_path: str
+    gateway_body: dict[str, Any]
+    direct_path: str
+    direct_body: dict[str, Any]
+    conns: tuple[int, ...]
+    expect: str                       # bytes every good gateway response contains
+    stream: bool = False
+    direct_expect: str = ""           # the same for the direct response, when it differs
+    direct_headers: dict[str, str] = field(default_factory=lambda: {"Authorization": f"Bearer {FAKE_KEY}"})
+
+
+def scenarios(anthropic_model: str) -> dict[str, Scenario]:
+    chat = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 64, "temperature": 0.2}
+    stream = {**chat, "stream": True}
+    return {s.name: s for s in [
+        Scenario("chat", "non-stream chat completion through the OpenAI (pass-through) provider",
+                 "bench", "/v1/chat/completions", chat, "/v1/chat/completions", chat, (1, 64), '"chat.completion"'),
+        Scenario("anthropic", "non-stream chat through the translated Anthropic provider (OpenAI in, "
+                 "Anthropic /v1/messages upstream, OpenAI out)",
+                 "bench", "/v1/chat/completions", {**chat, "model": f"anthropic/{anthropic_model}"},
+                 "/v1/messages", {"model": anthropic_model, "max_tokens": 64, "system": MESSAGES[0]["content"],
+                                  "messages": [MESSAGES[1]], "temperature": 0.2},
+                 (1, 64), '"chat.completion"', direct_expect='"type": "message"',
+                 direct_headers={"x-api-key": FAKE_KEY, "anthropic-version": "2023-06-01"}),
+        Scenario("embeddings", "embeddings through the OpenAI provider",
+                 "bench", "/v1/embeddings", {"model": "text-embedding-3-small",
+                                             "input": "The food was delicious and the waiter was kind."},
+                 "/v1/embeddings", {"model": "text-embedding-3-small",
+                                    "input": "The food was delicious and the waiter was kind."},
+                 (1, 64), '"embedding"'),
+        Scenario("stream", f"streamed chat, {fake.STREAM_CHUNKS} chunks + usage + [DONE] from a static upstream; "
+                 "TTFB at 1 connection, streams/s at 50 and 64",
+                 "bench-stream", "/v1/chat/completions", stream, "/stream/v1/chat/completions", stream,
+                 (1, 50, 64), "data: [DONE]", stream=True),
+        Scenario("soak", "N concurrent slow streams (a chunk every 100 ms, ~2 s each): errors and peak RSS",
+                 "bench-soak", "/v1/chat/completions", {**stream, "model": SOAK_MODEL}, "/v1/chat/completions",
+                 {**stream, "model": SOAK_MODEL}, (1000,), "data: [DONE]", stream=True),
+    ]}
+
+
+def ensure_tools() -> None:
+    missing = [pkg for pkg, exe in (("nginx", "nginx"), ("wrk", "wrk"))
+               if not (shutil.which(exe) or os.path.exists(f"/usr/sbin/{exe}"))]
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        sys.exit(f"bench: {' and '.join(missing)} missing; install them (Debian: apt-get install -y {' '.join(missing)})")
+    print(f"bench: installing {', '.join(missing)} with apt-get (Debian packages)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Accept: */*"] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, procs: Procs, root: Path) -> None:
+        self.args, self.procs, self.root = args, procs, root
+        self.upstream = fake.Upstream(procs, root / "upstream")
+        self.gateway: Gateway | None = None
+        self.measurements: list[dict[str, Any]] = []
+        self.startups: list[float] = []
+        self.notes: list[str] = []
+        self.anthropic: dict[str, Any] | None = None
+        self.profiles: dict[str, Any] = {}
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def setup(self) -> None:
+        bg = background_cores(1.0)
+        msg = f"other processes keep {bg:.2f} of {os.cpu_count()} cores busy at the start"
+        print(f"bench: {msg}", flush=True)
+        self.notes.append(msg)
+        (self.root / "upstream").mkdir(parents=True)
+        self.upstream.start()
+        print(f"bench: fake upstream: nginx on 127.0.0.1:{self.upstream.port}, dribble server on "
+              f"127.0.0.1:{self.upstream.dribble_port} (recordings from {fake.RECORDINGS})", flush=True)
+        self.anthropic = anthropic_translator()
+        wanted = self.args.scenarios
+        if "anthropic" in wanted and self.anthropic is None:
+            msg = "anthropic scenario skipped: 'anthropic' is not in translators.REGISTRY yet"
+            print(f"bench: {msg}", flush=True)
+            self.notes.append(msg)
+            wanted.remove("anthropic")
+        self.scenarios = scenarios("claude-sonnet-4-5")
+        self.gateway = Gateway(self.procs, self.root / "gateway", workers=self.args.workers)
+        up = self.upstream
+        tenants: dict[str, dict[str, str]] = {"bench": {"openai": up.url("/v1")},
+                                             "bench-stream": {"openai": up.url("/stream/v1")},
+                                             "bench-soak": {"openai": f"http://127.0.0.1:{up.dribble_port}/v1"}}
+        if self.anthropic is not None:
+            base = str(self.anthropic["default_base_url"]).rstrip("/")
+            tenants["bench"]["anthropic"] = up.url("/v1") if base.endswith("/v1") else up.url("")
+        t0 = time.perf_counter()
+        self.gateway.setup(tenants)
+        print(f"bench: gateway data dir {self.gateway.data}: tenants {', '.join(tenants)} set up through the CLI "
+              f"in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    def body_file(self, name: str, body: dict[str, Any]) -> Path:
+        path = self.root / f"{name}.json"
+        path.write_bytes(json.dumps(body).encode())
+        return path
+
+    def start_gateway(self) -> float:
+        assert self.gateway is not None
+        s = self.scenarios["chat"]
+        took = self.gateway.start(s.gateway_path, json.dumps(s.gateway_body).encode(),
+                                  self.gateway.tenants[s.tenant].token)
+        self.startups.append(took)
+        print(f"bench: modelport serve ({self.args.workers} workers) answered its first request "
+              f"{took:.2f} s after spawn", flush=True)
+        return took
+
+    def preflight(self, s: Scenario) -> None:
+        """One request each way, checked by content: a misconfigured run must not look fast."""
+        assert self.gateway is not None
+        token = self.gateway.tenants[s.tenant].token
+        checks = [("direct", self.target_url(s, "direct"), s.direct_body, s.direct_headers,
+                   s.direct_expect or s.expect),
+                  ("gateway", self.gateway.url(s.gateway_path), s.gateway_body, {"Authorization": f"Bearer {token}"},
+                   s.expect)]
+        for target, url, body, headers, expect in checks:
+            status, ctype, data = fake.post(url, json.dumps(body).encode(), headers, timeout=30)
+            if status != 200 or expect.encode() not in data:
+                raise RuntimeError(f"{s.name} preflight {target} {url}: status {status} ({ctype}): {data[:400]!r}")
+
+    def target_url(self, s: Scenario, target: str) -> str:
+        assert self.gateway is not None
+        if target == "gateway":
+            return self.gateway.url(s.gateway_path)
+        if s.name == "soak":
+            return f"http://127.0.0.1:{self.upstream.dribble_port}{s.direct_path}"
+        return self.upstream.url(s.direct_path)
+
+    # -- one measurement -------------------------------------------------------------
+
+    def load(self, s: Scenario, target: str, conns: int, duration: float, warm: bool) -> dict[str, Any]:
+        assert self.gateway is not None
+        url = self.target_url(s, target)
+        port = int(url.split(":")[2].split("/")[0])
+        path = "/" + url.split("/", 3)[3]
+        if target == "gateway":
+            body, headers = s.gateway_body, {"Authorization": f"Bearer {self.gateway.tenants[s.tenant].token}"}
+        else:
+            body, headers = s.direct_body, s.direct_headers
+        expect = "data: [DONE]" if s.stream else ""
+        if s.stream and (conns == 1 or s.name == "soak"):
+            # Our own client: it measures time to first byte, and holds 1,000 slow streams cheaply.
+            req = self.root / f"req-{s.name}-{target}.http"
+            req.write_bytes(raw_request(port, path, json.dumps(body).encode(), headers))
+            ramp = min(0.5, duration / 4) if s.name == "soak" else 0.0
+            argv = [sys.executable, "-m", "bench.client", "--port", str(port), "--request", str(req),
+                    "--concurrency", str(conns), "--duration", f"{duration:g}", "--ramp", f"{ramp:g}",
+                    "--timeout", "30", "--expect", expect]
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120,
+                                 cwd=Path(__file__).resolve().parents[1])
+            if out.returncode != 0:
+                raise RuntimeError(f"bench.client failed: {out.stderr.strip()[-1000:]}")
+            result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+            return result
+        lua = wrk.script(self.root / f"{s.name}-{target}.lua", self.body_file(f"{s.name}-{target}", body),
+                         "", expect, headers)
+        return wrk.run(url, lua, conns, duration, threads=self.args.wrk_threads)
+
+    def measure(self, rnd: int, s: Scenario, target: str, conns: int) -> dict[str, Any]:
+        assert self.gateway is not None
+        a = self.args
+        duration = max(a.duration, a.soak_duration) if s.name == "soak" else a.duration
+        if s.name == "soak" and target == "gateway" and a.warmup:  # load the tenant into both workers' caches
+            self.load(s, target, min(conns, 16), 0.1, True)
+        elif s.name != "soak" and a.warmup:
+            self.load(s, target, conns, a.warmup, True)
+        upstream_pid = self.upstream.dribble.pid if s.name == "soak" else self.upstream.nginx.pid  # type: ignore[union-attr]
+        with Watch({"gateway": self.gateway.pid, "upstream": upstream_pid}) as watch:
+            t0 = time.perf_counter()
+            result = self.load(s, target, conns, duration, False)
+            wall = time.perf_counter() - t0
+        use = watch.result
+        n = max(result["requests"], 1)
+        result.update({
+            "round": rnd, "scenario": s.name, "target": target, "conns": conns, "duration_s": duration,
+            "gateway_cpu_s": use["gateway"].cpu_s,
+            "gateway_cpu_ms_per_req": use["gateway"].cpu_s * 1000 / n if target == "gateway" else None,
+            "gateway_peak_rss": use["gateway"].peak_rss,
+            "gateway_peak_rss_by_pid": use["gateway"].peak_rss_pids,
+            "upstream_cpu_ms_per_req": use["upstream"].cpu_s * 1000 / n,
+            "upstream_busy": use["upstream"].cpu_s / wall,   # cores the fake kept busy
+            "client_cores": watch.client_cpu / watch.wall,   # the load generator (and this process)
+            "background_cores": watch.background_cores,      # everything else on the machine
+        })
+        self.measurements.append(result)
+        rps = result["rps"]
+        extra = f" ttfb p50 {result['ttfb_p50_ms']:.2f} ms" if result.get("ttfb_p50_ms") is not None else ""
+        cpu = f" gw cpu {result['gateway_cpu_ms_per_req']:.3f} ms/req" if target == "gateway" else ""
+        print(f"  round {rnd} {s.name:<10} c={conns:<4} {target:<7} {rps:9.0f} req/s  p50 {result['p50_ms'] or 0:7.2f} "
+              f"p99 {result['p99_ms'] or 0:7.2f} ms{extra}{cpu}  rss {use['gateway'].peak_rss / 2**20:.0f} MiB"
+              f"  errors {result['errors']}", flush=True)
+        if watch.background_cores > self.args.quiet_threshold:
+            print(f"    note: other processes used {watch.background_cores:.2f} cores during this measurement",
+                  flush=True)
+        if result["errors"]:
+            print(f"    errors: {result['error_kinds']} {result.get('error_sample', '')[:200]!r}", flush=True)
+        return result
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        a = self.args
+        for rnd in range(1, a.rounds + 1):
+            print(f"bench: round {rnd}/{a.rounds}", flush=True)
+            self.start_gateway()
+            try:
+                idle = Watch({"gateway": self.gateway.pid})  # type: ignore[union-attr]
+                with idle:
+                    time.sleep(0.2)
+                print(f"  gateway RSS at start: {idle.result['gateway'].peak_rss / 2**20:.0f} MiB", flush=True)
+                for name in a.scenarios:
+                    s = self.scenarios[name]
+                    self.preflight(s)
+                    conns_list = (a.soak_streams,) if name == "soak" else s.conns
+                    for conns in conns_list:
+                        if a.quiet_wait > 0:
+                            wait_quiet(a.quiet_wait, a.quiet_threshold,
+                                       [self.gateway.pid, self.upstream.nginx.pid, self.upstream.dribble.pid])  # type: ignore[union-attr]
+                        order = ("direct", "gateway") if rnd % 2 else ("gateway", "direct")
+                        for target in order:
+                            self.measure(rnd, s, target, conns)
+            finally:
+                self.gateway.stop()  # type: ignore[union-attr]
+
+    def run_profile(self, out_dir: Path) -> str:
+        """One fresh gateway; py-spy on every worker during a few loads."""
+        self.start_gateway()
+        self.startups.pop()  # not a measurement round
+        texts = []
+        try:
+            plan = [("chat", 64), ("stream", 50)]
+            if "anthropic" in self.args.scenarios:
+                plan.insert(1, ("anthropic", 64))
+            for name, conns in plan:
+                s = self.scenarios[name]
+                self.preflight(s)
+                self.load(s, "gateway", conns, 1, True)
+                seconds = self.args.profile_seconds
+                pids = profile.workers(self.gateway.pid)  # type: ignore[union-attr]
+                started = profile.start(pids, seconds, out_dir, f"profile-{name}-c{conns}")
+                time.sleep(0.3)
+                result = self.load(s, "gateway", conns, seconds + 1, False)
+                paths = profile.finish(started, timeout=seconds + 30)
+                summary = profile.summarize(paths)
+                summary["rps_under_profiler"] = result["rps"]
+                self.profiles[f"{name}@{conns}"] = summary
+                text = profile.render(f"{name} at {conns} connections, {result['rps']:.0f} req/s under py-spy",
+                                      summary)
+                texts.append(text)
+                print(text, flush=True)
+        finally:
+            self.gateway.stop()  # type: ignore[union-attr]
+        return "\n\n".join(texts)
+
+
+def machine() -> dict[str, Any]:
+    def version(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except Exception:
+            return "?"
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
+            "nginx": version([fake.nginx_binary(), "-v"]), "wrk": version(["wrk", "-v"])}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3, help="rounds (fresh gateway each); medians are reported")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each (default 1)")
+    p.add_argument("--scenarios", default="chat,anthropic,embeddings,stream,soak",
+                   help="comma-separated subset of chat,anthropic,embeddings,stream,soak")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 s loads, 200-stream soak")
+    p.add_argument("--soak-streams", type=int, default=1000, help="concurrent slow streams in the soak")
+    p.add_argument("--soak-duration", type=float, default=6.0, help="seconds of soak (each stream lasts ~2 s)")
+    p.add_argument("--workers", type=int, default=2, help="modelport serve workers (default 2)")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leaves the cores to the "
+                                                                "gateway)")
+    p.add_argument("--quiet-wait", type=float, default=30.0,
+                   help="before each pair of loads, wait up to this many seconds while other processes keep "
+                        "the machine busy (default 30; 0 = never wait)")
+    p.add_argument("--quiet-threshold", type=float, default=0.25,
+                   help="cores used by other processes that count as busy (default 0.25)")
+    p.add_argument("--nice", type=int, default=-10,
+                   help="scheduling priority for the benchmark and everything it starts (default -10 when run "
+                        "as root, so other work on a shared machine disturbs the numbers less; 0 = leave as is)")
+    p.add_argument("--profile", action="store_true", help="also profile the workers with py-spy under load")
+    p.add_argument("--profile-seconds", type=int, default=8)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs) after the run")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.rounds, a.duration, a.warmup, a.soak_streams, a.soak_duration = 1, 1.0, 1.0, 200, 2.5
+    a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    known = {"chat", "anthropic", "embeddings", "stream", "soak"}
+    if set(a.scenarios) - known:
+        p.error(f"unknown scenario(s): {', '.join(sorted(set(a.scenarios) - known))}")
+    return a
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    ensure_tools()
+    if args.nice:
+        try:
+            os.nice(args.nice)  # inherited by nginx, the gateway, the load generators
+            print(f"bench: running at nice {os.getpriority(os.PRIO_PROCESS, 0)} (every process it starts inherits it)",
+                  flush=True)
+        except PermissionError:
+            args.nice = 0
+    if not fake.RECORDINGS.is_dir():
+        sys.exit(f"bench: recordings not found at {fake.RECORDINGS} (shared/ must sit beside the repo)")
+    started = dt.datetime.now(dt.timezone.utc)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    root = Path(tempfile.mkdtemp(prefix="modelport-bench-"))
+    os.chmod(root, 0o711)  # nginx's workers (user nobody) must pass through to the site files
+    procs = Procs()
+    ok = False
+    bench = Bench(args, procs, root)
+    try:
+        bench.setup()
+        bench.run()
+        profile_text = ""
+        if args.profile:
+            RESULTS.mkdir(exist_ok=True)
+            profile_text = bench.run_profile(RESULTS)
+        ok = True
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; stopping everything", flush=True)
+        return 130
+    finally:
+        procs.stop_all()
+        if ok and not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"bench: logs and configs kept in {root}", flush=True)
+
+    rows = report.summarize(bench.measurements, bench.startups)
+    targets = report.evaluate(rows)
+    print()
+    print(report.table(rows))
+    print()
+    print(report.targets_table(targets))
+    headroom = []
+    for r in rows:
+        if r["scenario"] not in ("startup", "soak") and r["conns"] and r["conns"] > 1 and r["gateway_rps"]:
+            headroom.append(f"{r['scenario']}@{r['conns']}: {r['direct_rps'] / r['gateway_rps']:.1f}x "
+                            f"(the fake used {r['upstream_busy_during_gateway']:.2f} cores during the gateway run)")
+        if r["scenario"] == "soak":
+            headroom.append(f"soak: direct {r['direct_requests']} streams, {r['direct_errors']} errors, p50 "
+                            f"{(r['direct_p50_ms'] or 0) / 1000:.2f} s; dribble server used "
+                            f"{r['upstream_busy_during_gateway']:.2f} cores during the gateway soak")
+    print("\nfake upstream headroom (direct req/s over gateway req/s; should be several x):")
+    for h in headroom:
+        print(f"  {h}")
+    low = [r for r in rows if r["scenario"] not in ("startup", "soak") and r["conns"] and r["conns"] > 1
+           and r["gateway_rps"] and r["direct_rps"] < 3 * r["gateway_rps"]]
+    if low:
+        print("  WARNING: the fake sustains less than 3x the gateway's rate in: "
+              + ", ".join(f"{r['scenario']}@{r['conns']}" for r in low))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{stamp}.json"
+    out.write_text(json.dumps({
+        "started": started.isoformat(), "machine": machine(), "args": vars(args), "notes": bench.notes,
+        "summary": rows, "targets": targets, "startups_s": bench.startups, "headroom": headroom,
+        "profiles": bench.profiles, "measurements": bench.measurements,
+    }, indent=1, default=str))
+    print(f"\nbench: results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The `modelport` command (issue §1, §6): `serve` on a fresh directory, and every
+management command's output, run in-process on a data directory of its own (no
+server needed: the CLI works on the database whether or not a server runs)."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import stat
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.cli import main as cli_main
+from tests.e2e.harness import GatewayProcess
+
+KEY = "sk-test-cli-" + secrets.token_hex(12)
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> GatewayProcess:
+    gateway = GatewayProcess(tmp_path_factory.mktemp("cli"))
+    gateway.write_config()
+    return gateway
+
+
+@pytest.fixture
+def tenant(offline: GatewayProcess) -> str:
+    name = "cli-" + uuid.uuid4().hex[:8]
+    offline.cli("tenants", "create", name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def shared_tenant(offline: GatewayProcess) -> str:
+    """For tests that must leave the tenant unchanged (saves an RSA key pair each)."""
+    name = "cli-shared"
+    offline.cli("tenants", "create", name)
+    return name
+
+
+def rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.strip()]
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def test_serve_creates_the_data_dir_and_prints_the_admin_token_once(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path / "fresh", workers=1)
+    assert not gateway.data_dir.exists()
+    gateway.start()
+    try:
+        assert (gateway.data_dir / "modelport.db").is_file()
+        key_file = gateway.data_dir / "master.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        printed = [line for line in gateway.log().splitlines() if line.startswith("mpa-")]
+        assert len(printed) == 1
+        admin = printed[0].strip()
+        response = httpx.get(gateway.base_url + "/admin/v1/tenants", headers={"Authorization": f"Bearer {admin}"})
+        assert response.status_code == 200 and response.json() == {"object": "list", "data": []}
+        assert httpx.get(gateway.base_url + "/healthz").json() == {"status": "ok"}
+    finally:
+        gateway.stop()
+    key_text = key_file.read_text()
+    gateway.start()  # the same data directory again
+    try:
+        log = gateway.log()
+        assert [line for line in log.splitlines() if line.startswith("mpa-")] == printed  # not shown again
+        assert log.count("serving on") == 2
+        assert key_file.read_text() == key_text  # the key is kept, not regenerated
+        response = httpx.get(gateway.base_url + "/admin/v1/tenants", headers={"Authorization": f"Bearer {admin}"})
+        assert response.status_code == 200
+    finally:
+        gateway.stop()
+
+
+def test_cli_finds_the_default_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MODELPORT_CONFIG", raising=False)
+    monkeypatch.delenv("MODELPORT_MASTER_KEY", raising=False)
+    assert cli_main(["tenants", "list"]) == 0
+    assert (tmp_path / "modelport-data" / "modelport.db").is_file()
+    assert stat.S_IMODE((tmp_path / "modelport-data" / "master.key").stat().st_mode) == 0o600
+    assert cli_main(["--data-dir", str(tmp_path / "elsewhere"), "tenants", "list"]) == 0
+    assert (tmp_path / "elsewhere" / "modelport.db").is_file()
+    capsys.readouterr()
+
+
+# -- tenants and tokens -----------------------------------------------------------------------------
+
+
+def test_tenants_create_list_delete(offline: GatewayProcess) -> None:
+    name = "cli-" + uuid.uuid4().hex[:8]
+    created = offline.cli("tenants", "create", name)
+    tenant_id = created.out.strip()
+    assert re.fullmatch(r"tn_[0-9a-f]{16}", tenant_id) and rows(created.out) == [tenant_id]
+    listed = [line for line in rows(offline.cli("tenants", "list").out) if name in line]
+    assert len(listed) == 1 and f"id={tenant_id}" in listed[0] and f"name={name}" in listed[0]
+    as_json = json.loads(offline.cli("--json", "tenants", "list").out)
+    assert {"id": tenant_id, "name": name} in [{"id": t["id"], "name": t["name"]} for t in as_json]
+
+    duplicate = offline.cli("tenants", "create", name, check=False)
+    assert duplicate.code == 1 and "already exists" in duplicate.err
+    invalid = offline.cli("tenants", "create", "no spaces", check=False)
+    assert invalid.code == 1 and "tenant names" in invalid.err
+
+    assert "deleted=True" in offline.cli("tenants", "delete", name).out
+    assert name not in offline.cli("tenants", "list").out
+    gone = offline.cli("tenants", "delete", name, check=False)
+    assert gone.code == 1 and "not found" in gone.err
+
+
+def test_tokens_create_list_revoke(offline: GatewayProcess, tenant: str) -> None:
+    created = offline.cli("tokens", "create", tenant, "--name", "laptop")
+    token = created.out.strip()
+    assert rows(created.out) == [token] and token.startswith("mp-")
+    assert "shown only this once" in created.err and token not in created.err
+    token_id = re.search(r"token (tok_[0-9a-f]+)", created.err).group(1)  # type: ignore[union-attr]
+
+    as_json = json.loads(offline.cli("--json", "tokens", "create", tenant).out)
+    assert as_json["token"].startswith("mp-") and as_json["tenant"] == tenant and as_json["name"] is None
+
+    listed = offline.cli("tokens", "list", tenant).out
+    assert token not in listed and as_json["token"] not in listed
+    assert f"hint={token[:5]}...{token[-4:]}" in listed and "name=laptop" in listed
+    entries = json.loads(offline.cli("--json", "tokens", "list", tenant).out)
+    assert len(entries) == 2 and all("token" not in e and not e["revoked"] for e in entries)
+
+    assert "revoked=True" in offline.cli("tokens", "revoke", token_id).out
+    entries = {e["id"]: e for e in json.loads(offline.cli("--json", "tokens", "list", tenant).out)}
+    assert entries[token_id]["revoked"] is True and entries[as_json["id"]]["revoked"] is False
+    unknown = offline.cli("tokens", "revoke", "tok_nope", check=False)
+    assert unknown.code == 1 and "not found" in unknown.err
+    no_tenant = offline.cli("tokens", "create", "nobody-" + uuid.uuid4().hex[:6], check=False)
+    assert no_tenant.code == 1 and "not found" in no_tenant.err and not no_tenant.out
+
+
+# -- providers, models, defaults -----------------------------------------------------------------------
+
+
+def test_providers_set_list_remove_masks_secrets(offline: GatewayProcess, tenant: str) -> None:
+    masked = f"sk-...{KEY[-4:]}"
+    set_out = offline.cli("providers", "set", tenant, "openai", f"api_key={KEY}", "organization=org-cli",
+                          "base_url=http://127.0.0.1:9/v1/").out
+    assert KEY not in set_out and masked in set_out
+    listed = offline.cli("providers", "list", tenant).out
+    assert KEY not in listed and KEY[3:-4] not in listed and masked in listed and "org-cli" in listed
+    entries = json.loads(offline.cli("--json", "providers", "list", tenant).out)
+    assert entries == [{"provider": "openai", "fields": {"api_key": masked, "organization": "org-cli",
+                                                          "base_url": "http://127.0.0.1:9/v1"}}]
+    assert "removed=True" in offline.cli("providers", "remove", tenant, "openai").out
+    assert json.loads(offline.cli("--json", "providers", "list", tenant).out) == []
+    again = offline.cli("providers", "remove", tenant, "openai", check=False)
+    assert again.code == 1 and "not found" in again.err
+
+
+@pytest.mark.parametrize(("fields", "named"), [
+    (["organization=org-1"], "api_key"),
+    ([], "api_key"),
+    (["api_key="], "api_key"),
+    ([f"api_key={KEY}", "api_sekret=x"], "api_sekret"),
+    ([f"api_key={KEY}", "base_url=ftp://example.com"], "base_url"),
+    (["api_key"], "key=value"),
+])
+def test_providers_set_rejects_bad_fields_naming_them(offline: GatewayProcess, shared_tenant: str,
+                                                      fields: list[str], named: str) -> None:
+    tenant = shared_tenant
+    result = offline.cli("providers", "set", tenant, "openai", *fields, check=False)
+    assert result.code == 1 and named in result.err
+    assert KEY not in result.err + result.out
+    assert json.loads(offline.cli("--json", "providers", "list", tenant).out) == []
+
+
+def test_unknown_provider_is_refused(offline: GatewayProcess, shared_tenant: str) -> None:
+    tenant = shared_tenant
+    result = offline.cli("providers", "set", tenant, "nosuchvendor", f"api_key={KEY}", check=False)
+    assert result.code == 1 and "unknown provider 'nosuchvendor'" in result.err and "openai" in result.err
+
+
+def test_models_add_refuses_own_model_providers(offline: GatewayProcess, tenant: str) -> None:
+    result = offline.cli("models", "add", tenant, "openai", "gpt-4o", "--type", "llm", f"api_key={KEY}", check=False)
+    assert result.code == 1
+    assert f"modelport providers set {tenant} openai" in result.err and KEY not in result.err
+    assert offline.cli("models", "list", tenant).out == ""
+    assert json.loads(offline.cli("--json", "models", "list", tenant).out) == []
+    fields_first = offline.cli("models", "add", tenant, "openai", "gpt-4o", f"api_key={KEY}", "--type", "llm",
+                               check=False)
+    assert fields_first.code == 1 and "providers set" in fields_first.err
+    with pytest.raises(SystemExit):  # an option no command has
+        offline.cli("models", "list", tenant, "--bogus")
+    with pytest.raises(SystemExit):  # argparse: not one of the three model types
+        offline.cli("models", "add", tenant, "openai", "gpt-4o", "--type", "images")
+    missing = offline.cli("models", "remove", tenant, "openai", "gpt-4o", check=False)
+    assert missing.code == 1 and "not found" in missing.err
+
+
+def test_defaults_set_show_clear(offline: GatewayProcess, tenant: str) -> None:
+    no_credential = offline.cli("defaults", "set", tenant, "llm", "openai/gpt-4o", check=False)
+    assert no_credential.code == 1 and "providers set" in no_credential.err
+    offline.cli("providers", "set", tenant, "openai", f"api_key={KEY}")
+    assert "model=openai/gpt-4o" in offline.cli("defaults", "set", tenant, "llm", "openai/gpt-4o").out
+    offline.cli("defaults", "set", tenant, "llm", "openai/gpt-4.1")  # replaces, one per type
+    offline.cli("defaults", "set", tenant, "speech2text", "openai/whisper-1")
+    shown = offline.cli("defaults", "show", tenant).out
+    assert "llm=openai/gpt-4.1" in shown and "speech2text=openai/whisper-1" in shown
+    assert "text-embedding=None" in shown and "gpt-4o" not in shown
+    assert json.loads(offline.cli("--json", "defaults", "show", tenant).out) == {
+        "llm": "openai/gpt-4.1", "text-embedding": None, "speech2text": "openai/whisper-1"}
+
+    bare = offline.cli("defaults", "set", tenant, "llm", "gpt-4o", check=False)
+    assert bare.code == 1 and "PROVIDER/MODEL" in bare.err
+    bad_type = offline.cli("defaults", "set", tenant, "images", "openai/gpt-4o", check=False)
+    assert bad_type.code == 1 and "llm, text-embedding, speech2text" in bad_type.err
+    unknown = offline.cli("defaults", "set", tenant, "llm", "nosuch/model", check=False)
+    assert unknown.code == 1 and "unknown provider" in unknown.err
+
+    offline.cli("defaults", "clear", tenant, "llm")
+    assert json.loads(offline.cli("--json", "defaults", "show", tenant).out)["llm"] is None
+
+
+def test_tenant_by_id_everywhere(offline: GatewayProcess) -> None:
+    name = "cli-" + uuid.uuid4().hex[:8]
+    tenant_id = offline.cli("tenants", "create", name).out.strip()
+    offline.cli("providers", "set", tenant_id, "openai", f"api_key={KEY}")
+    offline.cli("defaults", "set", tenant_id, "text-embedding", "openai/text-embedding-3-small")
+    created = json.loads(offline.cli("--json", "tokens", "create", tenant_id).out)
+    assert created["tenant"] == name
+    assert f"sk-...{KEY[-4:]}" in offline.cli("providers", "list", name).out
+    assert "text-embedding=openai/text-embedding-3-small" in offline.cli("defaults", "show", name).out
+    assert created["id"] in offline.cli("tokens", "list", tenant_id).out
+    assert "deleted=True" in offline.cli("tenants", "delete", tenant_id).out
+    assert offline.cli("defaults", "show", name, check=False).code == 1
+
+
+def test_database_of_the_cli_holds_no_secret(offline: GatewayProcess) -> None:
+    for path in offline.data_dir.glob("modelport.db*"):
+        assert KEY.encode() not in path.read_bytes()

@@ -1,0 +1,343 @@
+"""Anthropic's Messages API (`POST {base_url}/v1/messages`) behind OpenAI's chat shapes.
+
+Credential: `api_key` (sent as `x-api-key`), optional `base_url` (default
+https://api.anthropic.com). Every request carries `anthropic-version: 2023-06-01`.
+Chat only: legacy `/v1/completions` goes through the chat path (the prompt as one user
+turn, translators/completions.py); no embeddings, no transcriptions.
+Reference: ../shared/vendors/anthropic.md. Responses, stream events and errors are
+translated in `translators/anthropic_response.py`.
+
+Request mapping (`to_vendor_request`):
+- `system` / `developer` messages are lifted, in order, into the top-level `system`
+  (joined by a blank line), wherever they stood in the conversation;
+- consecutive same-role turns are merged into one (Anthropic alternates user/assistant);
+  the `role: tool` results answering one assistant turn become one user turn of
+  `tool_result` blocks, placed before any text of that turn; assistant `tool_calls`
+  become `tool_use` blocks (`arguments`, a JSON string, must hold a JSON object);
+- `max_tokens` is always sent: `max_completion_tokens`, else `max_tokens`, else the
+  per-model default of `DEFAULT_MAX_TOKENS`;
+- `temperature` is clamped to Anthropic's 0-1 (OpenAI allows up to 2: 1.5 becomes 1.0);
+  `top_p` as is; `stop` -> `stop_sequences`; `user` -> `metadata.user_id`;
+  `top_k` (Anthropic's own knob, sent as an extra field) passes through;
+- `tools` -> `{name, description, input_schema}`; `tool_choice` auto/none/required/a named
+  function -> auto/none/any/tool; `parallel_tool_calls: false` ->
+  `disable_parallel_tool_use` (on `auto` when no tool_choice was given);
+- `image_url` parts: `data:` URLs -> base64 image blocks, http(s) URLs -> URL image
+  sources. The gateway never fetches a URL itself.
+
+Rejected with a 400 naming the field (they change what the answer means and Anthropic
+cannot honour them): `n` > 1, `logprobs`, `top_logprobs`, `response_format` other than
+`text`, `audio` / `modalities` with audio, `functions` / `function_call` (use `tools`),
+tools other than functions, `role: function` messages, content parts other than text
+and images (and images anywhere but user turns).
+
+Dropped tuning knobs (no Anthropic equivalent, the answer keeps its meaning):
+`presence_penalty`, `frequency_penalty`, `logit_bias`, `seed`, `service_tier`, `store`,
+`metadata`, `prediction`, `reasoning_effort`, `verbosity`, `parallel_tool_calls: true`
+(Anthropic's default), a function's `strict`, a message's `name`, an image's `detail`,
+and any other field Anthropic does not know. `stream_options` is the gateway's: usage is
+always read from the stream and forwarded only when the client asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from keystore.models import CredentialField
+from translators._sse import SSEDecoder
+from translators.anthropic_response import (
+    StreamState,
+    error_from_response,
+    error_in_body,
+    from_vendor_event,
+    from_vendor_response,
+    parse_event,
+)
+from translators.base import CallContext, Translator
+from translators.errors import UpstreamError, bad_request, unsupported
+from translators.types import ChatRequest, ContentPart, JSONObject, Message, ModelType, StreamChunk
+
+__all__ = ["API_VERSION", "AnthropicTranslator", "DEFAULT_MAX_TOKENS", "StreamState", "default_max_tokens",
+           "error_from_response", "from_vendor_event", "from_vendor_response", "to_vendor_request"]
+
+PROVIDER = "anthropic"
+API_VERSION = "2023-06-01"
+
+# `max_tokens` when the client sends none (Anthropic requires one). First matching prefix
+# wins. Values are the legacy models' maximum output and, for newer ones, a conservative
+# 8192: under every current model's output limit and short enough that a non-streamed
+# call finishes well inside Anthropic's time limit for non-streamed requests.
+DEFAULT_MAX_TOKENS: tuple[tuple[str, int], ...] = (
+    ("claude-instant-1", 4096),
+    ("claude-2", 4096),
+    ("claude-3-5-", 8192),
+    ("claude-3-7-", 8192),
+    ("claude-3-", 4096),  # claude-3 opus / sonnet / haiku
+    ("claude-", 8192),    # claude-{opus,sonnet,haiku}-4*, and later
+)
+FALLBACK_MAX_TOKENS = 4096
+
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+def default_max_tokens(model: str) -> int:
+    for prefix, limit in DEFAULT_MAX_TOKENS:
+        if model.startswith(prefix):
+            return limit
+    return FALLBACK_MAX_TOKENS
+
+
+# -- request: OpenAI -> Anthropic ------------------------------------------------------------
+
+
+def _refuse_unsupported(req: ChatRequest) -> None:
+    raw = req.raw
+    if (req.n or 1) > 1:
+        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
+    if raw.get("logprobs"):
+        raise unsupported(PROVIDER, "logprobs", "logprobs")
+    if raw.get("top_logprobs"):
+        raise unsupported(PROVIDER, "logprobs", "top_logprobs")
+    response_format = raw.get("response_format")
+    if response_format is not None and (not isinstance(response_format, dict) or
+                                        response_format.get("type", "text") != "text"):
+        raise unsupported(PROVIDER, "response_format (JSON mode / structured outputs)", "response_format")
+    if raw.get("audio") is not None:
+        raise unsupported(PROVIDER, "audio output", "audio")
+    if "audio" in (raw.get("modalities") or ()):
+        raise unsupported(PROVIDER, "audio output", "modalities")
+    for key in ("functions", "function_call"):
+        if raw.get(key) is not None:
+            raise unsupported(PROVIDER, f"the deprecated '{key}' (use 'tools' and 'tool_choice')", key)
+
+
+def _image(url: str, param: str) -> JSONObject:
+    scheme, _, rest = url.partition(":")
+    scheme = scheme.lower()
+    if scheme == "data":
+        header, sep, data = rest.partition(",")
+        media_type, *options = header.split(";")
+        media_type = media_type.strip().lower()
+        media_type = "image/jpeg" if media_type == "image/jpg" else media_type
+        if not sep or "base64" not in options or not data:
+            raise bad_request("image data URLs must be base64 encoded (data:image/png;base64,...)", param)
+        if media_type not in IMAGE_TYPES:
+            raise bad_request(f"provider '{PROVIDER}' accepts {', '.join(sorted(IMAGE_TYPES))} images, "
+                              f"not '{media_type}'", param)
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if scheme in ("http", "https"):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise bad_request("image_url must be an http(s) URL or a base64 data: URL", param)
+
+
+def _blocks(content: str | list[ContentPart] | None, where: str, images: bool) -> list[JSONObject]:
+    """Text (and, for user turns, image) blocks; empty text is left out (Anthropic refuses it)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[JSONObject] = []
+    for j, part in enumerate(content):
+        if part.type == "text":
+            if part.text:
+                blocks.append({"type": "text", "text": part.text})
+        elif part.type == "image_url" and images and part.image_url is not None:
+            blocks.append(_image(part.image_url.url, f"{where}.content[{j}].image_url.url"))
+        else:
+            raise unsupported(PROVIDER, f"'{part.type}' content parts here", f"{where}.content[{j}].type")
+    return blocks
+
+
+def _text(content: str | list[ContentPart] | None, where: str) -> str:
+    return "\n".join(b["text"] for b in _blocks(content, where, images=False))
+
+
+def _tool_use(message: Message, where: str) -> list[JSONObject]:
+    blocks = []
+    for k, call in enumerate(message.tool_calls or ()):
+        arguments = call.function.arguments
+        param = f"{where}.tool_calls[{k}].function.arguments"
+        try:
+            value = orjson.loads(arguments) if arguments.strip() else {}
+        except orjson.JSONDecodeError:
+            raise bad_request("tool call arguments must be valid JSON", param) from None
+        if not isinstance(value, dict):
+            raise bad_request("tool call arguments must be a JSON object", param)
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": value})
+    return blocks
+
+
+def _tool_result(message: Message, where: str) -> JSONObject:
+    if not message.tool_call_id:
+        raise bad_request("a tool message needs the tool_call_id it answers", f"{where}.tool_call_id")
+    block: JSONObject = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+    content = _blocks(message.content, where, images=False)
+    if content:
+        block["content"] = content[0]["text"] if len(content) == 1 else content
+    return block
+
+
+def _conversation(messages: list[Message]) -> tuple[str | None, list[JSONObject]]:
+    """(system, turns): system messages lifted out, the rest as merged alternating turns."""
+    system: list[str] = []
+    turns: list[JSONObject] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if message.role in ("system", "developer"):
+            text = _text(message.content, where)
+            if text:
+                system.append(text)
+            continue
+        if message.role == "user":
+            role, blocks = "user", _blocks(message.content, where, images=True)
+        elif message.role == "assistant":
+            role, blocks = "assistant", _blocks(message.content, where, images=False) + _tool_use(message, where)
+        elif message.role == "tool":
+            role, blocks = "user", [_tool_result(message, where)]
+        else:
+            raise unsupported(PROVIDER, f"'{message.role}' messages (use tools)", f"{where}.role")
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    if not turns:
+        raise bad_request(f"provider '{PROVIDER}' needs at least one non-empty user or assistant message",
+                          "messages")
+    for turn in turns:
+        content = turn["content"]
+        if turn["role"] == "user":  # tool results must open the turn that carries them
+            content.sort(key=lambda b: b["type"] != "tool_result")
+        if len(content) == 1 and content[0]["type"] == "text":
+            turn["content"] = content[0]["text"]
+    return ("\n\n".join(system) or None), turns
+
+
+def _tools(req: ChatRequest) -> list[JSONObject]:
+    tools = []
+    for k, tool in enumerate(req.tools or ()):
+        if tool.type != "function":
+            raise unsupported(PROVIDER, f"'{tool.type}' tools (only functions)", f"tools[{k}].type")
+        schema = dict(tool.function.parameters or {})
+        schema.setdefault("type", "object")
+        item: JSONObject = {"name": tool.function.name, "input_schema": schema}
+        if tool.function.description:
+            item["description"] = tool.function.description
+        tools.append(item)
+    return tools
+
+
+def _tool_choice(choice: Any, parallel: bool | None) -> JSONObject | None:
+    if choice is None or choice == "auto":
+        out: JSONObject | None = {"type": "auto"} if choice == "auto" or parallel is False else None
+    elif choice == "none":
+        out = {"type": "none"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif isinstance(choice, dict) and choice.get("type") == "function" \
+            and isinstance((choice.get("function") or {}).get("name"), str):
+        out = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        raise bad_request("tool_choice must be 'auto', 'none', 'required' or "
+                          '{"type": "function", "function": {"name": ...}}', "tool_choice")
+    if out is not None and parallel is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
+    """An OpenAI chat request as a Messages API body for `model` (see the module docstring)."""
+    _refuse_unsupported(req)
+    system, messages = _conversation(req.messages)
+    body: JSONObject = {"model": model, "max_tokens": req.token_limit or default_max_tokens(model),
+                        "messages": messages}
+    if system:
+        body["system"] = system
+    if req.temperature is not None:
+        body["temperature"] = min(req.temperature, 1.0)
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    top_k = req.raw.get("top_k")
+    if isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0:
+        body["top_k"] = top_k
+    stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if any(stop):
+        body["stop_sequences"] = [s for s in stop if s]
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
+    if req.tools:
+        body["tools"] = _tools(req)
+        choice = _tool_choice(req.tool_choice, req.parallel_tool_calls)
+        if choice is not None:
+            body["tool_choice"] = choice
+    elif req.tool_choice not in (None, "auto", "none"):
+        raise bad_request("tool_choice needs tools", "tool_choice")
+    if req.stream:
+        body["stream"] = True
+    return body
+
+
+def _error_body(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload) if payload else None
+    except orjson.JSONDecodeError:  # an HTML page from a proxy in between, a plain-text 502...
+        return {"error": {"message": payload[:300].decode("utf-8", "replace")}}
+
+
+# -- the translator --------------------------------------------------------------------------
+
+
+class AnthropicTranslator(Translator):
+    name = PROVIDER
+    model_types = frozenset({ModelType.LLM})
+    credential_fields = (CredentialField("api_key", description="Anthropic API key (sk-ant-...)"),)
+    default_base_url = "https://api.anthropic.com"
+    # The current models both the vendor notes and the installed SDK's model list name, and
+    # the two legacy names; any other `claude-*` id routes here through the prefix.
+    catalog = {ModelType.LLM: (
+        "claude-opus-4-5", "claude-opus-4-5-20251101", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929",
+        "claude-haiku-4-5", "claude-haiku-4-5-20251001", "claude-2", "claude-instant-1",
+    )}
+    model_prefixes = {ModelType.LLM: ("claude-",)}
+
+    def headers(self, ctx: CallContext) -> dict[str, str]:
+        return {"x-api-key": ctx.credential["api_key"], "anthropic-version": API_VERSION}
+
+    def url(self, ctx: CallContext) -> str:
+        return f"{ctx.base_url}/v1/messages"
+
+    async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
+        body = to_vendor_request(req, ctx.model)
+        body.pop("stream", None)
+        resp = await ctx.http.post_json(self.url(ctx), body, self.headers(ctx))
+        if resp.status != 200:
+            raise error_from_response(resp.status, _error_body(resp.body), resp.headers)
+        return from_vendor_response(resp.json(), ctx.model)
+
+    async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
+        body = to_vendor_request(req, ctx.model)
+        body["stream"] = True
+        async with ctx.http.stream("POST", self.url(ctx), headers=self.headers(ctx), json=body) as resp:
+            if resp.status != 200:
+                raise error_from_response(resp.status, _error_body(await resp.read()), resp.headers)
+            if "json" in resp.headers.get("Content-Type", ""):  # an error object where a stream belongs
+                raise error_in_body(_error_body(await resp.read()))
+            state = StreamState(ctx.model)
+            decoder = SSEDecoder()
+            async for data in resp.chunks():
+                for event in decoder.feed(data):
+                    for chunk in from_vendor_event(parse_event(event), state):
+                        yield chunk
+                if state.finished:
+                    return
+            for event in decoder.flush():
+                for chunk in from_vendor_event(parse_event(event), state):
+                    yield chunk
+            if not state.finished:
+                raise UpstreamError(502, f"the {PROVIDER} stream ended before message_stop", "server_error",
+                                    "upstream_incomplete_stream")
+
