@@ -198,19 +198,20 @@ class Bench:
             # Our own client: it measures time to first byte, and holds 1,000 slow streams cheaply.
             req = self.root / f"req-{s.name}-{target}.http"
             req.write_bytes(raw_request(port, path, json.dumps(body).encode(), headers))
-            ramp = min(0.5, duration / 4) if s.name == "soak" else 0.0
+            # Soak: starts spread over one stream's length (~2 s), so the 1,000 streams overlap
+            # evenly (about 500 new streams/s) instead of arriving as one burst.
+            ramp = min(2.0, duration / 3) if s.name == "soak" and not warm else 0.0
             argv = [sys.executable, "-m", "bench.client", "--port", str(port), "--request", str(req),
                     "--concurrency", str(conns), "--duration", f"{duration:g}", "--ramp", f"{ramp:g}",
                     "--timeout", "30", "--expect", expect]
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120,
-                                 cwd=Path(__file__).resolve().parents[1])
+            out = self.procs.run(argv, timeout=duration + 120, cwd=Path(__file__).resolve().parents[1])
             if out.returncode != 0:
                 raise RuntimeError(f"bench.client failed: {out.stderr.strip()[-1000:]}")
             result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
             return result
         lua = wrk.script(self.root / f"{s.name}-{target}.lua", self.body_file(f"{s.name}-{target}", body),
                          "", expect, headers)
-        return wrk.run(url, lua, conns, duration, threads=self.args.wrk_threads)
+        return wrk.run(self.procs, url, lua, conns, duration, threads=self.args.wrk_threads)
 
     def measure(self, rnd: int, s: Scenario, target: str, conns: int) -> dict[str, Any]:
         assert self.gateway is not None
@@ -340,8 +341,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet-threshold", type=float, default=0.25,
                    help="cores used by other processes that count as busy (default 0.25)")
     p.add_argument("--nice", type=int, default=-10,
-                   help="scheduling priority for the benchmark and everything it starts (default -10 when run "
-                        "as root, so other work on a shared machine disturbs the numbers less; 0 = leave as is)")
+                   help="scheduling priority of everything the benchmark starts (default -10 when run as root, "
+                        "so other work on a shared machine disturbs the numbers less; 0 = leave as is)")
     p.add_argument("--profile", action="store_true", help="also profile the workers with py-spy under load")
     p.add_argument("--profile-seconds", type=int, default=8)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs) after the run")
@@ -363,20 +364,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     ensure_tools()
+    if args.nice and os.geteuid() != 0:
+        args.nice = 0  # only root may raise priority
     if args.nice:
-        try:
-            os.nice(args.nice)  # inherited by nginx, the gateway, the load generators
-            print(f"bench: running at nice {os.getpriority(os.PRIO_PROCESS, 0)} (every process it starts inherits it)",
-                  flush=True)
-        except PermissionError:
-            args.nice = 0
+        print(f"bench: nginx, the gateway and the load generators run at priority {args.nice} "
+              "(nice and scheduler autogroup)", flush=True)
     if not fake.RECORDINGS.is_dir():
         sys.exit(f"bench: recordings not found at {fake.RECORDINGS} (shared/ must sit beside the repo)")
     started = dt.datetime.now(dt.timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     root = Path(tempfile.mkdtemp(prefix="modelport-bench-"))
     os.chmod(root, 0o711)  # nginx's workers (user nobody) must pass through to the site files
-    procs = Procs()
+    procs = Procs(args.nice)
     ok = False
     bench = Bench(args, procs, root)
     try:
@@ -384,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.run()
         profile_text = ""
         if args.profile:
-            RESULTS.mkdir(exist_ok=True)
-            profile_text = bench.run_profile(RESULTS)
+            prof_dir = RESULTS / f"{stamp}-profile"
+            prof_dir.mkdir(parents=True, exist_ok=True)
+            profile_text = bench.run_profile(prof_dir)
         ok = True
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping everything", flush=True)
@@ -421,13 +421,20 @@ def main(argv: list[str] | None = None) -> int:
         print("  WARNING: the fake sustains less than 3x the gateway's rate in: "
               + ", ".join(f"{r['scenario']}@{r['conns']}" for r in low))
     RESULTS.mkdir(exist_ok=True)
+    md = [f"# modelport benchmark {started.isoformat()}", "",
+          f"{args.rounds} round(s), {args.duration:g} s per measurement, {args.workers} gateway workers; "
+          "medians over rounds. " + "; ".join(bench.notes), "", report.table(rows), "",
+          report.targets_table(targets), "", "Fake upstream headroom:", ""] + [f"- {h}" for h in headroom]
+    if profile_text:
+        md += ["", profile_text]
+    (RESULTS / f"{stamp}.md").write_text("\n".join(md) + "\n")
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps({
         "started": started.isoformat(), "machine": machine(), "args": vars(args), "notes": bench.notes,
         "summary": rows, "targets": targets, "startups_s": bench.startups, "headroom": headroom,
         "profiles": bench.profiles, "measurements": bench.measurements,
     }, indent=1, default=str))
-    print(f"\nbench: results in {out}")
+    print(f"\nbench: results in {out} (and {out.with_suffix('.md')})")
     return 0
 
 

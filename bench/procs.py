@@ -22,11 +22,42 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def prioritize(pid: int, nice: int) -> None:
+    """Give a new session (process group) priority `nice`: the group's nice value, and the
+    value of its scheduler autogroup, which is what counts between sessions when the
+    kernel groups by session (sched_autogroup_enabled=1); best effort."""
+    if not nice:
+        return
+    try:
+        os.setpriority(os.PRIO_PGRP, pid, nice)
+    except OSError:
+        pass
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError:
+        pass
+
+
 class Procs:
     """The registry of started process groups; stop_all() is idempotent."""
 
-    def __init__(self) -> None:
+    def __init__(self, nice: int = 0) -> None:
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.nice = nice
+
+    def run(self, argv: Sequence[str], timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a load generator to completion in its own prioritized session; on any
+        exception (Ctrl-C included) its whole group is killed."""
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True, cwd=cwd, start_new_session=True)
+        prioritize(proc.pid, self.nice)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def start(self, name: str, argv: Sequence[str], *, log: Path | None = None, env: dict[str, str] | None = None,
               cwd: Path | None = None, stdout: int | IO[Any] | None = None) -> subprocess.Popen[bytes]:
@@ -38,6 +69,7 @@ class Procs:
         if log is not None and out is not None and hasattr(out, "close"):
             out.close()  # the child holds its own descriptor
         self._procs.append((name, proc))
+        prioritize(proc.pid, self.nice)
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:

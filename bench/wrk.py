@@ -10,8 +10,9 @@ ended without `data: [DONE]`).
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
+
+from bench.procs import Procs
 
 LUA = r"""
 local body_file, token, expect = "%(body)s", "%(token)s", "%(expect)s"
@@ -75,11 +76,11 @@ def script(path: Path, body_file: Path, token: str, expect: str = "", headers: d
     return path
 
 
-def run(url: str, lua: Path, connections: int, duration: float, threads: int = 1, timeout: float = 10.0
-        ) -> dict[str, object]:
+def run(procs: Procs, url: str, lua: Path, connections: int, duration: float, threads: int = 1,
+        timeout: float = 10.0) -> dict[str, object]:
     argv = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(duration))}s",
             f"--timeout={timeout:g}s", "-s", str(lua), url]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + timeout + 30)
+    out = procs.run(argv, timeout=duration + timeout + 30)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")

@@ -54,8 +54,8 @@ def from_validation_error(exc: ValidationError) -> ApiError:
     if first["type"] == "missing":
         return ApiError(400, f"Missing required parameter: '{param}'.", "invalid_request_error",
                         "missing_required_parameter", param)
-    return ApiError(400, f"Invalid value for '{param}': {first['msg']}.", "invalid_request_error",
-                    "invalid_value", param)
+    code = "invalid_type" if first["type"].endswith("_type") else "invalid_value"
+    return ApiError(400, f"Invalid value for '{param}': {first['msg']}.", "invalid_request_error", code, param)
 
 
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "literal", "list[int]",

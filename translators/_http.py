@@ -80,6 +80,46 @@ class UpstreamStream:
             raise _transport_error(exc, self._host) from None
 
 
+class WebSocketRejected(UpstreamError):
+    """The server answered the websocket upgrade with an HTTP status instead of 101. The
+    vendor module maps `upstream_status` (it knows what it means); unmapped, it is a 502."""
+
+    def __init__(self, upstream_status: int, headers: Headers, host: str) -> None:
+        super().__init__(502, f"the upstream at {host} refused the websocket (HTTP {upstream_status})",
+                         "server_error", "upstream_error")
+        self.upstream_status = upstream_status
+        self.headers = headers
+
+
+class UpstreamWebSocket:
+    """An open websocket: `send_json` a frame, iterate `texts()` for the text frames until the
+    server closes. Transport failures map like HTTP ones; binary frames are decoded as UTF-8."""
+
+    __slots__ = ("_ws", "_host")
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, host: str) -> None:
+        self._ws = ws
+        self._host = host
+
+    async def send_json(self, payload: Any) -> None:
+        try:
+            await self._ws.send_str(orjson.dumps(payload).decode())
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise _transport_error(exc, self._host) from None
+
+    async def texts(self) -> AsyncIterator[str]:
+        try:
+            async for msg in self._ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    yield msg.data
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    yield msg.data.decode("utf-8", "replace")
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    raise _transport_error(self._ws.exception() or ConnectionError(), self._host)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise _transport_error(exc, self._host) from None
+
+
 def _host_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc.rsplit("@", 1)[-1] or "upstream"
@@ -150,6 +190,25 @@ class UpstreamClient:
 
     async def post_json(self, url: str, payload: Any, headers: Headers | None = None) -> UpstreamResponse:
         return await self.request("POST", url, headers=headers, json=payload)
+
+    @asynccontextmanager
+    async def websocket(self, url: str, *, headers: Headers | None = None) -> AsyncIterator[UpstreamWebSocket]:
+        """Open a websocket (TLS verified for wss://); leaving the block, normally, by error
+        or by cancellation when the client went away, closes it. A refused upgrade raises
+        `WebSocketRejected`; silence longer than the read timeout is a 504."""
+        host = _host_of(url)
+        timeout = aiohttp.ClientWSTimeout(ws_receive=self.timeouts.read, ws_close=self.timeouts.connect)
+        try:
+            async with asyncio.timeout(self.timeouts.connect):
+                ws = await self.session.ws_connect(url, headers=headers, timeout=timeout, autoping=True)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise WebSocketRejected(exc.status, exc.headers or {}, host) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise _transport_error(exc, host) from None
+        try:
+            yield UpstreamWebSocket(ws, host)
+        finally:
+            await ws.close()
 
     @asynccontextmanager
     async def stream(self, method: str, url: str, *, headers: Headers | None = None,

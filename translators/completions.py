@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import ValidationError
 
 from translators.errors import bad_request
 from translators.types import ChatRequest, CompletionRequest, JSONObject, StreamChunk
@@ -40,7 +41,12 @@ def _as_chat(req: CompletionRequest, provider: str) -> tuple[ChatRequest, str]:
         value = req.raw.get(key)
         if value is not None:
             body[key] = value
-    return ChatRequest.parse(body), prompt
+    try:
+        return ChatRequest.parse(body), prompt
+    except ValidationError as exc:  # e.g. max_tokens=0, which completions allow and chat does not
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"][:1])
+        raise bad_request(f"Invalid value for '{param}' with provider '{provider}': {first['msg']}.", param) from None
 
 
 async def complete_via_chat(translator: Translator, req: CompletionRequest, ctx: CallContext) -> JSONObject:

@@ -105,6 +105,25 @@ def upstream_status_error(
     return UpstreamError(status, message, _STATUS_TYPES.get(status, "invalid_request_error"), code, param)
 
 
+# For errors a vendor reports inside an HTTP 200 body: the status their type implies.
+_TYPE_STATUS: dict[str, int] = {
+    "invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
+    "not_found_error": 404, "rate_limit_error": 429, "insufficient_quota": 429, "server_error": 500,
+    "api_error": 500, "overloaded_error": 529, "timeout_error": 504,
+}
+
+
+def status_for_error_body(body: Any, default: int = 400) -> int:
+    """The HTTP status an error object in a 200 body stands for (by its `type`, then `code`)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        for key in ("type", "code"):
+            status = _TYPE_STATUS.get(str(err.get(key)))
+            if status is not None:
+                return status
+    return default
+
+
 def parse_retry_after(headers: Any) -> float | None:
     value = headers.get("retry-after") if headers is not None else None
     if not value:

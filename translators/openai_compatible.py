@@ -17,7 +17,13 @@ import orjson
 from translators._http import FilePart, Headers, UpstreamResponse
 from translators._sse import DONE_DATA, SSEDecoder
 from translators.base import CallContext, Translator
-from translators.errors import ApiError, UpstreamError, parse_retry_after, upstream_status_error
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    parse_retry_after,
+    status_for_error_body,
+    upstream_status_error,
+)
 from translators.types import (
     ChatRequest,
     CompletionRequest,
@@ -72,7 +78,7 @@ class OpenAICompatible(Translator):
             raise UpstreamError(502, f"{self.name} returned a response that is not a JSON object", "server_error",
                                 "upstream_bad_response")
         if "error" in body and not body.get("choices") and not body.get("data"):
-            raise self.error_from_response(400, body, resp.headers)
+            raise self.error_from_response(status_for_error_body(body), body, resp.headers)
         return body
 
     async def _post(self, endpoint: str, raw: JSONObject, ctx: CallContext) -> JSONObject:
@@ -107,8 +113,9 @@ class OpenAICompatible(Translator):
                     if chunk is _END:
                         done = True
                         break
-                    if isinstance(chunk, tuple):
-                        pending_usage = chunk
+                    if isinstance(chunk, tuple):  # (content chunk, (head, usage)): usage goes last
+                        chunk, pending_usage = chunk
+                        yield chunk
                     elif chunk is not None:
                         yield chunk  # type: ignore[misc]
                 if done:
@@ -117,6 +124,8 @@ class OpenAICompatible(Translator):
                 for event in decoder.flush():
                     events += 1
                     chunk = self._pass_chunk(event.data)
+                    if isinstance(chunk, tuple):
+                        chunk, pending_usage = chunk
                     if isinstance(chunk, StreamChunk):
                         yield chunk
             if not events:
@@ -134,7 +143,7 @@ class OpenAICompatible(Translator):
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict) and parsed.get("error") is not None:
-            return self.error_from_response(400, parsed, headers)
+            return self.error_from_response(status_for_error_body(parsed), parsed, headers)
         return UpstreamError(502, f"{self.name} answered a streamed request without any event", "server_error",
                              "upstream_bad_response")
 

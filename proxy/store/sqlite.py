@@ -53,7 +53,7 @@ class Store:
         self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the database holds ciphertexts only, still nobody else's business
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA busy_timeout=10000")
@@ -125,6 +125,10 @@ class Store:
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def set_meta_if_absent(self, key: str, value: str) -> bool:
+        # Nothing to write is not a change: bumping the counter here would make workers
+        # that call this on every poll invalidate each other's caches for ever.
+        if await self.get_meta(key) is not None:
+            return False
         async with self._write() as db:
             cur = await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
             return cur.rowcount == 1

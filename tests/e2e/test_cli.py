@@ -8,14 +8,17 @@ import json
 import re
 import secrets
 import stat
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
+from keystore import mask
 from proxy.cli import main as cli_main
 from tests.e2e.harness import GatewayProcess
+from translators import REGISTRY
 
 KEY = "sk-test-cli-" + secrets.token_hex(12)
 
@@ -74,6 +77,19 @@ def test_serve_creates_the_data_dir_and_prints_the_admin_token_once(tmp_path: Pa
         assert key_file.read_text() == key_text  # the key is kept, not regenerated
         response = httpx.get(gateway.base_url + "/admin/v1/tenants", headers={"Authorization": f"Bearer {admin}"})
         assert response.status_code == 200
+        # `admin-token reset` replaces the token for the running server too (a leaked one must die).
+        reset = gateway.cli("admin-token", "reset").out.strip()
+        assert reset.startswith("mpa-") and reset != admin
+
+        def status(token: str) -> int:
+            return httpx.get(gateway.base_url + "/admin/v1/tenants",
+                             headers={"Authorization": f"Bearer {token}"}).status_code
+
+        deadline = time.monotonic() + 1.0
+        while (status(admin), status(reset)) != (401, 200):
+            assert time.monotonic() < deadline, "the reset admin token did not take effect within 1 s"
+            time.sleep(0.05)
+        assert reset not in gateway.log()
     finally:
         gateway.stop()
 
@@ -197,6 +213,35 @@ def test_models_add_refuses_own_model_providers(offline: GatewayProcess, tenant:
         offline.cli("models", "add", tenant, "openai", "gpt-4o", "--type", "images")
     missing = offline.cli("models", "remove", tenant, "openai", "gpt-4o", check=False)
     assert missing.code == 1 and "not found" in missing.err
+
+
+@pytest.mark.skipif("azure_openai" not in REGISTRY, reason="needs a provider whose models are added one by one")
+def test_models_add_list_remove_for_a_per_model_provider(offline: GatewayProcess, tenant: str) -> None:
+    key = "azkey" + secrets.token_hex(16)
+    endpoint = "https://res.openai.azure.com"
+    added = offline.cli("models", "add", tenant, "azure_openai", "prod-chat", "--type", "llm",
+                        f"endpoint={endpoint}", f"api_key={key}").out
+    assert key not in added and mask(key) in added
+    entries = json.loads(offline.cli("--json", "models", "list", tenant).out)
+    assert entries == [{"provider": "azure_openai", "model": "prod-chat", "type": "llm",
+                        "fields": {"endpoint": endpoint, "api_key": mask(key)}}]
+    assert key not in offline.cli("models", "list", tenant).out
+
+    missing = offline.cli("models", "add", tenant, "azure_openai", "other", "--type", "llm",
+                          f"endpoint={endpoint}", check=False)
+    assert missing.code == 1 and "api_key" in missing.err
+    whole = offline.cli("providers", "set", tenant, "azure_openai", f"endpoint={endpoint}", f"api_key={key}",
+                        check=False)
+    assert whole.code == 1 and "models add" in whole.err and key not in whole.err
+
+    assert "model=azure_openai/prod-chat" in offline.cli("defaults", "set", tenant, "llm", "azure_openai/prod-chat").out
+    wrong_type = offline.cli("defaults", "set", tenant, "text-embedding", "azure_openai/prod-chat", check=False)
+    assert wrong_type.code == 1 and "llm" in wrong_type.err
+    not_added = offline.cli("defaults", "set", tenant, "llm", "azure_openai/nope", check=False)
+    assert not_added.code == 1 and "models add" in not_added.err
+
+    assert "removed=True" in offline.cli("models", "remove", tenant, "azure_openai", "prod-chat").out
+    assert json.loads(offline.cli("--json", "models", "list", tenant).out) == []
 
 
 def test_defaults_set_show_clear(offline: GatewayProcess, tenant: str) -> None:

@@ -181,7 +181,8 @@ def test_a_tenant_never_falls_back_to_another_tenants_defaults(gw: GatewayProces
                               files={"file": ("a.wav", wav_bytes(), "audio/wav")})
     assert transcription.status_code == 400 and "speech2text" in transcription.json()["error"]["message"]
     assert len(fake_openai.state.requests) == before  # nothing reached the vendor
-    assert "None" in gw.cli("defaults", "show", "beta").out and "gpt-4o-mini" not in gw.cli("defaults", "show", "beta").out
+    assert json.loads(gw.cli("--json", "defaults", "show", "beta").out) == {
+        "llm": None, "text-embedding": None, "speech2text": None}
 
 
 def test_models_list_differs_per_tenant(gw: GatewayProcess, fake_openai: FakeOpenAI) -> None:
@@ -291,6 +292,24 @@ def test_a_cache_load_racing_a_change_is_not_kept(tmp_path: Path) -> None:
             await cli.close()
 
     asyncio.run(run())
+
+
+def test_an_idle_server_does_not_keep_invalidating_its_caches(gw: GatewayProcess) -> None:
+    """Workers only read the change counter: if polling wrote to the database, each
+    worker's poll would look like a change to the other and every cache (tokens, tenants,
+    unwrapped RSA keys) would be dropped on every poll, for ever."""
+    def changes() -> int:
+        db = sqlite3.connect(gw.data_dir / "modelport.db")
+        try:
+            return int(db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0])
+        finally:
+            db.close()
+
+    assert gw.http().get("/v1/models").status_code == 200
+    time.sleep(0.5)  # let both workers see the last change made by an earlier test
+    before = changes()
+    time.sleep(1.0)  # five polls per worker
+    assert changes() == before
 
 
 # -- model resolution (issue §4) -------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""Contract adapter for `openai`, driving the fake OpenAI (tests/fakes/openai.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.contract import Adapter
+from tests.fakes._openai_wire import error_body
+
+# (message, type, code) of OpenAI's real error bodies per status (../shared/vendors/openai.md).
+ERRORS: dict[int, tuple[str, str, str | None]] = {
+    400: ("Invalid value for 'temperature': expected a number.", "invalid_request_error", "invalid_value"),
+    401: ("Incorrect API key provided: sk-abc***wxyz.", "invalid_request_error", "invalid_api_key"),
+    429: ("Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 3, Used 3, Requested 1.",
+          "requests", "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+    503: ("The engine is currently overloaded, please try again later.", "server_error", None),
+}
+
+
+class OpenAIAdapter(Adapter):
+    provider = "openai"
+    fixture = "fake_openai"
+    model = "gpt-4o-mini"
+    chat_path = "/v1/chat/completions"
+    overloaded_status = 503
+
+    def credential_values(self, fake: Any, *, valid: bool) -> dict[str, str]:
+        key = fake.api_key if valid else "sk-contract-wrong-key-000000000000"
+        return {"api_key": key, "base_url": fake.v1_url}
+
+    def script_text(self, fake: Any, text: str) -> None:
+        fake.state.reply_text = text
+
+    def script_tool_call(self, fake: Any, name: str, arguments: dict[str, Any]) -> None:
+        fake.state.tool_call = (name, json.dumps(arguments))
+
+    def script_http_error(self, fake: Any, status: int, retry_after: int | None = None) -> None:
+        message, kind, code = ERRORS[status]
+        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
+        fake.state.fail_next.append((status, error_body(message, type=kind, code=code), headers))
+
+    def script_error_in_200(self, fake: Any) -> tuple[int, str] | None:
+        # OpenAI itself does not do this, but OpenAI-compatible servers behind the same
+        # translator do; the translator must not pass it on as a completion.
+        body = error_body("This model's maximum context length is 128000 tokens.",
+                          type="invalid_request_error", code="context_length_exceeded")
+        fake.state.fail_next.append((200, body))
+        return 400, "invalid_request_error"
+
+    def script_stream_error(self, fake: Any) -> tuple[int, str] | None:
+        fake.state.fail_after_chunks = 1  # the role chunk, then {"error": {... server_error}}
+        return 502, "server_error"
+
+    def script_slow_stream(self, fake: Any, delay: float) -> None:
+        fake.state.reply_text = " ".join(f"word{i}" for i in range(60))
+        fake.state.stream_delay = delay
+
+
+ADAPTER = OpenAIAdapter()

@@ -1,0 +1,180 @@
+"""The ChatGLM (self-hosted) translator's pure functions against the recorded ChatGLM2-6B
+payloads: messages -> prompt + history pairs, openai_api.py's id-less answers and CRLF stream,
+estimated usage, errors. No I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from keystore.models import validate_credential
+from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
+from translators import REGISTRY
+from translators.chatglm import (
+    ChatGLMTranslator,
+    StreamState,
+    as_stream,
+    error_from_response,
+    estimate_tokens,
+    finish_stream,
+    from_native_response,
+    from_vendor_event,
+    from_vendor_response,
+    prompt_tokens,
+    to_native_request,
+    to_vendor_request,
+)
+from translators.errors import ApiError
+from translators.types import ChatRequest
+
+MODEL = "chatglm2-6b"
+T = REGISTRY["chatglm"]
+
+
+def request(messages: list[dict[str, Any]], **body: Any) -> ChatRequest:
+    return ChatRequest.parse({"model": MODEL, "messages": messages, **body})
+
+
+def native(messages: list[dict[str, Any]], **body: Any) -> dict[str, Any]:
+    return to_native_request(request(messages, **body))
+
+
+# -- credential -------------------------------------------------------------------------------------
+
+
+def test_credential_needs_base_url_and_a_known_api() -> None:
+    assert isinstance(T, ChatGLMTranslator)
+    spec = T.credential_fields
+    with pytest.raises(ValueError, match="base_url"):
+        validate_credential("chatglm", spec, {"api": "native"})
+    credential = validate_credential("chatglm", spec, {"base_url": "http://gpu:8000/", "api": "native"})
+    assert credential.base_url == "http://gpu:8000" and "base_url" not in credential.secret_values()
+    T.check_credential(credential)
+    with pytest.raises(ApiError) as caught:
+        T.check_credential(validate_credential("chatglm", spec, {"base_url": "http://gpu:8000", "api": "v3"}))
+    assert caught.value.param == "api"
+
+
+# -- messages -> prompt + history ---------------------------------------------------------------
+
+
+def test_history_pairs_and_system_prefix() -> None:
+    body = native([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q1"},
+                   {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
+                   {"role": "user", "content": [{"type": "text", "text": "Q2b"}]}, {"role": "assistant", "content": "A2"},
+                   {"role": "assistant", "content": "A2b"}, {"role": "developer", "content": "Late."},
+                   {"role": "user", "content": "Q3"}])
+    assert body == {"prompt": "Q3", "history": [["Be brief.\n\nLate.\n\nQ1", "A1"], ["Q2\n\nQ2b", "A2\n\nA2b"]]}
+
+
+def test_system_only_before_the_prompt_and_leading_assistant() -> None:
+    assert native([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]) == \
+        {"prompt": "Be brief.\n\nHi", "history": []}
+    assert native([{"role": "assistant", "content": "Welcome!"}, {"role": "user", "content": "Hi"}]) == \
+        {"prompt": "Hi", "history": [["", "Welcome!"]]}
+
+
+def test_sampling_zero_and_max_length() -> None:
+    messages = [{"role": "user", "content": "你好 world"}]
+    body = native(messages, temperature=0, top_p=0, max_tokens=100)
+    assert (body["temperature"], body["top_p"]) == (0.01, 0.01)  # api.py reads 0 as "use the default"
+    assert body["max_length"] == prompt_tokens(request(messages)) + 100 == 3 + 100
+
+
+@pytest.mark.parametrize(("messages", "extra", "param"), [
+    ([{"role": "assistant", "content": "x"}], {}, "messages"),
+    ([{"role": "user", "content": "x"}], {"n": 2}, "n"),
+    ([{"role": "user", "content": "x"}], {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}], {},
+     "messages[0].content[0].type"),
+    ([{"role": "tool", "tool_call_id": "c", "content": "x"}, {"role": "user", "content": "x"}], {},
+     "messages[0].role"),
+])
+def test_refused(messages: list[dict[str, Any]], extra: dict[str, Any], param: str) -> None:
+    for build in (to_native_request, lambda r: to_vendor_request(r, MODEL)):
+        with pytest.raises(ApiError) as caught:
+            build(request(messages, **extra))
+        assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_openai_server_request_has_string_contents() -> None:
+    body = to_vendor_request(request([{"role": "developer", "content": "Be brief."},
+                                      {"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                   {"type": "text", "text": "b"}]}],
+                                     stream=True, temperature=0.2, max_tokens=10), MODEL)
+    assert body == {"model": MODEL, "messages": [{"role": "system", "content": "Be brief."},
+                                                 {"role": "user", "content": "a\nb"}],
+                    "stream": True, "temperature": 0.2, "max_length": 15}
+
+
+# -- token estimates ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "tokens"), [("", 0), ("hello world", 2), ("你好", 2), ("ChatGLM2-6B，你好！", 7),
+                                              ("こんにちは", 5), ("3.14", 3)])
+def test_estimate_tokens(text: str, tokens: int) -> None:
+    assert estimate_tokens(text) == tokens
+
+
+# -- responses --------------------------------------------------------------------------------------
+
+
+def test_recorded_native_response() -> None:
+    body = recorded_json("chatglm", "chatglm2_api_response.json")
+    out = from_native_response(body, MODEL, 2)
+    check_schema("chat_completion_response.json", out)
+    assert out["choices"][0]["message"]["content"] == body["response"] and out["choices"][0]["finish_reason"] == "stop"
+    assert out["usage"] == {"prompt_tokens": 2, "completion_tokens": estimate_tokens(body["response"]),
+                            "total_tokens": 2 + estimate_tokens(body["response"]), "estimated": True}
+    assert out["id"].startswith("chatcmpl-")
+
+
+def test_recorded_openai_server_response_gets_an_id_and_usage() -> None:
+    body = recorded_json("chatglm", "chatglm2_openai_response.json")
+    out = from_vendor_response(body, MODEL, 4)
+    check_schema("chat_completion_response.json", out)
+    assert out["id"].startswith("chatcmpl-") and out["created"] == 1690336200 and out["model"] == "chatglm2-6b"
+    assert out["usage"]["estimated"] is True and out["usage"]["prompt_tokens"] == 4
+    given = from_vendor_response({**body, "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}},
+                                 MODEL, 4)
+    assert given["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}  # a server's own counts
+
+
+@pytest.mark.parametrize("piece", [None, 1, 4])
+def test_recorded_crlf_stream(piece: int | None) -> None:
+    state = StreamState(MODEL, prompt_tokens=1)
+    events = events_of(recording("chatglm", "chatglm2_openai_stream.sse"), piece)
+    assert events[-1].data == b"[DONE]"
+    chunks = [c for e in events[:-1] for c in from_vendor_event(orjson.loads(e.data), state)]
+    chunks += finish_stream(state)
+    out = parsed(chunks)
+    for chunk in out:
+        check_schema("chat_completion_chunk.json", chunk)
+    assert content_of(chunks) == "你好👋！我是人工智能助手 ChatGLM2-6B"
+    assert finishes(chunks) == ["stop"] and {c["id"] for c in out} == {state.id} and len({c["created"] for c in out}) == 1
+    assert out[-1]["choices"] == [] and out[-1]["usage"]["estimated"] is True
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == estimate_tokens(content_of(chunks))
+
+
+def test_native_answer_as_a_stream() -> None:
+    result = from_native_response({"response": "你好", "history": [], "status": 200}, MODEL, 1)
+    chunks = as_stream(result)
+    assert content_of(chunks) == "你好" and finishes(chunks) == ["stop"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 3
+
+
+def test_errors() -> None:
+    err = error_from_response(500, recording("chatglm", "chatglm2_api_error_500.txt").decode(), {})
+    assert (err.status, err.code) == (502, "upstream_error") and "Internal Server Error" in err.message
+    err = error_from_response(400, recorded_json("chatglm", "chatglm2_openai_error_400.json"), {})
+    assert err.status == 400 and err.message == "Invalid request"
+    err = error_from_response(422, {"detail": [{"loc": ["body", "messages"], "msg": "str type expected"}]}, {})
+    assert err.status == 400 and "str type expected" in err.message
+    assert error_from_response(401, {"detail": "Not authenticated"}, {}).code == "upstream_credential_rejected"
+    with pytest.raises(ApiError) as caught:
+        from_native_response({"status": 200}, MODEL, 1)  # a 200 that is no answer
+    assert caught.value.status == 502
+    with pytest.raises(ApiError):
+        finish_stream(StreamState(MODEL, 1))  # a stream that said nothing

@@ -1,0 +1,303 @@
+"""The ERNIE translator's pure functions against ernie.md and the recordings: the history
+rule (every result checked by the fake's own validation), parameters, answers, streams
+with cumulative usage, errors in 200 bodies, embeddings; and the access-token cache."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from tests.fakes.ernie import check_chat
+from translators._sse import SSEDecoder
+from translators.ernie import CHAT_ENDPOINTS, EMBEDDING_ENDPOINTS, ERROR_STATUS, TokenCache
+from translators.ernie_convert import (
+    StreamState,
+    conversation,
+    embedding_batches,
+    error_from_response,
+    from_embedding_responses,
+    from_vendor_event,
+    from_vendor_response,
+    to_vendor_request,
+)
+from translators.errors import ApiError
+from translators.types import ChatRequest, EmbeddingRequest, StreamChunk
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+RECORDINGS = SHARED / "vendors" / "recordings" / "ernie"
+SCHEMAS = SHARED / "openai-schemas"
+USER = [{"role": "user", "content": "你好"}]
+TOOL = {"type": "function", "function": {"name": "light_switch", "description": "Turn the light on or off",
+                                         "parameters": {"type": "object", "properties": {"switch": {"type": "boolean"}}}}}
+CALL = {"id": "call_7", "type": "function", "function": {"name": "light_switch", "arguments": '{"switch":false}'}}
+
+
+def recording(name: str) -> Any:
+    return json.loads((RECORDINGS / name).read_text())
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
+
+
+def check_schema(name: str, body: Any) -> None:
+    errors = sorted(_validator(name).iter_errors(body), key=str)
+    assert not errors, f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+
+
+def request(**body: Any) -> ChatRequest:
+    body.setdefault("model", "ernie-4.0")
+    body.setdefault("messages", USER)
+    return ChatRequest.parse(body)
+
+
+def vendor(**body: Any) -> dict[str, Any]:
+    out = to_vendor_request(request(**body), "ernie-4.0")
+    assert check_chat(out) is None, check_chat(out)  # the fake holds ERNIE's validation
+    return out
+
+
+# -- the history rule ---------------------------------------------------------------------------
+
+
+def u(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def a(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+@pytest.mark.parametrize(("messages", "system", "expected"), [
+    ([{"role": "system", "content": "S1"}, u("hi"), {"role": "developer", "content": "S2"}], "S1\n\nS2", [u("hi")]),
+    ([u("one"), u("two"), a("x"), a("y"), u("three")], "", [u("one\n\ntwo"), a("x\n\ny"), u("three")]),
+    ([a("hello, I am a bot"), u("hi")], "", [u("hi")]),                       # leading assistant dropped
+    ([u("hi"), a("prefill")], "", [u("hi")]),                                 # trailing assistant dropped
+    ([u("hi"), a(""), u("again")], "", [u("hi\n\nagain")]),                   # empty turns are skipped
+    ([u("q"), a("a"), u("q2"), a("a2"), u("q3")], "", [u("q"), a("a"), u("q2"), a("a2"), u("q3")]),
+])
+def test_history_is_made_valid_by_the_documented_rule(messages: list[Any], system: str, expected: list[Any]) -> None:
+    got_system, turns = conversation(request(messages=messages))
+    assert (got_system, turns) == (system, expected)
+    assert check_chat({"messages": turns}) is None
+
+
+def test_tool_turns_become_function_call_and_function_result() -> None:
+    messages = [*USER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                {"role": "tool", "tool_call_id": "call_7", "content": '{"ok":true}'}]
+    body = vendor(messages=messages, tools=[TOOL])
+    assert body["messages"][1] == {"role": "assistant", "content": "",
+                                   "function_call": {"name": "light_switch", "arguments": '{"switch":false}'}}
+    assert body["messages"][2] == {"role": "function", "name": "light_switch", "content": '{"ok":true}'}
+    assert body["functions"] == [{"name": "light_switch", "description": "Turn the light on or off",
+                                  "parameters": TOOL["function"]["parameters"]}]
+    follow = vendor(messages=[*messages, u("thanks")], tools=[TOOL])  # a user turn after a function result
+    assert follow["messages"][2] == {"role": "user", "content": '{"ok":true}\n\nthanks'}
+
+
+def test_a_tool_result_must_answer_a_call() -> None:
+    with pytest.raises(ApiError) as caught:
+        to_vendor_request(request(messages=[*USER, {"role": "tool", "tool_call_id": "nope", "content": "1"}]))
+    assert caught.value.status == 400 and caught.value.param == "messages[1].tool_call_id"
+
+
+def test_parameters_map_into_ernies_ranges() -> None:
+    body = vendor(messages=[{"role": "system", "content": "Be brief."}, *USER], temperature=0, top_p=0.5,
+                  stop="END", max_tokens=1, user="u-1", presence_penalty=1.5, penalty_score=1.2,
+                  response_format={"type": "json_object"}, stream=True)
+    assert body["system"] == "Be brief." and body["messages"] == USER
+    assert (body["temperature"], body["top_p"], body["stop"], body["max_output_tokens"]) == (0.01, 0.5, ["END"], 2)
+    assert (body["user_id"], body["penalty_score"], body["response_format"], body["stream"]) == \
+        ("u-1", 1.2, "json_object", True)
+    assert "presence_penalty" not in body and vendor(temperature=1.8)["temperature"] == 1.0
+    assert "functions" not in vendor(tools=[TOOL], tool_choice="none")
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"n": 2}, "n"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"logprobs": True}, "logprobs"),
+    ({"tools": [TOOL], "tool_choice": "required"}, "tool_choice"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]},
+     "messages[0].content[0].type"),
+    ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [CALL, {**CALL, "id": "c2"}]}, u("x")]},
+     "messages[1].tool_calls"),
+])
+def test_what_ernie_cannot_honour_is_a_400_naming_the_field(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        to_vendor_request(request(**body))
+    assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_endpoint_tables_cover_the_issue() -> None:
+    assert CHAT_ENDPOINTS["ernie-4.0"] == "completions_pro" and CHAT_ENDPOINTS["ernie-3.5"] == "completions"
+    assert CHAT_ENDPOINTS["ernie-bot-turbo"] == CHAT_ENDPOINTS["eb-instant"] == "eb-instant"
+    assert {"ernie-speed", "ernie-lite"} <= set(CHAT_ENDPOINTS)
+    assert {m: e.suffix for m, e in EMBEDDING_ENDPOINTS.items()} == {
+        "embedding-v1": "embedding-v1", "bge-large-zh": "bge_large_zh", "bge-large-en": "bge_large_en",
+        "tao-8k": "tao_8k"}
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+def test_recorded_answer() -> None:
+    whole = from_vendor_response(recording("chat_response.json"), "ernie-4.0")
+    check_schema("chat_completion_response.json", whole)
+    assert whole["id"] == "chatcmpl-as-ctg359ensw" and whole["created"] == 1704699485
+    assert whole["choices"][0]["message"]["content"].startswith("根据你的请求")
+    assert whole["choices"][0]["finish_reason"] == "stop"  # "normal"
+    assert whole["usage"] == {"prompt_tokens": 134, "completion_tokens": 19, "total_tokens": 153}
+
+
+def test_recorded_function_call() -> None:
+    whole = from_vendor_response(recording("chat_response_function_call.json"), "ernie-4.0")
+    check_schema("chat_completion_response.json", whole)
+    choice = whole["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    [call] = choice["message"]["tool_calls"]
+    assert call["id"].startswith("call_") and call["function"] == {"name": "light_switch",
+                                                                   "arguments": '{"switch":false}'}
+
+
+@pytest.mark.parametrize(("fields", "finish"), [
+    ({"finish_reason": "length"}, "length"), ({"finish_reason": "content_filter"}, "content_filter"),
+    ({"need_clear_history": True, "ban_round": 1}, "content_filter"), ({"is_truncated": True}, "length"),
+])
+def test_finish_reasons(fields: dict[str, Any], finish: str) -> None:
+    body = {k: v for k, v in recording("chat_response.json").items() if k != "finish_reason"} | fields
+    assert from_vendor_response(body, "m")["choices"][0]["finish_reason"] == finish
+
+
+def stream_chunks(raw: bytes, piece: int = 5) -> tuple[list[dict[str, Any]], list[StreamChunk]]:
+    decoder, state, out = SSEDecoder(), StreamState("ernie-4.0"), []
+    events = [e for i in range(0, len(raw), piece) for e in decoder.feed(raw[i:i + piece])] + decoder.flush()
+    for event in events:
+        out += from_vendor_event(orjson.loads(event.data), state)
+    assert state.finished
+    return [orjson.loads(c.data) for c in out], out
+
+
+def test_recorded_stream_with_cumulative_usage_never_summed() -> None:
+    parsed, chunks = stream_chunks((RECORDINGS / "chat_stream.sse").read_bytes())
+    for chunk in parsed:
+        check_schema("chat_completion_chunk.json", chunk)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in parsed if c["choices"]) == \
+        "您好，我是文心一言，很高兴为您服务。"
+    assert [c["choices"][0]["delta"].get("role") for c in parsed if c["choices"]].count("assistant") == 1
+    assert {c["id"] for c in parsed} == {"chatcmpl-as-ywwpgx4dt7"}
+    assert [c["choices"][0]["finish_reason"] for c in parsed if c["choices"]][-1] == "stop"
+    assert parsed[-1]["choices"] == [] and parsed[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 15,
+                                                                   "total_tokens": 19}
+    assert [c.usage is not None for c in chunks].count(True) == 1
+
+
+def test_function_call_in_a_stream() -> None:
+    event = {"id": "as-1", "is_end": True, "result": "", "finish_reason": "function_call",
+             "function_call": {"name": "light_switch", "arguments": '{"switch":true}'},
+             "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
+    parsed = [orjson.loads(c.data) for c in from_vendor_event(event, StreamState("m"))]
+    assert parsed[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "light_switch"
+    assert parsed[2]["choices"][0]["finish_reason"] == "tool_calls" and parsed[3]["usage"]["total_tokens"] == 8
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_recorded_errors_in_200_bodies() -> None:
+    token = error_from_response(200, recording("error_200_access_token.json"))
+    assert (token.status, token.code) == (403, "upstream_credential_rejected") and "ernie" in token.message
+    stream_error = orjson.loads((RECORDINGS / "chat_stream_error_body.txt").read_bytes())
+    with pytest.raises(ApiError) as caught:
+        from_vendor_event(stream_error, StreamState("m"))
+    assert (caught.value.status, caught.value.code) == (400, "336003") and "odd number" in caught.value.message
+    with pytest.raises(ApiError):
+        from_vendor_response(stream_error, "m")
+    oauth = error_from_response(401, recording("oauth_token_error.json"))
+    assert oauth.code == "upstream_credential_rejected" and "Client authentication failed" in oauth.message
+
+
+@pytest.mark.parametrize(("code", "status"), [
+    (1, 502), (2, 503), (3, 404), (4, 429), (6, 403), (13, 403), (17, 429), (18, 429), (100, 400), (110, 403),
+    (111, 403), (336000, 502), (336003, 400), (336005, 404), (336100, 503), (336501, 429), (336502, 429),
+    (123456, 502),
+])
+def test_error_codes_map_by_meaning(code: int, status: int) -> None:
+    assert error_from_response(200, {"error_code": code, "error_msg": "m"}).status == status
+    assert code in ERROR_STATUS or code == 123456
+
+
+# -- embeddings --------------------------------------------------------------------------------
+
+
+def test_recorded_embeddings_as_float_and_base64() -> None:
+    body = recording("embeddings_response.json")
+    floats = from_embedding_responses([body], "embedding-v1", "float")
+    check_schema("embedding_response.json", floats)
+    assert [d["embedding"] for d in floats["data"]] == [d["embedding"] for d in body["data"]]
+    assert floats["usage"] == {"prompt_tokens": 12, "total_tokens": 12} and floats["model"] == "embedding-v1"
+    encoded = from_embedding_responses([body], "embedding-v1", "base64")  # a string, as OpenAI sends it
+    assert all(isinstance(d["embedding"], str) for d in encoded["data"])
+    raw = base64.b64decode(encoded["data"][1]["embedding"])
+    assert struct.unpack(f"<{len(raw) // 4}f", raw) == pytest.approx(body["data"][1]["embedding"], rel=1e-6)
+
+
+def test_batches_are_split_and_joined_in_order() -> None:
+    texts = [f"text {i}" for i in range(35)]
+    batches = embedding_batches(EmbeddingRequest.parse({"model": "embedding-v1", "input": texts}), 16)
+    assert [len(b) for b in batches] == [16, 16, 3] and sum(batches, []) == texts
+    answers = [{"data": [{"embedding": [float(i)], "index": i - start} for i in reversed(range(start, start + len(b)))],
+                "usage": {"prompt_tokens": len(b), "total_tokens": len(b)}}
+               for start, b in zip((0, 16, 32), batches, strict=True)]
+    joined = from_embedding_responses(answers, "embedding-v1", "float")
+    assert [d["embedding"][0] for d in joined["data"]] == [float(i) for i in range(35)]
+    assert [d["index"] for d in joined["data"]] == list(range(35)) and joined["usage"]["total_tokens"] == 35
+    with pytest.raises(ApiError) as caught:
+        embedding_batches(EmbeddingRequest.parse({"model": "embedding-v1", "input": [[1, 2, 3]]}), 16)
+    assert caught.value.param == "input"
+
+
+# -- the access-token cache ----------------------------------------------------------------------
+
+
+async def test_token_cache_is_single_flight_and_refreshes_a_stale_token() -> None:
+    cache_, calls = TokenCache(), []
+
+    async def fetch() -> tuple[str, float]:
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return f"token-{len(calls)}", 3600.0
+
+    tokens = await asyncio.gather(*(cache_.get("k", fetch) for _ in range(100)))
+    assert set(tokens) == {"token-1"} and len(calls) == 1
+    assert await cache_.get("k", fetch) == "token-1" and len(calls) == 1
+    refreshed = await asyncio.gather(*(cache_.get("k", fetch, stale="token-1") for _ in range(10)))
+    assert set(refreshed) == {"token-2"} and len(calls) == 2
+    assert await cache_.get("k", fetch, stale="token-1") == "token-2"  # someone else already refreshed it
+    assert await cache_.get("other", fetch) == "token-3"
+
+
+async def test_token_cache_refreshes_shortly_before_expiry_and_never_caches_failures() -> None:
+    cache_, calls = TokenCache(), []
+
+    async def fetch() -> tuple[str, float]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ApiError(403, "refused")
+        return f"token-{len(calls)}", 0.5  # refreshed a tenth of the lifetime early: after 0.45 s
+
+    with pytest.raises(ApiError):
+        await cache_.get("k", fetch)
+    assert await cache_.get("k", fetch) == "token-2"
+    assert await cache_.get("k", fetch) == "token-2"
+    await asyncio.sleep(0.46)
+    assert await cache_.get("k", fetch) == "token-3" and len(calls) == 3

@@ -1,0 +1,202 @@
+"""The MiniMax translator's pure functions against MiniMax's recorded payloads: request
+mapping, v2 responses, the v2 stream whose final event repeats the message, `base_resp`
+errors inside 200 bodies and streams, embeddings. No I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
+from translators import REGISTRY
+from translators.errors import ApiError
+from translators.minimax import (
+    DEFAULT_MAX_TOKENS,
+    MinimaxTranslator,
+    StreamState,
+    error_from_response,
+    finish_stream,
+    from_vendor_embeddings,
+    from_vendor_event,
+    from_vendor_response,
+    to_vendor_embeddings_request,
+    to_vendor_request,
+)
+from translators.types import ChatRequest, EmbeddingRequest, StreamChunk
+
+MODEL = "abab6.5s-chat"
+USER = [{"role": "user", "content": "你好"}]
+
+
+def vendor(**body: Any) -> dict[str, Any]:
+    body.setdefault("model", MODEL)
+    body.setdefault("messages", USER)
+    return to_vendor_request(ChatRequest.parse(body), MODEL)
+
+
+def translate(events: list[Any]) -> tuple[list[StreamChunk], StreamState]:
+    state = StreamState(MODEL)
+    chunks = [c for e in events for c in from_vendor_event(e, state)]
+    return chunks, state
+
+
+def recorded_stream() -> list[Any]:
+    return [orjson.loads(e.data) for e in events_of(recording("minimax", "chat_stream_v2.sse"), piece=5)]
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+def test_registered_with_group_id() -> None:
+    translator = REGISTRY["minimax"]
+    assert isinstance(translator, MinimaxTranslator)
+    assert [(f.name, f.required, f.secret) for f in translator.credential_fields] == \
+        [("api_key", True, True), ("group_id", True, False)]
+
+
+def test_request_mapping() -> None:
+    body = vendor(messages=[{"role": "developer", "content": "Be brief."}, *USER], temperature=0, top_p=1.5 / 2,
+                  presence_penalty=1, frequency_penalty=1, seed=3, user="u", stream_options={"include_usage": True},
+                  tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                  mask_sensitive_info=False)
+    assert body["messages"] == [{"role": "system", "content": "Be brief."}, *USER]
+    assert (body["temperature"], body["top_p"], body["max_tokens"], body["stream"]) == (0.01, 0.75, DEFAULT_MAX_TOKENS,
+                                                                                         False)
+    assert not {"presence_penalty", "frequency_penalty", "seed", "user", "stream_options"} & set(body)
+    assert body["tools"][0]["function"]["name"] == "f" and body["mask_sensitive_info"] is False
+    assert vendor(max_completion_tokens=9, max_tokens=50, temperature=1.7)[
+        "max_tokens"] == 9 and vendor(temperature=1.7)["temperature"] == 1.0
+
+
+@pytest.mark.parametrize(("body", "param"), [({"n": 3}, "n"), ({"logprobs": True}, "logprobs"),
+                                              ({"function_call": "auto"}, "function_call")])
+def test_refused(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        vendor(**body)
+    assert caught.value.status == 400 and caught.value.param == param
+
+
+# -- responses --------------------------------------------------------------------------------------
+
+
+def test_recorded_v2_response_is_cleaned() -> None:
+    out = from_vendor_response(recorded_json("minimax", "chat_response_v2.json"), MODEL)
+    check_schema("chat_completion_response.json", out)
+    assert out["id"] == "03c13c50d5d579fc940572bb6fdf6f0a" and out["created"] == 1735526736
+    assert out["choices"][0]["message"] == {"content": "I’m a language model, so I can answer questions about "
+                                                       "language, or about the world.", "role": "assistant",
+                                            "refusal": None}
+    assert out["usage"] == {"prompt_tokens": 75, "completion_tokens": 19, "total_tokens": 94}
+    assert not {"base_resp", "input_sensitive", "output_sensitive"} & set(out)
+
+
+def test_sensitive_output_legacy_usage_and_max_output() -> None:
+    body = recorded_json("minimax", "chat_response_v2.json")
+    body.update(output_sensitive=True, usage={"total_tokens": 40})
+    out = from_vendor_response(body, MODEL)
+    assert out["choices"][0]["finish_reason"] == "content_filter"
+    assert out["usage"] == {"prompt_tokens": 0, "completion_tokens": 40, "total_tokens": 40}
+    body.update(output_sensitive=False)
+    body["choices"][0]["finish_reason"] = "max_output"
+    assert from_vendor_response(body, MODEL)["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize(("name", "status", "code"), [
+    ("error_200_auth_1004.json", 403, "upstream_credential_rejected"),
+    ("error_200_balance_1008.json", 429, "insufficient_quota"),
+])
+def test_recorded_errors_in_200_bodies(name: str, status: int, code: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        from_vendor_response(recorded_json("minimax", name), MODEL)
+    assert (caught.value.status, caught.value.code) == (status, code)
+    assert "minimax" in caught.value.message or status == 429
+
+
+@pytest.mark.parametrize(("code", "status", "ours"), [
+    (1002, 429, "rate_limit_exceeded"), (1039, 429, "rate_limit_exceeded"), (2013, 400, "invalid_parameter"),
+    (1026, 400, "content_filter"), (1027, 400, "content_filter"), (1013, 502, "upstream_error"),
+    (1001, 504, "upstream_timeout"), (2049, 403, "upstream_credential_rejected"), (2999, 400, None),
+])
+def test_base_resp_codes(code: int, status: int, ours: str | None) -> None:
+    err = error_from_response(200, {"base_resp": {"status_code": code, "status_msg": "msg"}}, None)
+    assert (err.status, err.code) == (status, ours) and f"base_resp {code}" in err.message
+
+
+def test_http_errors_and_a_200_without_choices() -> None:
+    assert error_from_response(500, None, {}).status == 502
+    assert error_from_response(429, {"error": {"message": "slow down"}}, {"retry-after": "2"}).retry_after == 2.0
+    assert error_from_response(200, {"id": "x", "choices": [], "base_resp": {"status_code": 0}}, None).status == 502
+
+
+# -- streams ----------------------------------------------------------------------------------------
+
+
+def test_recorded_v2_stream_does_not_repeat_the_final_message() -> None:
+    chunks, state = translate(recorded_stream())
+    out = parsed(chunks)
+    for chunk in out:
+        check_schema("chat_completion_chunk.json", chunk)
+    assert content_of(chunks) == "你好！有什么可以帮你？"  # once, though the final event repeats it
+    assert finishes(chunks) == ["stop"] and state.finished
+    assert [c["choices"][0]["delta"].get("role") for c in out if c["choices"]].count("assistant") == 1
+    assert {c["id"] for c in out} == {"0346ab4b29cc1a8a2e5a3f8e9c9a1b2c"}
+    assert out[-1]["choices"] == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.as_dict() == {"prompt_tokens": 72, "completion_tokens": 8, "total_tokens": 80}
+    assert all(c.usage is None for c in chunks[:-1])  # the zero usage of the deltas is not forwarded
+
+
+def test_final_event_gives_the_finish_reason_and_a_missing_tail_once() -> None:
+    events = recorded_stream()
+    assert "finish_reason" not in events[1]["choices"][0]  # the recorded deltas end without a finish reason
+    events[2]["choices"][0]["message"]["content"] += "再见"  # the final message holds a tail not streamed
+    events[2]["output_sensitive"] = True
+    chunks, _ = translate(events)
+    assert content_of(chunks) == "你好！有什么可以帮你？再见" and finishes(chunks) == ["content_filter"]
+
+
+def test_base_resp_error_mid_stream_raises() -> None:
+    events = recorded_stream()[:1] + [{"id": "", "choices": None,
+                                       "base_resp": {"status_code": 1039, "status_msg": "token limit"}}]
+    state = StreamState(MODEL)
+    assert content_of(from_vendor_event(events[0], state)) == "你好"
+    with pytest.raises(ApiError) as caught:
+        from_vendor_event(events[1], state)
+    assert caught.value.status == 429
+
+
+def test_end_of_stream_without_the_final_event() -> None:
+    chunks, state = translate(recorded_stream()[:2])
+    tail = finish_stream(state)
+    assert finishes(chunks) == [] and finishes(tail) == ["stop"] and tail[-1].usage is not None
+    assert finish_stream(state) == []  # once
+    with pytest.raises(ApiError) as caught:
+        finish_stream(StreamState(MODEL))
+    assert caught.value.status == 502
+
+
+# -- embeddings -------------------------------------------------------------------------------------
+
+
+def test_recorded_embeddings() -> None:
+    assert from_vendor_embeddings(recorded_json("minimax", "embeddings_response.json")) == \
+        ([[0.1, 0.2], [0.3, 0.4]], 12)
+    with pytest.raises(ApiError) as caught:
+        from_vendor_embeddings(recorded_json("minimax", "error_200_auth_1004.json"))
+    assert caught.value.status == 403
+
+
+@pytest.mark.parametrize(("extra", "kind"), [({}, "db"), ({"input_type": "query"}, "query"),
+                                             ({"input_type": "document"}, "db"), ({"type": "query"}, "query")])
+def test_embeddings_type(extra: dict[str, Any], kind: str) -> None:
+    req = EmbeddingRequest.parse({"model": "embo-01", "input": ["a"], **extra})
+    assert to_vendor_embeddings_request(["a"], "embo-01", req) == {"model": "embo-01", "texts": ["a"], "type": kind}
+
+
+def test_embeddings_refusals() -> None:
+    for extra, param in (({"dimensions": 8}, "dimensions"), ({"input_type": "search"}, "input_type")):
+        with pytest.raises(ApiError) as caught:
+            to_vendor_embeddings_request(["a"], "embo-01", EmbeddingRequest.parse({"model": "embo-01", "input": "a",
+                                                                                   **extra}))
+        assert caught.value.param == param

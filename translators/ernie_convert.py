@@ -1,0 +1,355 @@
+"""Baidu ERNIE (v1 wenxinworkshop) <-> OpenAI: pure request, response, stream, error and
+embedding conversions without I/O. `translators/ernie.py` (the translator) uses and
+re-exports them. Reference: ../shared/vendors/ernie.md §3-§7.
+
+The history rule (ERNIE wants `user, assistant, user, ...`: odd length, strictly
+alternating, starting and ending with the user side, or it answers error 336003):
+1. `system`/`developer` turns are lifted, in order, into the top-level `system` (joined by
+   a blank line). Empty turns are left out.
+2. An assistant turn's tool call becomes its `function_call` (ERNIE holds one per turn; more
+   is a 400); a `tool` result becomes `{"role": "function", "name": <the call's name>}`,
+   which stands on the user side.
+3. Consecutive turns of the same side are merged into one, their texts joined by a blank
+   line; a `function` turn followed by user text becomes one user turn holding both texts.
+4. Turns before the first user turn are dropped (ERNIE must open with the user), and so is a
+   trailing assistant turn (ERNIE cannot continue one): the conversation ends on the user side.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    bad_request,
+    parse_retry_after,
+    unsupported,
+    upstream_status_error,
+)
+from translators.types import ChatRequest, ContentPart, EmbeddingRequest, JSONObject, StreamChunk, Usage
+
+PROVIDER = "ernie"
+
+FINISH_REASONS: Mapping[str, str] = {"normal": "stop", "stop": "stop", "length": "length",
+                                     "content_filter": "content_filter", "function_call": "tool_calls"}
+
+# error_code -> HTTP status (ernie.md §6). Statuses go through `upstream_status_error`:
+# 401/403 -> 403 upstream_credential_rejected, 5xx -> 502, 503 stays. Unknown codes: 502.
+ERROR_STATUS: Mapping[int, int] = {
+    1: 500, 2: 503, 3: 404, 4: 429, 6: 403, 13: 401, 14: 401, 15: 401, 17: 429, 18: 429, 19: 429,
+    100: 400, 110: 401, 111: 401, 336000: 500, 336001: 400, 336002: 400, 336003: 400, 336004: 403,
+    336005: 404, 336100: 503, 336101: 500, 336103: 400, 336104: 400, 336105: 400, 336501: 429, 336502: 429,
+}
+# "Access token invalid or no longer valid" / "Access token expired": refresh and retry once.
+TOKEN_ERRORS = frozenset({110, 111})
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def error_code(body: Any) -> int | None:
+    """The `error_code` of an error body (ERNIE's errors come with HTTP 200), else None."""
+    code = body.get("error_code") if isinstance(body, dict) else None
+    if isinstance(code, str) and code.strip().isdigit():
+        code = int(code)
+    if code is None or code == 0:
+        return None
+    return code if isinstance(code, int) and not isinstance(code, bool) else -1
+
+
+def error_from_response(status: int, body: Any, headers: Any = None) -> ApiError:
+    """`{"error_code": N, "error_msg": ...}` or a non-ERNIE failure body. With HTTP 200 (ERNIE's
+    way) the code decides the status; any other HTTP status is trusted before the body."""
+    code = error_code(body)
+    retry_after = parse_retry_after(headers)
+    if code is not None:
+        message = f"{body.get('error_msg') or 'error'} (ERNIE error_code {code})"
+        mapped = ERROR_STATUS.get(code, 502) if status == 200 else status
+        return upstream_status_error(PROVIDER, mapped, message, str(code), None, retry_after)
+    message = f"HTTP {status} from {PROVIDER}"
+    if isinstance(body, dict):
+        message = str(body.get("error_description") or body.get("error_msg") or body.get("error") or message)
+    if isinstance(body, dict) and body.get("error") in ("invalid_client", "unknown client id"):
+        status = 401  # the token endpoint refused the API key / secret key
+    if status == 200:
+        return UpstreamError(502, f"{PROVIDER} returned a response that is not an answer", "server_error",
+                             "upstream_bad_response")
+    return upstream_status_error(PROVIDER, status, message, None, None, retry_after)
+
+
+# -- request: OpenAI -> ERNIE -------------------------------------------------------------------
+
+
+def _text(content: str | list[ContentPart] | None, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for j, part in enumerate(content):
+        if part.type != "text":
+            raise unsupported(PROVIDER, f"'{part.type}' content parts", f"{where}.content[{j}].type")
+        texts.append(part.text or "")
+    return "\n".join(texts)
+
+
+def _side(turn: JSONObject) -> str:
+    return "assistant" if turn["role"] == "assistant" else "user"
+
+
+def _merge(prev: JSONObject, turn: JSONObject, where: str) -> None:
+    if prev.get("function_call") and turn.get("function_call"):
+        raise unsupported(PROVIDER, "two assistant tool calls without a tool result between them", where)
+    if prev["role"] == "function" or turn["role"] == "function":  # rule 3: one user turn with both texts
+        prev.pop("name", None)
+        prev["role"] = "user"
+    prev["content"] = "\n\n".join(t for t in (prev["content"], turn["content"]) if t)
+    if turn.get("function_call"):
+        prev["function_call"] = turn["function_call"]
+
+
+def conversation(req: ChatRequest) -> tuple[str, list[JSONObject]]:
+    """(system, messages) following the history rule of the module docstring."""
+    system: list[str] = []
+    turns: list[JSONObject] = []
+    call_names: dict[str, str] = {}
+    for i, message in enumerate(req.messages):
+        where = f"messages[{i}]"
+        text = _text(message.content, where)
+        if message.role in ("system", "developer"):
+            if text:
+                system.append(text)
+            continue
+        if message.role == "user":
+            turn: JSONObject = {"role": "user", "content": text}
+        elif message.role == "assistant":
+            turn = {"role": "assistant", "content": text}
+            calls = message.tool_calls or []
+            if len(calls) > 1:
+                raise unsupported(PROVIDER, "several tool calls in one assistant turn", f"{where}.tool_calls")
+            if calls:
+                call_names[calls[0].id] = calls[0].function.name
+                turn["function_call"] = {"name": calls[0].function.name, "arguments": calls[0].function.arguments}
+        else:  # tool (or the deprecated function) result
+            name = message.name if message.role == "function" else call_names.get(message.tool_call_id or "")
+            if not name:
+                raise bad_request("a tool message must answer a tool call of an earlier assistant turn",
+                                  f"{where}.tool_call_id")
+            turn = {"role": "function", "name": name, "content": text}
+        if not text and not turn.get("function_call"):
+            continue
+        if turns and _side(turns[-1]) == _side(turn):
+            _merge(turns[-1], turn, where)
+        else:
+            turns.append(turn)
+    while turns and turns[0]["role"] != "user":
+        turns.pop(0)
+    if turns and turns[-1]["role"] == "assistant":
+        turns.pop()
+    if not turns:
+        raise bad_request(f"provider '{PROVIDER}' needs at least one non-empty user message", "messages")
+    return "\n\n".join(system), turns
+
+
+def _refuse_unsupported(req: ChatRequest) -> None:
+    raw = req.raw
+    if (req.n or 1) > 1:
+        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
+    for key in ("logprobs", "top_logprobs"):
+        if raw.get(key):
+            raise unsupported(PROVIDER, "logprobs", key)
+    fmt = raw.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type", "text") not in ("text", "json_object")):
+        raise unsupported(PROVIDER, "response_format other than text or json_object", "response_format")
+    stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if len(stop) > 4:
+        raise bad_request(f"provider '{PROVIDER}' accepts at most 4 stop sequences", "stop")
+    for k, tool in enumerate(req.tools or ()):
+        if tool.type != "function":
+            raise unsupported(PROVIDER, f"'{tool.type}' tools (only functions)", f"tools[{k}].type")
+    if req.tool_choice == "required":
+        raise unsupported(PROVIDER, "tool_choice 'required'", "tool_choice")
+
+
+def to_vendor_request(req: ChatRequest, model: str = "") -> JSONObject:
+    """An OpenAI chat request as an ERNIE v1 chat body (the model is in the URL, not the body)."""
+    _refuse_unsupported(req)
+    system, messages = conversation(req)
+    body: JSONObject = {"messages": messages}
+    if system:
+        body["system"] = system
+    if req.temperature is not None:
+        body["temperature"] = min(max(req.temperature, 0.01), 1.0)  # ERNIE: (0, 1]
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if any(stop):
+        body["stop"] = [s for s in stop if s]
+    if req.token_limit is not None:
+        body["max_output_tokens"] = max(req.token_limit, 2)
+    if req.user:
+        body["user_id"] = req.user
+    fmt = req.raw.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        body["response_format"] = "json_object"
+    if req.tools and req.tool_choice != "none":
+        body["functions"] = [{"name": t.function.name, "description": t.function.description or "",
+                              "parameters": t.function.parameters or {"type": "object", "properties": {}}}
+                             for t in req.tools]
+        if isinstance(req.tool_choice, dict):
+            body["tool_choice"] = req.tool_choice
+    for key in ("penalty_score", "disable_search", "enable_citation"):  # ERNIE's own knobs, as extra fields
+        if key in req.raw:
+            body[key] = req.raw[key]
+    if req.stream:
+        body["stream"] = True
+    return body
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+def tool_call(function_call: Any) -> JSONObject | None:
+    if not isinstance(function_call, dict) or not function_call.get("name"):
+        return None
+    arguments = function_call.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
+    return {"id": "call_" + secrets.token_hex(12), "type": "function",
+            "function": {"name": str(function_call["name"]), "arguments": arguments}}
+
+
+def finish_reason(body: JSONObject, tool: bool) -> str:
+    if body.get("need_clear_history"):
+        return "content_filter"
+    reason = body.get("finish_reason")
+    if isinstance(reason, str) and reason in FINISH_REASONS:
+        return FINISH_REASONS[reason]
+    return "tool_calls" if tool else "length" if body.get("is_truncated") else "stop"
+
+
+def chat_id(value: Any) -> str:
+    return f"chatcmpl-{value}" if isinstance(value, str) and value else "chatcmpl-ernie-" + secrets.token_hex(8)
+
+
+def from_vendor_response(body: Any, model: str) -> JSONObject:
+    """A v1 chat answer as an OpenAI chat completion; an `error_code` body raises."""
+    if error_code(body) is not None or not isinstance(body, dict) or "result" not in body:
+        raise error_from_response(200, body)
+    call = tool_call(body.get("function_call"))
+    result = body.get("result") if isinstance(body.get("result"), str) else ""
+    message: JSONObject = {"role": "assistant", "content": result if result or call is None else None,
+                           "refusal": None}
+    if call is not None:
+        message["tool_calls"] = [call]
+    usage = Usage.from_openai(body.get("usage")) or Usage(0, 0, 0)
+    return {"id": chat_id(body.get("id")), "object": "chat.completion",
+            "created": _int(body.get("created")) or int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": finish_reason(body, call is not None)}],
+            "usage": usage.as_dict()}
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What translating one ERNIE stream must remember between events."""
+
+    model: str
+    id: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+    # The first delta carries `role`.
+    started: bool = False
+    # ERNIE's usage is cumulative on every chunk: the latest replaces, never adds up.
+    usage: Usage | None = None
+    # A function_call arrived whole on some chunk: finish as tool_calls.
+    tool_call: bool = False
+    # The `is_end` chunk went by (ERNIE v1 sends no end sentinel after it).
+    finished: bool = False
+
+    def chunk(self, delta: JSONObject, finish: str | None = None) -> StreamChunk:
+        return StreamChunk(orjson.dumps({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}))
+
+
+def from_vendor_event(event: Any, state: StreamState) -> list[StreamChunk]:
+    """One parsed stream event -> OpenAI chunks: `result` increments become content deltas,
+    a `function_call` a tool-call delta, `is_end` the finish chunk and then the usage chunk
+    (`choices: []`, `StreamChunk.usage` set) last. An `error_code` event raises ApiError."""
+    if state.finished:
+        return []
+    if error_code(event) is not None or not isinstance(event, dict):
+        raise error_from_response(200, event)
+    if not state.id:
+        state.id = chat_id(event.get("id"))
+        state.created = _int(event.get("created")) or state.created
+    state.usage = Usage.from_openai(event.get("usage")) or state.usage
+    chunks = []
+    text = event.get("result") if isinstance(event.get("result"), str) else ""
+    if text or not state.started:
+        chunks.append(state.chunk({"role": "assistant", "content": text} if not state.started
+                                  else {"content": text}))
+        state.started = True
+    call = tool_call(event.get("function_call"))
+    if call is not None and not state.tool_call:
+        state.tool_call = True
+        chunks.append(state.chunk({"tool_calls": [{"index": 0, **call}]}))
+    if event.get("is_end"):
+        state.finished = True
+        usage = state.usage or Usage(0, 0, 0)
+        chunks.append(state.chunk({}, finish_reason(event, state.tool_call)))
+        chunks.append(StreamChunk.of({"id": state.id, "object": "chat.completion.chunk", "created": state.created,
+                                      "model": state.model, "choices": [], "usage": usage.as_dict()}, usage))
+    return chunks
+
+
+def incomplete() -> ApiError:
+    return UpstreamError(502, f"the {PROVIDER} stream ended before its is_end event", "server_error",
+                         "upstream_incomplete_stream")
+
+
+# -- embeddings ---------------------------------------------------------------------------------
+
+
+def embedding_batches(req: EmbeddingRequest, batch: int) -> list[list[str]]:
+    """The request's texts in batches of at most `batch` (ERNIE's per-call limit)."""
+    texts = [req.input] if isinstance(req.input, str) else req.input
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise unsupported(PROVIDER, "token arrays as embedding input (send text)", "input")
+    if any(not t for t in texts):
+        raise bad_request("embedding input must not contain empty strings", "input")
+    if req.dimensions is not None:
+        raise unsupported(PROVIDER, "choosing the embedding dimensions", "dimensions")
+    return [texts[i:i + batch] for i in range(0, len(texts), batch)]  # type: ignore[misc]
+
+
+def from_embedding_responses(bodies: list[Any], model: str, encoding_format: str) -> JSONObject:
+    """One OpenAI embeddings answer from the batches' answers, in order; usage summed over the
+    batches (separate calls, so these totals do add up)."""
+    data: list[JSONObject] = []
+    prompt = total = 0
+    for body in bodies:
+        if error_code(body) is not None or not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise error_from_response(200, body)
+        items = sorted(body["data"], key=lambda d: _int(d.get("index")))
+        for item in items:
+            vector = item.get("embedding") or []
+            value: Any = vector
+            if encoding_format == "base64":
+                value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": len(data), "embedding": value})
+        usage = body.get("usage") or {}
+        prompt += _int(usage.get("prompt_tokens"))
+        total += _int(usage.get("total_tokens")) or _int(usage.get("prompt_tokens"))
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt, "total_tokens": total}}

@@ -1,0 +1,350 @@
+"""MiniMax's ChatCompletion v2 (OpenAI-like) and embo-01 embeddings behind OpenAI's shapes.
+
+Credential: `api_key` (sent as `Authorization: Bearer`), `group_id` (sent as `?GroupId=`,
+which v2 does not need but the embeddings endpoint does; it is harmless on v2), optional
+`base_url` (default https://api.minimax.chat/v1; newer hosts: https://api.minimaxi.com/v1,
+international https://api.minimax.io/v1). Reference: ../shared/vendors/minimax.md.
+
+Chat uses `POST {base}/text/chatcompletion_v2` only, as the issue asks: the legacy
+`chatcompletion_pro` API (bot_setting/sender_type, full `reply` on its last chunk) is not
+spoken; v2 serves every model pro did. Legacy `/v1/completions` goes through the chat path.
+
+What is absorbed:
+- errors arrive as HTTP 200 with `base_resp.status_code != 0` (bodies, stream events and a
+  JSON body answering a streamed request): 1004/2049 (auth) -> 403
+  upstream_credential_rejected, 1008 (balance) -> 429 insufficient_quota, 1002/1039 (rate)
+  -> 429, 2013 (parameters) -> 400, 1026/1027 (sensitive) -> 400 content_filter, 1001 -> 504,
+  1000/1013 -> 502;
+- the stream's final event (object `chat.completion`) repeats the whole message with the
+  real usage: only its finish reason and usage are used (plus any tail the deltas did not
+  carry), its text is never re-emitted; a stream ends on the DONE sentinel, that event, or EOF;
+- `usage` on every chunk (zeros until the end) is not forwarded; chunks with `role: ""`
+  are normalised (role once, on the first chunk); `name`, `audio_content`,
+  `*_sensitive*`, `base_resp`, `usage.total_characters` are stripped;
+- `output_sensitive: true` -> finish_reason `content_filter`; `max_output` -> `length`;
+  usage with only `total_tokens` (older models) -> all of it as completion tokens.
+
+Request mapping (`to_vendor_request`): `max_tokens` is always sent (`max_completion_tokens`,
+else `max_tokens`, else 2048: MiniMax's own default is 256 for abab6.5); `temperature`
+and `top_p` are clamped into MiniMax's (0, 1] (0 -> 0.01); `developer` -> `system`.
+Rejected with a 400: `n` > 1, `logprobs`, `top_logprobs`, `functions`/`function_call`.
+Dropped: `presence_penalty`, `frequency_penalty`, `logit_bias`, `seed`, `user`,
+`parallel_tool_calls`, `store`, `metadata`, `service_tier`, `stream_options` (the gateway's).
+
+Embeddings: `POST {base}/embeddings?GroupId=` with `{model: "embo-01", texts, type}`;
+`type` is `db` (documents) unless the request says `"input_type": "query"` (e.g. the openai
+SDK's `extra_body`); batches of 512 texts (MiniMax allows 4096 per langchainjs); `vectors`
+are positional; base64 encoded here; `dimensions` is refused (fixed 1536 dimensions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from keystore.models import CredentialField
+from translators._http import Headers
+from translators._shapes import (
+    as_int,
+    batches,
+    chat_chunk,
+    embedding_list,
+    input_texts,
+    new_id,
+    now,
+    usage_chunk,
+    vendor_error,
+)
+from translators._sse import DONE_DATA, aiter_sse
+from translators.base import CallContext, Translator
+from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, unsupported, \
+    upstream_status_error
+from translators.openai_compatible import OpenAICompatible, openai_error_fields
+from translators.types import ChatRequest, EmbeddingRequest, JSONObject, ModelType, StreamChunk, Usage
+
+PROVIDER = "minimax"
+DEFAULT_MAX_TOKENS = 2048
+EMBEDDING_BATCH = 512
+DROPPED = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "seed", "user", "parallel_tool_calls",
+                     "store", "metadata", "service_tier", "stream_options", "max_completion_tokens"})
+FINISH_REASONS: Mapping[str, str] = {"stop": "stop", "length": "length", "max_output": "length",
+                                     "tool_calls": "tool_calls", "function_call": "tool_calls",
+                                     "content_filter": "content_filter"}
+# base_resp.status_code -> (status, the code our client sees)
+ERROR_CODES: Mapping[int, tuple[int, str | None]] = {
+    1000: (500, None), 1001: (504, None), 1002: (429, "rate_limit_exceeded"), 1004: (401, None),
+    1008: (429, "insufficient_quota"), 1013: (500, None), 1026: (400, "content_filter"),
+    1027: (400, "content_filter"), 1039: (429, "rate_limit_exceeded"), 2013: (400, "invalid_parameter"),
+    2049: (401, None),
+}
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def base_resp_error(body: Any) -> ApiError | None:
+    """The error a `base_resp` with a non-zero status_code stands for (None when it is success)."""
+    base = body.get("base_resp") if isinstance(body, dict) else None
+    code = base.get("status_code") if isinstance(base, dict) else None
+    if not isinstance(code, int) or code == 0:
+        return None
+    message = f"{base.get('status_msg') or 'error'} (base_resp {code})"
+    status, ours = ERROR_CODES.get(code, (400 if 2000 <= code < 3000 else 500, None))
+    return vendor_error(PROVIDER, status, message, ours)
+
+
+def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiError:
+    """An HTTP error, or (status 200) a body that is not an answer: `base_resp` decides first."""
+    err = base_resp_error(body)
+    if err is not None and status < 500:
+        return err
+    if status == 200:
+        return UpstreamError(502, f"{PROVIDER} returned a response without choices", "server_error",
+                             "upstream_bad_response")
+    message, code, param = openai_error_fields(body, f"HTTP {status} from {PROVIDER}")
+    return upstream_status_error(PROVIDER, status, message, code, param, parse_retry_after(headers))
+
+
+# -- request ------------------------------------------------------------------------------------
+
+
+def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
+    raw = req.raw
+    if (req.n or 1) > 1:
+        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
+    for key in ("logprobs", "top_logprobs"):
+        if raw.get(key):
+            raise unsupported(PROVIDER, "logprobs", key)
+    for key in ("functions", "function_call"):
+        if raw.get(key) is not None:
+            raise unsupported(PROVIDER, f"the deprecated '{key}' (use 'tools' and 'tool_choice')", key)
+    body = {k: v for k, v in raw.items() if k not in DROPPED}
+    body.update(model=model, stream=req.stream, max_tokens=req.token_limit or DEFAULT_MAX_TOKENS)
+    body["messages"] = [{**m, "role": "system"} if m.get("role") == "developer" else m for m in raw["messages"]]
+    for key in ("temperature", "top_p"):
+        if getattr(req, key) is not None:
+            body[key] = min(max(getattr(req, key), 0.01), 1.0)
+    return body
+
+
+# -- responses ------------------------------------------------------------------------------------
+
+
+def usage_of(raw: Any) -> tuple[JSONObject, Usage]:
+    raw = raw if isinstance(raw, dict) else {}
+    prompt, completion, total = (as_int(raw.get(k)) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    if not prompt and not completion:
+        completion = total  # older models report only total_tokens
+    usage = Usage(prompt, completion, total or prompt + completion)
+    return usage.as_dict(), usage
+
+
+def finish_reason(value: Any, body: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if isinstance(body, dict) and body.get("output_sensitive") is True:
+        return "content_filter"
+    return FINISH_REASONS.get(value, "stop")
+
+
+def _clean(message: Any) -> JSONObject:
+    out = {k: v for k, v in (message or {}).items() if k not in ("name", "audio_content")}
+    if out.get("role") == "":
+        out["role"] = "assistant"
+    return out
+
+
+def from_vendor_response(body: Any, model: str) -> JSONObject:
+    if not isinstance(body, dict) or base_resp_error(body) or not body.get("choices"):
+        raise error_from_response(200, body, None)
+    choices = [{"index": c.get("index", i), "message": {**_clean(c.get("message")), "refusal": None},
+                "logprobs": None, "finish_reason": finish_reason(c.get("finish_reason"), body) or "stop"}
+               for i, c in enumerate(body["choices"]) if isinstance(c, dict)]
+    return {"id": body.get("id") or new_id(), "object": "chat.completion", "created": body.get("created") or now(),
+            "model": body.get("model") or model, "choices": choices, "usage": usage_of(body.get("usage"))[0]}
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What translating one MiniMax v2 stream must remember between events."""
+
+    model: str
+    id: str = field(default_factory=new_id)
+    created: int = field(default_factory=now)
+    id_taken: bool = False  # the first event's id/created are kept for every chunk
+    # Chunks may say `role: ""`; OpenAI says "assistant" once, on the first chunk.
+    role_sent: bool = False
+    # The streamed text: the final event repeats the whole message, only a tail it adds is new.
+    text: list[str] = field(default_factory=list)
+    tools_sent: bool = False
+    # The finish chunk went out (deltas may carry finish_reason before the final event does).
+    finish: str | None = None
+    # The real usage arrives with the final event; chunks before it carry zeros.
+    usage: Any = None
+    finished: bool = False
+
+
+def _chunk(state: StreamState, delta: JSONObject, finish: str | None = None) -> StreamChunk:
+    return chat_chunk(state.id, state.created, state.model, delta, finish)
+
+
+def finish_stream(state: StreamState) -> list[StreamChunk]:
+    """The end of the stream (the DONE sentinel, the final event or EOF): the finish and usage chunks not yet sent."""
+    if state.finished:
+        return []
+    if state.finish is None and not state.text and not state.tools_sent:
+        raise UpstreamError(502, f"the {PROVIDER} stream ended without an answer", "server_error",
+                            "upstream_incomplete_stream")
+    state.finished = True
+    chunks = [] if state.finish is not None else [_chunk(state, {}, "stop")]
+    body, usage = usage_of(state.usage)
+    return [*chunks, usage_chunk(state.id, state.created, state.model, body, usage)]
+
+
+def from_vendor_event(event: Any, state: StreamState) -> list[StreamChunk]:
+    if not isinstance(event, dict) or base_resp_error(event):
+        raise error_from_response(200, event, None)
+    if event.get("error"):
+        message, code, _ = openai_error_fields(event, "error")
+        raise UpstreamError(502, f"{PROVIDER} failed mid-stream: {message}", "server_error", code or "upstream_error")
+    if state.finished:
+        return []
+    if not state.id_taken and event.get("id"):
+        state.id, state.created, state.id_taken = str(event["id"]), as_int(event.get("created")) or state.created, True
+    usage = event.get("usage")
+    if isinstance(usage, dict) and as_int(usage.get("total_tokens")):
+        state.usage = usage
+    choices = [c for c in event.get("choices") or () if isinstance(c, dict)]
+    final = event.get("object") == "chat.completion" or any("message" in c and "delta" not in c for c in choices)
+    chunks: list[StreamChunk] = []
+    for choice in choices[:1]:
+        finish = finish_reason(choice.get("finish_reason"), event)
+        if final:
+            message = _clean(choice.get("message"))
+            content, streamed = message.get("content") or "", "".join(state.text)
+            delta: JSONObject = {}
+            if isinstance(content, str) and content.startswith(streamed) and len(content) > len(streamed):
+                delta["content"] = content[len(streamed):]
+            if message.get("tool_calls") and not state.tools_sent:
+                delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]
+        else:
+            delta = _clean(choice.get("delta"))
+            delta.pop("role", None)
+        if not state.role_sent:
+            state.role_sent = True
+            delta = {"role": "assistant", **delta}
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            state.text.append(delta["content"])
+        state.tools_sent = state.tools_sent or bool(delta.get("tool_calls"))
+        send_finish = finish if state.finish is None else None
+        state.finish = state.finish or send_finish
+        if delta or send_finish:
+            chunks.append(_chunk(state, delta, send_finish))
+    if final:
+        chunks += finish_stream(state)
+    return chunks
+
+
+# -- embeddings -----------------------------------------------------------------------------------
+
+
+def to_vendor_embeddings_request(texts: list[str], model: str, req: EmbeddingRequest) -> JSONObject:
+    if req.dimensions is not None:
+        raise unsupported(PROVIDER, "'dimensions' (embo-01 vectors have a fixed size)", "dimensions")
+    kind = req.raw.get("input_type", req.raw.get("type", "db"))
+    if kind not in ("db", "query", "document"):
+        raise bad_request("input_type must be 'db' (or 'document') for documents or 'query' for queries",
+                          "input_type")
+    return {"model": model, "texts": texts, "type": "query" if kind == "query" else "db"}
+
+
+def from_vendor_embeddings(body: Any) -> tuple[list[list[float]], int]:
+    if not isinstance(body, dict) or base_resp_error(body) or not isinstance(body.get("vectors"), list):
+        raise error_from_response(200, body, None)
+    return [list(v or ()) for v in body["vectors"]], as_int(body.get("total_tokens"))
+
+
+# -- the translator ---------------------------------------------------------------------------------
+
+
+class MinimaxTranslator(OpenAICompatible):
+    name = PROVIDER
+    model_types = frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING})
+    credential_fields = (
+        CredentialField("api_key", description="MiniMax API key"),
+        CredentialField("group_id", secret=False, description="MiniMax GroupId (account page)"),
+    )
+    default_base_url = "https://api.minimax.chat/v1"
+    catalog = {
+        ModelType.LLM: ("MiniMax-M1", "MiniMax-Text-01", "abab6.5s-chat", "abab6.5-chat", "abab6.5g-chat",
+                        "abab5.5-chat", "abab5.5s-chat"),
+        ModelType.TEXT_EMBEDDING: ("embo-01",),
+    }
+    model_prefixes = {ModelType.LLM: ("abab", "MiniMax-")}
+
+    # Not OpenAI's native endpoints: legacy completions go through chat, no transcriptions.
+    complete = Translator.complete
+    complete_stream = Translator.complete_stream
+    transcribe = Translator.transcribe
+
+    def url(self, ctx: CallContext, endpoint: str) -> str:
+        return f"{ctx.base_url}/{endpoint}?GroupId={quote(ctx.credential['group_id'], safe='')}"
+
+    def error_from_response(self, status: int, body: Any, headers: Headers) -> ApiError:
+        return error_from_response(status, body, headers)
+
+    def _check(self, resp: Any) -> JSONObject:
+        if resp.status != 200:
+            raise error_from_response(resp.status, resp.json(), resp.headers)
+        return resp.json()  # type: ignore[no-any-return]
+
+    async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
+        body = to_vendor_request(req, ctx.model)
+        body["stream"] = False
+        return from_vendor_response(await self._post("text/chatcompletion_v2", body, ctx), ctx.model)
+
+    async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
+        body = to_vendor_request(req, ctx.model)
+        body["stream"] = True
+        async with ctx.http.stream("POST", self.url(ctx, "text/chatcompletion_v2"), headers=self.headers(ctx),
+                                   json=body) as resp:
+            if resp.status != 200 or "json" in resp.headers.get("Content-Type", ""):
+                payload = await resp.read()
+                try:
+                    parsed = orjson.loads(payload) if payload else None
+                except orjson.JSONDecodeError:
+                    parsed = {"error": {"message": payload[:300].decode("utf-8", "replace")}}
+                raise error_from_response(resp.status, parsed, resp.headers)
+            state = StreamState(ctx.model)
+            async for event in aiter_sse(resp.chunks()):
+                if event.data == DONE_DATA:
+                    break
+                try:
+                    parsed = orjson.loads(event.data) if event.data else None
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(502, f"{PROVIDER} sent a stream event that is not JSON", "server_error",
+                                        "upstream_bad_response") from None
+                for chunk in from_vendor_event(parsed, state) if parsed is not None else ():
+                    yield chunk
+                if state.finished:
+                    return
+            for chunk in finish_stream(state):
+                yield chunk
+
+    async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:
+        texts = input_texts(req, PROVIDER)
+        vectors: list[list[float]] = []
+        tokens = 0
+        for batch in batches(texts, EMBEDDING_BATCH):
+            body = await self._post("embeddings", to_vendor_embeddings_request(list(batch), ctx.model, req), ctx)
+            got, used = from_vendor_embeddings(body)
+            if len(got) != len(batch):
+                raise UpstreamError(502, f"{PROVIDER} returned {len(got)} vectors for {len(batch)} texts",
+                                    "server_error", "upstream_bad_response")
+            vectors += got
+            tokens += used
+        return embedding_list(vectors, ctx.model, tokens, req.encoding_format)

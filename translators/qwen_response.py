@@ -1,0 +1,294 @@
+"""DashScope -> OpenAI: Qwen responses, stream events, embeddings and errors as OpenAI shapes.
+
+Pure functions without I/O; `translators/qwen.py` (the translator) uses and re-exports
+them. Reference: ../shared/vendors/qwen.md §4-§7.
+
+- `finish_reason` is the string `"null"` while a stream runs (-> JSON null); stop, length
+  and tool_calls keep their names.
+- usage: `input_tokens` -> prompt_tokens, `output_tokens` -> completion_tokens,
+  `total_tokens` (or their sum); cached and reasoning tokens in OpenAI's `*_details`.
+  Every stream event carries the running totals: they replace, never add up.
+- A stream is incremental when the request said `incremental_output: true` (what the
+  translator always sends) and cumulative otherwise (DashScope's default: each event
+  repeats the whole text so far); the state knows which it reads and never repeats text.
+  In incremental mode a final event that repeats the whole answer is not re-emitted.
+- errors: DashScope's `{code, message, request_id}` with an HTTP status, or the same
+  object inside a 200 body or an `event:error` stream event (whose status is only in an
+  SSE comment, so the code decides there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from translators._http import Headers
+from translators._shapes import as_int, chat_chunk, completion, now, usage_chunk, vendor_error
+from translators._sse import SSEEvent
+from translators.errors import ApiError, UpstreamError, parse_retry_after
+from translators.types import JSONObject, StreamChunk, Usage
+
+PROVIDER = "qwen"
+
+FINISH_REASONS: Mapping[str, str | None] = {
+    "null": None, "stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+}
+
+# code -> (status, the code our client sees). The status of an error inside a 200 body or a
+# stream event, and the meaning-based override of a few statuses (an overdue account is
+# a 400 at DashScope but a balance problem, i.e. 429, here).
+ERROR_CODES: Mapping[str, tuple[int, str | None]] = {
+    "InvalidParameter": (400, "invalid_parameter"),
+    "DataInspectionFailed": (400, "content_filter"),
+    "data_inspection_failed": (400, "content_filter"),
+    "InvalidApiKey": (401, None),
+    "AccessDenied": (403, None),
+    "Model.AccessDenied": (403, None),
+    "ModelNotFound": (404, "model_not_found"),
+    "Arrearage": (429, "insufficient_quota"),
+    "Throttling": (429, "rate_limit_exceeded"),
+    "InternalError": (500, None),
+    "SystemError": (500, None),
+    "ServiceUnavailable": (503, None),
+    "RequestTimeOut": (504, None),
+}
+_OVERRIDES = frozenset({"DataInspectionFailed", "data_inspection_failed", "ModelNotFound", "Arrearage"})
+
+
+def _known(code: str) -> tuple[int, str | None] | None:
+    return ERROR_CODES.get(code) or ERROR_CODES.get(code.split(".", 1)[0])  # Throttling.RateQuota -> Throttling
+
+
+def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiError:
+    """A DashScope error; `status` < 400 means it arrived in a 200 body or a stream event."""
+    code = str(body.get("code") or "") if isinstance(body, dict) else ""
+    message = body.get("message") if isinstance(body, dict) else None
+    message = str(message or f"HTTP {status} from {PROVIDER}" + (f" ({code})" if code else ""))
+    known = _known(code) if code else None
+    if known is not None and (status < 400 or code.split(".", 1)[0] in _OVERRIDES):
+        status = known[0]
+    elif status < 400:
+        status = 502
+    ours = known[1] if known is not None else (code or None)
+    return vendor_error(PROVIDER, status, message, ours, parse_retry_after(headers))
+
+
+def is_error(body: Any) -> bool:
+    return not isinstance(body, dict) or ("output" not in body and bool(body.get("code")))
+
+
+def error_in_body(body: Any) -> ApiError:
+    if isinstance(body, dict) and body.get("code"):
+        return error_from_response(200, body, None)
+    return UpstreamError(502, f"{PROVIDER} returned a response without output", "server_error",
+                         "upstream_bad_response")
+
+
+# -- shared pieces ----------------------------------------------------------------------------
+
+
+def usage_of(raw: Any) -> tuple[JSONObject, Usage]:
+    raw = raw if isinstance(raw, dict) else {}
+    prompt, completion_tokens = as_int(raw.get("input_tokens")), as_int(raw.get("output_tokens"))
+    usage = Usage(prompt, completion_tokens, as_int(raw.get("total_tokens")) or prompt + completion_tokens)
+    body = usage.as_dict()
+    cached = as_int((raw.get("prompt_tokens_details") or {}).get("cached_tokens")) or as_int(raw.get("cached_tokens"))
+    if cached:
+        body["prompt_tokens_details"] = {"cached_tokens": cached}
+    reasoning = as_int((raw.get("output_tokens_details") or {}).get("reasoning_tokens"))
+    if reasoning:
+        body["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return body, usage
+
+
+def text_of(content: Any) -> str:
+    """Message content: a string, or (multimodal models) a list of `{"text": ...}` items."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(item.get("text") or "") for item in content if isinstance(item, dict))
+    return ""
+
+
+def finish_reason(value: Any) -> str | None:
+    return FINISH_REASONS.get(value, "stop") if isinstance(value, str) else None
+
+
+def choices_of(output: Any) -> list[JSONObject]:
+    """`output.choices` (result_format message), or the legacy `output.text` as one choice."""
+    if not isinstance(output, dict):
+        return []
+    if isinstance(output.get("choices"), list):
+        return [c for c in output["choices"] if isinstance(c, dict)]
+    if "text" in output:
+        return [{"message": {"role": "assistant", "content": output.get("text")},
+                 "finish_reason": output.get("finish_reason")}]
+    return []
+
+
+def _tool_call(call: JSONObject) -> JSONObject:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments or {}).decode()
+    return {"id": str(call.get("id") or ""), "type": "function",
+            "function": {"name": str(function.get("name") or ""), "arguments": arguments}}
+
+
+# -- non-streamed responses -------------------------------------------------------------------
+
+
+def from_vendor_response(body: Any, model: str) -> JSONObject:
+    if is_error(body):
+        raise error_in_body(body)
+    choices = choices_of(body.get("output"))
+    if not choices:
+        raise error_in_body({})
+    choice = choices[0]
+    message = choice.get("message") or {}
+    calls = [_tool_call(c) for c in message.get("tool_calls") or () if isinstance(c, dict)]
+    text = text_of(message.get("content"))
+    out: JSONObject = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+    if calls:
+        out["tool_calls"] = calls
+    if message.get("reasoning_content"):
+        out["reasoning_content"] = message["reasoning_content"]
+    usage, _ = usage_of(body.get("usage"))
+    finish = finish_reason(choice.get("finish_reason")) or "stop"
+    return completion(f"chatcmpl-{body.get('request_id') or 'qwen'}", model, out, finish, usage)
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What translating one DashScope stream must remember between events."""
+
+    model: str
+    # Each event repeats the whole text so far (incremental_output false) instead of a piece.
+    cumulative: bool = False
+    # OpenAI repeats one id and one `created` on every chunk; DashScope's request_id is the id.
+    id: str = "chatcmpl-qwen"
+    created: int = field(default_factory=now)
+    role_sent: bool = False
+    # The text sent so far: diffing cumulative events, and spotting an incremental stream's
+    # final event that repeats the whole answer.
+    text: list[str] = field(default_factory=list)
+    sent: int = 0
+    # Tool calls: DashScope repeats a call's id (and name) in its fragments; OpenAI sends
+    # them once per index. Cumulative streams repeat the arguments too: characters sent.
+    tool_ids: dict[int, str] = field(default_factory=dict)
+    tool_args: dict[int, int] = field(default_factory=dict)
+    # Running totals, replaced by every event that has them (never summed).
+    usage: Any = None
+    finished: bool = False
+
+
+def parse_event(event: SSEEvent) -> JSONObject:
+    """One SSE event as a dict; an `event:error` event (or an error object) raises ApiError."""
+    try:
+        data = orjson.loads(event.data) if event.data else {}
+    except orjson.JSONDecodeError:
+        if event.event == "error":
+            raise UpstreamError(502, f"{PROVIDER} failed mid-stream: {event.data[:300].decode('utf-8', 'replace')}",
+                                "server_error", "upstream_error") from None
+        raise UpstreamError(502, f"{PROVIDER} sent a stream event that is not JSON", "server_error",
+                            "upstream_bad_response") from None
+    if event.event == "error" or is_error(data):
+        raise error_in_body(data if isinstance(data, dict) and data.get("code") else {"code": "InternalError",
+                                                                                      "message": str(data)})
+    return data
+
+
+def _new_text(state: StreamState, text: str, final: bool) -> str:
+    if state.cumulative:
+        piece = text[state.sent:]
+    elif final and state.sent and text == "".join(state.text):
+        piece = ""  # an incremental stream's last event repeating the whole answer
+    else:
+        piece = text
+    if piece:
+        state.text.append(piece)
+        state.sent += len(piece)
+    return piece
+
+
+def _tool_deltas(state: StreamState, calls: Any) -> list[JSONObject]:
+    deltas = []
+    for position, call in enumerate(calls if isinstance(calls, list) else ()):
+        if not isinstance(call, dict):
+            continue
+        index = call["index"] if isinstance(call.get("index"), int) else position
+        function = call.get("function") or {}
+        delta: JSONObject = {"index": index}
+        fn: JSONObject = {}
+        if index not in state.tool_ids:
+            state.tool_ids[index] = str(call.get("id") or f"call_{state.id[-12:]}_{index}")
+            delta.update(id=state.tool_ids[index], type="function")
+            fn["name"] = str(function.get("name") or "")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            if state.cumulative:
+                arguments = arguments[state.tool_args.get(index, 0):]
+            state.tool_args[index] = state.tool_args.get(index, 0) + len(arguments)
+            if arguments:
+                fn["arguments"] = arguments
+        elif "id" in delta:
+            fn["arguments"] = ""
+        if fn:
+            delta["function"] = fn
+            deltas.append(delta)
+    return deltas
+
+
+def from_vendor_event(event: JSONObject, state: StreamState) -> list[StreamChunk]:
+    """One parsed DashScope event -> the OpenAI chunks it becomes; after the event whose
+    finish_reason is not "null": the finish chunk, then the usage chunk (always last)."""
+    if state.finished:
+        return []
+    if event.get("request_id"):
+        state.id = f"chatcmpl-{event['request_id']}"
+    if isinstance(event.get("usage"), dict) and event["usage"]:
+        state.usage = event["usage"]
+    chunks = []
+    if not state.role_sent:
+        state.role_sent = True
+        chunks.append(chat_chunk(state.id, state.created, state.model, {"role": "assistant", "content": ""}))
+    for choice in choices_of(event.get("output"))[:1]:
+        message = choice.get("message") or {}
+        finish = finish_reason(choice.get("finish_reason"))
+        reasoning = message.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning and not state.cumulative:
+            chunks.append(chat_chunk(state.id, state.created, state.model, {"reasoning_content": reasoning}))
+        piece = _new_text(state, text_of(message.get("content")), finish is not None)
+        if piece:
+            chunks.append(chat_chunk(state.id, state.created, state.model, {"content": piece}))
+        calls = _tool_deltas(state, message.get("tool_calls"))
+        if calls:
+            chunks.append(chat_chunk(state.id, state.created, state.model, {"tool_calls": calls}))
+        if finish is not None:
+            state.finished = True
+            chunks.append(chat_chunk(state.id, state.created, state.model, {}, finish))
+            body, usage = usage_of(state.usage)
+            chunks.append(usage_chunk(state.id, state.created, state.model, body, usage))
+    return chunks
+
+
+# -- embeddings -------------------------------------------------------------------------------
+
+
+def from_vendor_embeddings(body: Any) -> tuple[list[list[float]], int]:
+    """(vectors in input order, tokens) from `output.embeddings[{text_index, embedding}]`."""
+    if is_error(body):
+        raise error_in_body(body)
+    items = (body.get("output") or {}).get("embeddings")
+    if not isinstance(items, list):
+        raise error_in_body({})
+    ordered = sorted((i for i in items if isinstance(i, dict)), key=lambda i: as_int(i.get("text_index")))
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    tokens = as_int(usage.get("total_tokens")) or as_int(usage.get("input_tokens"))
+    return [list(i.get("embedding") or ()) for i in ordered], tokens
