@@ -140,14 +140,14 @@ async def worker(port: int, request: bytes, expect: bytes, deadline: float, ramp
             try:
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(lambda: Conn(expect), "127.0.0.1", port), timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:
                 stats.error("connect", repr(exc))
                 conn = None
                 await asyncio.sleep(0.05)
                 continue
         try:
             status, ttfb, total, found, sample = await conn.exchange(request, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             stats.error("timeout")
             if conn.transport is not None:
                 conn.transport.close()
@@ -192,9 +192,7 @@ def pct(values: list[float], p: float) -> float | None:
     return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
 
 
-async def main_async(a: argparse.Namespace) -> dict[str, object]:
-    with open(a.request, "rb") as f:
-        request = f.read()
+async def main_async(a: argparse.Namespace, request: bytes) -> dict[str, object]:
     stats = Stats()
     t0 = time.perf_counter()
     deadline = t0 + a.ramp + a.duration
@@ -234,9 +232,11 @@ def main() -> None:
     p.add_argument("--expect", default="", help="bytes every good body contains")
     a = p.parse_args()
     result: dict[str, object] = {}
+    with open(a.request, "rb") as f:
+        request = f.read()
 
     async def go() -> None:
-        result.update(await main_async(a))
+        result.update(await main_async(a, request))
 
     run(go())
     print(json.dumps(result), flush=True)

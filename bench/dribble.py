@@ -16,6 +16,7 @@ import json
 import signal
 import sys
 import time
+from typing import ClassVar
 
 HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
         b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
@@ -48,9 +49,9 @@ def events(chunks: int) -> list[bytes]:
 
 
 class Dribble(asyncio.Protocol):
-    frames: list[bytes] = []
-    interval = 0.1
-    active = 0
+    frames: ClassVar[list[bytes]] = []
+    interval: ClassVar[float] = 0.1
+    active: ClassVar[int] = 0
 
     def __init__(self) -> None:
         self.buf = bytearray()

@@ -7,6 +7,7 @@ nginx answers by path suffix, whatever the prefix (so any base_url layout works)
   .../messages         -> anthropic/chat_response.json
   /stream/.../chat/completions -> a ~20-chunk OpenAI SSE stream (text/event-stream)
   /stream/.../messages         -> the Anthropic SSE recording
+  /large/.../embeddings        -> the embeddings recording with a 1536-float vector
 Static files refuse POST with 405; `error_page 405 =200 $uri` turns that into an
 internal GET redirect (to the file's own URI after try_files) that serves the file
 with status 200 and the type its extension says (checked at start).
@@ -59,6 +60,7 @@ http {{
     error_page 405 =200 $uri;
     location ~ ^/stream/.*/chat/completions$ {{ try_files /openai_stream.sse =404; }}
     location ~ ^/stream/.*messages$          {{ try_files /anthropic_stream.sse =404; }}
+    location ~ ^/large/.*/embeddings$        {{ try_files /openai_embeddings_1536.json =404; }}
     location ~ /chat/completions$ {{ try_files /openai_chat.json =404; }}
     location ~ /embeddings$       {{ try_files /openai_embeddings.json =404; }}
     location ~ /messages$         {{ try_files /anthropic_chat.json =404; }}
@@ -92,6 +94,15 @@ def openai_stream(chunks: int = STREAM_CHUNKS) -> bytes:
     return body.encode()
 
 
+def large_embeddings(dims: int = 1536) -> bytes:
+    """The embeddings recording with a real-sized vector (text-embedding-3-small: 1536)."""
+    import random
+    body = json.loads((RECORDINGS / "openai" / "embeddings_response.json").read_text())
+    rng = random.Random(1536)
+    body["data"][0]["embedding"] = [round(rng.uniform(-0.08, 0.08), 9) for _ in range(dims)]
+    return json.dumps(body).encode()
+
+
 def write_site(root: Path) -> Path:
     www = root / "www"
     www.mkdir(parents=True, exist_ok=True)
@@ -102,6 +113,7 @@ def write_site(root: Path) -> Path:
     shutil.copyfile(RECORDINGS / "anthropic" / "chat_response.json", www / "anthropic_chat.json")
     shutil.copyfile(RECORDINGS / "anthropic" / "chat_stream.sse", www / "anthropic_stream.sse")
     (www / "openai_stream.sse").write_bytes(openai_stream())
+    (www / "openai_embeddings_1536.json").write_bytes(large_embeddings())
     # nginx's workers drop root to `nobody` and must read these.
     for path in [root, *root.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
@@ -143,7 +155,7 @@ class Upstream:
         conf.write_text(NGINX_CONF.format(root=self.root, port=self.port))
         nginx = nginx_binary()
         check = subprocess.run([nginx, "-t", "-q", "-p", str(self.root), "-c", str(conf)],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise RuntimeError(f"nginx rejected its configuration: {check.stderr.strip()}")
         self.nginx = self.procs.start("nginx", [nginx, "-p", str(self.root), "-c", str(conf)],
@@ -164,7 +176,8 @@ class Upstream:
         cases = [("/v1/chat/completions", "application/json", b'"chat.completion"'),
                  ("/v1/embeddings", "application/json", b'"embedding"'),
                  ("/v1/messages", "application/json", b'"type": "message"'),
-                 ("/stream/v1/chat/completions", "text/event-stream", b"data: [DONE]")]
+                 ("/stream/v1/chat/completions", "text/event-stream", b"data: [DONE]"),
+                 ("/large/v1/embeddings", "application/json", b'"embedding"')]
         for path, ctype, needle in cases:
             for _ in range(2):  # twice: keep-alive and the redirect both hold
                 status, got_type, body = post(self.url(path), b'{"model":"x"}')

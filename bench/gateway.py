@@ -42,7 +42,7 @@ def anthropic_translator() -> dict[str, object] | None:
             "print(json.dumps(None if t is None else {'default_base_url': t.default_base_url,\n"
             "  'fields': [f.name for f in t.credential_fields]}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=_env(),
-                         timeout=60)
+                         timeout=60, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"cannot import the translator registry: {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -72,7 +72,8 @@ class Gateway:
 
     def cli(self, *args: str) -> str:
         argv = [*modelport_argv(), "--config", str(self.config), *args]
-        out = subprocess.run(argv, capture_output=True, text=True, cwd=self.root, env=_env(), timeout=120)
+        out = subprocess.run(argv, capture_output=True, text=True, cwd=self.root, env=_env(), timeout=120,
+                             check=False)
         if out.returncode != 0:
             raise RuntimeError(f"`modelport {' '.join(args[:3])} ...` failed: {out.stderr.strip()}")
         return out.stdout

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -89,7 +89,7 @@ class Procs:
         for _, proc in reversed(list(self._procs)):
             try:
                 self.stop(proc)
-            except Exception as exc:  # keep stopping the others
+            except (OSError, subprocess.SubprocessError) as exc:  # keep stopping the others
                 print(f"bench: could not stop pid {proc.pid}: {exc}", flush=True)
 
 
@@ -247,7 +247,7 @@ class Watch:
         while not self._stop.wait(self.interval):
             self._sample()
 
-    def __enter__(self) -> Watch:
+    def __enter__(self) -> Self:
         # Re-read the trees: a worker may have been replaced since the last watch.
         self._pids = {name: tree(pid) for name, pid in self.roots.items()}
         self._cpu0 = {name: cpu_seconds(pids) for name, pids in self._pids.items()}

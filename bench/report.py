@@ -69,6 +69,7 @@ def summarize(measurements: list[dict[str, Any]], startups: list[float]) -> list
         row["client_cores_gateway"] = _median([p[1].get("client_cores") for p in pairs])
         row["background_cores_max"] = max(max(p[0].get("background_cores", 0), p[1].get("background_cores", 0))
                                           for p in pairs)
+        row["contended"] = sum(bool(p[0].get("contended")) + bool(p[1].get("contended")) for p in pairs)
         kinds: dict[str, int] = {}
         for p in pairs:
             for k, v in p[1]["error_kinds"].items():
@@ -126,23 +127,24 @@ def table(rows: list[dict[str, Any]]) -> str:
             _f(r["gateway_peak_rss_mib"], 0), f"{r['direct_errors']}/{r['gateway_errors']}"]) + " |")
     ttfb = [r for r in rows if r.get("gateway_ttfb_p50_ms") is not None]
     if ttfb:
-        lines += ["", "| scenario | conns | direct TTFB p50 ms | gw TTFB p50 ms | gw TTFB p99 ms | added TTFB p50 ms "
-                      "| added TTFB p99 ms | direct total p50 ms | gw total p50 ms |",
+        lines += ["", ("| scenario | conns | direct TTFB p50 ms | gw TTFB p50 ms | gw TTFB p99 ms | added TTFB p50 ms "
+                       "| added TTFB p99 ms | direct total p50 ms | gw total p50 ms |"),
                   "|" + "|".join("---" for _ in range(9)) + "|"]
         for r in ttfb:
             lines.append("| " + " | ".join([
                 r["scenario"], str(r["conns"]), _f(r["direct_ttfb_p50_ms"]), _f(r["gateway_ttfb_p50_ms"]),
                 _f(r["gateway_ttfb_p99_ms"]), _f(r["added_ttfb_p50_ms"]), _f(r["added_ttfb_p99_ms"]),
                 _f(r["direct_p50_ms"]), _f(r["gateway_p50_ms"])]) + " |")
-    busy = [r for r in rows if r.get("background_cores_max", 0) > 0.25]
+    busy = [r for r in rows if r.get("contended")]
     if busy:
-        lines += ["", "Other processes kept the machine busy during: " + ", ".join(
-            f"{r['scenario']}@{r['conns']} (up to {r['background_cores_max']:.2f} cores)" for r in busy)
-            + "; those numbers are pessimistic."]
+        lines += ["", "Other processes took CPU from the benchmark (cores full) in: " + ", ".join(
+            f"{r['scenario']}@{r['conns']} ({r['contended']} of {2 * r['rounds']} measurements, others used up to "
+            f"{r['background_cores_max']:.2f} cores)" for r in busy) + "; those numbers are pessimistic."]
     startup = next((r for r in rows if r["scenario"] == "startup"), None)
     if startup:
-        lines += ["", f"Start-up to first served request (median of {startup['rounds']}): "
-                      f"{startup['startup_s']:.2f} s (all: {', '.join(f'{s:.2f}' for s in startup['startup_all_s'])})"]
+        all_s = ", ".join(f"{s:.2f}" for s in startup["startup_all_s"])
+        lines += ["", (f"Start-up to first served request (median of {startup['rounds']}): "
+                       f"{startup['startup_s']:.2f} s (all: {all_s})")]
     return "\n".join(lines)
 
 

@@ -73,7 +73,7 @@ def mask(value: str) -> str:
 class Credential(Mapping[str, str]):
     """An immutable mapping of field name to value whose repr never shows a secret."""
 
-    __slots__ = ("_values", "_spec", "_secret")
+    __slots__ = ("_values", "_spec", "_secret", "_secret_values")
 
     def __init__(self, values: Mapping[str, str], spec: tuple[CredentialField, ...] = ()) -> None:
         object.__setattr__(self, "_values", MappingProxyType(dict(values)))
@@ -81,6 +81,9 @@ class Credential(Mapping[str, str]):
         # A field the spec does not describe is treated as secret: the safe mistake.
         public = {f.name for f in spec if not f.secret}
         object.__setattr__(self, "_secret", frozenset(k for k in self._values if k not in public))
+        # Read on every request (to scrub error messages), so computed once.
+        object.__setattr__(self, "_secret_values",
+                           tuple(v for k, v in self._values.items() if k in self._secret and v))
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Credential is immutable")
@@ -120,7 +123,7 @@ class Credential(Mapping[str, str]):
 
     def secret_values(self) -> tuple[str, ...]:
         """Values to scrub from any text that might leave the process (errors, logs)."""
-        return tuple(v for k, v in self._values.items() if k in self._secret and v)
+        return self._secret_values
 
     def masked(self) -> dict[str, str]:
         return {k: mask(v) if k in self._secret else v for k, v in self._values.items()}

@@ -54,6 +54,10 @@ class DefaultIn(_Body):
     model: str
 
 
+class QuotaIn(_Body):
+    limit: int | None = Field(ge=-1)  # calls in total; -1 unlimited; null: the configured quota
+
+
 Handler = Callable[[Management, Request], Awaitable[Any]]
 
 
@@ -62,7 +66,7 @@ def _admin(handler: Handler, status: int = 200) -> Callable[[Request], Awaitable
         gateway: Gateway = request.app.state.gateway
         try:
             check_admin(request, gateway.admin_hash)
-            result = await handler(Management(gateway.store, gateway.keystore), request)
+            result = await handler(Management(gateway.store, gateway.keystore, gateway.hosted), request)
             if isinstance(result, list):
                 result = {"object": "list", "data": result}
             return JSONResponse(result, status_code=status)
@@ -104,6 +108,15 @@ async def _set_default(m: Management, r: Request) -> Any:
     return await m.set_default(_p(r, "tenant"), _p(r, "type"), (await _body(r, DefaultIn)).model)
 
 
+async def _set_quota(m: Management, r: Request) -> Any:
+    return await m.set_quota(_p(r, "tenant"), _p(r, "provider"), (await _body(r, QuotaIn)).limit)
+
+
+async def _usage(m: Management, r: Request) -> Any:
+    q = r.query_params
+    return await m.usage(q.get("tenant") or None, q.get("start"), q.get("end"), q.get("group_by"))
+
+
 async def _providers(m: Management, r: Request) -> Any:
     """The registry with each provider's credential schema, for a settings page to render."""
     return [{"name": t.name, "per_model": t.per_model, "model_types": sorted(x.value for x in t.model_types),
@@ -135,4 +148,7 @@ ADMIN_ROUTES = [
     Route(T + "/defaults/{type}", _admin(_set_default), methods=["PUT"]),
     Route(T + "/defaults/{type}", _admin(lambda m, r: m.clear_default(_p(r, "tenant"), _p(r, "type"))),
           methods=["DELETE"]),
+    Route(T + "/quota", _admin(lambda m, r: m.show_quota(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/quota/{provider}", _admin(_set_quota), methods=["PUT"]),
+    Route("/admin/v1/usage", _admin(_usage), methods=["GET"]),
 ]

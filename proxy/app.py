@@ -1,5 +1,6 @@
 """`build_app(settings)` -> the Starlette app. The lifespan owns the per-worker objects:
-the store, the keystore, the upstream client and the change watcher."""
+the store, the keystore, the upstream client, the change watcher and the usage writer
+(flushed on the way out, after uvicorn has drained the requests)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
+from proxy.account import ACCOUNT_ROUTES
 from proxy.admin import ADMIN_ROUTES
 from proxy.bootstrap import ensure_admin_token, open_store_and_keystore
 from proxy.errors import http_exception_handler
 from proxy.gateway import Gateway
+from proxy.hosted import build_offers
+from proxy.quotas import Quotas
 from proxy.routes import ROUTES
 from proxy.settings import CONFIG_ENV, Settings, load_settings
 from proxy.tenants import Directory
+from proxy.usage_writer import UsageWriter
 from translators._http import Timeouts, UpstreamClient
 
 SETTINGS_ENV = "MODELPORT_SETTINGS_JSON"
@@ -47,18 +52,24 @@ def build_app(settings: Settings) -> Starlette:
         await directory.refresh_if_changed()
         up = settings.upstream
         http = UpstreamClient(Timeouts(up.connect_timeout, up.read_timeout, up.total_timeout))
-        app.state.gateway = Gateway(settings, store, keystore, directory, http, admin_hash)
+        offers = build_offers(settings.hosted)  # validated when the settings were loaded
+        usage = UsageWriter(store, retention_days=settings.usage_retention_days,
+                            interval=settings.usage_flush_interval)
+        app.state.gateway = Gateway(settings, store, keystore, directory, http, admin_hash, offers,
+                                    Quotas(store, offers), usage)
         watcher = asyncio.create_task(_watch_changes(app.state.gateway))
+        usage.start()
         try:
             yield
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await usage.close()
             await http.close()
             await store.close()
 
-    return Starlette(routes=[*ROUTES, *ADMIN_ROUTES], lifespan=lifespan,
+    return Starlette(routes=[*ROUTES, *ACCOUNT_ROUTES, *ADMIN_ROUTES], lifespan=lifespan,
                      exception_handlers={HTTPException: http_exception_handler})
 
 

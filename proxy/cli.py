@@ -14,9 +14,16 @@ from typing import Any
 
 from keystore import MASTER_KEY_ENV, encode_master_key, new_master_key, write_master_key
 from keystore.crypto import KeystoreError
-from proxy.bootstrap import StartupError, ensure_admin_token, open_store_and_keystore, reset_admin_token
+from proxy.bootstrap import (
+    StartupError,
+    ensure_admin_token,
+    open_store_and_keystore,
+    reset_admin_token,
+)
+from proxy.hosted import build_offers
 from proxy.service import Management
 from proxy.settings import CONFIG_ENV, Settings, SettingsError, load_settings
+from proxy.usage_report import table
 from translators.errors import ApiError
 
 
@@ -40,9 +47,31 @@ def _pairs(items: list[str]) -> dict[str, str]:
 async def _with_management(settings: Settings, action: Callable[[Management], Awaitable[Any]]) -> Any:
     store, keystore = await open_store_and_keystore(settings)
     try:
-        return await action(Management(store, keystore))
+        return await action(Management(store, keystore, build_offers(settings.hosted)))
     finally:
         await store.close()
+
+
+def _limit(value: str) -> int | None:
+    """`quota set`'s N: a number of calls, -1 for unlimited, `default` for the configured quota."""
+    if value == "default":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of calls, -1 (unlimited) or 'default'") from None
+
+
+def _quota_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no provider is hosted by this gateway (see the `hosted:` section of the configuration)"
+    head = ["PROVIDER", "LIMIT", "USED", "REMAINING", "OWN_CREDENTIAL", "MODELS"]
+    lines = [head] + [[r["provider"], "unlimited" if r["limit"] < 0 else str(r["limit"]), str(r["used"]),
+                       "unlimited" if r["remaining"] < 0 else str(r["remaining"]),
+                       "yes (trial not used)" if r["own_credential"] else "no", ", ".join(r["models"])]
+                      for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
 def _print(result: Any, as_json: bool) -> None:
@@ -176,6 +205,19 @@ def _parser() -> argparse.ArgumentParser:
     dclear.add_argument("tenant")
     dclear.add_argument("type")
 
+    quota = group("quota", "hosted trial quotas of a tenant")
+    quota.add_parser("show", help="limit, used and remaining calls per hosted provider").add_argument("tenant")
+    qset = quota.add_parser("set", help="a tenant's total hosted calls on a provider (raise it to grant more)")
+    qset.add_argument("tenant")
+    qset.add_argument("provider")
+    qset.add_argument("limit", type=_limit, metavar="N", help="calls in total; -1 unlimited; 'default'")
+
+    usage = sub.add_parser("usage", help="requests and tokens per model, provider or day")
+    usage.add_argument("tenant", nargs="?", help="one tenant (default: every tenant)")
+    usage.add_argument("--since", help="unix seconds, ISO date or date-time (default: oldest record kept)")
+    usage.add_argument("--until", help="same forms; a date includes the whole day (default: now)")
+    usage.add_argument("--by", choices=["model", "provider", "day", "tenant"], default="model")
+
     keys = group("keys", "the master key")
     keys.add_parser("rotate-master", help="re-wrap every tenant key under a new master key")
     admin = group("admin-token", "the admin API token")
@@ -183,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_ACTIONS: dict[tuple[str, str], Callable[[argparse.Namespace], Callable[[Management], Awaitable[Any]]]] = {
+_ACTIONS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Callable[[Management], Awaitable[Any]]]] = {
     ("tenants", "create"): lambda a: lambda m: m.create_tenant(a.name),
     ("tenants", "list"): lambda a: lambda m: m.list_tenants(),
     ("tenants", "delete"): lambda a: lambda m: m.delete_tenant(a.tenant),
@@ -199,6 +241,9 @@ _ACTIONS: dict[tuple[str, str], Callable[[argparse.Namespace], Callable[[Managem
     ("defaults", "set"): lambda a: lambda m: m.set_default(a.tenant, a.type, a.model),
     ("defaults", "show"): lambda a: lambda m: m.show_defaults(a.tenant),
     ("defaults", "clear"): lambda a: lambda m: m.clear_default(a.tenant, a.type),
+    ("quota", "show"): lambda a: lambda m: m.show_quota(a.tenant),
+    ("quota", "set"): lambda a: lambda m: m.set_quota(a.tenant, a.provider, a.limit),
+    ("usage", None): lambda a: lambda m: m.usage(a.tenant, a.since, a.until, a.by),
 }
 
 
@@ -228,16 +273,23 @@ def main(argv: list[str] | None = None) -> int:
                     await store.close()
             print(asyncio.run(reset()))
             return 0
-        result = asyncio.run(_with_management(settings, _ACTIONS[(args.command, args.action)](args)))
+        action = getattr(args, "action", None)
+        result = asyncio.run(_with_management(settings, _ACTIONS[(args.command, action)](args)))
     except (SettingsError, StartupError, KeystoreError) as exc:
         print(f"modelport: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
         print(f"modelport: {exc.message}", file=sys.stderr)
         return 1
-    if (args.command, args.action) == ("tenants", "create") and not args.json:
+    if args.json:
+        _print(result, True)
+    elif (args.command, action) == ("tenants", "create"):
         print(result["id"])
-    elif (args.command, args.action) == ("tokens", "create") and not args.json:
+    elif args.command == "usage":
+        print(table(result))
+    elif args.command == "quota":
+        print(_quota_table(result if isinstance(result, list) else [result]))
+    elif (args.command, action) == ("tokens", "create"):
         print(f"token {result['id']} for tenant {result['tenant']} (shown only this once):", file=sys.stderr)
         print(result["token"])
     else:

@@ -30,6 +30,10 @@ def error_response(err: ApiError) -> JSONResponse:
         headers["Retry-After"] = str(int(err.retry_after + 0.999))
     if err.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if err.code == "insufficient_quota":
+        # A spent quota does not come back by retrying; OpenAI's SDKs skip their automatic
+        # retries of a 429 when the server says so.
+        headers["x-should-retry"] = "false"
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 

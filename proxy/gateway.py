@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from keystore.store import Keystore
+from proxy.hosted import HostedOffer
+from proxy.quotas import Quotas
 from proxy.routing import Route
 from proxy.settings import Settings
 from proxy.store import Store
 from proxy.tenants import Directory, TenantState
+from proxy.usage_writer import UsageWriter
 from translators._http import UpstreamClient
 from translators.base import CallContext
 
@@ -21,8 +25,15 @@ class Gateway:
     directory: Directory
     http: UpstreamClient
     admin_hash: str
+    hosted: Mapping[str, HostedOffer]
+    quotas: Quotas
+    usage: UsageWriter
 
     def context(self, tenant: TenantState, route: Route, request_id: str) -> CallContext:
-        credential = self.directory.credential(tenant, route.provider, route.model if route.per_model else None)
+        if route.billing == "hosted":
+            # The platform credential, from memory: never decrypted from (or stored in) tenant rows.
+            credential = self.hosted[route.provider].credential
+        else:
+            credential = self.directory.credential(tenant, route.provider, route.model if route.per_model else None)
         base_url = credential.base_url or route.translator.default_base_url
         return CallContext(self.http, credential, route.model, base_url, request_id)

@@ -1,42 +1,39 @@
 """The OpenAI-compatible endpoints. Each one: authenticate, read and check the body,
-resolve the route, call the translator once, write the answer (JSON or SSE)."""
+resolve the route, call it once (`proxy/calls.py`), write the answer (JSON or SSE),
+and finish the request's record (log line and usage row)."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
-from proxy import sse
 from proxy.auth import authenticate
 from proxy.body import parse, read_form, read_json
+from proxy.calls import Call, StreamCall, call_route
 from proxy.errors import JSONResponse, error_response, internal_error
 from proxy.gateway import Gateway
 from proxy.routing import listed_models, resolve
+from proxy.tenants import Caller
 from proxy.usage import RequestRecord
-from translators.base import CallContext, Translator
 from translators.errors import ApiError, bad_request
 from translators.types import (
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
     ModelType,
-    StreamChunk,
     TranscriptionRequest,
     TranscriptionResult,
     Usage,
 )
 
 log = logging.getLogger("modelport")
-
-Call = Callable[[Translator, Any, CallContext], Awaitable[Any]]
-StreamCall = Callable[[Translator, Any, CallContext], AsyncIterator[StreamChunk]]
 
 
 def _request_id() -> str:
@@ -47,25 +44,17 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
                  prepare: Callable[[Request, Gateway], Awaitable[Any]], call: Call,
                  call_stream: StreamCall | None = None) -> Response:
     gateway: Gateway = request.app.state.gateway
-    record = RequestRecord(_request_id(), endpoint)
+    record = RequestRecord(_request_id(), endpoint, model_type.value, gateway.usage.submit)
     headers = {"x-request-id": record.request_id}
     try:
         caller = await authenticate(request, gateway.directory)
         record.tenant_id, record.token_id = caller.tenant.id, caller.token_id
         req = await prepare(request, gateway)
-        route = resolve(caller.tenant, model_type, req.model)
-        record.provider, record.model, record.billing = route.provider, route.model, route.billing
-        ctx = gateway.context(caller.tenant, route, record.request_id)
-        secret_values = ctx.credential.secret_values()
-        if call_stream is not None and getattr(req, "stream", False):
-            record.stream = True
-            return await sse.open_stream(
-                call_stream(route.translator, req, ctx), include_usage=req.include_usage, secrets=secret_values,
-                headers=headers, on_end=lambda outcome: record.finish(outcome.status, outcome.usage))
-        try:
-            result = await call(route.translator, req, ctx)
-        except ApiError as err:
-            raise err.scrubbed(secret_values) from None
+        record.request, record.model = req, req.model
+        route = resolve(caller.tenant, model_type, req.model, gateway.hosted)
+        streaming = call_stream is not None and getattr(req, "stream", False)
+        result = await call_route(gateway, caller.tenant, route, req, record, call,
+                                  call_stream if streaming else None, headers)
     except ApiError as err:
         record.finish(err.status)
         response = error_response(err)
@@ -75,10 +64,12 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
         log.exception("request %s failed", record.request_id)
         record.finish(500)
         return error_response(internal_error(record.request_id))
+    if isinstance(result, Response):
+        return result  # a started stream: its record finishes when the stream ends
     if isinstance(result, TranscriptionResult):
-        record.finish(200)
+        record.finish(200, None, result)
         return Response(result.content, media_type=result.media_type, headers=headers)
-    record.finish(200, Usage.from_openai(result.get("usage")))
+    record.finish(200, Usage.from_openai(result.get("usage")), result)
     return JSONResponse(result, headers=headers)
 
 
@@ -121,13 +112,16 @@ async def transcriptions(request: Request) -> Response:
                         lambda t, r, c: t.transcribe(r, c))
 
 
-def _model_entries(gateway_caller: Any) -> list[dict[str, Any]]:
-    tenant = gateway_caller.tenant
+def _model_entries(gateway: Gateway, caller: Caller) -> list[dict[str, Any]]:
+    tenant = caller.tenant
     created = int(time.time())
     data = [{"id": "default", "object": "model", "created": created, "owned_by": "modelport"}] \
         if tenant.defaults else []
-    data += [{"id": name, "object": "model", "created": created, "owned_by": owner, "type": t.value}
-             for name, owner, t in listed_models(tenant)]
+    for name, owner, t in listed_models(tenant, gateway.hosted):
+        entry = {"id": name, "object": "model", "created": created, "owned_by": owner, "type": t.value}
+        if owner in gateway.hosted and owner not in tenant.credentials:
+            entry["hosted"] = True  # on the operator's trial quota (GET /v1/quota)
+        data.append(entry)
     return data
 
 
@@ -135,7 +129,7 @@ async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
         caller = await authenticate(request, gateway.directory)
-        return JSONResponse({"object": "list", "data": _model_entries(caller)})
+        return JSONResponse({"object": "list", "data": _model_entries(gateway, caller)})
     except ApiError as err:
         return error_response(err)
 
@@ -145,7 +139,7 @@ async def retrieve_model(request: Request) -> Response:
     try:
         caller = await authenticate(request, gateway.directory)
         wanted = request.path_params["model"]
-        for entry in _model_entries(caller):
+        for entry in _model_entries(gateway, caller):
             if entry["id"] == wanted:
                 return JSONResponse(entry)
         raise ApiError(404, f"The model '{wanted}' does not exist or is not configured for this tenant.",

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from keystore import CredentialError, validate_credential
 from keystore.store import Keystore
 from proxy.auth import TOKEN_PREFIX
+from proxy.hosted import NO_OFFERS, HostedOffer
+from proxy.quotas import Quotas
+from proxy.routing import not_on_trial
 from proxy.store import Store, TenantRow
 from proxy.tenants import hash_token
+from proxy.usage_report import ADMIN_GROUPS, summarize
 from translators import REGISTRY, Translator
 from translators.errors import ApiError, bad_request
 from translators.types import ModelType
@@ -45,9 +50,11 @@ def _translator(provider: str) -> Translator:
 
 
 class Management:
-    def __init__(self, store: Store, keystore: Keystore) -> None:
+    def __init__(self, store: Store, keystore: Keystore, hosted: Mapping[str, HostedOffer] = NO_OFFERS) -> None:
         self.store = store
         self.keystore = keystore
+        self.hosted = hosted
+        self.quotas = Quotas(store, hosted)
 
     async def tenant(self, ref: str) -> TenantRow:
         row = await self.store.find_tenant(ref)
@@ -188,7 +195,13 @@ class Management:
                                   "model_type_mismatch")
         else:
             translator.check_model(model)
-            if provider not in await self.store.credentials(tenant.id):
+            # The tenant's own credential serves every model; without one, a hosted trial
+            # serves its listed models (the same precedence as `proxy/routing.py`).
+            offer = self.hosted.get(provider)
+            own = provider in await self.store.credentials(tenant.id)
+            if not own and offer is not None and model not in offer.models:
+                raise not_on_trial(offer, model, tenant.name)
+            if not own and offer is None:
                 raise bad_request(f"provider '{provider}' has no credential for tenant '{tenant.name}'; set one "
                                   f"first with `modelport providers set`", "model", "provider_not_configured")
         await self.store.set_default(tenant.id, kind.value, provider, model)
@@ -204,3 +217,31 @@ class Management:
         kind = _model_type(model_type)
         await self.store.clear_default(tenant.id, kind.value)
         return {"type": kind.value, "model": None}
+
+    # -- hosted trial quotas ------------------------------------------------------------
+
+    async def show_quota(self, ref: str) -> list[dict[str, Any]]:
+        tenant = await self.tenant(ref)
+        return await self.quotas.report(tenant.id, await self.store.credentials(tenant.id))
+
+    async def set_quota(self, ref: str, provider: str, limit: int | None) -> dict[str, Any]:
+        """The tenant's total number of hosted calls on `provider` (-1: unlimited; None: back
+        to the configured quota). Calls already made still count, so raising it grants more."""
+        tenant = await self.tenant(ref)
+        if provider not in self.hosted:
+            hosted = ", ".join(sorted(self.hosted)) or "none"
+            raise bad_request(f"provider '{provider}' is not hosted by this gateway (hosted: {hosted}); see the "
+                              "`hosted:` section of the configuration", "provider", "not_hosted")
+        if limit is not None and limit < -1:
+            raise bad_request("the quota is a number of calls, or -1 for unlimited", "limit", "invalid_value")
+        await self.quotas.set_limit(tenant.id, provider, limit)
+        return next(row for row in await self.show_quota(tenant.name) if row["provider"] == provider)
+
+    # -- usage ----------------------------------------------------------------------------
+
+    async def usage(self, ref: str | None, start: str | None = None, end: str | None = None,
+                    group_by: str | None = None) -> dict[str, Any]:
+        """One tenant's usage, or every tenant's (ref None: groups per tenant)."""
+        tenant_id = (await self.tenant(ref)).id if ref else None
+        return await summarize(self.store, tenant_id, start, end, group_by, allowed=ADMIN_GROUPS,
+                               per_tenant=tenant_id is None)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 CONFIG_ENV = "MODELPORT_CONFIG"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -23,13 +24,23 @@ class SettingsError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: a rejected value may be a platform credential.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class UpstreamSettings(_Strict):
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)
     total_timeout: float = Field(600.0, gt=0)
+
+
+class HostedSettings(_Strict):
+    """One provider lent to every tenant for a trial (see `proxy/hosted.py`)."""
+
+    # repr=False: the operator's own key must not show up in a repr, a log or a traceback.
+    credentials: dict[str, str] = Field(repr=False)
+    quota: int = Field(ge=-1)            # calls per tenant; -1 = unlimited
+    models: list[str] = Field(min_length=1)
 
 
 class Settings(_Strict):
@@ -44,6 +55,23 @@ class Settings(_Strict):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     change_poll_interval: float = Field(0.5, gt=0, le=10)
     upstream: UpstreamSettings = UpstreamSettings()
+    hosted: dict[str, HostedSettings] = Field(default_factory=dict)
+    usage_retention_days: int = Field(90, ge=0)   # 0 = keep usage records for ever
+    usage_flush_interval: float = Field(1.0, gt=0, le=300)
+
+    @field_validator("hosted")
+    @classmethod
+    def _check_hosted(cls, value: dict[str, HostedSettings]) -> dict[str, HostedSettings]:
+        """Against the provider registry and each provider's credential schema, at start-up:
+        a typo here must stop `serve`, not surface as a 500 on a tenant's first call."""
+        # Imported here: proxy.hosted imports this module (for HostedSettings).
+        from proxy.hosted import HostedConfigError, build_offers
+
+        try:
+            build_offers(value)
+        except HostedConfigError as exc:
+            raise PydanticCustomError("hosted", "{detail}", {"detail": str(exc)}) from None
+        return value
 
     @property
     def database_path(self) -> Path:

@@ -34,14 +34,16 @@ def error_frame(err: ApiError) -> bytes:
 
 
 class StreamOutcome:
-    """What the stream did, for accounting: usage if known, first-byte and end status."""
+    """What the stream did, for accounting: usage if known, end status, and how many
+    chunks went out (the completion estimate when the vendor reports no usage)."""
 
-    __slots__ = ("usage", "status", "error")
+    __slots__ = ("usage", "status", "error", "chunks")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
         self.status = 200
         self.error: ApiError | None = None
+        self.chunks = 0
 
 
 async def open_stream(chunks: AsyncIterator[StreamChunk], *, include_usage: bool, secrets: tuple[str, ...],
@@ -66,11 +68,14 @@ async def open_stream(chunks: AsyncIterator[StreamChunk], *, include_usage: bool
                     if chunk.usage is None or include_usage:
                         yield frame(chunk.data)
                     outcome.usage = chunk.usage or outcome.usage
+                    outcome.chunks += chunk.usage is None
                     async for chunk in chunks:
                         if chunk.usage is not None:
                             outcome.usage = chunk.usage
                             if not include_usage:
                                 continue
+                        else:
+                            outcome.chunks += 1
                         yield frame(chunk.data)
                 yield DONE
             except ApiError as err:

@@ -31,19 +31,19 @@ def as_int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def chat_chunk(id: str, created: int, model: str, delta: JSONObject,  # noqa: A002 - OpenAI's field name
+def chat_chunk(id: str, created: int, model: str, delta: JSONObject,
                finish: str | None = None, index: int = 0) -> StreamChunk:
     return StreamChunk.of({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]})
 
 
-def usage_chunk(id: str, created: int, model: str, body: JSONObject, usage: Usage) -> StreamChunk:  # noqa: A002
+def usage_chunk(id: str, created: int, model: str, body: JSONObject, usage: Usage) -> StreamChunk:
     """The last chunk of a stream: no choices, the totals (forwarded only if the client asked)."""
     return StreamChunk.of({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                            "choices": [], "usage": body}, usage)
 
 
-def completion(id: str, model: str, message: JSONObject, finish: str, usage: JSONObject | None,  # noqa: A002
+def completion(id: str, model: str, message: JSONObject, finish: str, usage: JSONObject | None,
                created: int | None = None) -> JSONObject:
     out: JSONObject = {"id": id, "object": "chat.completion", "created": created or now(), "model": model,
                        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]}

@@ -28,7 +28,8 @@ default" 0.95 / 0.7). api.py cannot stream: a streamed request gets the one answ
 stream (role, the whole text, finish, usage). Its failures are plain-text 500s -> 502.
 openai (openai_api.py): text content parts are joined into the string the server wants;
 its CRLF-framed stream (keep-alive comments, the DONE sentinel) is decoded by the shared decoder; the
-missing `id`/`created` are added (one per stream); its 400 `{"detail": ...}` -> 400.
+missing `id`/`created` are added (one per stream); a stream cut before its finish chunk (how
+openai_api.py fails once streaming) -> 502; its 400 `{"detail": ...}` -> 400.
 
 Rejected with a 400 naming the field: `n` > 1, `logprobs`, `top_logprobs`, tools and
 functions (neither server calls tools), image parts, `tool`/`function` messages.
@@ -49,8 +50,14 @@ from translators._http import Headers
 from translators._shapes import chat_chunk, completion, new_id, now, usage_chunk
 from translators._sse import DONE_DATA, aiter_sse
 from translators.base import CallContext, Translator
-from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, unsupported, \
-    upstream_status_error
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    bad_request,
+    parse_retry_after,
+    unsupported,
+    upstream_status_error,
+)
 from translators.openai_compatible import OpenAICompatible
 from translators.types import ChatRequest, JSONObject, ModelType, StreamChunk, Usage
 
@@ -217,9 +224,11 @@ def from_vendor_event(event: Any, state: StreamState) -> list[StreamChunk]:
     return chunks
 
 
-def finish_stream(state: StreamState) -> list[StreamChunk]:
-    if state.finish is None and not state.text:
-        raise UpstreamError(502, f"the {PROVIDER} stream ended without an answer", "server_error",
+def finish_stream(state: StreamState, done: bool) -> list[StreamChunk]:
+    """The end of the stream; `done`: the DONE sentinel came. openai_api.py reports a failure
+    once streaming by closing the connection, so an end with neither is an error."""
+    if state.finish is None and not (done and state.text):
+        raise UpstreamError(502, f"the {PROVIDER} stream ended before its last chunk", "server_error",
                             "upstream_incomplete_stream")
     chunks = [] if state.finish is not None else [chat_chunk(state.id, state.created, state.model, {}, "stop")]
     body, usage = usage_of(state.usage, state.prompt_tokens, "".join(state.text))
@@ -303,10 +312,12 @@ class ChatGLMTranslator(OpenAICompatible):
             if resp.status != 200 or "json" in resp.headers.get("Content-Type", ""):
                 raise error_from_response(resp.status, _parsed(await resp.read()), resp.headers)
             state = StreamState(ctx.model, prompt_tokens(req))
+            done = False
             async for event in aiter_sse(resp.chunks()):
                 if event.data == DONE_DATA:
+                    done = True
                     break
                 for chunk in from_vendor_event(_parsed(event.data), state) if event.data else ():
                     yield chunk
-            for chunk in finish_stream(state):
+            for chunk in finish_stream(state, done):
                 yield chunk

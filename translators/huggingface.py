@@ -78,22 +78,57 @@ from typing import Any
 import orjson
 
 from keystore.models import Credential, CredentialField
-from translators._hosted import (audio_content_type, check_transcription, deadline_of, embedding_items,
-                                 estimate_tokens, needs_timestamps, remaining, timed_out)
+from translators._hosted import (
+    audio_content_type,
+    check_transcription,
+    deadline_of,
+    embedding_items,
+    estimate_tokens,
+    needs_timestamps,
+    remaining,
+    timed_out,
+)
 from translators._http import UpstreamResponse
 from translators._sse import DONE_DATA, SSEDecoder
 from translators.base import CallContext, Translator
 from translators.errors import bad_request, unsupported
-from translators.huggingface_tasks import (GenerateState, asr_timestamp_request, completion_request,
-                                          completion_response, embedding_inputs, end_of_generate_stream, from_asr,
-                                          pool, to_vendor_request)
+from translators.huggingface_tasks import (
+    GenerateState,
+    asr_timestamp_request,
+    completion_request,
+    completion_response,
+    embedding_inputs,
+    end_of_generate_stream,
+    from_asr,
+    pool,
+    to_vendor_request,
+)
 from translators.huggingface_tasks import from_vendor_event as from_generate_event
 from translators.huggingface_tasks import from_vendor_response as from_generate_response
-from translators.huggingface_wire import (PROVIDER, StreamState, bad_response, end_of_stream, endpoint_root,
-                                         error_body, error_from_response, error_in_body, from_vendor_event,
-                                         from_vendor_response, loading_delay, messages_api_request)
-from translators.types import (ChatRequest, CompletionRequest, EmbeddingRequest, JSONObject, ModelType, StreamChunk,
-                               TranscriptionRequest, TranscriptionResult)
+from translators.huggingface_wire import (
+    PROVIDER,
+    StreamState,
+    bad_response,
+    end_of_stream,
+    endpoint_root,
+    error_body,
+    error_from_response,
+    error_in_body,
+    from_vendor_event,
+    from_vendor_response,
+    loading_delay,
+    messages_api_request,
+)
+from translators.types import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    JSONObject,
+    ModelType,
+    StreamChunk,
+    TranscriptionRequest,
+    TranscriptionResult,
+)
 
 __all__ = ["HuggingFaceTranslator", "error_from_response", "from_generate_event", "from_generate_response",
            "from_vendor_event", "from_vendor_response", "messages_api_request", "pool", "to_vendor_request"]

@@ -25,9 +25,9 @@ from translators.errors import bad_request, unsupported
 from translators.huggingface_wire import (
     PROVIDER,
     bad_response,
+    error_in_body,
     finish_reason,
     new_id,
-    error_in_body,
 )
 from translators.types import (
     ChatRequest,
@@ -256,6 +256,8 @@ def _mean(rows: list[Any]) -> list[float]:
 def pool(body: Any, count: int) -> tuple[list[list[float]], int | None]:
     """(one vector per input, token count when the answer was token-level) -- the mean-pooling
     rule of the module docstring of `translators/huggingface.py`."""
+    if isinstance(body, dict) and body.get("error") is not None:
+        raise error_in_body(body)
     depth = _depth(body)
     tokens: int | None = None
     if depth == 1 and count == 1:
@@ -303,6 +305,8 @@ def asr_segments(body: Mapping[str, Any]) -> list[Segment] | None:
 
 def from_asr(body: Any, response_format: str, language: str | None = None) -> TranscriptionResult:
     item = body[0] if isinstance(body, list) and body else body
+    if isinstance(item, dict) and item.get("error") is not None and "text" not in item:
+        raise error_in_body(item)
     if not isinstance(item, dict) or not isinstance(item.get("text"), str):
         raise bad_response("a speech-recognition answer without text")
     return render_transcription(item["text"], asr_segments(item), response_format, PROVIDER, language)

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from translators._http import Headers
 from translators._hosted import remaining
+from translators._http import Headers
 from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, upstream_status_error
 from translators.types import ChatRequest, JSONObject, StreamChunk, Usage
 

@@ -61,8 +61,14 @@ from translators._shapes import (
 )
 from translators._sse import DONE_DATA, aiter_sse
 from translators.base import CallContext, Translator
-from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, unsupported, \
-    upstream_status_error
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    bad_request,
+    parse_retry_after,
+    unsupported,
+    upstream_status_error,
+)
 from translators.openai_compatible import OpenAICompatible, openai_error_fields
 from translators.types import ChatRequest, EmbeddingRequest, JSONObject, ModelType, StreamChunk, Usage
 
@@ -70,7 +76,8 @@ PROVIDER = "minimax"
 DEFAULT_MAX_TOKENS = 2048
 EMBEDDING_BATCH = 512
 DROPPED = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "seed", "user", "parallel_tool_calls",
-                     "store", "metadata", "service_tier", "stream_options", "max_completion_tokens"})
+                     "store", "metadata", "service_tier", "stream_options", "max_completion_tokens", "n", "logprobs",
+                     "top_logprobs"})
 FINISH_REASONS: Mapping[str, str] = {"stop": "stop", "length": "length", "max_output": "length",
                                      "tool_calls": "tool_calls", "function_call": "tool_calls",
                                      "content_filter": "content_filter"}
@@ -192,12 +199,13 @@ def _chunk(state: StreamState, delta: JSONObject, finish: str | None = None) -> 
     return chat_chunk(state.id, state.created, state.model, delta, finish)
 
 
-def finish_stream(state: StreamState) -> list[StreamChunk]:
-    """The end of the stream (the DONE sentinel, the final event or EOF): the finish and usage chunks not yet sent."""
+def finish_stream(state: StreamState, done: bool = True) -> list[StreamChunk]:
+    """The end of the stream (`done`: the DONE sentinel or the final event; else EOF): the
+    finish and usage chunks not yet sent. EOF before any finish reason is a cut stream."""
     if state.finished:
         return []
-    if state.finish is None and not state.text and not state.tools_sent:
-        raise UpstreamError(502, f"the {PROVIDER} stream ended without an answer", "server_error",
+    if state.finish is None and not (done and (state.text or state.tools_sent)):
+        raise UpstreamError(502, f"the {PROVIDER} stream ended before its last event", "server_error",
                             "upstream_incomplete_stream")
     state.finished = True
     chunks = [] if state.finish is not None else [_chunk(state, {}, "stop")]
@@ -320,8 +328,10 @@ class MinimaxTranslator(OpenAICompatible):
                     parsed = {"error": {"message": payload[:300].decode("utf-8", "replace")}}
                 raise error_from_response(resp.status, parsed, resp.headers)
             state = StreamState(ctx.model)
+            done = False
             async for event in aiter_sse(resp.chunks()):
                 if event.data == DONE_DATA:
+                    done = True
                     break
                 try:
                     parsed = orjson.loads(event.data) if event.data else None
@@ -332,7 +342,7 @@ class MinimaxTranslator(OpenAICompatible):
                     yield chunk
                 if state.finished:
                     return
-            for chunk in finish_stream(state):
+            for chunk in finish_stream(state, done):
                 yield chunk
 
     async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:

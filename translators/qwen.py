@@ -31,6 +31,8 @@ Request mapping (`to_vendor_request`):
   `parallel_tool_calls`, `response_format` pass; DashScope's own knobs sent as extra fields
   (`top_k`, `repetition_penalty`, `enable_search`, `enable_thinking`, `search_options`) pass.
 
+A client's own `result_format` or `incremental_output` is not passed on (the translator
+needs the message format, and streams are always asked for incrementally).
 Rejected with a 400 naming the field: `n` > 1, `logprobs`/`top_logprobs`, `audio`,
 `functions`/`function_call` (use tools), image parts for a model that is not a vision model.
 Dropped: `frequency_penalty` (DashScope's repetition_penalty is multiplicative, not the same

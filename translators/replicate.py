@@ -67,12 +67,23 @@ from translators._hosted import check_transcription, deadline_of, remaining, tim
 from translators._sse import SSEDecoder
 from translators.base import CallContext, Translator
 from translators.errors import ApiError, UpstreamError, bad_request
-from translators.replicate_wire import (PROVIDER, TERMINAL, StreamState, end_of_stream, error_from_response,
-                                        from_vendor_event, from_vendor_response, output_text, prediction_body,
-                                        prompt_text, succeeded, to_vendor_request, transcription_input,
-                                        transcription_output)
-from translators.types import (ChatRequest, JSONObject, ModelType, StreamChunk, TranscriptionRequest,
-                               TranscriptionResult)
+from translators.replicate_wire import (
+    PROVIDER,
+    TERMINAL,
+    StreamState,
+    end_of_stream,
+    error_from_response,
+    from_vendor_event,
+    from_vendor_response,
+    output_text,
+    prediction_body,
+    prompt_text,
+    succeeded,
+    to_vendor_request,
+    transcription_input,
+    transcription_output,
+)
+from translators.types import ChatRequest, JSONObject, ModelType, StreamChunk, TranscriptionRequest, TranscriptionResult
 
 __all__ = ["ReplicateTranslator", "error_from_response", "from_vendor_event", "from_vendor_response",
            "to_vendor_request"]

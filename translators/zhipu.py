@@ -29,9 +29,10 @@ is all Zhipu accepts); `temperature: 0` ->
 `presence_penalty`, `frequency_penalty`, `logit_bias`, `parallel_tool_calls`, `store`,
 `metadata`, `service_tier`, `stream_options` (usage always comes on the last chunk).
 
-Responses: `object` added; finish_reason `sensitive` -> `content_filter`, `network_error`
-(a failed inference) -> a 502 error; usage taken from the last chunk, where Zhipu puts it
-beside the finish reason, and sent as the separate usage-only chunk OpenAI sends last.
+Responses: `object` added; the role Zhipu repeats on every delta is sent once, first;
+finish_reason `sensitive` -> `content_filter`, `network_error` (a failed inference) -> 502;
+usage taken from the last chunk, where Zhipu puts it beside the finish reason, and sent as
+the separate usage-only chunk OpenAI sends last.
 Errors: `{"error": {"code": "1301", "message"}}` with an HTTP status, or inside a stream;
 codes decide where the status cannot: 1000-1004 auth (-> 403 upstream_credential_rejected),
 1110-1113 account/balance (-> 429, 1113 insufficient_quota), 1210-1214 parameters (-> 400;
@@ -64,7 +65,8 @@ PROVIDER = "zhipu"
 TOKEN_TTL = 210.0    # seconds a minted JWT is valid
 TOKEN_REUSE = 180.0  # seconds a cached JWT is handed out
 DROPPED = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "parallel_tool_calls", "store",
-                     "metadata", "service_tier", "stream_options", "max_completion_tokens", "user", "n"})
+                     "metadata", "service_tier", "stream_options", "max_completion_tokens", "user", "n", "logprobs",
+                     "top_logprobs"})
 FINISH_REASONS: Mapping[str, str] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
                                      "sensitive": "content_filter"}
 ERROR_CODES: dict[str, tuple[int, str | None]] = {
@@ -223,6 +225,14 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
     return out
 
 
+def with_role(chunk: StreamChunk) -> StreamChunk:
+    """The stream's first chunk with `role: assistant` (once, as OpenAI sends it)."""
+    body = orjson.loads(chunk.data)
+    for choice in body.get("choices") or ():
+        choice["delta"] = {"role": "assistant", **(choice.get("delta") or {})}
+    return StreamChunk.of(body)
+
+
 def from_vendor_event(chunk: Any) -> tuple[JSONObject, Usage | None]:
     """One parsed Zhipu chunk -> (the OpenAI chunk without usage, the usage it carried)."""
     if not isinstance(chunk, dict) or (chunk.get("error") is not None and not chunk.get("choices")):
@@ -230,7 +240,7 @@ def from_vendor_event(chunk: Any) -> tuple[JSONObject, Usage | None]:
     out: JSONObject = {"id": str(chunk.get("id") or ""), "object": "chat.completion.chunk",
                        "created": chunk.get("created") or now(), "model": chunk.get("model") or "", "choices": []}
     for i, choice in enumerate(chunk.get("choices") or ()):
-        delta = dict(choice.get("delta") or {})
+        delta = {k: v for k, v in (choice.get("delta") or {}).items() if k != "role"}  # Zhipu repeats it
         if delta.get("tool_calls"):
             delta["tool_calls"] = _calls(delta["tool_calls"], indexed=True)
         out["choices"].append({"index": choice.get("index", i), "delta": delta, "logprobs": None,
@@ -326,8 +336,11 @@ class ZhipuTranslator(OpenAICompatible):
         body = to_vendor_request(req, ctx.model)
         body["stream"] = True
         inner = self._stream("chat/completions", body, ctx)
+        role_sent = False
         try:
             async for chunk in inner:
+                if not role_sent and chunk.usage is None:
+                    role_sent, chunk = True, with_role(chunk)
                 yield chunk
         finally:
             await inner.aclose()  # type: ignore[attr-defined]

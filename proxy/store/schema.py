@@ -52,4 +52,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (tenant_id, model_type)
     );
     """,
+    # 2: hosted-trial counters and usage records. Both are accounting, written without
+    # bumping the change counter. A counter row appears on a tenant's first hosted call;
+    # limit_override (NULL: the configured quota) is set by `modelport quota set`.
+    # usage has no foreign key: a batch written just after its tenant was deleted must
+    # not fail (delete_tenant removes the tenant's rows itself).
+    """
+    CREATE TABLE hosted_quota (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        provider TEXT NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0),
+        limit_override INTEGER CHECK (limit_override IS NULL OR limit_override >= -1),
+        PRIMARY KEY (tenant_id, provider)
+    );
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        request_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        token_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        model_type TEXT NOT NULL,
+        billing TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        estimated INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        ttft_ms REAL
+    );
+    CREATE INDEX usage_tenant_time ON usage(tenant_id, created_at);
+    CREATE INDEX usage_time ON usage(created_at);
+    """,
 )

@@ -1,19 +1,14 @@
 """The SQLite store (aiosqlite, WAL). The hot path reads through caches and only
-comes here on a miss; every write bumps `meta.changes` in the same transaction, which
-is how every worker (and the CLI's effect on them) learns that caches are stale."""
+comes here on a miss; every configuration write bumps `meta.changes` in the same
+transaction, which is how every worker (and the CLI's effect on them) learns that
+caches are stale. Accounting writes (quota, usage) do not: see `base.py`."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-import aiosqlite
-
-from proxy.store.schema import MIGRATIONS
+from proxy.store.accounting import AccountingQueries
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,68 +41,9 @@ def _now() -> int:
     return int(time.time())
 
 
-class Store:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the database holds ciphertexts only, still nobody else's business
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA busy_timeout=10000")
-        await self._db.execute("PRAGMA foreign_keys=ON")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._migrate()
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("store is not open")
-        return self._db
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One immediate transaction that also bumps the change counter."""
-        async with self._write_lock:
-            db = self.db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                await db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-
-    async def _migrate(self) -> None:
-        db = self.db
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]  # type: ignore[index]
-                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                    for statement in filter(str.strip, script.split(";")):
-                        await db.execute(statement)
-                    await db.execute(f"PRAGMA user_version = {number}")
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-
-    async def _one(self, sql: str, params: Iterable[object] = ()) -> aiosqlite.Row | None:
-        async with self.db.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
-
-    async def _all(self, sql: str, params: Iterable[object] = ()) -> list[aiosqlite.Row]:
-        async with self.db.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+class Store(AccountingQueries):
+    """Configuration queries (every write bumps the change counter); accounting
+    queries come from `AccountingQueries`, the connection from `SQLiteBase`."""
 
     # -- meta ---------------------------------------------------------------------
 
@@ -156,6 +92,8 @@ class Store:
     async def delete_tenant(self, tenant_id: str) -> bool:
         async with self._write() as db:
             cur = await db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
+            # usage has no foreign key (see schema 2); a deleted tenant's history goes too.
+            await db.execute("DELETE FROM usage WHERE tenant_id = ?", (tenant_id,))
             return cur.rowcount == 1
 
     async def wrapped_private_key(self, tenant_id: str) -> bytes | None:

@@ -349,6 +349,9 @@ def test_upstream_timeout_is_504(gw: GatewayProcess, fake_openai: FakeOpenAI) ->
         check_error(http.post("/v1/chat/completions", json={**CHAT, "stream": True}), 504, "server_error",
                     "upstream_timeout")
     assert time.monotonic() - started < 8
+    # The fake is still sleeping on the abandoned request; let it finish here, or it would
+    # wake during the next test and take that test's scripted answer.
+    time.sleep(0.8)
 
 
 def _closed_port() -> int:

@@ -40,11 +40,12 @@ async def write_events(book: StreamBook, events: Iterable[bytes], on_end: Any = 
         for i, event in enumerate(events):
             if i:
                 await asyncio.sleep(delay)  # where a client disconnect is delivered
-            for piece in awkward_pieces(event) if split else [event]:
-                yield piece
-                if split:
+            pieces = awkward_pieces(event) if split else [event]
+            for j, piece in enumerate(pieces):
+                if j:
                     await asyncio.sleep(0.001)
-        finished = True
+                yield piece
+        finished = True  # everything was handed over: a client may hang up now
     finally:
         with book.lock:
             if finished:

@@ -32,7 +32,8 @@ class VendorState:
     # -- scripting --
     delay: float = 0.0  # seconds before answering any request
     stream_delay: float = 0.0  # seconds between stream events
-    fail_next: list[tuple[int, Any]] = field(default_factory=list)  # (status, body: dict -> JSON, str -> text)
+    # (status, body: dict -> JSON, str -> text[, headers]), popped one per request
+    fail_next: list[tuple[Any, ...]] = field(default_factory=list)
     awkward: bool = True  # cut stream events into awkward pieces (else one write per event)
     # -- observations --
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -59,10 +60,11 @@ class VendorState:
         with self.lock:
             if not self.fail_next:
                 return None
-            status, body = self.fail_next.pop(0)
+            status, body, *rest = self.fail_next.pop(0)
+        headers = dict(rest[0]) if rest else None
         if isinstance(body, (dict, list)):
-            return json_response(body, status)
-        return Response(body, status_code=status, media_type="text/plain")
+            return json_response(body, status, headers)
+        return Response(body, status_code=status, headers=headers, media_type="text/plain")
 
     def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -20,7 +20,8 @@ usage; streams are sse-starlette's: `data: {...}` frames separated by CRLF CRLF,
 `.json()` spacing, no `created`/`id`, a `: ping` comment first, then `data: [DONE]`.
 
 Scripting knobs: `reply_text`, `required_api_key` (a proxy in front that wants a bearer),
-`fail(status, body)`, plus the `VendorState` knobs. Observations: `requests`,
+`fail(status, body)`, `stream_error_after` (openai_api.py's stream ends after N chunks, no
+`[DONE]`: how it reports a failure once streaming), plus the `VendorState` knobs. Observations: `requests`,
 `queries` (what the model was asked: (query, history) per call), `effective` (api.py's
 sampling values after its defaults).
 """
@@ -50,11 +51,12 @@ SERVER_ERROR = "Internal Server Error"
 class FakeChatGLMState(VendorState):
     reply_text: str = DEFAULT_REPLY
     required_api_key: str | None = None
+    stream_error_after: int | None = None  # openai_api.py fails mid-stream by closing the connection
     queries: list[tuple[str, list[list[str]]]] = field(default_factory=list)
     effective: list[dict[str, Any]] = field(default_factory=list)
 
-    def fail(self, status: int, body: Any) -> None:
-        self.fail_next.append((status, body))
+    def fail(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.fail_next.append((status, body, headers or {}))
 
 
 def _words(query: str, history: list[list[str]]) -> int:
@@ -140,6 +142,8 @@ def _openai(state: FakeChatGLMState, body: Any) -> Response:
     frames = [b": ping - 2023-07-26 10:00:00.000000\r\n\r\n", chunk({"role": "assistant"})]
     frames += [chunk({"content": p}) for p in pieces]
     frames += [chunk({}, "stop"), b"data: [DONE]\r\n\r\n"]
+    if state.stream_error_after is not None:
+        return SSEResponse(stream_frames(state, frames[:state.stream_error_after + 1], errored=True))
     return SSEResponse(stream_frames(state, frames))
 
 

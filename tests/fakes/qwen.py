@@ -76,8 +76,8 @@ class FakeQwenState(VendorState):
     stream_error_after: int | None = None
     stream_error: tuple[int, str, str] = (500, "InternalError", "An internal error has occured, please try again.")
 
-    def fail(self, status: int, code: str, message: str) -> None:
-        self.fail_next.append((status, error_body(code, message)))
+    def fail(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.fail_next.append((status, error_body(code, message), headers or {}))
 
 
 # -- checks -------------------------------------------------------------------------------------

@@ -76,8 +76,8 @@ class FakeZhipuState(VendorState):
     stream_error: tuple[str, str] = ("1302", "您当前使用该API的并发数过高，请降低并发，或联系客服增加限额。")
     jwt_payloads: list[dict[str, Any]] = field(default_factory=list)
 
-    def fail(self, status: int, code: str, message: str) -> None:
-        self.fail_next.append((status, error_body(code, message)))
+    def fail(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.fail_next.append((status, error_body(code, message), headers or {}))
 
 
 def _unb64(part: str) -> bytes:

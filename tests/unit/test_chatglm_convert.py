@@ -63,7 +63,8 @@ def test_credential_needs_base_url_and_a_known_api() -> None:
 def test_history_pairs_and_system_prefix() -> None:
     body = native([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q1"},
                    {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
-                   {"role": "user", "content": [{"type": "text", "text": "Q2b"}]}, {"role": "assistant", "content": "A2"},
+                   {"role": "user", "content": [{"type": "text", "text": "Q2b"}]},
+                   {"role": "assistant", "content": "A2"},
                    {"role": "assistant", "content": "A2b"}, {"role": "developer", "content": "Late."},
                    {"role": "user", "content": "Q3"}])
     assert body == {"prompt": "Q3", "history": [["Be brief.\n\nLate.\n\nQ1", "A1"], ["Q2\n\nQ2b", "A2\n\nA2b"]]}
@@ -148,12 +149,13 @@ def test_recorded_crlf_stream(piece: int | None) -> None:
     events = events_of(recording("chatglm", "chatglm2_openai_stream.sse"), piece)
     assert events[-1].data == b"[DONE]"
     chunks = [c for e in events[:-1] for c in from_vendor_event(orjson.loads(e.data), state)]
-    chunks += finish_stream(state)
+    chunks += finish_stream(state, done=True)
     out = parsed(chunks)
     for chunk in out:
         check_schema("chat_completion_chunk.json", chunk)
     assert content_of(chunks) == "你好👋！我是人工智能助手 ChatGLM2-6B"
-    assert finishes(chunks) == ["stop"] and {c["id"] for c in out} == {state.id} and len({c["created"] for c in out}) == 1
+    assert finishes(chunks) == ["stop"] and {c["id"] for c in out} == {state.id}
+    assert len({c["created"] for c in out}) == 1
     assert out[-1]["choices"] == [] and out[-1]["usage"]["estimated"] is True
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == estimate_tokens(content_of(chunks))
 
@@ -177,4 +179,16 @@ def test_errors() -> None:
         from_native_response({"status": 200}, MODEL, 1)  # a 200 that is no answer
     assert caught.value.status == 502
     with pytest.raises(ApiError):
-        finish_stream(StreamState(MODEL, 1))  # a stream that said nothing
+        finish_stream(StreamState(MODEL, 1), done=True)  # a stream that said nothing
+
+
+def test_a_cut_stream_is_an_error() -> None:
+    """openai_api.py fails mid-stream by closing the connection: no finish chunk, no DONE."""
+    state = StreamState(MODEL, prompt_tokens=1)
+    events = events_of(recording("chatglm", "chatglm2_openai_stream.sse"))
+    chunks = [c for e in events[:2] for c in from_vendor_event(orjson.loads(e.data), state)]
+    assert content_of(chunks) == "你好"
+    with pytest.raises(ApiError) as caught:
+        finish_stream(state, done=False)
+    assert (caught.value.status, caught.value.code) == (502, "upstream_incomplete_stream")
+    assert finishes(finish_stream(state, done=True)) == ["stop"]  # DONE without a finish chunk: stop

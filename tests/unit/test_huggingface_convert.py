@@ -11,6 +11,7 @@ import time
 import orjson
 import pytest
 
+from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
 from translators._hosted import dialogue_prompt, embedding_items, render_transcription
 from translators.errors import ApiError
 from translators.huggingface import HuggingFaceTranslator, endpoint_root, loading_delay, messages_api_request
@@ -34,7 +35,6 @@ from translators.huggingface_wire import (
     from_vendor_response,
 )
 from translators.types import ChatRequest, CompletionRequest
-from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
 
 MODEL = "HuggingFaceH4/zephyr-7b-beta"
 USER = [{"role": "user", "content": "What is deep learning?"}]
@@ -212,14 +212,16 @@ def test_recorded_generate_stream() -> None:
 
 
 def test_token_stream_skips_special_tokens_and_reads_details() -> None:
-    events = [{"index": 1, "token": {"id": 5, "text": "Hel", "special": False}, "generated_text": None, "details": None},
+    events = [{"index": 1, "token": {"id": 5, "text": "Hel", "special": False}, "generated_text": None,
+               "details": None},
               {"index": 2, "token": {"id": 6, "text": "lo", "special": False}, "generated_text": None, "details": None},
               {"index": 3, "token": {"id": 2, "text": "</s>", "special": True}, "generated_text": "Hello",
                "details": {"finish_reason": "eos_token", "generated_tokens": 3, "input_length": 7}}]
     state = GenerateState(MODEL, "prompt")
     chunks = [c for e in events for c in from_generate_event(e, state)] + end_of_generate_stream(state)
     assert content_of(chunks) == "Hello" and finishes(chunks) == ["stop"]
-    assert chunks[-1].usage is not None and (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (7, 3)
+    usage = chunks[-1].usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (7, 3)
     with pytest.raises(ApiError) as caught:
         end_of_generate_stream(GenerateState(MODEL, "prompt"))
     assert caught.value.status == 502
@@ -314,10 +316,13 @@ def test_the_mean_pooling_rule() -> None:
     assert pool([a, b], 1) == ([[2.0, 4.0]], 2)                         # 2-D for one text: tokens
     assert pool([[a, b], [b]], 2) == ([[2.0, 4.0], b], 3)               # [input][token][dim]
     assert pool([[[a, b]], [[a]]], 2) == ([[2.0, 4.0], a], 3)           # [input][1][token][dim]
-    for body, count in (([a, b, a], 2), ([[a, [1.0]]], 1), ([], 1), ({"error": "x"}, 1)):
+    for body, count in (([a, b, a], 2), ([[a, [1.0]]], 1), ([], 1), ({"unexpected": "x"}, 1)):
         with pytest.raises(ApiError) as caught:
             pool(body, count)
         assert caught.value.status == 502
+    with pytest.raises(ApiError) as caught:  # an error where the vectors belong
+        pool({"error": "Input validation error: too long", "error_type": "validation"}, 1)
+    assert caught.value.status == 400 and "too long" in caught.value.message
 
 
 def test_base64_embeddings_are_little_endian_float32() -> None:

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from keystore.models import Credential
+from tests.fakes.huggingface_fixtures import FakeHF
 from translators._http import Timeouts, UpstreamClient
 from translators.base import CallContext
 from translators.errors import ApiError
 from translators.huggingface import _WITHOUT_MESSAGES_API, HuggingFaceTranslator
 from translators.types import ChatRequest, EmbeddingRequest
-from tests.fakes.huggingface_fixtures import FakeHF
 
 HF = HuggingFaceTranslator()
 USER = [{"role": "user", "content": "What is deep learning?"}]
@@ -66,7 +66,7 @@ async def test_an_estimate_past_the_deadline_fails_at_once(http: UpstreamClient,
         await HF.embed(EmbeddingRequest.parse({"model": "m", "input": "hi"}),
                        ctx(http, fake_hf, "sentence-transformers/all-MiniLM-L6-v2"))
     assert (caught.value.status, caught.value.code, caught.value.retry_after) == (503, "model_loading", 20.0)
-    assert "20s" in caught.value.message and time.monotonic() - started < 1.0
+    assert "20s" in caught.value.message and time.monotonic() - started < 1.5
     assert len(fake_hf.state.requests) == 1
 
 
@@ -82,7 +82,7 @@ async def test_a_model_that_keeps_loading_stops_at_the_deadline(http: UpstreamCl
             await joined(HF.chat_stream(req, context))
         else:
             await HF.chat(req, context)
-    assert caught.value.status == 503 and time.monotonic() - started < 2.5
+    assert caught.value.status == 503 and time.monotonic() - started < 3.5  # deadline 2 s, some slack
     assert 2 <= len(fake_hf.state.requests) <= 5
 
 

@@ -171,6 +171,10 @@ def test_end_of_stream_without_the_final_event() -> None:
     tail = finish_stream(state)
     assert finishes(chunks) == [] and finishes(tail) == ["stop"] and tail[-1].usage is not None
     assert finish_stream(state) == []  # once
+    _, cut = translate(recorded_stream()[:2])
+    with pytest.raises(ApiError) as cut_short:
+        finish_stream(cut, done=False)  # EOF with no finish reason anywhere: a cut stream
+    assert cut_short.value.code == "upstream_incomplete_stream"
     with pytest.raises(ApiError) as caught:
         finish_stream(StreamState(MODEL))
     assert caught.value.status == 502

@@ -149,7 +149,8 @@ def test_legacy_text_format_and_tool_calls() -> None:
     check_schema("chat_completion_response.json", out)
     message = out["choices"][0]["message"]
     assert message["content"] is None and out["choices"][0]["finish_reason"] == "tool_calls"
-    assert message["tool_calls"] == [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]
+    assert message["tool_calls"] == [{"id": "call_9", "type": "function",
+                                      "function": {"name": "f", "arguments": '{"a":1}'}}]
 
 
 def test_error_inside_a_200_body_is_an_error() -> None:
@@ -272,7 +273,8 @@ def test_embeddings_request_and_base64() -> None:
     def request(**body: Any) -> EmbeddingRequest:
         return EmbeddingRequest.parse({"model": "text-embedding-v3", "input": "x", **body})
     assert to_vendor_embeddings_request(["a"], "text-embedding-v3", request(dimensions=512, text_type="query")) == \
-        {"model": "text-embedding-v3", "input": {"texts": ["a"]}, "parameters": {"dimension": 512, "text_type": "query"}}
+        {"model": "text-embedding-v3", "input": {"texts": ["a"]},
+         "parameters": {"dimension": 512, "text_type": "query"}}
     with pytest.raises(ApiError) as caught:
         to_vendor_embeddings_request(["a"], "text-embedding-v1", request(dimensions=512))
     assert caught.value.param == "dimensions"

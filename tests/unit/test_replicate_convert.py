@@ -8,6 +8,7 @@ import base64
 import orjson
 import pytest
 
+from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
 from translators._sse import SSEEvent
 from translators.errors import ApiError
 from translators.replicate import ReplicateTranslator
@@ -24,7 +25,6 @@ from translators.replicate_wire import (
     transcription_output,
 )
 from translators.types import ChatRequest, TranscriptionRequest
-from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
 
 MODEL = "meta/meta-llama-3-8b-instruct"
 
@@ -43,7 +43,8 @@ def stream_of(raw: bytes, piece: int | None) -> tuple[StreamState, list]:  # typ
 
 
 def test_single_user_message_is_the_prompt_as_is() -> None:
-    inputs = to_vendor_request(chat([{"role": "system", "content": "Be brief."}, {"role": "developer", "content": "No."},
+    inputs = to_vendor_request(chat([{"role": "system", "content": "Be brief."},
+                                     {"role": "developer", "content": "No."},
                                      {"role": "user", "content": "Write a haiku"}]), MODEL)
     assert inputs == {"prompt": "Write a haiku", "system_prompt": "Be brief.\n\nNo."}
 
@@ -102,7 +103,8 @@ def test_recorded_succeeded_prediction() -> None:
 
 def test_recorded_prefer_wait_answer_is_not_final() -> None:
     prediction = recorded_json("replicate", "prediction_prefer_wait_processing.json")
-    assert output_text(prediction["output"]) == "\n\nFuzzy, gentle soul\nLlama's soft eyes meet my gaze\nPeaceful, gentle friend"
+    assert output_text(prediction["output"]) == \
+        "\n\nFuzzy, gentle soul\nLlama's soft eyes meet my gaze\nPeaceful, gentle friend"
     with pytest.raises(ApiError) as caught:
         from_vendor_response(prediction, MODEL)  # still processing: the caller polls
     assert caught.value.status == 502
@@ -196,7 +198,8 @@ def test_recorded_401_problem_is_a_403_naming_replicate() -> None:
      (429, "rate_limit_exceeded")),
     (422, {"title": "Input validation failed", "detail": "- input.prompt: Invalid type", "status": 422}, {},
      (400, "invalid_input")),
-    (404, {"title": "Not found", "detail": "The model x/y does not exist", "status": 404}, {}, (404, "model_not_found")),
+    (404, {"title": "Not found", "detail": "The model x/y does not exist", "status": 404}, {},
+     (404, "model_not_found")),
     (500, "<html>oops</html>", {}, (502, "upstream_error")),
     (503, {"detail": "unavailable"}, {}, (503, "upstream_unavailable")),
 ])
@@ -209,7 +212,7 @@ def test_problem_json_statuses(status: int, body: object, headers: dict[str, str
         assert err.message == "- input.prompt: Invalid type"
 
 
-# -- speech -------------------------------------------------------------------------------------------------------------
+# -- speech ---------------------------------------------------------------------------------------------
 
 
 WHISPER = {"status": "succeeded", "output": {
@@ -236,7 +239,7 @@ def test_a_model_without_timestamps_refuses_subtitles() -> None:
     assert caught.value.status == 400 and caught.value.param == "response_format"
 
 
-# -- ids -------------------------------------------------------------------------------------------------------------------
+# -- ids ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("model", ["gpt2", "a/b/c", "../x", "meta/..", "%2e%2e/x", "a/b?c", "a/ b"])

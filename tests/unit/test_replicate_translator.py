@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from keystore.models import Credential
+from tests.fakes.replicate import HAIKU, LLAMA_VERSION
+from tests.fakes.replicate_fixtures import FakeReplicate
 from translators._http import Timeouts, UpstreamClient
 from translators.base import CallContext
 from translators.errors import ApiError
 from translators.replicate import ReplicateTranslator
 from translators.types import ChatRequest
-from tests.fakes.replicate import HAIKU, LLAMA_VERSION
-from tests.fakes.replicate_fixtures import FakeReplicate
 
 REP = ReplicateTranslator()
 MODEL = "meta/meta-llama-3-8b-instruct"
@@ -69,7 +69,7 @@ async def test_polling_stops_at_the_deadline_and_cancels(http: UpstreamClient,
     with pytest.raises(ApiError) as caught:
         await REP.chat(chat(), ctx(http, fake_replicate))
     assert (caught.value.status, caught.value.code) == (504, "upstream_timeout")
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 3.5  # deadline 2 s, some slack
     assert await asyncio.to_thread(fake_replicate.state.wait_for, lambda s: len(s.canceled) == 1)
     (pid,) = fake_replicate.state.canceled
     assert fake_replicate.state.predictions[pid].status == "canceled"

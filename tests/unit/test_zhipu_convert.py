@@ -29,6 +29,7 @@ from translators.zhipu import (
     from_vendor_response,
     make_jwt,
     to_vendor_request,
+    with_role,
 )
 
 KEY = "fakekeyid0001.fakesecret0000000000000001"
@@ -158,6 +159,8 @@ def test_recorded_stream_gets_object_and_usage_last() -> None:
     for chunk in out:
         check_schema("chat_completion_chunk.json", chunk)
     assert content_of(chunks) == "智谱AI" and finishes(chunks) == ["stop"]
+    assert not any("role" in c["choices"][0]["delta"] for c in out if c["choices"])  # Zhipu repeats it: dropped
+    assert parsed([with_role(chunks[0])])[0]["choices"][0]["delta"] == {"role": "assistant", "content": "智谱"}
     assert out[-1]["choices"] == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 14
     assert all("usage" not in c for c in out[:-1])
 

@@ -1,0 +1,52 @@
+"""What a tenant can learn about its own account with its API token:
+`GET /v1/quota` (its hosted trials) and `GET /v1/usage` (what it used)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.auth import authenticate
+from proxy.errors import JSONResponse, error_response, internal_error
+from proxy.gateway import Gateway
+from proxy.tenants import Caller
+from proxy.usage_report import summarize
+from translators.errors import ApiError
+
+log = logging.getLogger("modelport")
+Handler = Callable[[Gateway, Caller, Request], Awaitable[Any]]
+
+
+def _tenant_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        gateway: Gateway = request.app.state.gateway
+        try:
+            caller = await authenticate(request, gateway.directory)
+            return JSONResponse(await handler(gateway, caller, request))
+        except ApiError as err:
+            return error_response(err)
+        except Exception:
+            log.exception("account request failed")
+            return error_response(internal_error("account"))
+    return endpoint
+
+
+async def _quota(gateway: Gateway, caller: Caller, request: Request) -> Any:
+    rows = await gateway.quotas.report(caller.tenant.id, caller.tenant.credentials)
+    return {"object": "list", "data": rows}
+
+
+async def _usage(gateway: Gateway, caller: Caller, request: Request) -> Any:
+    q = request.query_params
+    return await summarize(gateway.store, caller.tenant.id, q.get("start"), q.get("end"), q.get("group_by"))
+
+
+ACCOUNT_ROUTES = [
+    Route("/v1/quota", _tenant_endpoint(_quota), methods=["GET"]),
+    Route("/v1/usage", _tenant_endpoint(_usage), methods=["GET"]),
+]

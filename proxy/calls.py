@@ -1,0 +1,76 @@
+"""Calling one route once: take the hosted call (if the route is billed to a trial),
+build the call context, call the translator (or open the stream, which pulls the
+first chunk), and give the hosted call back if the upstream failed before any output.
+
+This is the one place a request reaches an upstream. Retries, fallbacks across
+models and load balancing across credentials will call `call_route` again with
+another route: each attempt reserves and refunds its own hosted call, and the
+record always describes the route that answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.responses import StreamingResponse
+
+from proxy import sse
+from proxy.gateway import Gateway
+from proxy.quotas import Reservation
+from proxy.routing import Route
+from proxy.tenants import TenantState
+from proxy.usage import RequestRecord
+from translators.base import CallContext, Translator
+from translators.errors import ApiError
+from translators.types import StreamChunk
+
+log = logging.getLogger("modelport")
+
+Call = Callable[[Translator, Any, CallContext], Awaitable[Any]]
+StreamCall = Callable[[Translator, Any, CallContext], AsyncIterator[StreamChunk]]
+
+
+async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: Any, record: RequestRecord,
+                     call: Call, call_stream: StreamCall | None, headers: dict[str, str]) -> Any:
+    """The translator's result, or (when `call_stream` is given) the started stream's
+    response, whose record finishes when the stream ends. Raises `ApiError` (secrets
+    scrubbed) when the call fails, including the 429 of a spent trial."""
+    record.provider, record.model, record.billing = route.provider, route.model, route.billing
+    ctx = gateway.context(tenant, route, record.request_id)
+    secret_values = ctx.credential.secret_values()
+    reservation: Reservation | None = None
+    if route.billing == "hosted":
+        reservation = await gateway.quotas.reserve(tenant.id, tenant.name, route.provider)
+    try:
+        if call_stream is not None:
+            record.stream = True
+            # open_stream returns once the first chunk is in: the stream has started and
+            # counts; a failure before that raises here and is refunded below.
+            response: StreamingResponse = await sse.open_stream(
+                call_stream(route.translator, req, ctx), include_usage=req.include_usage, secrets=secret_values,
+                headers=headers, on_end=lambda outcome: record.finish(outcome.status, outcome.usage, outcome.chunks))
+            record.first_token()
+            return response
+        try:
+            return await call(route.translator, req, ctx)
+        except ApiError as err:
+            raise err.scrubbed(secret_values) from None
+    except Exception as exc:
+        if reservation is None:
+            raise
+        await reservation.refund()
+        if isinstance(exc, ApiError) and exc.code == "upstream_credential_rejected":
+            raise _platform_rejected(route) from None
+        raise
+
+
+def _platform_rejected(route: Route) -> ApiError:
+    """The vendor refused the operator's hosted credential: nothing the tenant can fix, and
+    the vendor's message (which may quote part of the key) is not the tenant's to read."""
+    log.warning("the hosted credential of provider %s was rejected upstream; check the `hosted:` settings",
+                route.provider)
+    return ApiError(502, f"The hosted trial of provider '{route.provider}' is unavailable: the platform's "
+                         "credential was rejected upstream. This is for the gateway's operator to fix.",
+                    "server_error", "hosted_credential_rejected")

@@ -1,0 +1,135 @@
+"""The SQLite connections and the two write paths.
+
+Two aiosqlite connections per process, WAL mode: one for reads, one for writes (the
+"one writer connection" of DESIGN §8). Keeping them apart matters: coroutines share a
+connection, and a read cursor another coroutine has not finished yet keeps a read
+snapshot open on it; a write on that connection after another process committed then
+fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, no busy wait). The
+writer connection never reads between statements, so its writes always wait their turn.
+Writes are serialised by one lock per process and by SQLite's writer lock across
+processes.
+
+There are two kinds of writes:
+- `_write()`: configuration (tenants, tokens, credentials, defaults). It bumps
+  `meta.changes` in the same transaction; every worker polls that counter and drops
+  its caches when it moves.
+- `_quiet_write()` / `_quiet_statement()`: accounting (quota counters, usage rows).
+  Nothing a worker caches depends on them, and they happen on every hosted call and
+  every usage batch: bumping the counter there would empty every worker's caches
+  about once a second under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from proxy.store.schema import MIGRATIONS
+
+
+class SQLiteBase:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None        # reads
+        self._writer: aiosqlite.Connection | None = None    # writes, under _write_lock
+        self._write_lock = asyncio.Lock()
+
+    @staticmethod
+    async def _connect(path: Path) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=10000")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the database holds ciphertexts only, still nobody else's business
+        self._writer = await self._connect(self.path)
+        try:
+            await self._migrate()
+            self._db = await self._connect(self.path)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        for db in (self._db, self._writer):
+            if db is not None:
+                await db.close()
+        self._db = self._writer = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        return self._writer
+
+    @asynccontextmanager
+    async def _transaction(self, bump: bool) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            db = self.writer
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                if bump:
+                    await db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One immediate transaction that also bumps the change counter."""
+        async with self._transaction(bump=True) as db:
+            yield db
+
+    @asynccontextmanager
+    async def _quiet_write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One immediate transaction that leaves the change counter alone (accounting)."""
+        async with self._transaction(bump=False) as db:
+            yield db
+
+    async def _quiet_statement(self, sql: str, params: Iterable[object] = ()) -> int:
+        """One statement in autocommit mode (atomic on its own), rows changed. No
+        BEGIN/COMMIT round trips: this is the hosted-quota hot path."""
+        async with self._write_lock, self.writer.execute(sql, tuple(params)) as cur:
+            return cur.rowcount
+
+    async def _migrate(self) -> None:
+        db = self.writer
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                version = (await (await db.execute("PRAGMA user_version")).fetchone())[0]  # type: ignore[index]
+                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in filter(str.strip, script.split(";")):
+                        await db.execute(statement)
+                    await db.execute(f"PRAGMA user_version = {number}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def _one(self, sql: str, params: Iterable[object] = ()) -> aiosqlite.Row | None:
+        async with self.db.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Iterable[object] = ()) -> list[aiosqlite.Row]:
+        async with self.db.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())

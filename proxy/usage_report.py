@@ -1,0 +1,95 @@
+"""Usage summaries, one implementation for `GET /v1/usage`, the CLI and the admin API.
+
+A window is [start, end): each bound is a unix timestamp in seconds, an ISO date
+(`2024-05-01`, midnight UTC; as `end` the whole day is included) or an ISO date-time
+(`2024-05-01T12:00:00Z`; without an offset, UTC). Defaults: from the oldest record
+kept to now. Groups: `model` (provider/model), `provider`, `day` (UTC), and for the
+admin API also `tenant`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from proxy.store import GROUP_KEYS, Store
+from translators.errors import bad_request
+
+TENANT_GROUPS = ("model", "provider", "day")
+ADMIN_GROUPS = (*TENANT_GROUPS, "tenant")
+_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_SUMS = ("requests", "errors", "hosted", "prompt_tokens", "completion_tokens", "total_tokens", "estimated")
+
+
+def parse_time(value: str | None, param: str, *, end: bool = False) -> float | None:
+    """Seconds since the epoch for a window bound, None when not given."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        if _NUMBER.match(text):
+            return float(text)
+        if _DATE.match(text):
+            day = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+            return (day + timedelta(days=1) if end else day).timestamp()
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise bad_request(f"Invalid value for '{param}': use unix seconds, an ISO date (2024-05-01) or an "
+                          "ISO date-time (2024-05-01T12:00:00Z).", param, "invalid_value")
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def summarize(store: Store, tenant_id: str | None, start: str | None, end: str | None,
+                    group_by: str | None, *, allowed: tuple[str, ...] = TENANT_GROUPS,
+                    per_tenant: bool = False) -> dict[str, Any]:
+    group = group_by or "model"
+    if group not in allowed or group not in GROUP_KEYS:
+        raise bad_request(f"Invalid value for 'group_by': use one of {', '.join(allowed)}.", "group_by",
+                          "invalid_value")
+    since = parse_time(start, "start")
+    until = parse_time(end, "end", end=True)
+    since = 0.0 if since is None else since
+    until = time.time() + 1 if until is None else until  # +1: include this very second
+    if until <= since:
+        raise bad_request("'end' must be after 'start'.", "end", "invalid_value")
+    groups = await store.usage_summary(tenant_id, since, until, group, per_tenant)
+    data: list[dict[str, Any]] = []
+    for g in groups:
+        row = dataclasses.asdict(g)
+        if not per_tenant or group == "tenant":
+            row.pop("tenant")
+        row["key"] = row["key"] or "(unrouted)"  # failed before a provider was chosen
+        data.append(row)
+    total = {name: sum(getattr(g, name) for g in groups) for name in _SUMS}
+    return {"object": "usage.summary", "start": _iso(since), "end": _iso(until), "group_by": group,
+            "data": data, "total": total}
+
+
+def table(summary: dict[str, Any]) -> str:
+    """A plain-text table of a summary for the CLI; `~` marks estimated token counts."""
+    per_tenant = any("tenant" in row for row in summary["data"])
+    head = (["TENANT"] if per_tenant else []) + [summary["group_by"].upper(), "REQUESTS", "ERRORS", "HOSTED",
+                                                 "PROMPT", "COMPLETION", "TOTAL", "AVG_MS"]
+    lines = [head]
+    for row in [*summary["data"], {"key": "total", **summary["total"], "avg_latency_ms": None}]:
+        mark = "~" if row.get("estimated") else ""
+        cells = ([row.get("tenant", "")] if per_tenant else []) + [
+            row["key"], str(row["requests"]), str(row["errors"]), str(row["hosted"]),
+            f"{row['prompt_tokens']}{mark}", f"{row['completion_tokens']}{mark}", f"{row['total_tokens']}{mark}",
+            "" if row["avg_latency_ms"] is None else f"{row['avg_latency_ms']:.0f}"]
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    out.append(f"window {summary['start']} .. {summary['end']}" + ("; ~ = includes estimated token counts"
+                                                                    if summary["total"]["estimated"] else ""))
+    return "\n".join(out)

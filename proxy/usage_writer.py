@@ -1,0 +1,129 @@
+"""The background writer of usage records, one per worker (started in the lifespan).
+
+Requests hand their `UsageRow` to `submit()` (no await, no I/O). The writer inserts
+queued rows in batches, one transaction each, every `interval` seconds or as soon as
+a batch is full, through the store's quiet write path (usage is not a change any
+cache cares about). Memory stays bounded: when the database is slower than traffic
+and the queue is full, the oldest rows are dropped and the drops are counted in a
+warning. `close()` (lifespan exit, after uvicorn has drained the requests) flushes
+what is left, so a clean shutdown loses nothing.
+
+Retention: rows older than `retention_days` are deleted in small batches about once
+an hour (each batch is its own short write, so requests' quota writes get in between).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+from proxy.store import Store, UsageRow
+
+log = logging.getLogger("modelport")
+
+PRUNE_BATCH = 2000
+_DAY = 86_400.0
+
+
+class UsageWriter:
+    def __init__(self, store: Store, *, retention_days: int, capacity: int = 20_000, batch: int = 500,
+                 interval: float = 1.0, prune_every: float = 3600.0) -> None:
+        self.store = store
+        self.retention_days = retention_days
+        self.capacity = capacity
+        self.batch = batch
+        self.interval = interval
+        self.prune_every = prune_every
+        self._queue: deque[UsageRow] = deque()
+        self._dropped = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._next_prune = 0.0  # soon after start: a server that restarts often still prunes
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, row: UsageRow) -> None:
+        if len(self._queue) >= self.capacity:
+            self._queue.popleft()
+            self._dropped += 1
+        self._queue.append(row)
+        if len(self._queue) >= self.batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def close(self) -> None:
+        """Stop the loop at its next turn (never mid-write) and flush what is left."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        for _ in range(3):  # a locked database may need another try; then give up, loudly
+            if await self.flush():
+                return
+            await asyncio.sleep(0.2)
+        log.warning("usage: %d records could not be written at shutdown", len(self._queue))
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await self._prune_if_due()
+            except Exception:  # the writer must outlive a bad moment of the database
+                log.warning("usage: could not delete old records; will retry", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            await self.flush()  # logs its own failures and keeps the rows
+
+    async def flush(self) -> bool:
+        """Write everything queued; False if the database refused (rows stay queued)."""
+        try:
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+                try:
+                    await self.store.insert_usage(batch)
+                except BaseException as exc:
+                    self._requeue(batch)
+                    if not isinstance(exc, Exception):
+                        raise
+                    log.warning("usage: could not write %d records; will retry", len(batch), exc_info=True)
+                    return False
+            return True
+        finally:
+            if self._dropped:
+                log.warning("usage: dropped %d records (queue of %d full: the database is slower than traffic)",
+                            self._dropped, self.capacity)
+                self._dropped = 0
+
+    def _requeue(self, batch: list[UsageRow]) -> None:
+        """Put a failed batch back in front, keeping the newest rows if room is short."""
+        room = self.capacity - len(self._queue)
+        keep = batch[-room:] if room > 0 else []
+        self._dropped += len(batch) - len(keep)
+        self._queue.extendleft(reversed(keep))
+
+    async def _prune_if_due(self) -> None:
+        if self.retention_days <= 0 or self._closing or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.prune_every
+        await self.prune(time.time() - self.retention_days * _DAY)
+
+    async def prune(self, before: float) -> int:
+        deleted = 0
+        while True:
+            count = await self.store.prune_usage(before, PRUNE_BATCH)
+            deleted += count
+            if count < PRUNE_BATCH or self._closing:
+                break
+            await asyncio.sleep(0)
+        if deleted:
+            log.info("usage: deleted %d records older than the retention period", deleted)
+        return deleted
