@@ -73,11 +73,27 @@ def build_app(settings: Settings) -> Starlette:
                      exception_handlers={HTTPException: http_exception_handler})
 
 
+def _configure_logging(level: str) -> None:
+    """Our logger in uvicorn's format, set up in each worker (the factory runs there)."""
+    from uvicorn.logging import DefaultFormatter
+
+    logger = logging.getLogger("modelport")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def app_from_env() -> Starlette:
     """uvicorn factory for worker processes: `serve` passes its settings in the environment
     (a config file path in MODELPORT_CONFIG works too, for running under another ASGI server)."""
     raw = os.environ.get(SETTINGS_ENV)
     if raw:
-        return build_app(Settings.model_validate_json(raw))
-    path = os.environ.get(CONFIG_ENV)
-    return build_app(load_settings(Path(path) if path else None))
+        settings = Settings.model_validate_json(raw)
+    else:
+        path = os.environ.get(CONFIG_ENV)
+        settings = load_settings(Path(path) if path else None)
+    _configure_logging(settings.log_level)
+    return build_app(settings)

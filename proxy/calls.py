@@ -14,8 +14,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from starlette.responses import StreamingResponse
-
 from proxy import sse
 from proxy.gateway import Gateway
 from proxy.quotas import Reservation
@@ -48,7 +46,7 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
             record.stream = True
             # open_stream returns once the first chunk is in: the stream has started and
             # counts; a failure before that raises here and is refunded below.
-            response: StreamingResponse = await sse.open_stream(
+            response: sse.SSEResponse = await sse.open_stream(
                 call_stream(route.translator, req, ctx), include_usage=req.include_usage, secrets=secret_values,
                 headers=headers, on_end=lambda outcome: record.finish(outcome.status, outcome.usage, outcome.chunks))
             record.first_token()

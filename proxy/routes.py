@@ -4,6 +4,7 @@ and finish the request's record (log line and usage row)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
@@ -20,6 +21,7 @@ from proxy.calls import Call, StreamCall, call_route
 from proxy.errors import JSONResponse, error_response, internal_error
 from proxy.gateway import Gateway
 from proxy.routing import listed_models, resolve
+from proxy.sse import SSEResponse
 from proxy.tenants import Caller
 from proxy.usage import RequestRecord
 from translators.errors import ApiError, bad_request
@@ -36,13 +38,19 @@ from translators.types import (
 log = logging.getLogger("modelport")
 
 
+# A random prefix per process and a counter: unique across workers and restarts without a
+# getrandom() system call per request.
+_ID_PREFIX = "req_" + secrets.token_hex(6)
+_ids = itertools.count(1)
+
+
 def _request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return f"{_ID_PREFIX}{next(_ids):012x}"
 
 
 async def _serve(request: Request, endpoint: str, model_type: ModelType,
                  prepare: Callable[[Request, Gateway], Awaitable[Any]], call: Call,
-                 call_stream: StreamCall | None = None) -> Response:
+                 call_stream: StreamCall | None = None) -> Response | SSEResponse:
     gateway: Gateway = request.app.state.gateway
     record = RequestRecord(_request_id(), endpoint, model_type.value, gateway.usage.submit)
     headers = {"x-request-id": record.request_id}
@@ -64,7 +72,7 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
         log.exception("request %s failed", record.request_id)
         record.finish(500)
         return error_response(internal_error(record.request_id))
-    if isinstance(result, Response):
+    if isinstance(result, SSEResponse):
         return result  # a started stream: its record finishes when the stream ends
     if isinstance(result, TranscriptionResult):
         record.finish(200, None, result)

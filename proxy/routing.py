@@ -75,7 +75,15 @@ def resolve(tenant: TenantState, model_type: ModelType, name: str,
         return explicit(tenant, model_type, *chosen, hosted=hosted)
     provider, sep, rest = name.partition("/")
     if sep and provider in REGISTRY:
-        return explicit(tenant, model_type, provider, rest, hosted=hosted)
+        try:
+            return explicit(tenant, model_type, provider, rest, hosted=hosted)
+        except ApiError as err:
+            # Hosted-model ids may start with a provider's name ("openai/whisper-large-v3" on
+            # another provider): a per-model entry of exactly that name still counts.
+            entries = [c for c in _candidates(tenant, model_type, name, NO_OFFERS) if c.per_model]
+            if err.status != 404 or len(entries) != 1:
+                raise
+            return entries[0]
     candidates = _candidates(tenant, model_type, name, hosted)
     if not candidates:
         # A name a hosted provider would serve, but not on its trial list: say what is allowed.

@@ -121,3 +121,11 @@ def test_listed_models_disambiguates_duplicates() -> None:
     rows = {("hostedfake", "gpt-4o"): ModelRow("hostedfake", "gpt-4o", "llm", b"")}
     ids = {name for name, _, _ in routing.listed_models(tenant(models=rows))}
     assert {"openai/gpt-4o", "hostedfake/gpt-4o"} <= ids
+
+
+def test_hosted_model_id_that_starts_with_a_provider_name() -> None:
+    rows = {("hostedfake", "openai/whisper"): ModelRow("hostedfake", "openai/whisper", "speech2text", b"")}
+    route = routing.resolve(tenant(models=rows, credentials={}), ModelType.SPEECH2TEXT, "openai/whisper")
+    assert (route.provider, route.model) == ("hostedfake", "openai/whisper")
+    # The explicit reading still wins when it works.
+    assert routing.resolve(tenant(models=rows), ModelType.SPEECH2TEXT, "openai/whisper-1").provider == "openai"
