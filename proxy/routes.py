@@ -45,7 +45,7 @@ _ids = itertools.count(1)
 
 
 def _request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ids):012x}"
+    return f"{_ID_PREFIX}{next(_ids):06x}"
 
 
 async def _serve(request: Request, endpoint: str, model_type: ModelType,

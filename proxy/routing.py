@@ -78,7 +78,7 @@ def resolve(tenant: TenantState, model_type: ModelType, name: str,
         try:
             return explicit(tenant, model_type, provider, rest, hosted=hosted)
         except ApiError as err:
-            # Hosted-model ids may start with a provider's name ("openai/whisper-large-v3" on
+            # Hosted-model ids may start with a provider's name (an "org/model" id whose org is also
             # another provider): a per-model entry of exactly that name still counts.
             entries = [c for c in _candidates(tenant, model_type, name, NO_OFFERS) if c.per_model]
             if err.status != 404 or len(entries) != 1:
