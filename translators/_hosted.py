@@ -30,9 +30,7 @@ one text prompt, report few or no token counts and answer speech with plain text
 
 from __future__ import annotations
 
-import base64
 import mimetypes
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,11 +38,16 @@ from typing import Any
 
 import orjson
 
+from translators._refusals import (
+    refuse_choices_and_logprobs,
+    refuse_deprecated_functions,
+    refuse_response_format,
+    text_only,
+)
+from translators._shapes import embedding_items  # re-exported: Hugging Face and its tests use it from here
 from translators.errors import ApiError, UpstreamError, bad_request, unsupported
 from translators.types import (
     ChatRequest,
-    ContentPart,
-    JSONObject,
     Message,
     TranscriptionRequest,
     TranscriptionResult,
@@ -77,34 +80,13 @@ def timed_out(provider: str, what: str) -> ApiError:
 
 def refuse_chat_features(req: ChatRequest, provider: str) -> None:
     """400 for what changes an answer's meaning and a prompt-only model cannot honour."""
-    raw = req.raw
-    if (req.n or 1) > 1:
-        raise unsupported(provider, "several choices per request ('n' must be 1)", "n")
-    for key in ("logprobs", "top_logprobs"):
-        if raw.get(key):
-            raise unsupported(provider, "logprobs", key)
+    refuse_choices_and_logprobs(req, provider)
     if req.tools:
         raise unsupported(provider, "tools with this model", "tools")
     if req.tool_choice not in (None, "none", "auto"):
         raise unsupported(provider, "tools with this model", "tool_choice")
-    response_format = raw.get("response_format")
-    if response_format is not None and (not isinstance(response_format, dict)
-                                        or response_format.get("type", "text") != "text"):
-        raise unsupported(provider, "response_format (JSON mode) with this model", "response_format")
-    for key in ("functions", "function_call", "audio"):
-        if raw.get(key) is not None:
-            raise unsupported(provider, f"'{key}' with this model", key)
-
-
-def _text(content: str | list[ContentPart] | None, where: str, provider: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for j, part in enumerate(content):
-        if part.type != "text":
-            raise unsupported(provider, f"'{part.type}' content parts (text only)", f"{where}.content[{j}].type")
-        texts.append(part.text or "")
-    return "\n".join(texts)
+    refuse_response_format(req, provider, "response_format (JSON mode) with this model")
+    refuse_deprecated_functions(req, provider, "'{key}' with this model", ("functions", "function_call", "audio"))
 
 
 def split_system(messages: Sequence[Message], provider: str) -> tuple[str | None, list[tuple[str, str]]]:
@@ -115,7 +97,7 @@ def split_system(messages: Sequence[Message], provider: str) -> tuple[str | None
         where = f"messages[{i}]"
         if message.role in ("tool", "function") or message.tool_calls:
             raise unsupported(provider, "tool calls and tool results with this model", f"{where}.role")
-        text = _text(message.content, where, provider)
+        text = text_only(message.content, where, provider, "'{type}' content parts (text only)")
         if message.role in ("system", "developer"):
             if text:
                 system.append(text)
@@ -149,20 +131,6 @@ def estimate_tokens(text: str) -> int:
 def estimated_usage(prompt: str, completion: str) -> Usage:
     p, c = estimate_tokens(prompt), estimate_tokens(completion)
     return Usage(p, c, p + c)
-
-
-# -- embeddings --------------------------------------------------------------------------------------
-
-
-def embedding_items(vectors: Sequence[Sequence[float]], encoding_format: str) -> list[JSONObject]:
-    """OpenAI's `data` items; base64 is little-endian float32, as OpenAI sends it."""
-    items = []
-    for i, vector in enumerate(vectors):
-        value: Any = list(vector)
-        if encoding_format == "base64":
-            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        items.append({"object": "embedding", "index": i, "embedding": value})
-    return items
 
 
 # -- transcriptions ------------------------------------------------------------------------------------

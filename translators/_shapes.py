@@ -1,8 +1,9 @@
 """OpenAI shapes built by the translators whose vendors answer in another format.
 
-Pure builders shared by the Qwen, Minimax, ChatGLM and Zhipu modules (chunks, the
-usage-only last chunk, embeddings lists, the text inputs of an embeddings request),
-so each vendor module keeps only what belongs to its vendor.
+Builders shared by the vendor modules (chunks, the usage-only last chunk, completions,
+embeddings lists and their base64 encoding, the text inputs of an embeddings request and
+their batching), so each vendor module keeps only what belongs to its vendor. All pure
+but `embed_in_batches`, which awaits the I/O its caller passes in.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import secrets
 import sys
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from translators.errors import UpstreamError, bad_request, upstream_status_error
@@ -84,6 +85,24 @@ def batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start:start + size]
 
 
+async def embed_in_batches(texts: Sequence[str], size: int, provider: str,
+                           fetch: Callable[[list[str]], Awaitable[tuple[list[list[float]], int]]],
+                           ) -> tuple[list[list[float]], int]:
+    """(vectors in input order, tokens) for `texts` sent `size` at a time through `fetch`
+    (one upstream call per batch, so the batches' token counts do add up). A batch answered
+    with another number of vectors than it had texts would shift every later vector: a 502."""
+    vectors: list[list[float]] = []
+    tokens = 0
+    for batch in batches(texts, size):
+        got, used = await fetch(list(batch))
+        if len(got) != len(batch):
+            raise UpstreamError(502, f"{provider} returned {len(got)} embeddings for {len(batch)} texts",
+                                "server_error", "upstream_bad_response")
+        vectors += got
+        tokens += used
+    return vectors, tokens
+
+
 def encode_vector(vector: Sequence[float], encoding_format: str) -> list[float] | str:
     """OpenAI's base64 format: the vector as little-endian float32, base64 encoded."""
     if encoding_format != "base64":
@@ -94,8 +113,12 @@ def encode_vector(vector: Sequence[float], encoding_format: str) -> list[float] 
     return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
+def embedding_items(vectors: Sequence[Sequence[float]], encoding_format: str) -> list[JSONObject]:
+    """OpenAI's `data` items, indexed in order."""
+    return [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
+            for i, v in enumerate(vectors)]
+
+
 def embedding_list(vectors: Sequence[Sequence[float]], model: str, tokens: int, encoding_format: str) -> JSONObject:
-    return {"object": "list", "model": model,
-            "data": [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
-                     for i, v in enumerate(vectors)],
+    return {"object": "list", "model": model, "data": embedding_items(vectors, encoding_format),
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -47,6 +47,12 @@ from typing import Any
 import orjson
 
 from keystore.models import CredentialField
+from translators._refusals import (
+    refuse_choices_and_logprobs,
+    refuse_deprecated_functions,
+    refuse_non_function_tools,
+    refuse_response_format,
+)
 from translators._sse import SSEDecoder
 from translators.anthropic_response import (
     StreamState,
@@ -95,23 +101,13 @@ def default_max_tokens(model: str) -> int:
 
 def _refuse_unsupported(req: ChatRequest) -> None:
     raw = req.raw
-    if (req.n or 1) > 1:
-        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
-    if raw.get("logprobs"):
-        raise unsupported(PROVIDER, "logprobs", "logprobs")
-    if raw.get("top_logprobs"):
-        raise unsupported(PROVIDER, "logprobs", "top_logprobs")
-    response_format = raw.get("response_format")
-    if response_format is not None and (not isinstance(response_format, dict) or
-                                        response_format.get("type", "text") != "text"):
-        raise unsupported(PROVIDER, "response_format (JSON mode / structured outputs)", "response_format")
+    refuse_choices_and_logprobs(req, PROVIDER)
+    refuse_response_format(req, PROVIDER, "response_format (JSON mode / structured outputs)")
     if raw.get("audio") is not None:
         raise unsupported(PROVIDER, "audio output", "audio")
     if "audio" in (raw.get("modalities") or ()):
         raise unsupported(PROVIDER, "audio output", "modalities")
-    for key in ("functions", "function_call"):
-        if raw.get(key) is not None:
-            raise unsupported(PROVIDER, f"the deprecated '{key}' (use 'tools' and 'tool_choice')", key)
+    refuse_deprecated_functions(req, PROVIDER)
 
 
 def _image(url: str, param: str) -> JSONObject:
@@ -218,10 +214,9 @@ def _conversation(messages: list[Message]) -> tuple[str | None, list[JSONObject]
 
 
 def _tools(req: ChatRequest) -> list[JSONObject]:
+    refuse_non_function_tools(req, PROVIDER)
     tools = []
-    for k, tool in enumerate(req.tools or ()):
-        if tool.type != "function":
-            raise unsupported(PROVIDER, f"'{tool.type}' tools (only functions)", f"tools[{k}].type")
+    for tool in req.tools or ():
         schema = dict(tool.function.parameters or {})
         schema.setdefault("type", "object")
         item: JSONObject = {"name": tool.function.name, "input_schema": schema}

@@ -12,7 +12,6 @@ are running totals (output tokens in every `message_delta`): they replace, never
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 
 from translators._http import Headers
+from translators._shapes import chat_chunk, now
 from translators._sse import SSEEvent
 from translators.errors import ApiError, UpstreamError, parse_retry_after, upstream_status_error
 from translators.types import JSONObject, StreamChunk, Usage
@@ -140,7 +140,7 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
     return {
         "id": chat_id(body.get("id")),
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": now(),
         "model": str(body.get("model") or model),
         "choices": [{"index": 0, "message": message, "logprobs": None,
                      "finish_reason": finish_reason(body.get("stop_reason"))}],
@@ -159,7 +159,7 @@ class StreamState:
     model: str
     # OpenAI repeats one id and one `created` on every chunk; Anthropic sends its id once.
     id: str = "chatcmpl-anthropic"
-    created: int = field(default_factory=lambda: int(time.time()))
+    created: int = field(default_factory=now)
     # Anthropic's content-block index counts text and thinking blocks too; OpenAI's
     # tool_calls[].index counts tool calls only: block index -> tool-call index.
     tool_index: dict[int, int] = field(default_factory=dict)
@@ -196,9 +196,7 @@ def parse_event(event: SSEEvent) -> JSONObject:
 
 
 def _chunk(state: StreamState, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-    return StreamChunk(orjson.dumps({
-        "id": state.id, "object": "chat.completion.chunk", "created": state.created, "model": state.model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}))
+    return chat_chunk(state.id, state.created, state.model, delta, finish)
 
 
 def _take_usage(state: StreamState, usage: Any) -> None:

@@ -47,6 +47,7 @@ import orjson
 
 from keystore.models import Credential, CredentialField
 from translators._http import Headers
+from translators._refusals import refuse_choices_and_logprobs, text_only
 from translators._shapes import chat_chunk, completion, new_id, now, usage_chunk
 from translators._sse import DONE_DATA, aiter_sse
 from translators.base import CallContext, Translator
@@ -76,23 +77,16 @@ def estimate_tokens(text: str) -> int:
 
 def turns(req: ChatRequest) -> list[tuple[str, str]]:
     """(role, text) of every message, after refusing what neither server can do."""
-    raw = req.raw
-    if (req.n or 1) > 1:
-        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
-    for key in ("logprobs", "top_logprobs", "tools", "functions"):
-        if raw.get(key):
-            raise unsupported(PROVIDER, "tools" if key in ("tools", "functions") else "logprobs", key)
+    refuse_choices_and_logprobs(req, PROVIDER)
+    for key in ("tools", "functions"):
+        if req.raw.get(key):
+            raise unsupported(PROVIDER, "tools", key)
     out = []
     for i, message in enumerate(req.messages):
         if message.role in ("tool", "function"):
             raise unsupported(PROVIDER, f"'{message.role}' messages (no tool calling)", f"messages[{i}].role")
-        content = message.content
-        if isinstance(content, list):
-            for j, part in enumerate(content):
-                if part.type != "text":
-                    raise unsupported(PROVIDER, f"'{part.type}' content parts", f"messages[{i}].content[{j}].type")
-            content = "\n".join(part.text or "" for part in content)
-        out.append(("system" if message.role == "developer" else message.role, content or ""))
+        content = text_only(message.content, f"messages[{i}]", PROVIDER)
+        out.append(("system" if message.role == "developer" else message.role, content))
     if out[-1][0] != "user":
         raise bad_request(f"provider '{PROVIDER}' needs the last message to be the user's", "messages")
     return out

@@ -17,16 +17,20 @@ alternating, starting and ending with the user side, or it answers error 336003)
 
 from __future__ import annotations
 
-import base64
 import secrets
-import struct
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from translators._refusals import (
+    refuse_choices_and_logprobs,
+    refuse_non_function_tools,
+    refuse_response_format,
+    text_only,
+)
+from translators._shapes import as_int, chat_chunk, embedding_items, now
 from translators.errors import (
     ApiError,
     UpstreamError,
@@ -35,7 +39,7 @@ from translators.errors import (
     unsupported,
     upstream_status_error,
 )
-from translators.types import ChatRequest, ContentPart, EmbeddingRequest, JSONObject, StreamChunk, Usage
+from translators.types import ChatRequest, EmbeddingRequest, JSONObject, StreamChunk, Usage
 
 PROVIDER = "ernie"
 
@@ -51,10 +55,6 @@ ERROR_STATUS: Mapping[int, int] = {
 }
 # "Access token invalid or no longer valid" / "Access token expired": refresh and retry once.
 TOKEN_ERRORS = frozenset({110, 111})
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -93,17 +93,6 @@ def error_from_response(status: int, body: Any, headers: Any = None) -> ApiError
 # -- request: OpenAI -> ERNIE -------------------------------------------------------------------
 
 
-def _text(content: str | list[ContentPart] | None, where: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for j, part in enumerate(content):
-        if part.type != "text":
-            raise unsupported(PROVIDER, f"'{part.type}' content parts", f"{where}.content[{j}].type")
-        texts.append(part.text or "")
-    return "\n".join(texts)
-
-
 def _side(turn: JSONObject) -> str:
     return "assistant" if turn["role"] == "assistant" else "user"
 
@@ -126,7 +115,7 @@ def conversation(req: ChatRequest) -> tuple[str, list[JSONObject]]:
     call_names: dict[str, str] = {}
     for i, message in enumerate(req.messages):
         where = f"messages[{i}]"
-        text = _text(message.content, where)
+        text = text_only(message.content, where, PROVIDER)
         if message.role in ("system", "developer"):
             if text:
                 system.append(text)
@@ -163,21 +152,13 @@ def conversation(req: ChatRequest) -> tuple[str, list[JSONObject]]:
 
 
 def _refuse_unsupported(req: ChatRequest) -> None:
-    raw = req.raw
-    if (req.n or 1) > 1:
-        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
-    for key in ("logprobs", "top_logprobs"):
-        if raw.get(key):
-            raise unsupported(PROVIDER, "logprobs", key)
-    fmt = raw.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type", "text") not in ("text", "json_object")):
-        raise unsupported(PROVIDER, "response_format other than text or json_object", "response_format")
+    refuse_choices_and_logprobs(req, PROVIDER)
+    refuse_response_format(req, PROVIDER, "response_format other than text or json_object",
+                           allowed=("text", "json_object"))
     stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
     if len(stop) > 4:
         raise bad_request(f"provider '{PROVIDER}' accepts at most 4 stop sequences", "stop")
-    for k, tool in enumerate(req.tools or ()):
-        if tool.type != "function":
-            raise unsupported(PROVIDER, f"'{tool.type}' tools (only functions)", f"tools[{k}].type")
+    refuse_non_function_tools(req, PROVIDER)
     if req.tool_choice == "required":
         raise unsupported(PROVIDER, "tool_choice 'required'", "tool_choice")
 
@@ -255,7 +236,7 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
         message["tool_calls"] = [call]
     usage = Usage.from_openai(body.get("usage")) or Usage(0, 0, 0)
     return {"id": chat_id(body.get("id")), "object": "chat.completion",
-            "created": _int(body.get("created")) or int(time.time()), "model": model,
+            "created": as_int(body.get("created")) or now(), "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": finish_reason(body, call is not None)}],
             "usage": usage.as_dict()}
@@ -267,7 +248,7 @@ class StreamState:
 
     model: str
     id: str = ""
-    created: int = field(default_factory=lambda: int(time.time()))
+    created: int = field(default_factory=now)
     # The first delta carries `role`.
     started: bool = False
     # ERNIE's usage is cumulative on every chunk: the latest replaces, never adds up.
@@ -278,9 +259,7 @@ class StreamState:
     finished: bool = False
 
     def chunk(self, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-        return StreamChunk(orjson.dumps({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}))
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
 
 def from_vendor_event(event: Any, state: StreamState) -> list[StreamChunk]:
@@ -293,7 +272,7 @@ def from_vendor_event(event: Any, state: StreamState) -> list[StreamChunk]:
         raise error_from_response(200, event)
     if not state.id:
         state.id = chat_id(event.get("id"))
-        state.created = _int(event.get("created")) or state.created
+        state.created = as_int(event.get("created")) or state.created
     state.usage = Usage.from_openai(event.get("usage")) or state.usage
     chunks = []
     text = event.get("result") if isinstance(event.get("result"), str) else ""
@@ -337,19 +316,15 @@ def embedding_batches(req: EmbeddingRequest, batch: int) -> list[list[str]]:
 def from_embedding_responses(bodies: list[Any], model: str, encoding_format: str) -> JSONObject:
     """One OpenAI embeddings answer from the batches' answers, in order; usage summed over the
     batches (separate calls, so these totals do add up)."""
-    data: list[JSONObject] = []
+    vectors: list[list[float]] = []
     prompt = total = 0
     for body in bodies:
         if error_code(body) is not None or not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise error_from_response(200, body)
-        items = sorted(body["data"], key=lambda d: _int(d.get("index")))
-        for item in items:
-            vector = item.get("embedding") or []
-            value: Any = vector
-            if encoding_format == "base64":
-                value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-            data.append({"object": "embedding", "index": len(data), "embedding": value})
+        items = sorted(body["data"], key=lambda d: as_int(d.get("index")))
+        vectors += [item.get("embedding") or [] for item in items]
         usage = body.get("usage") or {}
-        prompt += _int(usage.get("prompt_tokens"))
-        total += _int(usage.get("total_tokens")) or _int(usage.get("prompt_tokens"))
-    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt, "total_tokens": total}}
+        prompt += as_int(usage.get("prompt_tokens"))
+        total += as_int(usage.get("total_tokens")) or as_int(usage.get("prompt_tokens"))
+    return {"object": "list", "data": embedding_items(vectors, encoding_format), "model": model,
+            "usage": {"prompt_tokens": prompt, "total_tokens": total}}

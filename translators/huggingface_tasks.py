@@ -7,7 +7,6 @@ Reference: ../shared/vendors/huggingface.md §2b, §2c, §4, §5.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from translators._hosted import (
     split_system,
     stop_list,
 )
+from translators._shapes import chat_chunk, now
 from translators.errors import bad_request, unsupported
 from translators.huggingface_wire import (
     PROVIDER,
@@ -144,7 +144,7 @@ def from_vendor_response(body: Any, model: str, prompt: str,
                          headers: Mapping[str, str] | None = None) -> JSONObject:
     """A text-generation answer as an OpenAI chat completion."""
     text, finish, details = generated(body)
-    return {"id": new_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
+    return {"id": new_id(), "object": "chat.completion", "created": now(), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                          "logprobs": None, "finish_reason": finish}],
             "usage": generate_usage(prompt, text, details, headers).as_dict()}
@@ -153,7 +153,7 @@ def from_vendor_response(body: Any, model: str, prompt: str,
 def completion_response(body: Any, model: str, prompt: str, echo: bool,
                         headers: Mapping[str, str] | None = None) -> JSONObject:
     text, finish, details = generated(body)
-    return {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model,
+    return {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": model,
             "choices": [{"text": (prompt if echo else "") + text, "index": 0, "logprobs": None,
                          "finish_reason": "length" if finish == "length" else "stop"}],
             "usage": generate_usage(prompt, text, details, headers).as_dict()}
@@ -169,7 +169,7 @@ class GenerateState:
     completion: bool = False
     echo: bool = False
     id: str = ""
-    created: int = field(default_factory=lambda: int(time.time()))
+    created: int = field(default_factory=now)
     started: bool = False
     # TGI sends no end marker: the event with `details` (or `generated_text`) is the last.
     finished: bool = False
@@ -185,9 +185,7 @@ class GenerateState:
             return StreamChunk.of({"id": self.id, "object": "text_completion", "created": self.created,
                                    "model": self.model, "choices": [choice]})
         delta: JSONObject = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-        return StreamChunk.of({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model,
-                               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
 
 def from_vendor_event(event: Any, state: GenerateState) -> list[StreamChunk]:

@@ -20,7 +20,6 @@ Messages API quirks absorbed (all seen in recorded traffic, TGI 1.4.x):
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ import orjson
 
 from translators._hosted import remaining
 from translators._http import Headers
+from translators._shapes import now
 from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, upstream_status_error
 from translators.types import ChatRequest, JSONObject, StreamChunk, Usage
 
@@ -223,7 +223,7 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
                         "finish_reason": reason})
     result: JSONObject = {
         "id": body.get("id") or new_id(), "object": "chat.completion",
-        "created": body.get("created") if isinstance(body.get("created"), int) else int(time.time()),
+        "created": body.get("created") if isinstance(body.get("created"), int) else now(),
         "model": body.get("model") or model, "choices": choices,
     }
     if isinstance(body.get("system_fingerprint"), str):
@@ -244,7 +244,7 @@ class StreamState:
     model: str
     # TGI sends `"id": ""`: one generated id for the whole stream instead.
     id: str = field(default_factory=new_id)
-    created: int = field(default_factory=lambda: int(time.time()))
+    created: int = field(default_factory=now)
     # TGI 1.4.x repeats `role` in every delta; OpenAI sends it once.
     role_sent: bool = False
     # Tool-call indexes already announced (id/type go out with the first piece only), and

@@ -48,10 +48,11 @@ import orjson
 
 from keystore.models import CredentialField
 from translators._http import Headers
+from translators._refusals import refuse_choices_and_logprobs, refuse_deprecated_functions
 from translators._shapes import (
     as_int,
-    batches,
     chat_chunk,
+    embed_in_batches,
     embedding_list,
     input_texts,
     new_id,
@@ -120,15 +121,9 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
 
 
 def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
+    refuse_choices_and_logprobs(req, PROVIDER)
+    refuse_deprecated_functions(req, PROVIDER)
     raw = req.raw
-    if (req.n or 1) > 1:
-        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
-    for key in ("logprobs", "top_logprobs"):
-        if raw.get(key):
-            raise unsupported(PROVIDER, "logprobs", key)
-    for key in ("functions", "function_call"):
-        if raw.get(key) is not None:
-            raise unsupported(PROVIDER, f"the deprecated '{key}' (use 'tools' and 'tool_choice')", key)
     body = {k: v for k, v in raw.items() if k not in DROPPED}
     body.update(model=model, stream=req.stream, max_tokens=req.token_limit or DEFAULT_MAX_TOKENS)
     body["messages"] = [{**m, "role": "system"} if m.get("role") == "developer" else m for m in raw["messages"]]
@@ -346,15 +341,9 @@ class MinimaxTranslator(OpenAICompatible):
                 yield chunk
 
     async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:
-        texts = input_texts(req, PROVIDER)
-        vectors: list[list[float]] = []
-        tokens = 0
-        for batch in batches(texts, EMBEDDING_BATCH):
-            body = await self._post("embeddings", to_vendor_embeddings_request(list(batch), ctx.model, req), ctx)
-            got, used = from_vendor_embeddings(body)
-            if len(got) != len(batch):
-                raise UpstreamError(502, f"{PROVIDER} returned {len(got)} vectors for {len(batch)} texts",
-                                    "server_error", "upstream_bad_response")
-            vectors += got
-            tokens += used
+        async def fetch(batch: list[str]) -> tuple[list[list[float]], int]:
+            return from_vendor_embeddings(
+                await self._post("embeddings", to_vendor_embeddings_request(batch, ctx.model, req), ctx))
+
+        vectors, tokens = await embed_in_batches(input_texts(req, PROVIDER), EMBEDDING_BATCH, PROVIDER, fetch)
         return embedding_list(vectors, ctx.model, tokens, req.encoding_format)

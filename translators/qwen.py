@@ -48,7 +48,8 @@ from typing import Any
 import orjson
 
 from keystore.models import CredentialField
-from translators._shapes import batches, embedding_list, input_texts
+from translators._refusals import refuse_choices_and_logprobs, refuse_deprecated_functions
+from translators._shapes import embed_in_batches, embedding_list, input_texts
 from translators._sse import SSEDecoder
 from translators.base import CallContext, Translator
 from translators.errors import UpstreamError, bad_request, unsupported
@@ -89,15 +90,10 @@ def embedding_batch_size(model: str) -> int:
 
 
 def _refuse_unsupported(req: ChatRequest) -> None:
-    raw = req.raw
-    if (req.n or 1) > 1:
-        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
-    for key in ("logprobs", "top_logprobs", "audio"):
-        if raw.get(key):
-            raise unsupported(PROVIDER, key.replace("top_", ""), key)
-    for key in ("functions", "function_call"):
-        if raw.get(key) is not None:
-            raise unsupported(PROVIDER, f"the deprecated '{key}' (use 'tools' and 'tool_choice')", key)
+    refuse_choices_and_logprobs(req, PROVIDER)
+    if req.raw.get("audio"):
+        raise unsupported(PROVIDER, "audio", "audio")
+    refuse_deprecated_functions(req, PROVIDER)
 
 
 def _content(content: str | list[ContentPart] | None, where: str, vision: bool) -> Any:
@@ -265,18 +261,13 @@ class QwenTranslator(Translator):
                                     "upstream_incomplete_stream")
 
     async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:
-        texts = input_texts(req, PROVIDER)
-        vectors: list[list[float]] = []
-        tokens = 0
-        for batch in batches(texts, embedding_batch_size(ctx.model)):
-            body = to_vendor_embeddings_request(list(batch), ctx.model, req)
+        async def fetch(batch: list[str]) -> tuple[list[list[float]], int]:
+            body = to_vendor_embeddings_request(batch, ctx.model, req)
             resp = await ctx.http.post_json(self.url(ctx, EMBEDDING_PATH), body, self.headers(ctx))
             if resp.status != 200:
                 raise error_from_response(resp.status, _error_body(resp.body), resp.headers)
-            got, used = from_vendor_embeddings(resp.json())
-            if len(got) != len(batch):
-                raise UpstreamError(502, f"{PROVIDER} returned {len(got)} embeddings for {len(batch)} texts",
-                                    "server_error", "upstream_bad_response")
-            vectors += got
-            tokens += used
+            return from_vendor_embeddings(resp.json())
+
+        texts = input_texts(req, PROVIDER)
+        vectors, tokens = await embed_in_batches(texts, embedding_batch_size(ctx.model), PROVIDER, fetch)
         return embedding_list(vectors, ctx.model, tokens, req.encoding_format)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from translators._hosted import (
     stop_list,
 )
 from translators._http import Headers
+from translators._shapes import chat_chunk, now
 from translators._sse import SSEEvent
 from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, upstream_status_error
 from translators.types import ChatRequest, JSONObject, StreamChunk, TranscriptionRequest, TranscriptionResult, Usage
@@ -159,7 +159,7 @@ def from_vendor_response(prediction: Any, model: str, max_tokens: int | None = N
     usage = usage_of(prediction, prompt_text(inputs), text)
     given_out = _count(prediction.get("metrics"), "output_token_count")
     finish = "length" if max_tokens and given_out is not None and given_out >= max_tokens else "stop"
-    return {"id": new_id(prediction), "object": "chat.completion", "created": int(time.time()),
+    return {"id": new_id(prediction), "object": "chat.completion", "created": now(),
             "model": model, "choices": [{"index": 0, "logprobs": None, "finish_reason": finish,
                                          "message": {"role": "assistant", "content": text, "refusal": None}}],
             "usage": usage.as_dict()}
@@ -199,16 +199,14 @@ class StreamState:
     model: str
     prompt: str = ""
     id: str = field(default_factory=new_id)
-    created: int = field(default_factory=lambda: int(time.time()))
+    created: int = field(default_factory=now)
     started: bool = False
     # `done` arrived: the stream is complete (Replicate's end marker, with a reason).
     finished: bool = False
     text: list[str] = field(default_factory=list)
 
     def chunk(self, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-        return StreamChunk.of({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model,
-                               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
 
 def _detail(data: bytes) -> str:

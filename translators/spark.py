@@ -48,6 +48,13 @@ import orjson
 
 from keystore.models import Credential, CredentialField
 from translators._http import UpstreamWebSocket, WebSocketRejected
+from translators._refusals import (
+    refuse_choices_and_logprobs,
+    refuse_forced_tool_choice,
+    refuse_non_function_tools,
+    refuse_response_format,
+    text_only,
+)
 from translators._sse import DONE_DATA, SSEDecoder
 from translators.base import CallContext, Translator, check_model_id
 from translators.errors import ApiError, UpstreamError, bad_request, unsupported
@@ -66,7 +73,7 @@ from translators.spark_response import (
     json_or_none,
     parse_frame,
 )
-from translators.types import ChatRequest, ContentPart, JSONObject, Message, ModelType, StreamChunk
+from translators.types import ChatRequest, JSONObject, Message, ModelType, StreamChunk
 
 __all__ = ["HTTP_BASE_URL", "MODELS", "SparkModel", "SparkTranslator", "StreamState", "error_from_frame",
            "error_from_response", "from_vendor_event", "from_vendor_response", "resolve_model", "signed_url",
@@ -144,37 +151,14 @@ def signed_url(base_url: str, path: str, api_key: str, api_secret: str, date: st
 
 
 def _refuse_unsupported(req: ChatRequest, model: SparkModel) -> None:
-    raw = req.raw
-    if (req.n or 1) > 1:
-        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
-    for key in ("logprobs", "top_logprobs"):
-        if raw.get(key):
-            raise unsupported(PROVIDER, "logprobs", key)
+    refuse_choices_and_logprobs(req, PROVIDER)
     if req.stop:
         raise unsupported(PROVIDER, "stop sequences", "stop")
-    response_format = raw.get("response_format")
-    if response_format is not None and (not isinstance(response_format, dict)
-                                        or response_format.get("type", "text") != "text"):
-        raise unsupported(PROVIDER, "response_format (JSON mode / structured outputs)", "response_format")
-    if req.tools:
-        if not model.functions:
-            raise unsupported(PROVIDER, f"tools on '{model.domain}' (function calling needs v3 or later)", "tools")
-        for k, tool in enumerate(req.tools):
-            if tool.type != "function":
-                raise unsupported(PROVIDER, f"'{tool.type}' tools (only functions)", f"tools[{k}].type")
-    if req.tool_choice not in (None, "auto", "none"):
-        raise unsupported(PROVIDER, "tool_choice other than 'auto' or 'none'", "tool_choice")
-
-
-def _text(content: str | list[ContentPart] | None, where: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for j, part in enumerate(content):
-        if part.type != "text":
-            raise unsupported(PROVIDER, f"'{part.type}' content parts", f"{where}.content[{j}].type")
-        texts.append(part.text or "")
-    return "\n".join(texts)
+    refuse_response_format(req, PROVIDER, "response_format (JSON mode / structured outputs)")
+    if req.tools and not model.functions:
+        raise unsupported(PROVIDER, f"tools on '{model.domain}' (function calling needs v3 or later)", "tools")
+    refuse_non_function_tools(req, PROVIDER)
+    refuse_forced_tool_choice(req, PROVIDER)
 
 
 def _calls_as_text(message: Message) -> str:
@@ -189,7 +173,7 @@ def _messages(req: ChatRequest, model: SparkModel, http: bool) -> list[JSONObjec
     turns: list[JSONObject] = []
     for i, message in enumerate(req.messages):
         where = f"messages[{i}]"
-        text = _text(message.content, where)
+        text = text_only(message.content, where, PROVIDER)
         if message.role in ("system", "developer"):
             if text:
                 system.append(text)

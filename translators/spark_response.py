@@ -17,7 +17,6 @@ them. Reference: ../shared/vendors/spark.md §A4-§A6 and §B.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import orjson
 
 from translators._http import Headers
+from translators._shapes import chat_chunk, now, usage_chunk
 from translators.errors import ApiError, UpstreamError, parse_retry_after, upstream_status_error
 from translators.types import JSONObject, StreamChunk, Usage
 
@@ -170,7 +170,7 @@ def from_vendor_response(frames: list[JSONObject], model: str) -> JSONObject:
     if calls:
         message["tool_calls"] = calls
     return {"id": chat_id((frames[0].get("header") or {}).get("sid")), "object": "chat.completion",
-            "created": int(time.time()), "model": model,
+            "created": now(), "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": "tool_calls" if calls else "stop"}],
             "usage": usage.as_dict()}
@@ -188,7 +188,7 @@ class StreamState:
     model: str
     # Spark's session id names the stream; OpenAI repeats one id and one `created` per chunk.
     id: str = ""
-    created: int = field(default_factory=lambda: int(time.time()))
+    created: int = field(default_factory=now)
     # The first delta carries `role`; after it an output-moderation code ends the stream
     # as content_filter rather than as an error.
     started: bool = False
@@ -198,13 +198,10 @@ class StreamState:
     finished: bool = False
 
     def chunk(self, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-        return StreamChunk(orjson.dumps({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}))
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
     def usage_chunk(self, usage: Usage) -> StreamChunk:
-        return StreamChunk.of({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "choices": [], "usage": usage.as_dict()}, usage)
+        return usage_chunk(self.id, self.created, self.model, usage.as_dict(), usage)
 
     def end(self, finish: str, usage: Usage | None) -> list[StreamChunk]:
         self.finished = True
@@ -267,7 +264,7 @@ def from_http_response(body: Any, model: str) -> JSONObject:
                         "finish_reason": finish})
     usage = _http_usage(body) or Usage(0, 0, 0)
     return {"id": chat_id(body.get("id") or body.get("sid")), "object": "chat.completion",
-            "created": _int(body.get("created")) or int(time.time()), "model": model,
+            "created": _int(body.get("created")) or now(), "model": model,
             "choices": choices, "usage": usage.as_dict()}
 
 
@@ -277,7 +274,7 @@ class HTTPStreamState:
 
     model: str
     id: str = ""
-    created: int = field(default_factory=lambda: int(time.time()))
+    created: int = field(default_factory=now)
     # Spark repeats `role` in every delta; OpenAI sends it once, first.
     started: bool = False
     tool_call: bool = False
@@ -287,9 +284,7 @@ class HTTPStreamState:
     finish: str | None = None
 
     def chunk(self, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-        return StreamChunk(orjson.dumps({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}))
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
 
 def from_http_event(event: Any, state: HTTPStreamState) -> list[StreamChunk]:
@@ -324,7 +319,5 @@ def http_stream_end(state: HTTPStreamState) -> list[StreamChunk]:
     finish = state.finish or ("tool_calls" if state.tool_call else "stop")
     usage = state.usage or Usage(0, 0, 0)
     chunks.append(state.chunk({}, finish))
-    chunks.append(StreamChunk.of({"id": state.id or chat_id(None), "object": "chat.completion.chunk",
-                                  "created": state.created, "model": state.model, "choices": [],
-                                  "usage": usage.as_dict()}, usage))
+    chunks.append(usage_chunk(state.id or chat_id(None), state.created, state.model, usage.as_dict(), usage))
     return chunks

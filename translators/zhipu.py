@@ -54,10 +54,23 @@ import orjson
 
 from keystore.models import Credential, CredentialField
 from translators._http import Headers, UpstreamResponse
-from translators._shapes import as_int, batches, embedding_list, input_texts, new_id, now, vendor_error
+from translators._refusals import (
+    refuse_choices_and_logprobs,
+    refuse_deprecated_functions,
+    refuse_forced_tool_choice,
+)
+from translators._shapes import (
+    as_int,
+    embed_in_batches,
+    embedding_list,
+    input_texts,
+    new_id,
+    now,
+    vendor_error,
+)
 from translators._sse import DONE_DATA
 from translators.base import CallContext, Translator
-from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, unsupported
+from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after
 from translators.openai_compatible import OpenAICompatible, openai_error_fields
 from translators.types import ChatRequest, EmbeddingRequest, JSONObject, ModelType, StreamChunk, Usage
 
@@ -148,17 +161,10 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
 
 
 def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
+    refuse_choices_and_logprobs(req, PROVIDER)
+    refuse_deprecated_functions(req, PROVIDER)
+    refuse_forced_tool_choice(req, PROVIDER)
     raw = req.raw
-    if (req.n or 1) > 1:
-        raise unsupported(PROVIDER, "several choices per request ('n' must be 1)", "n")
-    for key in ("logprobs", "top_logprobs"):
-        if raw.get(key):
-            raise unsupported(PROVIDER, "logprobs", key)
-    for key in ("functions", "function_call"):
-        if raw.get(key) is not None:
-            raise unsupported(PROVIDER, f"the deprecated '{key}' (use 'tools' and 'tool_choice')", key)
-    if req.tool_choice not in (None, "auto", "none"):
-        raise unsupported(PROVIDER, "tool_choice other than 'auto' or 'none'", "tool_choice")
     body = {k: v for k, v in raw.items() if k not in DROPPED}
     body.update(model=model, stream=req.stream)
     body["messages"] = [{**m, "role": "system"} if m.get("role") == "developer" else m for m in raw["messages"]]
@@ -346,16 +352,12 @@ class ZhipuTranslator(OpenAICompatible):
             await inner.aclose()  # type: ignore[attr-defined]
 
     async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:
-        vectors: list[list[float]] = []
-        tokens = 0
-        for batch in batches(input_texts(req, PROVIDER), embedding_batch_size(ctx.model)):
-            body: JSONObject = {"model": ctx.model, "input": list(batch)}
+        async def fetch(batch: list[str]) -> tuple[list[list[float]], int]:
+            body: JSONObject = {"model": ctx.model, "input": batch}
             if req.dimensions is not None:
                 body["dimensions"] = req.dimensions
-            got, used = from_vendor_embeddings(await self._post("embeddings", body, ctx))
-            if len(got) != len(batch):
-                raise UpstreamError(502, f"{PROVIDER} returned {len(got)} embeddings for {len(batch)} texts",
-                                    "server_error", "upstream_bad_response")
-            vectors += got
-            tokens += used
+            return from_vendor_embeddings(await self._post("embeddings", body, ctx))
+
+        texts = input_texts(req, PROVIDER)
+        vectors, tokens = await embed_in_batches(texts, embedding_batch_size(ctx.model), PROVIDER, fetch)
         return embedding_list(vectors, ctx.model, tokens, req.encoding_format)
