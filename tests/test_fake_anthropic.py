@@ -170,7 +170,7 @@ def test_sdk_mid_stream_error(sdk: anthropic.Anthropic, fake: FakeAnthropic) -> 
         with sdk.messages.stream(model=MODEL, max_tokens=100, messages=HELLO) as stream:
             received.extend(stream.text_stream)
     assert received and "".join(received) != DEFAULT_REPLY
-    assert fake.state.streams_errored == 1
+    assert fake.state.wait_for(lambda s: s.streams_errored == 1)  # counted after the last write
 
 
 # -- what the API refuses, on the wire -----------------------------------------------------------

@@ -57,7 +57,7 @@ def test_stream_with_usage_via_sdk(fake_azure: FakeAzure) -> None:
     assert text == "Hello from the fake Azure!"
     assert any(c.choices and c.choices[0].delta is None for c in chunks)  # the annotation chunk
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
-    assert fake_azure.state.streams_finished == 1
+    assert fake_azure.state.wait_for(lambda s: s.streams_finished == 1)  # counted after the last write
 
 
 def test_stream_wire_bytes_carry_azure_quirks(fake_azure: FakeAzure) -> None:
@@ -193,7 +193,7 @@ def test_mid_stream_error_and_disconnect(fake_azure: FakeAzure) -> None:
     fake_azure.state.fail_after_chunks = 3
     with pytest.raises(openai.APIError):
         list(fake_azure.client().chat.completions.create(model="prod-chat", messages=USER, stream=True))  # type: ignore[arg-type]
-    assert fake_azure.state.streams_errored == 1
+    assert fake_azure.state.wait_for(lambda s: s.streams_errored == 1)  # counted after the last write
     fake_azure.state.fail_after_chunks = None
     fake_azure.state.stream_delay = 0.05
     fake_azure.state.reply_text = " ".join(f"w{i}" for i in range(200))

@@ -64,7 +64,7 @@ def test_sdk_sees_the_error_event(qwen: FakeQwen) -> None:
     qwen.state.stream_error = (400, "DataInspectionFailed", "Output data may contain inappropriate content.")
     responses = list(call(result_format="message", stream=True, incremental_output=True))
     assert responses[-1].code == "DataInspectionFailed" and "inappropriate" in responses[-1].message
-    assert qwen.state.streams_errored == 1
+    assert qwen.state.wait_for(lambda s: s.streams_errored == 1)  # counted after the last write
 
 
 def test_sdk_errors(qwen: FakeQwen) -> None:

@@ -108,7 +108,8 @@ def test_chat_stream_with_and_without_usage(client: openai.OpenAI, fake_anthropi
     whole = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=5)
     chunks = list(client.chat.completions.create(model=MODEL, messages=USER, max_tokens=5, stream=True,
                                                  stream_options={"include_usage": True}))
-    assert upstream(fake_anthropic)["stream"] is True and fake_anthropic.state.streams_finished == 1
+    assert upstream(fake_anthropic)["stream"] is True
+    assert fake_anthropic.state.wait_for(lambda s: s.streams_finished == 1)  # counted after the last write
     assert content_of(chunks) == whole.choices[0].message.content == "Héllo 世界! The fake Claude"
     assert [c.choices[0].delta.role for c in chunks if c.choices and c.choices[0].delta.role] == ["assistant"]
     assert finishes(chunks) == [whole.choices[0].finish_reason] == ["length"]
@@ -254,7 +255,7 @@ def test_mid_stream_error_raises_during_iteration(client: openai.OpenAI, fake_an
             received.append(chunk.choices[0].delta.content or "")
     assert "".join(received) == "Héllo 世界! The"
     assert "overloaded" in str(caught.value).lower()
-    assert fake_anthropic.state.streams_errored == 1
+    assert fake_anthropic.state.wait_for(lambda s: s.streams_errored == 1)  # counted after the last write
 
 
 def test_client_disconnect_closes_the_upstream(gateway: GatewayProcess, tenant: AnthropicTenant,

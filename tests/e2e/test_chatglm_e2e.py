@@ -130,7 +130,7 @@ def test_openai_server_crlf_stream(compat: openai.OpenAI, fake_chatglm_openai: F
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
     assert len({c.id for c in chunks}) == 1 and all(c.id.startswith("chatcmpl-") and c.created for c in chunks)
     check_usage(chunks[-1].usage)
-    assert fake_chatglm_openai.state.streams_finished == 1
+    assert fake_chatglm_openai.state.wait_for(lambda s: s.streams_finished == 1)  # counted after the last write
     text = list(compat.completions.create(model=MODEL, prompt="Say hi", stream=True))
     assert "".join(c.choices[0].text for c in text if c.choices) == DEFAULT_REPLY
 

@@ -99,7 +99,7 @@ def test_stream_with_and_without_usage(client: openai.OpenAI, fake_qwen: FakeQwe
     assert all(c.usage is None for c in chunks[:-1]) and len({c.id for c in chunks}) == 1
     plain = list(client.chat.completions.create(model=MODEL, messages=USER, stream=True))
     assert content_of(plain) == DEFAULT_REPLY and all(c.usage is None and c.choices for c in plain)
-    assert fake_qwen.state.streams_finished == 2
+    assert fake_qwen.state.wait_for(lambda s: s.streams_finished == 2)  # counted after the last write
 
 
 def test_tool_call_round_trip_streamed(client: openai.OpenAI, fake_qwen: FakeQwen) -> None:

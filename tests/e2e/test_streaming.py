@@ -169,7 +169,8 @@ def test_mid_stream_failure_raises_in_the_sdk(gw: GatewayProcess, fake_openai: F
             received.append(chunk.choices[0].delta.content or "")
     assert "".join(received) == "Hello from"  # role chunk + two words, then the failure
     assert "error" in str(caught.value).lower()
-    assert fake_openai.state.streams_errored == 1
+    # The fake counts the error after writing it, so the client can get there first.
+    assert fake_openai.state.wait_for(lambda state: state.streams_errored == 1, timeout=5)
 
 
 def test_mid_stream_failure_on_the_wire(gw: GatewayProcess, fake_openai: FakeOpenAI) -> None:
