@@ -15,7 +15,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,49 @@ class GatewayProcess:
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.tokens['acme']}"}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=15.0)
+
+
+@dataclass
+class ProviderTenant:
+    """A tenant a test module made for itself, and a token of it."""
+
+    name: str
+    token: str
+
+
+def wait_until_listed(gw: GatewayProcess, token: str, wanted: set[str]) -> None:
+    """Both workers must have seen the new entries (they poll the change counter)."""
+    deadline, streak = time.monotonic() + 10, 0
+    while streak < 8 and time.monotonic() < deadline:
+        listed = {m["id"] for m in httpx.get(gw.v1_url + "/models", timeout=5,
+                                              headers={"Authorization": f"Bearer {token}"}).json().get("data", [])}
+        streak = streak + 1 if wanted <= listed else 0
+        time.sleep(0.05)
+    assert streak >= 8, f"the gateway did not pick up {wanted - listed}"
+
+
+@contextlib.contextmanager
+def provider_tenant(gw: GatewayProcess, name_prefix: str, setup_commands: Sequence[Sequence[str]], *,
+                    token_name: str | None = None, unique: bool = True,
+                    listed: set[str] | None = None) -> Iterator[ProviderTenant]:
+    """Create a tenant, run each setup command on it, make a token; delete the tenant on exit.
+
+    A setup command is a CLI command without the tenant: ``("providers", "set", "qwen", "api_key=...")``
+    runs ``modelport providers set <tenant> qwen api_key=...``. The name is ``<prefix>-<8 hex>`` unless
+    ``unique=False`` (then exactly the prefix); the token is named ``token_name`` (``<prefix>-e2e`` if not
+    given). With ``listed``, waits until the gateway's workers list those models for the token.
+    """
+    name = f"{name_prefix}-{uuid.uuid4().hex[:8]}" if unique else name_prefix
+    gw.cli("tenants", "create", name)
+    try:
+        for verb, action, *rest in setup_commands:
+            gw.cli(verb, action, name, *rest)
+        token = gw.new_token(name, token_name or f"{name_prefix.removesuffix('-e2e')}-e2e")
+        if listed is not None:
+            wait_until_listed(gw, token, listed)
+        yield ProviderTenant(name, token)
+    finally:
+        gw.cli("tenants", "delete", name, check=False)
 
 
 def seed(gw: GatewayProcess, fake: FakeOpenAI) -> None:

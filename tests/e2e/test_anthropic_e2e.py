@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
 from tests.fakes.anthropic import DEFAULT_API_KEY, DEFAULT_REPLY
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 
@@ -32,25 +30,18 @@ ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
-@dataclass
-class AnthropicTenant:
-    name: str
-    token: str
-
-
 @pytest.fixture(scope="module")
-def tenant(gateway: GatewayProcess, fake_anthropic_server: FakeAnthropic) -> Iterator[AnthropicTenant]:
-    name = "anthropic-" + uuid.uuid4().hex[:8]
-    gateway.cli("tenants", "create", name)
-    gateway.cli("providers", "set", name, "anthropic", f"api_key={DEFAULT_API_KEY}",
-                f"base_url={fake_anthropic_server.base_url}")
-    gateway.cli("defaults", "set", name, "llm", f"anthropic/{MODEL}")
-    yield AnthropicTenant(name, gateway.new_token(name, "anthropic-e2e"))
-    gateway.cli("tenants", "delete", name, check=False)
+def tenant(gateway: GatewayProcess, fake_anthropic_server: FakeAnthropic) -> Iterator[ProviderTenant]:
+    with provider_tenant(gateway, "anthropic", [
+            ("providers", "set", "anthropic", f"api_key={DEFAULT_API_KEY}",
+             f"base_url={fake_anthropic_server.base_url}"),
+            ("defaults", "set", "llm", f"anthropic/{MODEL}"),
+    ]) as made:
+        yield made
 
 
 @pytest.fixture
-def client(gateway: GatewayProcess, tenant: AnthropicTenant, fake_anthropic: FakeAnthropic) -> Iterator[openai.OpenAI]:
+def client(gateway: GatewayProcess, tenant: ProviderTenant, fake_anthropic: FakeAnthropic) -> Iterator[openai.OpenAI]:
     sdk = gateway.client(tenant.token)
     yield sdk
     sdk.close()
@@ -258,7 +249,7 @@ def test_mid_stream_error_raises_during_iteration(client: openai.OpenAI, fake_an
     assert fake_anthropic.state.wait_for(lambda s: s.streams_errored == 1)  # counted after the last write
 
 
-def test_client_disconnect_closes_the_upstream(gateway: GatewayProcess, tenant: AnthropicTenant,
+def test_client_disconnect_closes_the_upstream(gateway: GatewayProcess, tenant: ProviderTenant,
                                                fake_anthropic: FakeAnthropic) -> None:
     state = fake_anthropic.state
     state.reply_text = " ".join(f"word{i}" for i in range(400))  # ~20 s at 0.05 s per event

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.e2e.test_endpoints import check_schema, wav_bytes
 from tests.e2e.test_streaming import sse_frames
 from tests.fakes._openai_payloads import embedding_vector
@@ -57,33 +57,24 @@ class Azure:
         return self.fake.state
 
 
-def add(gw: GatewayProcess, fake: FakeAzure, name: str, kind: str, *extra: str, check: bool = True) -> Any:
+def deployment(fake: FakeAzure, name: str, kind: str, *extra: str) -> tuple[str, ...]:
+    """`models add` arguments (after the tenant) for an Azure deployment."""
     fields = [f"endpoint={fake.endpoint}", f"api_key={DEFAULT_API_KEY}"]
     if not any(e.startswith("api_version=") for e in extra):
         fields.append("api_version=2024-10-21")
-    return gw.cli("models", "add", TENANT, "azure_openai", name, "--type", kind, *fields, *extra, check=check)
+    return ("azure_openai", name, "--type", kind, *fields, *extra)
+
+
+def add(gw: GatewayProcess, fake: FakeAzure, name: str, kind: str, *extra: str, check: bool = True) -> Any:
+    return gw.cli("models", "add", TENANT, *deployment(fake, name, kind, *extra), check=check)
 
 
 @pytest.fixture(scope="module")
 def azure_tenant(gateway: GatewayProcess, fake_azure_server: FakeAzure) -> Iterator[tuple[GatewayProcess, str]]:
-    gw = gateway
-    gw.cli("tenants", "create", TENANT)
-    try:
-        for name, kind, extra in DEPLOYMENTS:
-            add(gw, fake_azure_server, name, kind, *extra)
-        token = gw.new_token(TENANT, "azure-e2e")
-        # Both workers must have seen the new entries (they poll the change counter).
-        wanted = {name for name, _, _ in DEPLOYMENTS}
-        deadline, streak = time.monotonic() + 10, 0
-        while streak < 8 and time.monotonic() < deadline:
-            listed = {m["id"] for m in httpx.get(gw.v1_url + "/models", timeout=5,
-                                                  headers={"Authorization": f"Bearer {token}"}).json().get("data", [])}
-            streak = streak + 1 if wanted <= listed else 0
-            time.sleep(0.05)
-        assert streak >= 8, "the gateway did not pick up the Azure deployments"
-        yield gw, token
-    finally:
-        gw.cli("tenants", "delete", TENANT, check=False)
+    setup = [("models", "add", *deployment(fake_azure_server, name, kind, *extra)) for name, kind, extra in DEPLOYMENTS]
+    with provider_tenant(gateway, TENANT, setup, unique=False, token_name="azure-e2e",
+                         listed={name for name, _, _ in DEPLOYMENTS}) as made:
+        yield gateway, made.token
 
 
 @pytest.fixture

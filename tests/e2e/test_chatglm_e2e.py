@@ -4,7 +4,7 @@ api.py (`api=native`), one at the fake openai_api.py (the default `api=openai`).
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.fakes.chatglm import DEFAULT_REPLY
 from tests.fakes.chatglm_fixtures import FakeChatGLM
 from translators.chatglm import estimate_tokens
@@ -33,19 +33,15 @@ class Tenants:
 @pytest.fixture(scope="module")
 def tenants(gateway: GatewayProcess, fake_chatglm_native_server: FakeChatGLM,
             fake_chatglm_openai_server: FakeChatGLM) -> Iterator[Tenants]:
-    names = {kind: f"chatglm-{kind}-" + uuid.uuid4().hex[:6] for kind in ("native", "openai", "proxied")}
     setups = {"native": [f"base_url={fake_chatglm_native_server.base_url}", "api=native"],
               "openai": [f"base_url={fake_chatglm_openai_server.base_url}/v1"],
               "proxied": [f"base_url={fake_chatglm_openai_server.base_url}", "api_key=proxy-secret-0001"]}
-    tokens = {}
-    for kind, name in names.items():
-        gateway.cli("tenants", "create", name)
-        gateway.cli("providers", "set", name, "chatglm", *setups[kind])
-        gateway.cli("defaults", "set", name, "llm", f"chatglm/{MODEL}")
-        tokens[kind] = gateway.new_token(name, "chatglm-e2e")
-    yield Tenants(**tokens)
-    for name in names.values():
-        gateway.cli("tenants", "delete", name, check=False)
+    with contextlib.ExitStack() as stack:
+        tokens = {kind: stack.enter_context(provider_tenant(
+            gateway, f"chatglm-{kind}", [("providers", "set", "chatglm", *setup),
+                                         ("defaults", "set", "llm", f"chatglm/{MODEL}")],
+            token_name="chatglm-e2e")).token for kind, setup in setups.items()}
+        yield Tenants(**tokens)
 
 
 @pytest.fixture

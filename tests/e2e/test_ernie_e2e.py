@@ -8,19 +8,18 @@ and refreshed: the refresh-once path runs all the time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
 from tests.fakes.ernie import API_KEY, DEFAULT_REPLY, SECRET_KEY, vector
 from tests.fakes.ernie_fixtures import FakeErnie
 
@@ -30,31 +29,23 @@ TOOLS = [{"type": "function", "function": {"name": "light_switch", "description"
                                                           "properties": {"switch": {"type": "boolean"}}}}}]
 
 
-@dataclass
-class ErnieTenant:
-    name: str
-    token: str
-
-
-def _tenant(gateway: GatewayProcess, base_url: str, api_key: str, secret_key: str) -> ErnieTenant:
-    name = "ernie-" + uuid.uuid4().hex[:8]
-    gateway.cli("tenants", "create", name)
-    gateway.cli("providers", "set", name, "ernie", f"api_key={api_key}", f"secret_key={secret_key}",
-                f"base_url={base_url}")
-    gateway.cli("defaults", "set", name, "llm", "ernie/ernie-4.0")
-    gateway.cli("defaults", "set", name, "text-embedding", "ernie/embedding-v1")
-    return ErnieTenant(name, gateway.new_token(name, "ernie-e2e"))
+def _tenant(gateway: GatewayProcess, base_url: str, api_key: str,
+            secret_key: str) -> contextlib.AbstractContextManager[ProviderTenant]:
+    return provider_tenant(gateway, "ernie", [
+        ("providers", "set", "ernie", f"api_key={api_key}", f"secret_key={secret_key}", f"base_url={base_url}"),
+        ("defaults", "set", "llm", "ernie/ernie-4.0"),
+        ("defaults", "set", "text-embedding", "ernie/embedding-v1"),
+    ])
 
 
 @pytest.fixture(scope="module")
-def tenant(gateway: GatewayProcess, fake_ernie_server: FakeErnie) -> Iterator[ErnieTenant]:
-    made = _tenant(gateway, fake_ernie_server.base_url, API_KEY, SECRET_KEY)
-    yield made
-    gateway.cli("tenants", "delete", made.name, check=False)
+def tenant(gateway: GatewayProcess, fake_ernie_server: FakeErnie) -> Iterator[ProviderTenant]:
+    with _tenant(gateway, fake_ernie_server.base_url, API_KEY, SECRET_KEY) as made:
+        yield made
 
 
 @pytest.fixture
-def client(gateway: GatewayProcess, tenant: ErnieTenant, fake_ernie: FakeErnie) -> Iterator[openai.OpenAI]:
+def client(gateway: GatewayProcess, tenant: ProviderTenant, fake_ernie: FakeErnie) -> Iterator[openai.OpenAI]:
     sdk = gateway.client(tenant.token)
     yield sdk
     sdk.close()
@@ -179,21 +170,17 @@ def test_embedding_error_in_a_200_body(client: openai.OpenAI, fake_ernie: FakeEr
 
 
 def test_refused_credential_is_403(gateway: GatewayProcess, fake_ernie: FakeErnie) -> None:
-    bad = _tenant(gateway, fake_ernie.base_url, API_KEY, "not-the-secret-key")
-    try:
+    with _tenant(gateway, fake_ernie.base_url, API_KEY, "not-the-secret-key") as bad:
         with gateway.client(bad.token) as sdk, pytest.raises(openai.PermissionDeniedError) as caught:
             sdk.chat.completions.create(model="ernie-4.0", messages=USER)  # type: ignore[arg-type]
         assert caught.value.code == "upstream_credential_rejected" and "not-the-secret-key" not in caught.value.message
-    finally:
-        gateway.cli("tenants", "delete", bad.name, check=False)
 
 
 def test_concurrent_first_requests_share_one_token_call_per_worker(gateway: GatewayProcess,
                                                                     fake_ernie: FakeErnie) -> None:
     fake_ernie.state.credentials["freshKey0002"] = "freshSecret0002"  # a credential no worker has a token for
     fake_ernie.state.token_delay = 0.5
-    fresh = _tenant(gateway, fake_ernie.base_url, "freshKey0002", "freshSecret0002")
-    try:
+    with _tenant(gateway, fake_ernie.base_url, "freshKey0002", "freshSecret0002") as fresh:
         def one(_: int) -> str | None:
             with gateway.client(fresh.token) as sdk:
                 return sdk.chat.completions.create(model="ernie-4.0", messages=USER).choices[0].message.content  # type: ignore[arg-type]
@@ -208,11 +195,9 @@ def test_concurrent_first_requests_share_one_token_call_per_worker(gateway: Gate
             assert sdk.chat.completions.create(model="ernie-4.0", messages=USER).choices[0].message.content \
                 == DEFAULT_REPLY  # type: ignore[arg-type]
         assert fake_ernie.state.token_calls <= gateway.workers + 1
-    finally:
-        gateway.cli("tenants", "delete", fresh.name, check=False)
 
 
-def test_client_disconnect_closes_the_upstream(gateway: GatewayProcess, tenant: ErnieTenant,
+def test_client_disconnect_closes_the_upstream(gateway: GatewayProcess, tenant: ProviderTenant,
                                                fake_ernie: FakeErnie) -> None:
     state = fake_ernie.state
     state.reply_text = " ".join(f"word{i}" for i in range(400))

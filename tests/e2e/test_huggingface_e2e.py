@@ -8,7 +8,6 @@ model of each type set as its default."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.e2e.test_endpoints import check_schema, wav_bytes
 from tests.e2e.test_streaming import sse_frames
 from tests.fakes._hf_payloads import token_vectors
@@ -57,34 +56,18 @@ class HF:
         return self.fake.state
 
 
-def wait_until_listed(gw: GatewayProcess, token: str, wanted: set[str]) -> None:
-    """Both workers must have seen the new entries (they poll the change counter)."""
-    deadline, streak = time.monotonic() + 10, 0
-    while streak < 8 and time.monotonic() < deadline:
-        listed = {m["id"] for m in httpx.get(gw.v1_url + "/models", timeout=5,
-                                              headers={"Authorization": f"Bearer {token}"}).json().get("data", [])}
-        streak = streak + 1 if wanted <= listed else 0
-        time.sleep(0.05)
-    assert streak >= 8, f"the gateway did not pick up {wanted - listed}"
-
-
 @pytest.fixture(scope="module")
 def hf_tenant(gateway: GatewayProcess, fake_hf_server: FakeHF) -> Iterator[tuple[GatewayProcess, str]]:
     gw, fake = gateway, fake_hf_server
-    gw.cli("tenants", "create", TENANT)
-    try:
-        for model, kind in MODELS:
-            gw.cli("models", "add", TENANT, "huggingface", model, "--type", kind, f"api_token={fake.token}",
-                   f"base_url={fake.base_url}")
-        gw.cli("models", "add", TENANT, "huggingface", "my-endpoint", "--type", "llm", f"api_token={fake.token}",
-               f"endpoint_url={fake.endpoint('tgi-old')}")
-        for kind, model in (("llm", CHAT), ("text-embedding", EMBED), ("speech2text", WHISPER)):
-            gw.cli("defaults", "set", TENANT, kind, f"huggingface/{model}")
-        token = gw.new_token(TENANT, "hf-e2e")
-        wait_until_listed(gw, token, {m for m, _ in MODELS} | {"my-endpoint"})
-        yield gw, token
-    finally:
-        gw.cli("tenants", "delete", TENANT, check=False)
+    setup: list[tuple[str, ...]] = [("models", "add", "huggingface", model, "--type", kind, f"api_token={fake.token}",
+                                     f"base_url={fake.base_url}") for model, kind in MODELS]
+    setup.append(("models", "add", "huggingface", "my-endpoint", "--type", "llm", f"api_token={fake.token}",
+                  f"endpoint_url={fake.endpoint('tgi-old')}"))
+    setup += [("defaults", "set", kind, f"huggingface/{model}")
+              for kind, model in (("llm", CHAT), ("text-embedding", EMBED), ("speech2text", WHISPER))]
+    with provider_tenant(gw, TENANT, setup, unique=False, token_name="hf-e2e",
+                         listed={m for m, _ in MODELS} | {"my-endpoint"}) as made:
+        yield gw, made.token
 
 
 @pytest.fixture

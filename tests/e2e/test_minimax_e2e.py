@@ -7,15 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
 from tests.fakes._vendor_common import fake_vector
 from tests.fakes.minimax import DEFAULT_API_KEY, DEFAULT_GROUP_ID, DEFAULT_REPLY
 from tests.fakes.minimax_fixtures import FakeMinimax
@@ -27,26 +25,19 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
                                                           "properties": {"city": {"type": "string"}}}}}]
 
 
-@dataclass
-class MinimaxTenant:
-    name: str
-    token: str
-
-
 @pytest.fixture(scope="module")
-def tenant(gateway: GatewayProcess, fake_minimax_server: FakeMinimax) -> Iterator[MinimaxTenant]:
-    name = "minimax-" + uuid.uuid4().hex[:8]
-    gateway.cli("tenants", "create", name)
-    gateway.cli("providers", "set", name, "minimax", f"api_key={DEFAULT_API_KEY}", f"group_id={DEFAULT_GROUP_ID}",
-                f"base_url={fake_minimax_server.base_url}")
-    gateway.cli("defaults", "set", name, "llm", f"minimax/{MODEL}")
-    gateway.cli("defaults", "set", name, "text-embedding", "minimax/embo-01")
-    yield MinimaxTenant(name, gateway.new_token(name, "minimax-e2e"))
-    gateway.cli("tenants", "delete", name, check=False)
+def tenant(gateway: GatewayProcess, fake_minimax_server: FakeMinimax) -> Iterator[ProviderTenant]:
+    with provider_tenant(gateway, "minimax", [
+            ("providers", "set", "minimax", f"api_key={DEFAULT_API_KEY}", f"group_id={DEFAULT_GROUP_ID}",
+             f"base_url={fake_minimax_server.base_url}"),
+            ("defaults", "set", "llm", f"minimax/{MODEL}"),
+            ("defaults", "set", "text-embedding", "minimax/embo-01"),
+    ]) as made:
+        yield made
 
 
 @pytest.fixture
-def client(gateway: GatewayProcess, tenant: MinimaxTenant, fake_minimax: FakeMinimax) -> Iterator[openai.OpenAI]:
+def client(gateway: GatewayProcess, tenant: ProviderTenant, fake_minimax: FakeMinimax) -> Iterator[openai.OpenAI]:
     sdk = gateway.client(tenant.token)
     yield sdk
     sdk.close()

@@ -8,16 +8,14 @@ import base64
 import json
 import struct
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
 from tests.fakes.qwen import DEFAULT_API_KEY, DEFAULT_REPLY, embedding_vector
 from tests.fakes.qwen_fixtures import FakeQwen
 
@@ -30,25 +28,18 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 ASK = [{"role": "user", "content": "What is the weather in Hangzhou?"}]
 
 
-@dataclass
-class QwenTenant:
-    name: str
-    token: str
-
-
 @pytest.fixture(scope="module")
-def tenant(gateway: GatewayProcess, fake_qwen_server: FakeQwen) -> Iterator[QwenTenant]:
-    name = "qwen-" + uuid.uuid4().hex[:8]
-    gateway.cli("tenants", "create", name)
-    gateway.cli("providers", "set", name, "qwen", f"api_key={DEFAULT_API_KEY}", f"base_url={fake_qwen_server.base_url}")
-    gateway.cli("defaults", "set", name, "llm", f"qwen/{MODEL}")
-    gateway.cli("defaults", "set", name, "text-embedding", "qwen/text-embedding-v3")
-    yield QwenTenant(name, gateway.new_token(name, "qwen-e2e"))
-    gateway.cli("tenants", "delete", name, check=False)
+def tenant(gateway: GatewayProcess, fake_qwen_server: FakeQwen) -> Iterator[ProviderTenant]:
+    with provider_tenant(gateway, "qwen", [
+            ("providers", "set", "qwen", f"api_key={DEFAULT_API_KEY}", f"base_url={fake_qwen_server.base_url}"),
+            ("defaults", "set", "llm", f"qwen/{MODEL}"),
+            ("defaults", "set", "text-embedding", "qwen/text-embedding-v3"),
+    ]) as made:
+        yield made
 
 
 @pytest.fixture
-def client(gateway: GatewayProcess, tenant: QwenTenant, fake_qwen: FakeQwen) -> Iterator[openai.OpenAI]:
+def client(gateway: GatewayProcess, tenant: ProviderTenant, fake_qwen: FakeQwen) -> Iterator[openai.OpenAI]:
     sdk = gateway.client(tenant.token)
     yield sdk
     sdk.close()
@@ -206,7 +197,7 @@ def test_error_event_mid_stream(client: openai.OpenAI, fake_qwen: FakeQwen) -> N
     assert "".join(received) == " ".join(DEFAULT_REPLY.split()[:2]) and "internal error" in str(caught.value)
 
 
-def test_client_disconnect_closes_the_upstream(gateway: GatewayProcess, tenant: QwenTenant,
+def test_client_disconnect_closes_the_upstream(gateway: GatewayProcess, tenant: ProviderTenant,
                                                fake_qwen: FakeQwen) -> None:
     state = fake_qwen.state
     state.reply_text = " ".join(f"词{i}" for i in range(400))

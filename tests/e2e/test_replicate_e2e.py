@@ -18,9 +18,8 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.e2e.test_endpoints import wav_bytes
-from tests.e2e.test_huggingface_e2e import wait_until_listed
 from tests.e2e.test_streaming import sse_frames
 from tests.fakes.replicate import HAIKU, LLAMA_VERSION
 from tests.fakes.replicate_fixtures import FakeReplicate
@@ -54,20 +53,16 @@ class Rep:
 def replicate_tenant(gateway: GatewayProcess,
                      fake_replicate_server: FakeReplicate) -> Iterator[tuple[GatewayProcess, str]]:
     gw, fake = gateway, fake_replicate_server
-    gw.cli("tenants", "create", TENANT)
-    try:
-        common = [f"api_token={fake.token}", f"base_url={fake.v1_url}"]
-        gw.cli("models", "add", TENANT, "replicate", LLM, "--type", "llm", *common)
-        gw.cli("models", "add", TENANT, "replicate", PINNED, "--type", "llm", *common, f"version={LLAMA_VERSION}")
-        gw.cli("models", "add", TENANT, "replicate", NO_STREAM, "--type", "llm", *common)
-        gw.cli("models", "add", TENANT, "replicate", WHISPER, "--type", "speech2text", *common)
-        gw.cli("defaults", "set", TENANT, "llm", f"replicate/{LLM}")
-        gw.cli("defaults", "set", TENANT, "speech2text", f"replicate/{WHISPER}")
-        token = gw.new_token(TENANT, "replicate-e2e")
-        wait_until_listed(gw, token, {LLM, PINNED, NO_STREAM, WHISPER})
-        yield gw, token
-    finally:
-        gw.cli("tenants", "delete", TENANT, check=False)
+    common = [f"api_token={fake.token}", f"base_url={fake.v1_url}"]
+    with provider_tenant(gw, TENANT, [
+        ("models", "add", "replicate", LLM, "--type", "llm", *common),
+        ("models", "add", "replicate", PINNED, "--type", "llm", *common, f"version={LLAMA_VERSION}"),
+        ("models", "add", "replicate", NO_STREAM, "--type", "llm", *common),
+        ("models", "add", "replicate", WHISPER, "--type", "speech2text", *common),
+        ("defaults", "set", "llm", f"replicate/{LLM}"),
+        ("defaults", "set", "speech2text", f"replicate/{WHISPER}"),
+    ], unique=False, token_name="replicate-e2e", listed={LLM, PINNED, NO_STREAM, WHISPER}) as made:
+        yield gw, made.token
 
 
 @pytest.fixture

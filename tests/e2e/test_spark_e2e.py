@@ -7,9 +7,9 @@ api_password, both pointed at the fake Spark.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.fakes.spark import API_KEY, API_PASSWORD, API_SECRET, APP_ID, DEFAULT_REPLY
 from tests.fakes.spark_fixtures import FakeSpark
 
@@ -35,18 +35,16 @@ class SparkTenants:
 
 @pytest.fixture(scope="module")
 def tenants(gateway: GatewayProcess, fake_spark_server: FakeSpark) -> Iterator[SparkTenants]:
-    suffix = uuid.uuid4().hex[:8]
-    ws, http = f"spark-ws-{suffix}", f"spark-http-{suffix}"
-    for name in (ws, http):
-        gateway.cli("tenants", "create", name)
-    gateway.cli("providers", "set", ws, "spark", f"app_id={APP_ID}", f"api_key={API_KEY}",
-                f"api_secret={API_SECRET}", f"base_url={fake_spark_server.ws_url}")
-    gateway.cli("defaults", "set", ws, "llm", "spark/spark-max")
-    gateway.cli("providers", "set", http, "spark", f"api_password={API_PASSWORD}",
-                f"base_url={fake_spark_server.http_url}")
-    yield SparkTenants(gateway.new_token(ws, "spark-e2e"), gateway.new_token(http, "spark-e2e"))
-    for name in (ws, http):
-        gateway.cli("tenants", "delete", name, check=False)
+    with contextlib.ExitStack() as stack:
+        ws = stack.enter_context(provider_tenant(gateway, "spark-ws", [
+            ("providers", "set", "spark", f"app_id={APP_ID}", f"api_key={API_KEY}", f"api_secret={API_SECRET}",
+             f"base_url={fake_spark_server.ws_url}"),
+            ("defaults", "set", "llm", "spark/spark-max"),
+        ], token_name="spark-e2e"))
+        http = stack.enter_context(provider_tenant(gateway, "spark-http", [
+            ("providers", "set", "spark", f"api_password={API_PASSWORD}", f"base_url={fake_spark_server.http_url}"),
+        ], token_name="spark-e2e"))
+        yield SparkTenants(ws.token, http.token)
 
 
 @pytest.fixture

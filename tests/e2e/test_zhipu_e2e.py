@@ -8,15 +8,13 @@ import base64
 import json
 import struct
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import openai
 import pytest
 
-from tests.e2e.harness import GatewayProcess
+from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
 from tests.fakes._vendor_common import fake_vector
 from tests.fakes.chatglm_fixtures import FakeZhipu
 from tests.fakes.zhipu import DEFAULT_API_KEY, DEFAULT_REPLY
@@ -28,26 +26,18 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
                                                           "properties": {"city": {"type": "string"}}}}}]
 
 
-@dataclass
-class ZhipuTenant:
-    name: str
-    token: str
-
-
 @pytest.fixture(scope="module")
-def tenant(gateway: GatewayProcess, fake_zhipu_server: FakeZhipu) -> Iterator[ZhipuTenant]:
-    name = "zhipu-" + uuid.uuid4().hex[:8]
-    gateway.cli("tenants", "create", name)
-    gateway.cli("providers", "set", name, "zhipu", f"api_key={DEFAULT_API_KEY}",
-                f"base_url={fake_zhipu_server.base_url}")
-    gateway.cli("defaults", "set", name, "llm", f"zhipu/{MODEL}")
-    gateway.cli("defaults", "set", name, "text-embedding", "zhipu/embedding-3")
-    yield ZhipuTenant(name, gateway.new_token(name, "zhipu-e2e"))
-    gateway.cli("tenants", "delete", name, check=False)
+def tenant(gateway: GatewayProcess, fake_zhipu_server: FakeZhipu) -> Iterator[ProviderTenant]:
+    with provider_tenant(gateway, "zhipu", [
+            ("providers", "set", "zhipu", f"api_key={DEFAULT_API_KEY}", f"base_url={fake_zhipu_server.base_url}"),
+            ("defaults", "set", "llm", f"zhipu/{MODEL}"),
+            ("defaults", "set", "text-embedding", "zhipu/embedding-3"),
+    ]) as made:
+        yield made
 
 
 @pytest.fixture
-def client(gateway: GatewayProcess, tenant: ZhipuTenant, fake_zhipu: FakeZhipu) -> Iterator[openai.OpenAI]:
+def client(gateway: GatewayProcess, tenant: ProviderTenant, fake_zhipu: FakeZhipu) -> Iterator[openai.OpenAI]:
     sdk = gateway.client(tenant.token)
     yield sdk
     sdk.close()
@@ -69,7 +59,7 @@ def finishes(chunks: list[Any]) -> list[str]:
     return [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
 
 
-def test_key_format_checked_when_saved(gateway: GatewayProcess, tenant: ZhipuTenant) -> None:
+def test_key_format_checked_when_saved(gateway: GatewayProcess, tenant: ProviderTenant) -> None:
     result = gateway.cli("providers", "set", tenant.name, "zhipu", "api_key=no-dot-here", check=False)
     assert result.code != 0 and "id>.<secret" in result.err
 

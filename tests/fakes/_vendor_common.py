@@ -1,6 +1,8 @@
-"""Pieces shared by the fakes of the Qwen, Minimax, ChatGLM and Zhipu vendors.
+"""Pieces shared by the fakes.
 
-`VendorState` holds what every fake scripts and observes (requests, scripted failures,
+`FakeState` gives every fake's state dataclass `reset`, `last_request`, `wait_for` and
+`scripted_failure`; `RecordedRequest` is what a fake saw; `awkward_pieces` cuts an SSE event
+where careless decoders break. For the Qwen, Minimax, ChatGLM and Zhipu fakes, `VendorState` holds what every fake scripts and observes (requests, scripted failures,
 stream outcomes); `record` stores a request; `stream_frames` writes SSE frames the way a
 real server's bytes arrive, in awkward pieces (cut inside field names, inside multi-byte
 UTF-8 characters, before the blank line), and counts how each stream ended.
@@ -15,20 +17,93 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tests.fakes.anthropic import awkward_pieces
-from tests.fakes.openai import RecordedRequest
+__all__ = ["FakeState", "RecordedRequest", "UploadedFile", "VendorState", "awkward_pieces", "fake_vector",
+           "json_response", "record", "stream_frames"]
 
-__all__ = ["VendorState", "fake_vector", "json_response", "record", "stream_frames"]
+
+@dataclass(frozen=True)
+class UploadedFile:
+    filename: str | None
+    content_type: str | None
+    size: int
+    data: bytes = field(repr=False)
 
 
 @dataclass
-class VendorState:
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes = field(repr=False)
+    json: Any = None  # parsed JSON body (None if not JSON)
+    form: dict[str, str | list[str]] | None = None  # multipart text fields; `x[]` -> list
+    files: dict[str, UploadedFile] = field(default_factory=dict)  # multipart file parts
+
+
+class FakeState:
+    """Methods shared by the fakes' state dataclasses: each has a `lock`; `last_request` and
+    `scripted_failure` are for those that keep `requests` and `fail_next` of this shape."""
+
+    no_request_message: ClassVar[str] = ""  # what `last_request` says when nothing arrived
+    requests: list[Any]
+    fail_next: list[Any]
+    lock: threading.Lock
+
+    def reset(self) -> None:
+        """Back to the defaults (scripting and observations); the lock is kept."""
+        fresh = type(self)()
+        with self.lock:
+            for f in fields(self):  # type: ignore[arg-type]
+                if f.name != "lock":
+                    setattr(self, f.name, getattr(fresh, f.name))
+
+    @property
+    def last_request(self) -> Any:
+        if not self.requests:
+            raise AssertionError(self.no_request_message or f"{type(self).__name__}: no request received")
+        return self.requests[-1]
+
+    def scripted_failure(self) -> Response | None:
+        """Pop one `fail_next` entry, (status, body: dict -> JSON, str -> text[, headers]), as a response."""
+        with self.lock:
+            if not self.fail_next:
+                return None
+            status, body, *rest = self.fail_next.pop(0)
+        headers = dict(rest[0]) if rest else None
+        if isinstance(body, (dict, list)):
+            return json_response(body, status, headers)
+        return Response(body, status_code=status, headers=headers, media_type="text/plain")
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 5.0) -> bool:
+        """Poll `predicate(self)` until true or `timeout` seconds pass; returns the last value."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() > deadline:
+                return bool(predicate(self))
+            time.sleep(0.01)
+        return True
+
+
+def awkward_pieces(frame: bytes) -> list[bytes]:
+    """One event's bytes cut where careless decoders break: inside the `event:` line, inside
+    the `data` field name, inside the first multi-byte UTF-8 character, before the blank line."""
+    cuts = {3, frame.find(b"\ndata") + 3, len(frame) - 1}
+    lead = next((i for i, byte in enumerate(frame) if byte >= 0xC0), None)
+    if lead is not None:
+        cuts.add(lead + 1)
+    edges = sorted(c for c in cuts | {0, len(frame)} if 0 <= c <= len(frame))
+    return [frame[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+@dataclass
+class VendorState(FakeState):
     # -- scripting --
     delay: float = 0.0  # seconds before answering any request
     stream_delay: float = 0.0  # seconds between stream events
@@ -42,37 +117,6 @@ class VendorState:
     streams_errored: int = 0
     streams_aborted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def reset(self) -> None:
-        fresh = type(self)()
-        with self.lock:
-            for f in fields(self):
-                if f.name != "lock":
-                    setattr(self, f.name, getattr(fresh, f.name))
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        if not self.requests:
-            raise AssertionError(f"{type(self).__name__}: no request received")
-        return self.requests[-1]
-
-    def scripted_failure(self) -> Response | None:
-        with self.lock:
-            if not self.fail_next:
-                return None
-            status, body, *rest = self.fail_next.pop(0)
-        headers = dict(rest[0]) if rest else None
-        if isinstance(body, (dict, list)):
-            return json_response(body, status, headers)
-        return Response(body, status_code=status, headers=headers, media_type="text/plain")
-
-    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                return bool(predicate(self))
-            time.sleep(0.01)
-        return True
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

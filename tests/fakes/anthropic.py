@@ -29,9 +29,8 @@ import asyncio
 import json
 import secrets
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, fields
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import orjson
@@ -42,7 +41,7 @@ from starlette.routing import Route
 
 from tests.fakes._anthropic_checks import AnthropicHTTPError, check_messages, check_tools, check_top_level, text_of
 from tests.fakes._openai_wire import SSEResponse, text_pieces, word_count
-from tests.fakes.openai import RecordedRequest
+from tests.fakes._vendor_common import FakeState, RecordedRequest, awkward_pieces
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeAnthropicState", "awkward_pieces", "create_app",
            "error_body", "event_frame"]
@@ -69,7 +68,9 @@ def error_body(kind: str, message: str) -> dict[str, Any]:
 
 
 @dataclass
-class FakeAnthropicState:
+class FakeAnthropicState(FakeState):
+    no_request_message = "the fake Anthropic server received no request"
+
     # -- scripting (set by tests) --
     api_keys: set[str] = field(default_factory=lambda: {DEFAULT_API_KEY})
     accept_bearer: bool = True  # `Authorization: Bearer KEY` as well as `x-api-key: KEY`
@@ -95,31 +96,10 @@ class FakeAnthropicState:
     pieces_sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def reset(self) -> None:
-        fresh = FakeAnthropicState()
-        with self.lock:
-            for f in fields(self):
-                if f.name != "lock":
-                    setattr(self, f.name, getattr(fresh, f.name))
-
     def fail(self, status: int, message: str | None = None, headers: dict[str, str] | None = None) -> None:
         """Script the next request to fail with Anthropic's error body for `status`."""
         kind = ERROR_TYPES.get(status, "api_error")
         self.fail_next.append((status, error_body(kind, message or kind.replace("_", " ")), headers or {}))
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        if not self.requests:
-            raise AssertionError("the fake Anthropic server received no request")
-        return self.requests[-1]
-
-    def wait_for(self, predicate: Callable[[FakeAnthropicState], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                return bool(predicate(self))
-            time.sleep(0.01)
-        return True
 
 
 # -- the answer -----------------------------------------------------------------------------
@@ -212,17 +192,6 @@ def event_frame(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
 
 
-def awkward_pieces(frame: bytes) -> list[bytes]:
-    """One event's bytes cut where careless decoders break: inside the `event:` line, inside
-    the `data` field name, inside the first multi-byte UTF-8 character, before the blank line."""
-    cuts = {3, frame.find(b"\ndata") + 3, len(frame) - 1}
-    lead = next((i for i, byte in enumerate(frame) if byte >= 0xC0), None)
-    if lead is not None:
-        cuts.add(lead + 1)
-    edges = sorted(c for c in cuts | {0, len(frame)} if 0 <= c <= len(frame))
-    return [frame[a:b] for a, b in zip(edges, edges[1:]) if b > a]
-
-
 async def _stream(state: FakeAnthropicState, plan: Plan) -> AsyncIterator[bytes]:
     with state.lock:
         state.streams_started += 1
@@ -295,17 +264,6 @@ def _check_headers(state: FakeAnthropicState, record: RecordedRequest) -> None:
         raise AnthropicHTTPError(400, f'anthropic-version: "{version}" is not a valid version')
 
 
-def _scripted_failure(state: FakeAnthropicState) -> Response | None:
-    with state.lock:
-        if not state.fail_next:
-            return None
-        status, body, *rest = state.fail_next.pop(0)
-    headers = dict(rest[0]) if rest else {}
-    if isinstance(body, (dict, list)):
-        return _json(body, status, headers)
-    return Response(body, status_code=status, headers=headers, media_type="text/plain")
-
-
 def create_app(state: FakeAnthropicState) -> Starlette:
     """The fake's ASGI app; every request is recorded in `state.requests`."""
 
@@ -315,7 +273,7 @@ def create_app(state: FakeAnthropicState) -> Starlette:
             if state.delay:
                 await asyncio.sleep(state.delay)
             _check_headers(state, record)
-            response = _scripted_failure(state)
+            response = state.scripted_failure()
             if response is None:
                 if not isinstance(record.json, dict):
                     raise AnthropicHTTPError(400, "There was an error parsing the body of your request: "

@@ -28,9 +28,8 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import orjson
@@ -56,7 +55,7 @@ from tests.fakes._openai_wire import (
     message_words,
     sse_event,
 )
-from tests.fakes.openai import RecordedRequest, UploadedFile
+from tests.fakes._vendor_common import FakeState, RecordedRequest, UploadedFile
 
 __all__ = [
     "API_VERSION",
@@ -142,7 +141,9 @@ class AzureHTTPError(Exception):
 
 
 @dataclass
-class FakeAzureState:
+class FakeAzureState(FakeState):
+    no_request_message = "the fake Azure OpenAI server received no request"
+
     # -- scripting (set by tests) --
     api_keys: set[str] = field(default_factory=lambda: {DEFAULT_API_KEY})
     deployments: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DEPLOYMENTS))  # name -> model
@@ -168,31 +169,9 @@ class FakeAzureState:
     streams_aborted: int = 0  # the client went away before the end
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def reset(self) -> None:
-        """Back to the defaults (scripting and observations); the lock is kept."""
-        fresh = FakeAzureState()
-        with self.lock:
-            for f in fields(self):
-                if f.name != "lock":
-                    setattr(self, f.name, getattr(fresh, f.name))
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        if not self.requests:
-            raise AssertionError("the fake Azure OpenAI server received no request")
-        return self.requests[-1]
-
     def requests_to(self, deployment: str, operation: str = "chat/completions") -> list[RecordedRequest]:
         path = f"/openai/deployments/{deployment}/{operation}"
         return [r for r in list(self.requests) if r.path == path]
-
-    def wait_for(self, predicate: Callable[[FakeAzureState], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                return bool(predicate(self))
-            time.sleep(0.01)
-        return True
 
 
 # -- wire pieces --------------------------------------------------------------------------------
@@ -320,17 +299,6 @@ def _gate(state: FakeAzureState, request: Request, operation: str) -> tuple[str,
     return version, model
 
 
-def _scripted_failure(state: FakeAzureState) -> Response | None:
-    with state.lock:
-        if not state.fail_next:
-            return None
-        status, body, *rest = state.fail_next.pop(0)
-    headers = dict(rest[0]) if rest else {}
-    if isinstance(body, (dict, list)):
-        return json_response(body, status, headers)
-    return Response(body, status_code=status, headers=headers, media_type="text/plain")
-
-
 Handler = Callable[[Request, RecordedRequest, str, str], Awaitable[Response]]
 
 
@@ -341,7 +309,7 @@ def _endpoint(state: FakeAzureState, operation: str, handler: Handler) -> Callab
             if state.delay:
                 await asyncio.sleep(state.delay)
             version, model = _gate(state, request, operation)
-            response = _scripted_failure(state) or await handler(request, record, version, model)
+            response = state.scripted_failure() or await handler(request, record, version, model)
         except AzureHTTPError as exc:
             response = json_response(exc.body, exc.status, exc.headers)
         except OpenAIHTTPError as exc:

@@ -28,7 +28,7 @@ import secrets
 import struct
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.fakes._openai_wire import SSEResponse, text_pieces, word_count
+from tests.fakes._vendor_common import FakeState
 
 __all__ = ["API_KEY", "CHAT_SUFFIXES", "DEFAULT_REPLY", "EMBEDDING_LIMITS", "FakeErnieState", "SECRET_KEY",
            "create_app", "vector"]
@@ -63,7 +64,7 @@ def _err(code: int, message: str) -> dict[str, Any]:
 
 
 @dataclass
-class FakeErnieState:
+class FakeErnieState(FakeState):
     # -- scripting --
     credentials: dict[str, str] = field(default_factory=lambda: {API_KEY: SECRET_KEY})
     expires_in: int = 2592000
@@ -87,13 +88,6 @@ class FakeErnieState:
     streams_aborted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def reset(self) -> None:
-        fresh = FakeErnieState()
-        with self.lock:
-            for f in fields(self):
-                if f.name != "lock":
-                    setattr(self, f.name, getattr(fresh, f.name))
-
     def expire_tokens(self) -> None:
         """Every token issued so far is now expired (calls with it answer error 111)."""
         with self.lock:
@@ -104,14 +98,6 @@ class FakeErnieState:
     def last_request(self) -> dict[str, Any]:
         assert self.requests, "the fake ERNIE received no request"
         return self.requests[-1]
-
-    def wait_for(self, predicate: Any, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                return bool(predicate(self))
-            time.sleep(0.01)
-        return True
 
 
 def _json(body: Any, status: int = 200) -> Response:

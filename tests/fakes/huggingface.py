@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -41,7 +39,7 @@ from starlette.routing import Route
 from tests.fakes import _hf_payloads as hf
 from tests.fakes._openai_wire import SSEResponse, json_response, word_count
 from tests.fakes._replay import write_events
-from tests.fakes.openai import RecordedRequest
+from tests.fakes._vendor_common import FakeState, RecordedRequest
 
 __all__ = ["DEFAULT_TOKEN", "FakeHFState", "HFModel", "create_app"]
 
@@ -93,7 +91,7 @@ def validation(message: str) -> HFError:
 
 
 @dataclass
-class FakeHFState:
+class FakeHFState(FakeState):
     # -- scripting --
     tokens: set[str] = field(default_factory=lambda: {DEFAULT_TOKEN})
     models: dict[str, HFModel] = field(default_factory=lambda: dict(DEFAULT_MODELS))
@@ -113,21 +111,8 @@ class FakeHFState:
     streams_aborted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def reset(self) -> None:
-        fresh = FakeHFState()
-        with self.lock:
-            for f in fields(self):
-                if f.name != "lock":
-                    setattr(self, f.name, getattr(fresh, f.name))
-
     def requests_to(self, suffix: str) -> list[RecordedRequest]:
         return [r for r in list(self.requests) if r.path.endswith(suffix)]
-
-    def wait_for(self, predicate: Callable[[FakeHFState], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate(self) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return bool(predicate(self))
 
 
 # -- request parsing -----------------------------------------------------------------------------------

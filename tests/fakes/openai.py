@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import orjson
@@ -52,6 +52,7 @@ from tests.fakes._openai_wire import (
     missing_param,
     sse_stream,
 )
+from tests.fakes._vendor_common import FakeState, RecordedRequest, UploadedFile
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -86,28 +87,10 @@ FailSpec = Union[tuple[int, Union[dict[str, Any], str], dict[str, str]],
                  tuple[int, Union[dict[str, Any], str]]]
 
 
-@dataclass(frozen=True)
-class UploadedFile:
-    filename: str | None
-    content_type: str | None
-    size: int
-    data: bytes = field(repr=False)
-
-
 @dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes = field(repr=False)
-    json: Any = None  # parsed JSON body (None if not JSON)
-    form: dict[str, str | list[str]] | None = None  # multipart text fields; `x[]` -> list
-    files: dict[str, UploadedFile] = field(default_factory=dict)  # multipart file parts
+class FakeOpenAIState(FakeState):
+    no_request_message = "the fake OpenAI server received no request"
 
-
-@dataclass
-class FakeOpenAIState:
     # -- scripting (set by tests) --
     api_keys: set[str] = field(default_factory=lambda: {DEFAULT_API_KEY})
     allowed_organizations: set[str] | None = None  # None: any OpenAI-Organization is fine
@@ -129,33 +112,8 @@ class FakeOpenAIState:
     streams_aborted: int = 0  # the client went away before the end
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def reset(self) -> None:
-        """Back to the defaults (scripting and observations); the lock is kept."""
-        fresh = FakeOpenAIState()
-        with self.lock:
-            for f in fields(self):
-                if f.name != "lock":
-                    setattr(self, f.name, getattr(fresh, f.name))
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        if not self.requests:
-            raise AssertionError("the fake OpenAI server received no request")
-        return self.requests[-1]
-
     def requests_to(self, path: str) -> list[RecordedRequest]:
         return [r for r in list(self.requests) if r.path == path]
-
-    def wait_for(
-        self, predicate: Callable[[FakeOpenAIState], bool], timeout: float = 5.0
-    ) -> bool:
-        """Poll `predicate(self)` until true or `timeout` seconds pass; returns the last value."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                return bool(predicate(self))
-            time.sleep(0.01)
-        return True
 
 
 def mask_key(key: str) -> str:
@@ -217,17 +175,6 @@ def _check_auth(state: FakeOpenAIState, request: Request) -> None:
         )
 
 
-def _scripted_failure(state: FakeOpenAIState) -> Response | None:
-    with state.lock:
-        if not state.fail_next:
-            return None
-        status, body, *rest = state.fail_next.pop(0)
-    headers = dict(rest[0]) if rest else {}
-    if isinstance(body, (dict, list)):
-        return json_response(body, status, headers)
-    return Response(body, status_code=status, headers=headers, media_type="text/plain")
-
-
 def _endpoint(state: FakeOpenAIState, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         started = time.monotonic()
@@ -236,7 +183,7 @@ def _endpoint(state: FakeOpenAIState, handler: Handler) -> Callable[[Request], A
             if state.delay:
                 await asyncio.sleep(state.delay)
             _check_auth(state, request)
-            response = _scripted_failure(state) or await handler(request, record)
+            response = state.scripted_failure() or await handler(request, record)
         except OpenAIHTTPError as exc:
             response = json_response(exc.body, exc.status, exc.headers)
         standard = {

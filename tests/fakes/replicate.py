@@ -23,8 +23,8 @@ import base64
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from tests.fakes._openai_wire import SSEResponse
 from tests.fakes._replay import write_events
-from tests.fakes.openai import RecordedRequest
+from tests.fakes._vendor_common import FakeState, RecordedRequest
 
 __all__ = ["DEFAULT_TOKEN", "FakeReplicateState", "HAIKU", "create_app"]
 
@@ -125,7 +125,7 @@ class Prediction:
 
 
 @dataclass
-class FakeReplicateState:
+class FakeReplicateState(FakeState):
     # -- scripting --
     tokens: set[str] = field(default_factory=lambda: {DEFAULT_TOKEN})
     models: dict[str, RModel] = field(default_factory=lambda: dict(DEFAULT_MODELS))
@@ -150,22 +150,9 @@ class FakeReplicateState:
     streams_aborted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def reset(self) -> None:
-        fresh = FakeReplicateState()
-        with self.lock:
-            for f in fields(self):
-                if f.name != "lock":
-                    setattr(self, f.name, getattr(fresh, f.name))
-
     @property
     def creates(self) -> list[RecordedRequest]:
         return [r for r in list(self.requests) if r.method == "POST" and r.path.endswith("/predictions")]
-
-    def wait_for(self, predicate: Callable[[FakeReplicateState], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate(self) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return bool(predicate(self))
 
 
 def whisper_result(transcript: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import hmac
 import re
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from tests.fakes._openai_wire import SSEResponse, text_pieces, word_count
+from tests.fakes._vendor_common import FakeState
 
 __all__ = ["API_KEY", "API_PASSWORD", "API_SECRET", "APP_ID", "DEFAULT_REPLY", "FakeSparkState", "PATH_DOMAINS",
            "create_app", "sign"]
@@ -68,7 +69,7 @@ def sign(api_secret: str, host: str, date: str, path: str) -> str:
 
 
 @dataclass
-class FakeSparkState:
+class FakeSparkState(FakeState):
     # -- scripting --
     credentials: dict[str, tuple[str, str]] = field(default_factory=lambda: {API_KEY: (API_SECRET, APP_ID)})
     api_passwords: set[str] = field(default_factory=lambda: {API_PASSWORD})
@@ -92,21 +93,6 @@ class FakeSparkState:
     connections_errored: int = 0
     connections_aborted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def reset(self) -> None:
-        fresh = FakeSparkState()
-        with self.lock:
-            for f in fields(self):
-                if f.name != "lock":
-                    setattr(self, f.name, getattr(fresh, f.name))
-
-    def wait_for(self, predicate: Any, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                return bool(predicate(self))
-            time.sleep(0.01)
-        return True
 
     def count(self, name: str) -> None:
         with self.lock:
