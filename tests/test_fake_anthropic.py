@@ -17,7 +17,13 @@ import pytest
 from anthropic._constants import ANTHROPIC_API_VERSION as SDK_API_VERSION
 
 from keystore.models import Credential
-from tests.fakes.anthropic import DEFAULT_API_KEY, DEFAULT_REPLY, awkward_pieces, error_body, event_frame
+from tests.fakes.anthropic import (
+    DEFAULT_API_KEY,
+    DEFAULT_REPLY,
+    awkward_pieces,
+    error_body,
+    event_frame,
+)
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 from translators._http import UpstreamClient
 from translators.anthropic import AnthropicTranslator

@@ -15,7 +15,11 @@ import pytest
 
 from tests.fakes._openai_payloads import embedding_vector
 from tests.fakes.azure_fixtures import FakeAzure
-from tests.fakes.azure_openai import DEFAULT_DEPLOYMENTS, ERROR_400_CONTENT_FILTER, error_429
+from tests.fakes.azure_openai import (
+    DEFAULT_DEPLOYMENTS,
+    ERROR_400_CONTENT_FILTER,
+    error_429,
+)
 
 RECORDINGS = Path(__file__).resolve().parents[1].parent / "shared" / "vendors" / "recordings" / "azure-openai"
 USER = [{"role": "user", "content": "Say hello to me"}]

@@ -18,8 +18,8 @@ from tests.fakes.ernie_fixtures import FakeErnie
 from translators import ernie
 from translators._http import UpstreamClient
 from translators.base import CallContext
-from translators.errors import ApiError
 from translators.ernie import ErnieTranslator
+from translators.errors import ApiError
 from translators.types import ChatRequest, EmbeddingRequest
 
 ERNIE = ErnieTranslator()

@@ -7,21 +7,19 @@ import json
 import math
 import struct
 import wave
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from jsonschema import Draft202012Validator
 
 from tests.fakes.fixtures import FakeOpenAI
 from tests.fakes.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app, mask_key
 from tests.fakes.server import ServedApp, free_port
+from tests.shared_data import RECORDINGS as SHARED_RECORDINGS
+from tests.shared_data import check_schema
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SCHEMAS = SHARED / "openai-schemas"
-RECORDINGS = SHARED / "vendors" / "recordings" / "openai"
+RECORDINGS = SHARED_RECORDINGS / "openai"
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 USER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to me"}]
 WEATHER_TOOL = {"type": "function", "function": {
@@ -31,10 +29,7 @@ WEATHER_TOOL = {"type": "function", "function": {
 RECORDED_ARGUMENTS = '{"city":"New York City"}'
 
 
-def validate(schema_name: str, instance: Any) -> None:
-    schema = json.loads((SCHEMAS / schema_name).read_text())
-    errors = [e.message for e in Draft202012Validator(schema).iter_errors(instance)]
-    assert not errors, f"{schema_name}: {errors}"
+validate = check_schema
 
 
 def sse_events(raw: bytes) -> list[str]:

@@ -14,18 +14,16 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import pytest_asyncio
-from jsonschema import Draft202012Validator
 
 from keystore.models import Credential
 from proxy.sse import DONE, StreamOutcome, open_stream
 from tests.contract import CAPABILITIES, Adapter, discover
+from tests.shared_data import check_schema
 from translators import REGISTRY
 from translators._http import Timeouts, UpstreamClient
 from translators.base import CallContext, Translator
@@ -38,7 +36,6 @@ from translators.types import ChatRequest, StreamChunk
 # provider without an adapter fails the suite. Remove a name when its adapter lands.
 PENDING: set[str] = set()
 
-SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "openai-schemas"
 ADAPTERS, PROBLEMS = discover()
 PROVIDERS = sorted(REGISTRY)
 
@@ -63,16 +60,6 @@ DISCONNECT_POLL = 5.0  # seconds the fake gets to notice a client that went away
 
 
 # -- schemas ---------------------------------------------------------------------------------
-
-
-@cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
-
-
-def check_schema(name: str, body: Any) -> None:
-    errors = sorted(_validator(name).iter_errors(body), key=str)
-    assert not errors, f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
 
 
 # -- fixtures --------------------------------------------------------------------------------

@@ -23,7 +23,12 @@ from tests.e2e.test_endpoints import check_schema, wav_bytes
 from tests.e2e.test_streaming import sse_frames
 from tests.fakes._openai_payloads import embedding_vector
 from tests.fakes.azure_fixtures import FakeAzure
-from tests.fakes.azure_openai import DEFAULT_API_KEY, DEFAULT_DEPLOYMENTS, ERROR_400_CONTENT_FILTER, error_429
+from tests.fakes.azure_openai import (
+    DEFAULT_API_KEY,
+    DEFAULT_DEPLOYMENTS,
+    ERROR_400_CONTENT_FILTER,
+    error_429,
+)
 
 TENANT = "azure-e2e"
 REPLY = "Hello from the fake Azure!"

@@ -9,32 +9,19 @@ import io
 import json
 import struct
 import wave
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
 
 from tests.e2e.harness import ACME_KEY, GatewayProcess
 from tests.fakes._openai_payloads import embedding_vector
 from tests.fakes.fixtures import FakeOpenAI
+from tests.shared_data import check_schema
 
 # shared/ sits beside the repository (CI clones the repo elsewhere with shared/ next to it).
-SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "openai-schemas"
 REPLY = "Hello from the fake!"
 TRANSCRIPT = "The quick brown fox."
 USER = [{"role": "user", "content": "say hello to me"}]  # 4 words: the fake's prompt_tokens
-
-
-@cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
-
-
-def check_schema(name: str, body: Any) -> None:
-    errors = sorted(_validator(name).iter_errors(body), key=str)
-    assert not errors, f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
 
 
 def wav_bytes(seconds: float = 0.5, rate: int = 8000) -> bytes:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes._openai_wire import OpenAIHTTPError, invalid_type, invalid_value, missing_param
+from tests.fakes._openai_wire import (
+    OpenAIHTTPError,
+    invalid_type,
+    invalid_value,
+    missing_param,
+)
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 

@@ -39,7 +39,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._anthropic_checks import AnthropicHTTPError, check_messages, check_tools, check_top_level, text_of
+from tests.fakes._anthropic_checks import (
+    AnthropicHTTPError,
+    check_messages,
+    check_tools,
+    check_top_level,
+    text_of,
+)
 from tests.fakes._openai_wire import SSEResponse, text_pieces, word_count
 from tests.fakes._vendor_common import FakeState, RecordedRequest, awkward_pieces
 

@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.azure_openai import API_VERSION, DEFAULT_API_KEY, FakeAzureState, create_app
+from tests.fakes.azure_openai import (
+    API_VERSION,
+    DEFAULT_API_KEY,
+    FakeAzureState,
+    create_app,
+)
 from tests.fakes.server import ServedApp
 
 

@@ -39,7 +39,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_checks import checked_messages, prompt_list, stream_params, token_limit
+from tests.fakes._openai_checks import (
+    checked_messages,
+    prompt_list,
+    stream_params,
+    token_limit,
+)
 from tests.fakes._openai_payloads import (
     check_transcription_request,
     embeddings_response,

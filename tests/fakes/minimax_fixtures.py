@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes.minimax import DEFAULT_API_KEY, DEFAULT_GROUP_ID, FakeMinimaxState, create_app
+from tests.fakes.minimax import (
+    DEFAULT_API_KEY,
+    DEFAULT_GROUP_ID,
+    FakeMinimaxState,
+    create_app,
+)
 from tests.fakes.server import ServedApp
 
 

@@ -35,8 +35,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_wire import SSEResponse, argument_pieces, text_pieces, word_count
-from tests.fakes._vendor_common import VendorState, fake_vector, json_response, record, stream_frames
+from tests.fakes._openai_wire import (
+    SSEResponse,
+    argument_pieces,
+    text_pieces,
+    word_count,
+)
+from tests.fakes._vendor_common import (
+    VendorState,
+    fake_vector,
+    json_response,
+    record,
+    stream_frames,
+)
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeQwenState", "create_app", "embedding_vector", "frame"]
 

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import pytest
 
 from tests.fakes.server import ServedApp
-from tests.fakes.spark import API_KEY, API_PASSWORD, API_SECRET, APP_ID, FakeSparkState, create_app
+from tests.fakes.spark import (
+    API_KEY,
+    API_PASSWORD,
+    API_SECRET,
+    APP_ID,
+    FakeSparkState,
+    create_app,
+)
 
 
 @dataclass

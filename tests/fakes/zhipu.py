@@ -40,8 +40,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_wire import SSEResponse, argument_pieces, message_words, text_pieces, word_count
-from tests.fakes._vendor_common import VendorState, fake_vector, json_response, record, stream_frames
+from tests.fakes._openai_wire import (
+    SSEResponse,
+    argument_pieces,
+    message_words,
+    text_pieces,
+    word_count,
+)
+from tests.fakes._vendor_common import (
+    VendorState,
+    fake_vector,
+    json_response,
+    record,
+    stream_frames,
+)
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeZhipuState", "create_app"]
 

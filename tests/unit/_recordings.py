@@ -3,38 +3,23 @@ recordings, OpenAI's JSON schemas, and SSE bytes decoded in awkward pieces."""
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
-from jsonschema import Draft202012Validator
 
+from tests.shared_data import (
+    RECORDINGS,
+    SCHEMAS,
+    SHARED,
+    check_schema,
+    recorded_json,
+    recording,
+)
 from translators._sse import SSEDecoder, SSEEvent
 from translators.types import StreamChunk
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-RECORDINGS = SHARED / "vendors" / "recordings"
-SCHEMAS = SHARED / "openai-schemas"
-
-
-def recording(vendor: str, name: str) -> bytes:
-    return (RECORDINGS / vendor / name).read_bytes()
-
-
-def recorded_json(vendor: str, name: str) -> Any:
-    return json.loads(recording(vendor, name))
-
-
-@cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
-
-
-def check_schema(name: str, body: Any) -> None:
-    errors = sorted(_validator(name).iter_errors(body), key=str)
-    assert not errors, f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+__all__ = ["RECORDINGS", "SCHEMAS", "SHARED", "check_schema", "content_of", "events_of", "finishes", "parsed",
+           "recorded_json", "recording"]
 
 
 def events_of(data: bytes, piece: int | None = None) -> list[SSEEvent]:

@@ -4,16 +4,27 @@ request mapping, response mapping, recorded streams -> OpenAI chunks, errors. No
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator
 
-from tests.fakes._anthropic_checks import TOP_LEVEL, check_messages, check_tools, check_top_level
-from tests.fakes.anthropic import DEFAULT_REPLY, FakeAnthropicState, Plan, awkward_pieces, event_frame
+from tests.fakes._anthropic_checks import (
+    TOP_LEVEL,
+    check_messages,
+    check_tools,
+    check_top_level,
+)
+from tests.fakes.anthropic import (
+    DEFAULT_REPLY,
+    FakeAnthropicState,
+    Plan,
+    awkward_pieces,
+    event_frame,
+)
+from tests.shared_data import RECORDINGS as SHARED_RECORDINGS
+from tests.shared_data import check_schema
 from translators import REGISTRY
 from translators._sse import SSEDecoder, SSEEvent
 from translators.anthropic import (
@@ -30,25 +41,13 @@ from translators.anthropic_response import parse_event
 from translators.errors import ApiError
 from translators.types import ChatRequest, ModelType, StreamChunk
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-RECORDINGS = SHARED / "vendors" / "recordings" / "anthropic"
-SCHEMAS = SHARED / "openai-schemas"
+RECORDINGS = SHARED_RECORDINGS / "anthropic"
 MODEL = "claude-sonnet-4-5"
 USER = [{"role": "user", "content": "Hi"}]
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-
-
-@cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
-
-
-def check_schema(name: str, body: Any) -> None:
-    errors = sorted(_validator(name).iter_errors(body), key=str)
-    assert not errors, f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
 
 
 def vendor(**body: Any) -> dict[str, Any]:

@@ -27,7 +27,13 @@ from translators.azure_openai import (
 )
 from translators.base import CallContext
 from translators.errors import ApiError
-from translators.types import ChatRequest, CompletionRequest, EmbeddingRequest, ModelType, StreamChunk
+from translators.types import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelType,
+    StreamChunk,
+)
 
 T = AzureOpenAITranslator()
 RECORDINGS = Path(__file__).resolve().parents[2].parent / "shared" / "vendors" / "recordings" / "azure-openai"

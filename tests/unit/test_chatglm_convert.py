@@ -10,7 +10,15 @@ import orjson
 import pytest
 
 from keystore.models import validate_credential
-from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
+from tests.unit._recordings import (
+    check_schema,
+    content_of,
+    events_of,
+    finishes,
+    parsed,
+    recorded_json,
+    recording,
+)
 from translators import REGISTRY
 from translators.chatglm import (
     ChatGLMTranslator,

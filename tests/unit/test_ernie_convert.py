@@ -8,17 +8,21 @@ import asyncio
 import base64
 import json
 import struct
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator
 
 from tests.fakes.ernie import check_chat
+from tests.shared_data import RECORDINGS as SHARED_RECORDINGS
+from tests.shared_data import check_schema
 from translators._sse import SSEDecoder
-from translators.ernie import CHAT_ENDPOINTS, EMBEDDING_ENDPOINTS, ERROR_STATUS, TokenCache
+from translators.ernie import (
+    CHAT_ENDPOINTS,
+    EMBEDDING_ENDPOINTS,
+    ERROR_STATUS,
+    TokenCache,
+)
 from translators.ernie_convert import (
     StreamState,
     conversation,
@@ -32,9 +36,7 @@ from translators.ernie_convert import (
 from translators.errors import ApiError
 from translators.types import ChatRequest, EmbeddingRequest, StreamChunk
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-RECORDINGS = SHARED / "vendors" / "recordings" / "ernie"
-SCHEMAS = SHARED / "openai-schemas"
+RECORDINGS = SHARED_RECORDINGS / "ernie"
 USER = [{"role": "user", "content": "你好"}]
 TOOL = {"type": "function", "function": {"name": "light_switch", "description": "Turn the light on or off",
                                          "parameters": {"type": "object", "properties": {"switch": {"type": "boolean"}}}}}
@@ -43,16 +45,6 @@ CALL = {"id": "call_7", "type": "function", "function": {"name": "light_switch",
 
 def recording(name: str) -> Any:
     return json.loads((RECORDINGS / name).read_text())
-
-
-@cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
-
-
-def check_schema(name: str, body: Any) -> None:
-    errors = sorted(_validator(name).iter_errors(body), key=str)
-    assert not errors, f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
 
 
 def request(**body: Any) -> ChatRequest:

@@ -11,10 +11,23 @@ import time
 import orjson
 import pytest
 
-from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
+from tests.unit._recordings import (
+    check_schema,
+    content_of,
+    events_of,
+    finishes,
+    parsed,
+    recorded_json,
+    recording,
+)
 from translators._hosted import dialogue_prompt, embedding_items, render_transcription
 from translators.errors import ApiError
-from translators.huggingface import HuggingFaceTranslator, endpoint_root, loading_delay, messages_api_request
+from translators.huggingface import (
+    HuggingFaceTranslator,
+    endpoint_root,
+    loading_delay,
+    messages_api_request,
+)
 from translators.huggingface_tasks import (
     GenerateState,
     completion_request,

@@ -9,7 +9,15 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
+from tests.unit._recordings import (
+    check_schema,
+    content_of,
+    events_of,
+    finishes,
+    parsed,
+    recorded_json,
+    recording,
+)
 from translators import REGISTRY
 from translators.errors import ApiError
 from translators.minimax import (

@@ -12,7 +12,15 @@ import orjson
 import pytest
 
 from tests.fakes.qwen import _check_messages, _check_parameters
-from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
+from tests.unit._recordings import (
+    check_schema,
+    content_of,
+    events_of,
+    finishes,
+    parsed,
+    recorded_json,
+    recording,
+)
 from translators import REGISTRY
 from translators._shapes import embedding_list
 from translators.errors import ApiError

@@ -8,7 +8,15 @@ import base64
 import orjson
 import pytest
 
-from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
+from tests.unit._recordings import (
+    check_schema,
+    content_of,
+    events_of,
+    finishes,
+    parsed,
+    recorded_json,
+    recording,
+)
 from translators._sse import SSEEvent
 from translators.errors import ApiError
 from translators.replicate import ReplicateTranslator

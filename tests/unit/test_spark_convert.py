@@ -8,17 +8,16 @@ import base64
 import hashlib
 import hmac
 import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator
 
 from keystore.models import Credential
 from tests.fakes.spark import PATH_DOMAINS, FakeSparkState, check_frame, check_handshake
+from tests.shared_data import RECORDINGS as SHARED_RECORDINGS
+from tests.shared_data import check_schema
 from translators import REGISTRY
 from translators._sse import DONE_DATA, SSEDecoder
 from translators.errors import ApiError
@@ -35,12 +34,15 @@ from translators.spark import (
     to_http_request,
     to_vendor_request,
 )
-from translators.spark_response import HTTPStreamState, from_http_event, from_http_response, http_stream_end
+from translators.spark_response import (
+    HTTPStreamState,
+    from_http_event,
+    from_http_response,
+    http_stream_end,
+)
 from translators.types import ChatRequest, StreamChunk
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-RECORDINGS = SHARED / "vendors" / "recordings" / "spark"
-SCHEMAS = SHARED / "openai-schemas"
+RECORDINGS = SHARED_RECORDINGS / "spark"
 USER = [{"role": "user", "content": "你好"}]
 TOOL = {"type": "function", "function": {"name": "multiply", "description": "a*b", "parameters": {
     "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}}}
@@ -53,16 +55,6 @@ KNOWN_SIGNATURE = "YX8/T6it0BXL3xorj01ZlYh9V9pvoODnt4Xpyq1j2WA="  # computed wit
 
 def recording(name: str) -> Any:
     return json.loads((RECORDINGS / name).read_text())
-
-
-@cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads((SCHEMAS / name).read_text()))
-
-
-def check_schema(name: str, body: Any) -> None:
-    errors = sorted(_validator(name).iter_errors(body), key=str)
-    assert not errors, f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
 
 
 def request(**body: Any) -> ChatRequest:

@@ -15,7 +15,15 @@ import pytest
 
 from keystore.models import Credential
 from tests.fakes.zhipu import FakeZhipuState, ZhipuError, _authenticate
-from tests.unit._recordings import check_schema, content_of, events_of, finishes, parsed, recorded_json, recording
+from tests.unit._recordings import (
+    check_schema,
+    content_of,
+    events_of,
+    finishes,
+    parsed,
+    recorded_json,
+    recording,
+)
 from translators import REGISTRY
 from translators.errors import ApiError
 from translators.types import ChatRequest, StreamChunk
