@@ -59,7 +59,7 @@ class Bench:
         (self.root / "upstream").mkdir(parents=True)
         self.upstream.start()
         print(f"bench: fake upstream: nginx on 127.0.0.1:{self.upstream.port}, dribble server on "
-              f"127.0.0.1:{self.upstream.dribble_port} (recordings from {fake.RECORDINGS})", flush=True)
+              f"127.0.0.1:{self.upstream.dribble_port} (bodies from {fake.DATA})", flush=True)
         self.anthropic = anthropic_translator()
         wanted = self.args.scenarios
         if "anthropic" in wanted and self.anthropic is None:
@@ -301,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         print(f"bench: nginx, the gateway and the load generators run at priority {args.nice} "
               "(nice and scheduler autogroup)", flush=True)
-    if not fake.RECORDINGS.is_dir():
-        sys.exit(f"bench: recordings not found at {fake.RECORDINGS} (shared/ must sit beside the repo)")
+    if not fake.DATA.is_dir():
+        sys.exit(f"bench: the fake upstream's bodies are missing from {fake.DATA} (part of the repository)")
     started = dt.datetime.now(dt.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     root = Path(tempfile.mkdtemp(prefix="modelport-bench-"))

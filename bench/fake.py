@@ -1,13 +1,15 @@
-"""The fake upstream: nginx serving recorded vendor responses as static files, and the
-slow-dribble server (bench/dribble.py) for the soak.
+"""The fake upstream: nginx serving vendor-shaped responses as static files, and the
+slow-dribble server (bench/dribble.py) for the soak. The bodies are the repository's own
+fixtures (tests/fixtures/<vendor>/, written from the vendors' wire formats), so the bench
+needs nothing beside the repository.
 
 nginx answers by path suffix, whatever the prefix (so any base_url layout works):
   .../chat/completions -> openai/chat_response.json        (application/json)
   .../embeddings       -> openai/embeddings_response.json
   .../messages         -> anthropic/chat_response.json
   /stream/.../chat/completions -> a ~20-chunk OpenAI SSE stream (text/event-stream)
-  /stream/.../messages         -> the Anthropic SSE recording
-  /large/.../embeddings        -> the embeddings recording with a 1536-float vector
+  /stream/.../messages         -> anthropic/chat_stream.sse
+  /large/.../embeddings        -> the embeddings fixture with a 1536-float vector
 Static files refuse POST with 405; `error_page 405 =200 $uri` turns that into an
 internal GET redirect (to the file's own URI after try_files) that serves the file
 with status 200 and the type its extension says (checked at start).
@@ -24,8 +26,7 @@ from pathlib import Path
 
 from bench.procs import Procs, free_port, wait_port
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-RECORDINGS = SHARED / "vendors" / "recordings"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 STREAM_CHUNKS = 20
 
 NGINX_CONF = """
@@ -71,8 +72,8 @@ http {{
 
 
 def openai_stream(chunks: int = STREAM_CHUNKS) -> bytes:
-    """~`chunks` OpenAI chunks built on the recorded stream's first chunk, then usage and [DONE]."""
-    text = (RECORDINGS / "openai" / "chat_stream_length_with_usage.sse").read_text()
+    """~`chunks` OpenAI chunks built on the fixture stream's first chunk, then usage and [DONE]."""
+    text = (DATA / "openai" / "chat_stream_length_with_usage.sse").read_text()
     events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     first = events[0]
     usage = next(e for e in events if e.get("usage"))
@@ -81,7 +82,7 @@ def openai_stream(chunks: int = STREAM_CHUNKS) -> bytes:
         ev = json.loads(json.dumps(first))
         choice = ev["choices"][0]
         if i == 0:
-            pass  # role chunk as recorded
+            pass  # the role chunk as OpenAI sends it
         elif i == chunks - 1:
             choice["delta"], choice["finish_reason"] = {}, "stop"
         else:
@@ -95,9 +96,9 @@ def openai_stream(chunks: int = STREAM_CHUNKS) -> bytes:
 
 
 def large_embeddings(dims: int = 1536) -> bytes:
-    """The embeddings recording with a real-sized vector (text-embedding-3-small: 1536)."""
+    """The embeddings fixture with a real-sized vector (text-embedding-3-small: 1536)."""
     import random
-    body = json.loads((RECORDINGS / "openai" / "embeddings_response.json").read_text())
+    body = json.loads((DATA / "openai" / "embeddings_response.json").read_text())
     rng = random.Random(1536)
     body["data"][0]["embedding"] = [round(rng.uniform(-0.08, 0.08), 9) for _ in range(dims)]
     return json.dumps(body).encode()
@@ -108,10 +109,10 @@ def write_site(root: Path) -> Path:
     www.mkdir(parents=True, exist_ok=True)
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (root / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(RECORDINGS / "openai" / "chat_response.json", www / "openai_chat.json")
-    shutil.copyfile(RECORDINGS / "openai" / "embeddings_response.json", www / "openai_embeddings.json")
-    shutil.copyfile(RECORDINGS / "anthropic" / "chat_response.json", www / "anthropic_chat.json")
-    shutil.copyfile(RECORDINGS / "anthropic" / "chat_stream.sse", www / "anthropic_stream.sse")
+    shutil.copyfile(DATA / "openai" / "chat_response.json", www / "openai_chat.json")
+    shutil.copyfile(DATA / "openai" / "embeddings_response.json", www / "openai_embeddings.json")
+    shutil.copyfile(DATA / "anthropic" / "chat_response.json", www / "anthropic_chat.json")
+    shutil.copyfile(DATA / "anthropic" / "chat_stream.sse", www / "anthropic_stream.sse")
     (www / "openai_stream.sse").write_bytes(openai_stream())
     (www / "openai_embeddings_1536.json").write_bytes(large_embeddings())
     # nginx's workers drop root to `nobody` and must read these.
@@ -172,7 +173,7 @@ class Upstream:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def check(self) -> None:
-        """POSTs get the recorded bodies with 200 and the right content type."""
+        """POSTs get the fixture bodies with 200 and the right content type."""
         cases = [("/v1/chat/completions", "application/json", b'"chat.completion"'),
                  ("/v1/embeddings", "application/json", b'"embedding"'),
                  ("/v1/messages", "application/json", b'"type": "message"'),

@@ -106,8 +106,11 @@ def _frame(raw: str) -> tuple[str, str]:
     return m.group("func"), m.group("file")
 
 
+_REPO = str(Path(__file__).resolve().parents[1]) + "/"  # frames in the checkout, wherever it is
+
+
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "lib/python3", _REPO):
         if marker in file:
             file = file.split(marker, 1)[1]
     for repo_dir in ("/proxy/", "/translators/", "/keystore/"):

@@ -33,7 +33,7 @@ from Crypto.Random import get_random_bytes
 __all__ = [
     "DecryptionError", "KeyPair", "KeystoreError", "MasterKeyMismatch", "decrypt_secret",
     "encode_master_key", "encrypt_secret", "generate_key_pair", "load_private_key",
-    "load_public_key", "master_key_check", "new_master_key", "parse_master_key",
+    "load_public_key", "master_key_check", "master_key_id", "new_master_key", "parse_master_key",
     "unwrap_private_key", "verify_master_key", "wrap_private_key",
 ]
 
@@ -59,6 +59,7 @@ _SEALED_MIN = 1 + _NONCE_BYTES + _TAG_BYTES
 _PRIVATE_KEY_PURPOSE = b"modelport/private-key\x00"
 _CHECK_PURPOSE = b"modelport/master-key-check\x00"
 _CHECK_PLAINTEXT = b"modelport master key check v1"
+_KEY_ID_LABEL = b"modelport/master-key-id\x00"
 
 _MASTER_KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}=?")
 
@@ -202,6 +203,14 @@ def unwrap_private_key(master: bytes, blob: bytes, aad: bytes) -> bytes:
 
 def master_key_check(master: bytes) -> bytes:
     return _seal(master, _CHECK_PLAINTEXT, _CHECK_PURPOSE)
+
+
+def master_key_id(master: bytes) -> str:
+    """A short public name for a master key (16 hex characters), stored beside every
+    wrapped private key. Deterministic, so any process can tell from its own key alone
+    whether it holds the key the database is on; an HMAC, so it reveals nothing of the key."""
+    _require_master(master)
+    return hmac.new(bytes(master), _KEY_ID_LABEL, "sha256").hexdigest()[:16]
 
 
 def verify_master_key(master: bytes, check: bytes) -> bool:

@@ -2,19 +2,53 @@
 
 The environment variable wins, so containers and secret managers never need a file;
 otherwise the key lives in a small file beside the data, created on first start.
+Rotation stages the new key in ``<key file>.new`` (see ``staged_key_path``) before the
+database depends on it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 from .crypto import KeystoreError, encode_master_key, new_master_key, parse_master_key
 
-__all__ = ["MASTER_KEY_ENV", "load_master_key", "write_master_key"]
+__all__ = [
+    "MASTER_KEY_ENV", "create_master_key_file", "load_master_key", "master_key_from_env", "master_key_source",
+    "read_master_key_file", "staged_key_path", "write_master_key",
+]
 
 MASTER_KEY_ENV = "MODELPORT_MASTER_KEY"
+log = logging.getLogger("modelport")
+_warned_empty = False
+
+
+def master_key_from_env() -> bool:
+    """True when $MODELPORT_MASTER_KEY holds a value (set-but-empty counts as unset)."""
+    env = os.environ.get(MASTER_KEY_ENV)
+    if env is not None and not env.strip():
+        # `export MODELPORT_MASTER_KEY=` or a compose file passing through an unset
+        # variable: stopping every command over it helps nobody, and the key file (or,
+        # for a database that has a key, a clear mismatch error) still protects the data.
+        global _warned_empty
+        if not _warned_empty:  # once per process: workers re-read the key while following a rotation
+            _warned_empty = True
+            log.warning("$%s is set but empty; ignoring it and using the master key file", MASTER_KEY_ENV)
+        return False
+    return env is not None
+
+
+def master_key_source(key_file: Path) -> str:
+    """Where load_master_key reads the key from, for error messages (never the key)."""
+    return f"${MASTER_KEY_ENV}" if os.environ.get(MASTER_KEY_ENV, "").strip() else f"key file {key_file}"
+
+
+def staged_key_path(key_file: Path) -> Path:
+    """Where rotation puts the new key before the database depends on it."""
+    key_file = Path(key_file)
+    return key_file.with_name(key_file.name + ".new")
 
 
 def load_master_key(key_file: Path, *, create: bool) -> bytes:
@@ -23,14 +57,11 @@ def load_master_key(key_file: Path, *, create: bool) -> bytes:
     With create=True a missing key file is generated (mode 0600). Several workers
     starting at once on a fresh install all end up with the same key.
     """
-    env = os.environ.get(MASTER_KEY_ENV)
-    if env is not None:
-        # Set-but-empty (a compose file passing through an unset variable) is an error,
-        # not a reason to fall back to the file: the operator clearly meant to use it.
-        return _parse(env.strip(), f"${MASTER_KEY_ENV}")
+    if master_key_from_env():
+        return _parse(os.environ[MASTER_KEY_ENV].strip(), f"${MASTER_KEY_ENV}")
     key_file = Path(key_file)
     try:
-        return _read_key_file(key_file)
+        return read_master_key_file(key_file)
     except FileNotFoundError:
         if not create:
             raise KeystoreError(
@@ -38,6 +69,29 @@ def load_master_key(key_file: Path, *, create: bool) -> bytes:
                 f"set ${MASTER_KEY_ENV} or restore the key file"
             ) from None
     return _create_key_file(key_file)
+
+
+def create_master_key_file(key_file: Path, key: bytes) -> None:
+    """Write key to a new 0600 file; KeystoreError if the file already exists.
+
+    Exclusive, so two rotations can never stage over each other's key.
+    """
+    key_file = Path(key_file)
+    try:
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = _write_private_temp(key_file, _encoded(key))
+    except OSError as exc:
+        raise KeystoreError(f"cannot write master key file {key_file}: {exc.strerror}") from None
+    try:
+        os.link(tmp, key_file)
+    except FileExistsError:
+        raise KeystoreError(f"{key_file} already exists (another rotation running, or one interrupted); "
+                            "nothing was changed") from None
+    except OSError as exc:
+        raise KeystoreError(f"cannot write master key file {key_file}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(key_file.parent)
 
 
 def write_master_key(key_file: Path, key: bytes) -> None:
@@ -67,7 +121,8 @@ def _parse(text: str, source: str) -> bytes:
         raise KeystoreError(f"{source}: {exc}") from None
 
 
-def _read_key_file(key_file: Path) -> bytes:
+def read_master_key_file(key_file: Path) -> bytes:
+    """The key in key_file; FileNotFoundError if there is none, KeystoreError if unreadable."""
     try:
         raw = key_file.read_bytes()
     except FileNotFoundError:
@@ -89,7 +144,7 @@ def _create_key_file(key_file: Path) -> bytes:
         # worker never reads a half-written key and never overwrites the winner's key.
         os.link(tmp, key_file)
     except FileExistsError:
-        return _read_key_file(key_file)
+        return read_master_key_file(key_file)
     except OSError as exc:
         raise KeystoreError(f"cannot create master key file {key_file}: {exc.strerror}") from None
     finally:

@@ -135,9 +135,18 @@ def validate_credential(
     """Check values against the provider's fields; return a clean Credential.
 
     Values are stripped of surrounding whitespace (a pasted key often ends in a
-    newline); blank optional fields are dropped.
+    newline); blank optional fields are dropped. A value that still holds a control
+    character (CR, LF, NUL, ...) is refused: it would end up in an HTTP header or a
+    signed string, where a line break splits the header (request smuggling) and a NUL
+    truncates. The error names the field, never the value.
     """
-    return _validate(f"provider {provider!r}", _with_base_url(spec), values, allow_unknown=False)
+    who = f"provider {provider!r}"
+    credential = _validate(who, _with_base_url(spec), values, allow_unknown=False)
+    for name, value in credential.items():
+        if any(ch < " " or ch == "\x7f" for ch in value):
+            raise CredentialError(f"{who} field {name!r} must not contain line breaks, NUL or other control "
+                                  "characters", field=name)
+    return credential
 
 
 def serialize_credential(cred: Credential) -> bytes:

@@ -1,6 +1,10 @@
 """`build_app(settings)` -> the Starlette app. The lifespan owns the per-worker objects:
 the store, the keystore, the upstream client, the change watcher and the usage writer
-(flushed on the way out, after uvicorn has drained the requests)."""
+(flushed on the way out, after uvicorn has drained the requests).
+
+Workers of `modelport serve` get their settings from `proxy/server.py` (never from the
+environment: `app_from_handoff`); `app_from_env` is for running under another ASGI
+server with a config file named in MODELPORT_CONFIG."""
 
 from __future__ import annotations
 
@@ -11,23 +15,26 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
+from keystore import MASTER_KEY_ENV
 from proxy.account import ACCOUNT_ROUTES
 from proxy.admin import ADMIN_ROUTES
 from proxy.bootstrap import ensure_admin_token, open_store_and_keystore
 from proxy.errors import http_exception_handler
 from proxy.gateway import Gateway
 from proxy.hosted import build_offers
+from proxy.limits import BodyDeadline, FailureLimiter
+from proxy.logs import configure_logging
 from proxy.quotas import Quotas
 from proxy.routes import ROUTES
 from proxy.settings import CONFIG_ENV, Settings, load_settings
 from proxy.tenants import Directory
 from proxy.usage_writer import UsageWriter
-from translators._http import Timeouts, UpstreamClient
 
-SETTINGS_ENV = "MODELPORT_SETTINGS_JSON"
 log = logging.getLogger("modelport")
 
 
@@ -50,13 +57,13 @@ def build_app(settings: Settings) -> Starlette:
         admin_hash, _ = await ensure_admin_token(store, settings)
         directory = Directory(store, keystore)
         await directory.refresh_if_changed()
-        up = settings.upstream
-        http = UpstreamClient(Timeouts(up.connect_timeout, up.read_timeout, up.total_timeout))
+        http = settings.upstream.client(settings.host, settings.port)  # destination policy, limits
         offers = build_offers(settings.hosted)  # validated when the settings were loaded
         usage = UsageWriter(store, retention_days=settings.usage_retention_days,
                             interval=settings.usage_flush_interval)
         app.state.gateway = Gateway(settings, store, keystore, directory, http, admin_hash, offers,
-                                    Quotas(store, offers), usage)
+                                    Quotas(store, offers), usage,
+                                    FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window))
         watcher = asyncio.create_task(_watch_changes(app.state.gateway))
         usage.start()
         try:
@@ -70,30 +77,28 @@ def build_app(settings: Settings) -> Starlette:
             await store.close()
 
     return Starlette(routes=[*ROUTES, *ACCOUNT_ROUTES, *ADMIN_ROUTES], lifespan=lifespan,
-                     exception_handlers={HTTPException: http_exception_handler})
+                     exception_handlers={HTTPException: http_exception_handler},
+                     middleware=[Middleware(BodyDeadline, timeout=settings.client_body_timeout)])
 
 
-def _configure_logging(level: str) -> None:
-    """Our logger in uvicorn's format, set up in each worker (the factory runs there)."""
-    from uvicorn.logging import DefaultFormatter
-
-    logger = logging.getLogger("modelport")
-    logger.setLevel(level.upper())
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
+def app_from_handoff(handoff: bytes) -> Starlette:
+    """The worker's app from what `proxy/server.py` handed over: the settings and, when
+    `serve` found it in the environment, the master key."""
+    data = orjson.loads(handoff)
+    settings = Settings.model_validate(data["settings"])
+    if data.get("master_key"):
+        # The keystore reads $MODELPORT_MASTER_KEY. Setting it here changes this process's
+        # own copy of the environment only, not the exec-time block that /proc/PID/environ
+        # shows to other processes, and a worker starts no processes that could inherit it.
+        os.environ[MASTER_KEY_ENV] = data["master_key"]
+    configure_logging(settings.log_level)
+    return build_app(settings)
 
 
 def app_from_env() -> Starlette:
-    """uvicorn factory for worker processes: `serve` passes its settings in the environment
-    (a config file path in MODELPORT_CONFIG works too, for running under another ASGI server)."""
-    raw = os.environ.get(SETTINGS_ENV)
-    if raw:
-        settings = Settings.model_validate_json(raw)
-    else:
-        path = os.environ.get(CONFIG_ENV)
-        settings = load_settings(Path(path) if path else None)
-    _configure_logging(settings.log_level)
+    """uvicorn factory for running under another ASGI server: settings from the config file
+    named in MODELPORT_CONFIG (else the defaults)."""
+    path = os.environ.get(CONFIG_ENV)
+    settings = load_settings(Path(path) if path else None)
+    configure_logging(settings.log_level)
     return build_app(settings)

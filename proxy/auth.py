@@ -1,5 +1,12 @@
 """Who is calling: the bearer token -> tenant (via the cached directory), and the
-admin token for /admin. The only module that reads the Authorization header."""
+admin token for /admin. The only module that reads the Authorization header.
+
+Failures are counted per client address (`proxy.limits.FailureLimiter`, kept on the
+app's gateway): past the burst, a failure is a 429 with Retry-After instead of a 401.
+A valid token is never refused for its address's failures: behind one NAT, one
+misconfigured client must not lock out everyone else (and tokens are 256 random bits:
+the limit is about load and noise, not about making them guessable).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import hmac
 from starlette.requests import Request
 
 from keystore.models import mask
+from proxy.limits import FailureLimiter
 from proxy.tenants import Caller, Directory
 from translators.errors import ApiError
 
@@ -18,6 +26,18 @@ ADMIN_TOKEN_PREFIX = "mpa-"
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, "authentication_error", "invalid_api_key")
+
+
+def _limited(request: Request, err: ApiError) -> ApiError:
+    """`err` (a 401), or a 429 when the caller's address has failed too often."""
+    limiter: FailureLimiter | None = getattr(getattr(request.app.state, "gateway", None), "auth_failures", None)
+    if limiter is None or request.client is None:
+        return err
+    retry = limiter.failed(request.client.host)
+    if retry is None:
+        return err
+    return ApiError(429, "Too many failed authentication attempts from this address; retry later.",
+                    "rate_limit_error", "too_many_auth_failures", retry_after=retry)
 
 
 def bearer_token(request: Request) -> str:
@@ -32,12 +52,15 @@ def bearer_token(request: Request) -> str:
 
 
 async def authenticate(request: Request, directory: Directory) -> Caller:
-    token = bearer_token(request)
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
-        raise _unauthorized("Malformed API key: modelport keys start with 'mp-'.")
-    caller = await directory.caller(token)
-    if caller is None:
-        raise _unauthorized(f"Incorrect or revoked API key provided: {mask(token)}.")
+    try:
+        token = bearer_token(request)
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            raise _unauthorized("Malformed API key: modelport keys start with 'mp-'.")
+        caller = await directory.caller(token)
+        if caller is None:
+            raise _unauthorized(f"Incorrect or revoked API key provided: {mask(token)}.")
+    except ApiError as err:
+        raise _limited(request, err) from None
     return caller
 
 
@@ -46,6 +69,9 @@ def hash_admin_token(token: str) -> str:
 
 
 def check_admin(request: Request, admin_hash: str) -> None:
-    token = bearer_token(request)
-    if not hmac.compare_digest(hash_admin_token(token), admin_hash):
-        raise _unauthorized("Incorrect admin token.")
+    try:
+        token = bearer_token(request)
+        if not hmac.compare_digest(hash_admin_token(token), admin_hash):
+            raise _unauthorized("Incorrect admin token.")
+    except ApiError as err:
+        raise _limited(request, err) from None

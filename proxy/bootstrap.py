@@ -7,11 +7,15 @@ runs first, and a wrong master key is a clear start-up error, not garbage later.
 
 from __future__ import annotations
 
+import os
 import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-from keystore import KeystoreError, load_master_key
-from keystore.store import MASTER_CHECK_META, Keystore
+from keystore import KeystoreError
+from keystore.store import Keystore
 from proxy.auth import ADMIN_TOKEN_PREFIX, hash_admin_token
+from proxy.rotation import open_keystore
 from proxy.settings import Settings
 from proxy.store import Store
 
@@ -23,44 +27,75 @@ class StartupError(Exception):
 
 
 async def open_store_and_keystore(settings: Settings) -> tuple[Store, Keystore]:
-    store = Store(settings.database_path)
+    store = Store(settings.database_path, busy_timeout=settings.database_busy_timeout)
     await store.open()
     try:
-        check = await store.get_meta(MASTER_CHECK_META)
-        key_path = settings.master_key_path
-        try:
-            # Only a database that has never held a key may get a new one; otherwise a
-            # missing key file would silently orphan every stored credential.
-            master = load_master_key(key_path, create=check is None)
-        except KeystoreError as exc:
-            raise StartupError(f"cannot load the master key: {exc}") from None
-        keystore = Keystore(master, reload_master=lambda: load_master_key(key_path, create=False))
-        if check is None:
-            await store.set_meta_if_absent(MASTER_CHECK_META, keystore.master_check())
-            check = await store.get_meta(MASTER_CHECK_META)
-        if check is None or not keystore.matches(check):
-            raise StartupError(
-                f"the master key (from MODELPORT_MASTER_KEY or {key_path}) does not match the database "
-                f"{settings.database_path}: it was encrypted under another master key. Use the original key "
-                "or restore the key file; credentials cannot be read without it.")
+        # The master key's checks, an interrupted rotation's recovery and the
+        # confirmation of a rotated key live in proxy/rotation.py.
+        keystore = await open_keystore(store, settings)
+    except KeystoreError as exc:
+        await store.close()
+        raise StartupError(str(exc)) from None
     except BaseException:
         await store.close()
         raise
     return store, keystore
 
 
-async def ensure_admin_token(store: Store, settings: Settings) -> tuple[str, str | None]:
-    """(hash of the admin token, the token itself if it was just created and must be shown once)."""
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """`text` in a new 0600 file beside `path` (O_EXCL: never readable by anyone else, not
+    even for a moment); the caller renames it into place once the token is committed."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+async def _new_admin_token(settings: Settings, commit: Callable[[str], Awaitable[bool]]) -> Path | None:
+    """Make a token, commit its hash, and on success put the token in the admin-token file.
+    The file is written before the commit, so a token the database accepts is never one
+    that was only ever in memory (and so in nobody's hands)."""
+    token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    path = settings.data_dir / ADMIN_TOKEN_FILE
+    tmp = _write_private(path, token)
+    try:
+        if not await commit(hash_admin_token(token)):
+            return None
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+async def ensure_admin_token(store: Store, settings: Settings) -> tuple[str, Path | None]:
+    """(hash of the admin token, the path of the file holding it if it was just created).
+
+    The token itself is never printed or logged: a log is kept, shipped and shared far
+    longer than anyone means to keep a credential."""
     if settings.admin_token:
         return hash_admin_token(settings.admin_token), None
-    token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    created = await store.set_meta_if_absent(ADMIN_HASH_META, hash_admin_token(token))
+    created: Path | None = None
+    if await store.get_meta(ADMIN_HASH_META) is None:
+        created = await _new_admin_token(settings, lambda digest: store.set_meta_if_absent(ADMIN_HASH_META, digest))
     stored = await store.get_meta(ADMIN_HASH_META)
     assert stored is not None
-    return stored, token if created else None
+    return stored, created
 
 
-async def reset_admin_token(store: Store) -> str:
-    token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    await store.set_meta(ADMIN_HASH_META, hash_admin_token(token))
-    return token
+async def reset_admin_token(store: Store, settings: Settings) -> str:
+    """A new admin token (the old one stops working within a poll interval), also written
+    to the admin-token file so that it never holds a dead token."""
+    async def commit(digest: str) -> bool:
+        await store.set_meta(ADMIN_HASH_META, digest)
+        return True
+
+    path = await _new_admin_token(settings, commit)
+    assert path is not None
+    return path.read_text().strip()

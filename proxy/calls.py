@@ -1,6 +1,10 @@
 """Calling one route once: take the hosted call (if the route is billed to a trial),
 build the call context, call the translator (or open the stream, which pulls the
-first chunk), and give the hosted call back if the upstream failed before any output.
+first chunk), and give the hosted call back only if nothing reached the upstream.
+
+Hosted calls first pass `proxy/hosted_params.py` (the parameters a trial allows, the
+output-token cap) and then run on the offer's `PinnedClient`, which only talks to the
+operator's configured upstream and counts the requests that may have reached it.
 
 This is the one place a request reaches an upstream. Retries, fallbacks across
 models and load balancing across credentials will call `call_route` again with
@@ -10,12 +14,15 @@ record always describes the route that answered.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from proxy import sse
 from proxy.gateway import Gateway
+from proxy.hosted import PinnedClient
+from proxy.hosted_params import restrict
 from proxy.quotas import Reservation
 from proxy.routing import Route
 from proxy.tenants import TenantState
@@ -39,13 +46,19 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
     ctx = gateway.context(tenant, route, record.request_id)
     secret_values = ctx.credential.secret_values()
     reservation: Reservation | None = None
+    pinned: PinnedClient | None = None
     if route.billing == "hosted":
+        offer = gateway.hosted[route.provider]
+        req = restrict(offer, req)  # before reserving: a refused request costs no call
+        pinned = offer.pinned(ctx.http)
+        ctx = dataclasses.replace(ctx, http=pinned)
         reservation = await gateway.quotas.reserve(tenant.id, tenant.name, route.provider)
     try:
         if call_stream is not None:
             record.stream = True
             # open_stream returns once the first chunk is in: the stream has started and
-            # counts; a failure before that raises here and is refunded below.
+            # counts; a failure before that raises here (and is refunded below only if
+            # nothing reached the upstream).
             response: sse.SSEResponse = await sse.open_stream(
                 call_stream(route.translator, req, ctx), include_usage=req.include_usage, secrets=secret_values,
                 headers=headers, on_end=lambda outcome: record.finish(outcome.status, outcome.usage, outcome.chunks))
@@ -56,9 +69,15 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
         except ApiError as err:
             raise err.scrubbed(secret_values) from None
     except Exception as exc:
-        if reservation is None:
+        if reservation is None or pinned is None:
             raise
-        await reservation.refund()
+        # Spent once anything may have reached the vendor: a timeout after sending, a 5xx,
+        # a 4xx (even for the platform key) may all have been billed or counted against
+        # the operator's account. Given back only when no request left the gateway
+        # (refused before sending, no connection made). A client that leaves is no
+        # `Exception` (cancellation): spent too.
+        if pinned.attempts == 0:
+            await reservation.refund()
         if isinstance(exc, ApiError) and exc.code == "upstream_credential_rejected":
             raise _platform_rejected(route) from None
         raise

@@ -8,11 +8,14 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from keystore import MASTER_KEY_ENV, encode_master_key, new_master_key, write_master_key
+import orjson
+
+from keystore import MASTER_KEY_ENV
 from keystore.crypto import KeystoreError
 from proxy.bootstrap import (
     StartupError,
@@ -20,7 +23,10 @@ from proxy.bootstrap import (
     open_store_and_keystore,
     reset_admin_token,
 )
+from proxy.cli_args import pairs
+from proxy.cli_args import parser as cli_parser
 from proxy.hosted import build_offers
+from proxy.rotation import rotate_master
 from proxy.service import Management
 from proxy.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 from proxy.usage_report import table
@@ -34,32 +40,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ApiError(400, f"expected key=value, got '{item.split('=')[0]}'")
-        out[key] = value
-    return out
-
-
 async def _with_management(settings: Settings, action: Callable[[Management], Awaitable[Any]]) -> Any:
     store, keystore = await open_store_and_keystore(settings)
     try:
         return await action(Management(store, keystore, build_offers(settings.hosted)))
     finally:
         await store.close()
-
-
-def _limit(value: str) -> int | None:
-    """`quota set`'s N: a number of calls, -1 for unlimited, `default` for the configured quota."""
-    if value == "default":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number of calls, -1 (unlimited) or 'default'") from None
 
 
 def _quota_table(rows: list[dict[str, Any]]) -> str:
@@ -86,134 +72,50 @@ def _print(result: Any, as_json: bool) -> None:
             print(row)
 
 
-def _serve(args: argparse.Namespace, settings: Settings) -> NoReturn:
-    from proxy.app import SETTINGS_ENV
+def _handoff(settings: Settings) -> tuple[int, dict[str, str]]:
+    """The settings and the master key for `proxy.server`, in an anonymous in-memory file
+    (a descriptor the exec'd process inherits: no name on disk, nothing in the environment
+    or the command line), and the environment to exec with: ours without the master key
+    and without any variable holding another secret of the settings (a hosted credential
+    given as `${VAR}`, the admin token)."""
+    master = os.environ.get(MASTER_KEY_ENV, "").strip() or None
+    payload = orjson.dumps({"settings": settings.model_dump(mode="json"), "master_key": master})
+    if hasattr(os, "memfd_create"):  # Linux: memory only, never a name on any file system
+        fd = os.memfd_create("modelport-settings", 0)
+    else:  # elsewhere: a 0600 temporary file, unlinked before anything is written to it
+        with tempfile.TemporaryFile(dir=settings.data_dir) as f:
+            fd = os.dup(f.fileno())
+    os.write(fd, payload)  # a regular file or memfd takes it all in one write
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    hidden = {master, settings.admin_token, *(v for h in settings.hosted.values() for v in h.credentials.values())}
+    hidden = {v for v in hidden if v and len(v) >= 8}  # short values are no secret and might match PATH-like ones
+    env = {k: v for k, v in os.environ.items() if k != MASTER_KEY_ENV and v.strip() not in hidden}
+    return fd, env
 
+
+def _serve(args: argparse.Namespace, settings: Settings) -> NoReturn:
     updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
     settings = settings.model_copy(update=updates)
 
-    async def prepare() -> str | None:
+    async def prepare() -> Path | None:
         store, _ = await open_store_and_keystore(settings)
         try:
             return (await ensure_admin_token(store, settings))[1]
         finally:
             await store.close()
 
-    new_admin = asyncio.run(prepare())
-    if new_admin:
-        print("modelport: created the admin token for /admin/v1 (shown only this once):", flush=True)
-        print(new_admin, flush=True)
-    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    token_file = asyncio.run(prepare())
+    if token_file:
+        # The path, never the token: logs are kept and shared far longer than a secret should be.
+        print(f"modelport: created the admin token for /admin/v1 in {token_file} (mode 0600)", flush=True)
+    fd, env = _handoff(settings)
     print(f"modelport: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
     sys.stderr.flush()
-    # Become a bare uvicorn (same PID): everything this CLI imported (every translator,
-    # the keystore) would otherwise stay resident in the supervisor process for nothing;
-    # the benchmark counted ~25 MiB. Workers build the app from the environment.
-    os.execv(sys.executable, [
-        sys.executable, "-m", "uvicorn", "proxy.app:app_from_env", "--factory",
-        "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
-        "--log-level", settings.log_level, "--no-access-log", "--no-proxy-headers",
-        "--timeout-graceful-shutdown", "10"])
-
-
-async def _rotate_master(settings: Settings) -> str:
-    store, keystore = await open_store_and_keystore(settings)
-    try:
-        new_key = new_master_key()
-        from keystore.store import MASTER_CHECK_META, Keystore
-        rewrapped = keystore.rewrap_all(await store.all_wrapped_private_keys(), new_key)
-        from_env = bool(os.environ.get(MASTER_KEY_ENV))
-        staged = settings.master_key_path.with_suffix(".key.new")
-        if not from_env:
-            write_master_key(staged, new_key)  # on disk before the database needs it
-        await store.replace_wrapped_private_keys(rewrapped, {MASTER_CHECK_META: Keystore(new_key).master_check()})
-        if from_env:
-            return ("master key rotated. Set this new value in MODELPORT_MASTER_KEY and restart the servers:\n"
-                    + encode_master_key(new_key))
-        os.replace(staged, settings.master_key_path)
-        return f"master key rotated; {len(rewrapped)} tenant key(s) re-wrapped; key file {settings.master_key_path}"
-    finally:
-        await store.close()
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="modelport", description="A multi-tenant, OpenAI-compatible LLM gateway.")
-    p.add_argument("--config", help="YAML settings file (default: none; env MODELPORT_CONFIG)")
-    p.add_argument("--data-dir", help="data directory (default ./modelport-data)")
-    p.add_argument("--json", action="store_true", help="print results as JSON")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
-
-    def group(name: str, help: str) -> Any:
-        return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)
-
-    tenants = group("tenants", "create, list, delete tenants")
-    tenants.add_parser("create").add_argument("name")
-    tenants.add_parser("list")
-    tenants.add_parser("delete").add_argument("tenant")
-
-    tokens = group("tokens", "API tokens of a tenant")
-    create = tokens.add_parser("create")
-    create.add_argument("tenant")
-    create.add_argument("--name")
-    tokens.add_parser("list").add_argument("tenant")
-    tokens.add_parser("revoke").add_argument("token_id")
-
-    providers = group("providers", "provider credentials of a tenant")
-    pset = providers.add_parser("set")
-    pset.add_argument("tenant")
-    pset.add_argument("provider")
-    pset.add_argument("fields", nargs="*", metavar="key=value")
-    providers.add_parser("list").add_argument("tenant")
-    premove = providers.add_parser("remove")
-    premove.add_argument("tenant")
-    premove.add_argument("provider")
-
-    models = group("models", "models added one by one, each with its own credentials (hosted-model providers)")
-    madd = models.add_parser("add")
-    madd.add_argument("tenant")
-    madd.add_argument("provider")
-    madd.add_argument("model")
-    madd.add_argument("--type", required=True, choices=["llm", "text-embedding", "speech2text"])
-    madd.add_argument("fields", nargs="*", metavar="key=value")
-    models.add_parser("list").add_argument("tenant")
-    mremove = models.add_parser("remove")
-    mremove.add_argument("tenant")
-    mremove.add_argument("provider")
-    mremove.add_argument("model")
-
-    defaults = group("defaults", "default model per model type")
-    dset = defaults.add_parser("set")
-    dset.add_argument("tenant")
-    dset.add_argument("type")
-    dset.add_argument("model", metavar="PROVIDER/MODEL")
-    defaults.add_parser("show").add_argument("tenant")
-    dclear = defaults.add_parser("clear")
-    dclear.add_argument("tenant")
-    dclear.add_argument("type")
-
-    quota = group("quota", "hosted trial quotas of a tenant")
-    quota.add_parser("show", help="limit, used and remaining calls per hosted provider").add_argument("tenant")
-    qset = quota.add_parser("set", help="a tenant's total hosted calls on a provider (raise it to grant more)")
-    qset.add_argument("tenant")
-    qset.add_argument("provider")
-    qset.add_argument("limit", type=_limit, metavar="N", help="calls in total; -1 unlimited; 'default'")
-
-    usage = sub.add_parser("usage", help="requests and tokens per model, provider or day")
-    usage.add_argument("tenant", nargs="?", help="one tenant (default: every tenant)")
-    usage.add_argument("--since", help="unix seconds, ISO date or date-time (default: oldest record kept)")
-    usage.add_argument("--until", help="same forms; a date includes the whole day (default: now)")
-    usage.add_argument("--by", choices=["model", "provider", "day", "tenant"], default="model")
-
-    keys = group("keys", "the master key")
-    keys.add_parser("rotate-master", help="re-wrap every tenant key under a new master key")
-    admin = group("admin-token", "the admin API token")
-    admin.add_parser("reset", help="replace the admin token and print the new one")
-    return p
+    # Become a bare uvicorn supervisor (same PID): everything this CLI imported (every
+    # translator, the keystore) would otherwise stay resident in it for nothing; the
+    # benchmark counted ~25 MiB. Workers build the app from the handoff (proxy/server.py).
+    os.execve(sys.executable, [sys.executable, "-m", "proxy.server", "--handoff-fd", str(fd)], env)
 
 
 _ACTIONS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Callable[[Management], Awaitable[Any]]]] = {
@@ -223,10 +125,10 @@ _ACTIONS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Callable[[
     ("tokens", "create"): lambda a: lambda m: m.create_token(a.tenant, a.name),
     ("tokens", "list"): lambda a: lambda m: m.list_tokens(a.tenant),
     ("tokens", "revoke"): lambda a: lambda m: m.revoke_token(a.token_id),
-    ("providers", "set"): lambda a: lambda m: m.set_provider(a.tenant, a.provider, _pairs(a.fields)),
+    ("providers", "set"): lambda a: lambda m: m.set_provider(a.tenant, a.provider, pairs(a.fields)),
     ("providers", "list"): lambda a: lambda m: m.list_providers(a.tenant),
     ("providers", "remove"): lambda a: lambda m: m.remove_provider(a.tenant, a.provider),
-    ("models", "add"): lambda a: lambda m: m.add_model(a.tenant, a.provider, a.model, a.type, _pairs(a.fields)),
+    ("models", "add"): lambda a: lambda m: m.add_model(a.tenant, a.provider, a.model, a.type, pairs(a.fields)),
     ("models", "list"): lambda a: lambda m: m.list_models(a.tenant),
     ("models", "remove"): lambda a: lambda m: m.remove_model(a.tenant, a.provider, a.model),
     ("defaults", "set"): lambda a: lambda m: m.set_default(a.tenant, a.type, a.model),
@@ -239,7 +141,7 @@ _ACTIONS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Callable[[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = cli_parser()
     # `models add T P M --type llm key=value ...`: argparse does not give positionals that
     # follow an option to an earlier nargs="*" positional, so collect them here.
     args, extra = parser.parse_known_args(argv)
@@ -253,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args, settings)
         if args.command == "keys":
-            print(asyncio.run(_rotate_master(settings)))
+            asyncio.run(rotate_master(settings))  # prints its outcome before committing
             return 0
         if args.command == "admin-token":
             async def reset() -> str:
                 store, _ = await open_store_and_keystore(settings)
                 try:
-                    return await reset_admin_token(store)
+                    return await reset_admin_token(store, settings)
                 finally:
                     await store.close()
             print(asyncio.run(reset()))

@@ -42,7 +42,8 @@ def internal_error(request_id: str) -> ApiError:
                     "server_error", "internal_error")
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
+def param_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """`("messages", 0, "content")` -> `messages[0].content`, as OpenAI names a parameter."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -54,7 +55,7 @@ def from_validation_error(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
     # Union members add their type names to the location; they say nothing to a client.
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES)))
-    param = _param(loc) or None
+    param = param_path(loc) or None
     if first["type"] == "missing":
         return ApiError(400, f"Missing required parameter: '{param}'.", "invalid_request_error",
                         "missing_required_parameter", param)

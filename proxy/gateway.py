@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from keystore.store import Keystore
 from proxy.hosted import HostedOffer
+from proxy.limits import FailureLimiter
 from proxy.quotas import Quotas
 from proxy.routing import Route
 from proxy.settings import Settings
@@ -28,6 +29,7 @@ class Gateway:
     hosted: Mapping[str, HostedOffer]
     quotas: Quotas
     usage: UsageWriter
+    auth_failures: FailureLimiter | None = None  # failed authentications per client address (auth.py)
 
     def context(self, tenant: TenantState, route: Route, request_id: str) -> CallContext:
         if route.billing == "hosted":

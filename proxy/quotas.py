@@ -1,5 +1,5 @@
 """Hosted-trial quotas: one call = one reservation, taken before the upstream is
-called and given back if the upstream fails before any output.
+called and given back only if no request ever reached the upstream.
 
 The count lives in the database (`hosted_quota`), never in a worker's memory, and a
 reservation is one conditional UPDATE (see `proxy/store/accounting.py`), so with N
@@ -7,12 +7,16 @@ calls left, any number of concurrent requests on any number of workers get exact
 N successes. A tenant's limit is the configured `quota` unless `modelport quota set`
 gave it its own.
 
-What counts (the issue's rule, "one successful upstream request"):
-- non-stream: the call returned; it is refunded if it raised.
-- stream: the stream started, i.e. the first chunk arrived; refunded if pulling the
-  first chunk raised. A stream that fails later was still served in part and counts.
-- a client that leaves mid-call (cancellation) is not refunded: the upstream may well
-  have done, and billed, the work.
+What counts: every call that may have cost the operator something. A reservation is
+given back only when the call failed and no request left the gateway: refused by the
+gateway before sending (a bad parameter, a refused destination) or no connection made
+(DNS failure, connection refused, connect timeout; `UpstreamError.sent` is False).
+Everything else is spent, whatever the outcome:
+- the vendor answered with an error (a 4xx, including a rejected platform key, or a
+  5xx): the request reached the operator's account, which may bill or rate it;
+- a timeout or a reset after the request was sent: the vendor may have done the work;
+- a stream that fails after it started, or a client that leaves mid-call (cancellation).
+`proxy/calls.py` decides, from the attempts its `PinnedClient` counted.
 """
 
 from __future__ import annotations

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from translators._http import UpstreamClient
 
 CONFIG_ENV = "MODELPORT_CONFIG"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -32,6 +35,33 @@ class UpstreamSettings(_Strict):
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)
     total_timeout: float = Field(600.0, gt=0)
+    # Where upstream calls may connect (translators/_destinations.py): loopback, private
+    # and unique-local addresses follow `private_networks` unless listed in `allow_hosts`
+    # (host names or CIDRs); link-local/metadata addresses and the gateway itself never.
+    private_networks: Literal["allow", "deny"] = "allow"
+    allow_hosts: list[str] = Field(default_factory=list)
+    # Bounded reads: past these an upstream answer is a 502, memory per call stays bounded.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _check_allow_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:  # a CIDR, an address or a host name; a typo must stop `serve`
+            if not re.fullmatch(r"[A-Za-z0-9.:\[\]/_-]+", entry):
+                raise PydanticCustomError("allow_hosts", "{entry!r} is not a host name, address or CIDR",
+                                          {"entry": entry})
+        return value
+
+    def client(self, own_host: str, own_port: int) -> UpstreamClient:
+        """The app's upstream client under these settings; `own_host`/`own_port` are the
+        gateway's listening address, which upstream calls must never reach."""
+        from translators._destinations import DestinationPolicy
+        from translators._http import Limits, Timeouts, UpstreamClient
+
+        return UpstreamClient(Timeouts(self.connect_timeout, self.read_timeout, self.total_timeout),
+                              Limits(self.max_body_bytes, self.max_event_bytes),
+                              DestinationPolicy(self.private_networks, self.allow_hosts, own_host, own_port))
 
 
 class HostedSettings(_Strict):
@@ -41,6 +71,10 @@ class HostedSettings(_Strict):
     credentials: dict[str, str] = Field(repr=False)
     quota: int = Field(ge=-1)            # calls per tenant; -1 = unlimited
     models: list[str] = Field(min_length=1)
+    # The most output tokens one trial call may ask for (`proxy/hosted_params.py`): a call
+    # without a limit is sent with this one, a larger one is refused. Bounds what one
+    # counted call can cost the operator.
+    max_tokens: int = Field(default=1024, ge=1, le=1_000_000)  # default=: mypy sees a default
 
 
 class Settings(_Strict):
@@ -58,6 +92,27 @@ class Settings(_Strict):
     hosted: dict[str, HostedSettings] = Field(default_factory=dict)
     usage_retention_days: int = Field(90, ge=0)   # 0 = keep usage records for ever
     usage_flush_interval: float = Field(1.0, gt=0, le=300)
+    # Slow and abusive clients (README "Operating safely"). Timeouts in seconds.
+    client_header_timeout: float = Field(30.0, gt=0)   # request line + headers must arrive within it
+    client_body_timeout: float = Field(60.0, gt=0)     # the whole body must arrive within it (else 408)
+    keep_alive_timeout: int = Field(5, ge=1)           # idle keep-alive connections are closed after it
+    max_concurrency: int | None = Field(2048, ge=1)    # per worker: connections + requests; beyond: 503
+    shutdown_grace_seconds: float = Field(10.0, ge=0)  # SIGTERM: time running requests get to finish
+    auth_failure_limit: int = Field(20, ge=1)          # 401s per client address and window, then 429
+    auth_failure_window: float = Field(60.0, gt=0)
+    database_busy_timeout: float = Field(10.0, gt=0)   # waiting for another writer, then 503
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: str | None) -> str | None:
+        # A short token can be guessed; the generated ones are 47 characters. Empty (an
+        # unset `${VAR:-}`) means none is configured: one is generated, as without the key.
+        if not value:
+            return None
+        if len(value) < 32:
+            raise PydanticCustomError("admin_token", "must be at least 32 characters long (got {n})",
+                                      {"n": len(value)})
+        return value
 
     @field_validator("hosted")
     @classmethod

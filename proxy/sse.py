@@ -5,11 +5,17 @@ The first chunk is pulled before the response starts, so an upstream refusal (40
 `data: {"error": ...}` frame and no `[DONE]`, which the openai SDK raises as APIError.
 The upstream generator is closed in every case (`aclosing`), and `SSEResponse` cancels
 the body when the client disconnects, so a client that leaves closes the upstream.
+
+On SIGTERM uvicorn lets running requests finish for `shutdown_grace_seconds`, then
+cancels them. A stream cut there would look to the client like a stream that simply
+ended; it gets the error frame instead (503 `server_shutting_down`, no `[DONE]`), so
+the SDK raises and the caller knows to retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -36,17 +42,18 @@ class SSEResponse:
     def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
         self.body_iterator = body
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        # Read by the body to tell a client that left (499) from a server that stopped (503).
+        self.client_gone = False
+        self.stopped = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
-        gone = False
 
         async def watch() -> None:
-            nonlocal gone
             message: Message = {"type": ""}
             while message["type"] != "http.disconnect":
                 message = await receive()
-            gone = True
+            self.client_gone = True
             if task is not None:
                 task.cancel()
 
@@ -57,11 +64,17 @@ class SSEResponse:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not gone:
-                raise
-            task.uncancel()  # type: ignore[union-attr]  # our own cancel: the client left, nothing failed
+            task.uncancel()  # type: ignore[union-attr]
+            if not self.client_gone:
+                self.stopped = True
+                # uvicorn's graceful-shutdown period ran out (nothing else cancels a request):
+                # say so in the stream rather than cutting it silently.
+                with contextlib.suppress(OSError):
+                    await send({"type": "http.response.body", "body": error_frame(shutting_down()),
+                                "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
-            pass  # the socket broke under a send: the same as a client that left
+            self.client_gone = True  # the socket broke under a send: the same as a client that left
         finally:
             watcher.cancel()
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
@@ -73,6 +86,11 @@ def frame(data: bytes) -> bytes:
 
 def error_frame(err: ApiError) -> bytes:
     return frame(orjson.dumps(err.body()))
+
+
+def shutting_down() -> ApiError:
+    return ApiError(503, "The gateway is shutting down and ended this stream before it finished; retry the request.",
+                    "server_error", "server_shutting_down")
 
 
 class StreamOutcome:
@@ -128,10 +146,17 @@ async def open_stream(chunks: AsyncIterator[StreamChunk], *, include_usage: bool
                 outcome.status = 500
                 outcome.error = ApiError(500, "the stream failed inside the gateway", "server_error", "internal_error")
                 yield error_frame(outcome.error)
-            except BaseException:
-                outcome.status = 499  # the client went away (cancelled); nginx's name for it
+            except BaseException as exc:
+                # A cancel hits the body directly (client gone, or uvicorn's grace period
+                # over); a close while suspended at a yield comes after SSEResponse saw which.
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                if (cancelled and not response.client_gone) or (not cancelled and response.stopped):
+                    outcome.status, outcome.error = 503, shutting_down()
+                else:
+                    outcome.status = 499  # the client went away; nginx's name for it
                 raise
             finally:
                 on_end(outcome)
 
-    return SSEResponse(body(), {**HEADERS, **headers})
+    response = SSEResponse(body(), {**HEADERS, **headers})
+    return response

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from keystore.models import Credential
-from keystore.store import Keystore
+from keystore.store import MASTER_ID_META, Keystore
 from proxy.store import ModelRow, Store
 from translators import REGISTRY
 from translators.types import ModelType
@@ -59,6 +59,7 @@ class Directory:
         # Bumped by clear(): a load that began before a clear must not fill the cache
         # after it (it may have read rows from before the change that caused the clear).
         self._generation = 0
+        self._stale_key_id: str | None = None  # the database's key id while this worker cannot load it
 
     def clear(self) -> None:
         self._generation += 1
@@ -115,7 +116,9 @@ class Directory:
     async def _load_tenant(self, tenant_id: str) -> TenantState:
         generation = self._generation
         row = await self.store.find_tenant(tenant_id)
-        wrapped = await self.store.wrapped_private_key(tenant_id)
+        # The key wrapped under this worker's master key: after a rotation elsewhere, the
+        # previous one (kept until the new key is confirmed) while this worker has the old key.
+        wrapped = await self.store.wrapped_private_key(tenant_id, self.keystore.key_id)
         if row is None or wrapped is None:
             raise LookupError(tenant_id)
         models = {(m.provider, m.model): m for m in await self.store.models(tenant_id)}
@@ -137,9 +140,27 @@ class Directory:
 
     async def refresh_if_changed(self) -> bool:
         changes = await self.store.changes()
+        if changes != self._seen_changes or self._stale_key_id is not None:
+            await self._follow_master_key()
         if changes != self._seen_changes:
             if self._seen_changes != -1:
                 self.clear()
             self._seen_changes = changes
             return True
         return False
+
+    async def _follow_master_key(self) -> None:
+        """After a rotation elsewhere, load the new master key (from the key file, or the
+        staged file between the rotation's commit and its rename). Until this worker has
+        it, creating a tenant here is refused (503) by the store, never wrapped under the old key."""
+        current, before = await self.store.get_meta(MASTER_ID_META), self.keystore.key_id
+        if current is None or self.keystore.follow(current):
+            if self.keystore.key_id != before:
+                log.info("loaded the rotated master key %s", current)
+            self._stale_key_id = None
+            return
+        if current != self._stale_key_id:
+            log.warning("the master key was rotated to %s but this worker cannot load it (key from "
+                        "MODELPORT_MASTER_KEY?); creating tenants is refused until it is restarted with the new key",
+                        current)
+        self._stale_key_id = current

@@ -25,11 +25,13 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SUMS = ("requests", "errors", "hosted", "prompt_tokens", "completion_tokens", "total_tokens", "estimated")
 
 
-def parse_time(value: str | None, param: str, *, end: bool = False) -> float | None:
-    """Seconds since the epoch for a window bound, None when not given."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
+# The instants a window bound may name: what `datetime` can represent (year 1 to 9999),
+# so that every bound can be turned back into an ISO string (`_iso`) without overflow.
+MIN_TS = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+MAX_TS = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
+def _instant(text: str, end: bool) -> float | None:
     try:
         if _NUMBER.match(text):
             return float(text)
@@ -37,12 +39,25 @@ def parse_time(value: str | None, param: str, *, end: bool = False) -> float | N
             day = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
             return (day + timedelta(days=1) if end else day).timestamp()
         moment = datetime.fromisoformat(text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     except ValueError:
-        moment = None
+        return None
+    except OverflowError:  # 9999-12-31 as an `end` is the first moment of the year 10000
+        return MAX_TS + 1
+
+
+def parse_time(value: str | None, param: str, *, end: bool = False) -> float | None:
+    """Seconds since the epoch for a window bound, None when not given."""
+    if value is None or not value.strip():
+        return None
+    moment = _instant(value.strip(), end)
     if moment is None:
         raise bad_request(f"Invalid value for '{param}': use unix seconds, an ISO date (2024-05-01) or an "
                           "ISO date-time (2024-05-01T12:00:00Z).", param, "invalid_value")
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if not MIN_TS <= moment <= MAX_TS:
+        raise bad_request(f"Invalid value for '{param}': out of range (years 1 to 9999, UTC).",
+                          param, "invalid_value")
+    return moment
 
 
 def _iso(ts: float) -> str:

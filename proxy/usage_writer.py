@@ -5,7 +5,9 @@ queued rows in batches, one transaction each, every `interval` seconds or as soo
 a batch is full, through the store's quiet write path (usage is not a change any
 cache cares about). Memory stays bounded: when the database is slower than traffic
 and the queue is full, the oldest rows are dropped and the drops are counted in a
-warning. `close()` (lifespan exit, after uvicorn has drained the requests) flushes
+warning. A batch the database refuses is written again row by row, and only a row it
+cannot store is dropped (and logged), so one bad record never stops the recording of
+the others. `close()` (lifespan exit, after uvicorn has drained the requests) flushes
 what is left, so a clean shutdown loses nothing.
 
 Retention: rows older than `retention_days` are deleted in small batches about once
@@ -20,7 +22,7 @@ import logging
 import time
 from collections import deque
 
-from proxy.store import Store, UsageRow
+from proxy.store import Store, StoreBusy, UsageRow
 
 log = logging.getLogger("modelport")
 
@@ -89,7 +91,7 @@ class UsageWriter:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
                 try:
-                    await self.store.insert_usage(batch)
+                    await self._write(batch)
                 except BaseException as exc:
                     self._requeue(batch)
                     if not isinstance(exc, Exception):
@@ -102,6 +104,22 @@ class UsageWriter:
                 log.warning("usage: dropped %d records (queue of %d full: the database is slower than traffic)",
                             self._dropped, self.capacity)
                 self._dropped = 0
+
+    async def _write(self, batch: list[UsageRow]) -> None:
+        """One transaction for the batch; if the database refuses it, the rows one by one,
+        so that one row it cannot store costs only that row, never every later record.
+        Raises (rows kept for a retry) when the database itself fails."""
+        try:
+            await self.store.insert_usage(batch)
+            return
+        except StoreBusy:
+            raise
+        except Exception:
+            pass  # perhaps one bad row: find it below (a real database failure raises there too)
+        for row, reason in await self.store.insert_usage_each(batch):
+            # The row's identifiers only: it holds no secret, but nothing else is needed.
+            log.error("usage: dropped the record of request %s (tenant %s): the database refused it (%s)",
+                      row.request_id, row.tenant_id, reason)
 
     def _requeue(self, batch: list[UsageRow]) -> None:
         """Put a failed batch back in front, keeping the newest rows if room is short."""

@@ -90,3 +90,98 @@ def test_source_files_stay_small() -> None:
     big = [f"{p.relative_to(ROOT)} ({n})" for pkg in ("proxy", "translators", "keystore") for p in _py(pkg)
            if (n := len(p.read_text().splitlines())) > 400]
     assert not big
+
+
+# -- the repository stands alone (DESIGN §10) ----------------------------------------------------------
+
+STANDALONE = ("tests", "bench", "proxy", "translators", "keystore")
+# The one module allowed to look beside the repository, for the optional ../shared conformance layer.
+SHARED_LAYER = ROOT / "tests" / "fixture_data.py"
+# In code, a string literal without whitespace (a path, not a sentence such as an error message) that is
+# an absolute path into a machine's working or home directories, or names the team's shared/ directory.
+_OUTSIDE_LITERAL = re.compile(r"^/(work|home|root|mnt|srv|Users)(/|$)"
+                              r"|\.\./+shared\b|/shared/(vendors|openai-schemas)\b")
+# In data and config files (anywhere on a line); Markdown is prose and may cite ../shared/vendors/*.md.
+_OUTSIDE_TEXT = re.compile(r"(?<![\w.:/])/(work|home|root|mnt|srv|Users)/|\.\./+shared\b")
+_TEXT_SUFFIXES = {".sh", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".conf", ".json", ".sse", ".txt"}
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                found.add(id(first.value))
+    return found
+
+
+def _levels_up(node: ast.AST) -> int | None:
+    """How far `Path(__file__)[.resolve()].parent.parents[k]...` climbs (1 = the file's own directory);
+    None when `node` is not such a chain."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args \
+            and isinstance(node.args[0], ast.Name) and node.args[0].id == "__file__":
+        return 0
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+            and node.func.attr in ("resolve", "absolute"):
+        return _levels_up(node.func.value)
+    if isinstance(node, ast.Attribute) and node.attr == "parent":
+        below = _levels_up(node.value)
+        return None if below is None else below + 1
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "parents" \
+            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, int):
+        below = _levels_up(node.value.value)
+        return None if below is None else below + node.slice.value + 1
+    return None
+
+
+def _outside_refs(source: str, rel: Path) -> list[str]:
+    """Code in `source` (the file at `rel` in the repository) that reaches outside the repository:
+    path literals naming outside paths (docstrings and messages are prose and may cite ../shared/vendors/*.md),
+    `Path(__file__)` climbing above the repository root, and `... / "shared"`."""
+    tree = ast.parse(source)
+    prose = _docstring_nodes(tree)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose \
+                and not any(c.isspace() for c in node.value) and _OUTSIDE_LITERAL.search(node.value):
+            found.append(f"{rel}:{line}: path outside the repository {node.value!r}")
+        elif (levels := _levels_up(node)) is not None and levels > len(rel.parts):
+            found.append(f"{rel}:{line}: Path(__file__) climbs {levels - len(rel.parts)} level(s) above the repository")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant) \
+                and node.right.value == "shared":
+            found.append(f"{rel}:{line}: joins 'shared' onto a path")
+    return found
+
+
+def test_outside_path_check_catches_what_it_should() -> None:
+    bench_fake, decoder_test = Path("bench/fake.py"), Path("tests/unit/test_sse_decoder.py")
+    assert _outside_refs('SHARED = Path(__file__).resolve().parents[1].parent / "shared"\n', bench_fake)
+    assert _outside_refs('R = Path(__file__).resolve().parents[2]\n', bench_fake)
+    assert _outside_refs('RECORDINGS = Path("/work/shared/vendors/recordings")\n', decoder_test)
+    assert _outside_refs('p = base / f"../shared/{name}"\n', decoder_test)
+    assert _outside_refs('p = Path(f"/home/{user}/modelport-data")\n', decoder_test)
+    assert _outside_refs('p = os.path.join(ROOT, "..", "x") / "shared"\n', decoder_test)
+    assert not _outside_refs('"""Shapes: ../shared/vendors/openai.md."""\nREPO = Path(__file__).resolve().parents[1]\n'
+                             '# see ../shared/vendors/anthropic.md\nURL = "/v1/chat/completions"\n'
+                             'sys.exit("the fixtures are in the repository, not in ../shared")\n', bench_fake)
+    assert not _outside_refs('DATA = Path(__file__).resolve().parents[2] / "fixtures"\n', decoder_test)
+
+
+def test_nothing_reaches_outside_the_repository() -> None:
+    offenders: list[str] = []
+    for top in STANDALONE:
+        for path in sorted((ROOT / top).rglob("*")):
+            rel = path.relative_to(ROOT)
+            if path == SHARED_LAYER or not path.is_file() or rel.parts[:2] == ("bench", "results"):
+                continue  # bench/results: measurement records, not code
+            if path.suffix == ".py":
+                offenders += _outside_refs(path.read_text(), rel)
+            elif path.suffix in _TEXT_SUFFIXES:
+                offenders += [f"{rel}:{n}: {line.strip()[:120]}"
+                              for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+                              if _OUTSIDE_TEXT.search(line)]
+    assert not offenders, ("a clone with nothing beside it must run (tests/fixture_data.py is the one home of the "
+                           "optional ../shared layer):\n" + "\n".join(offenders))

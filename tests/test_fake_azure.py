@@ -1,12 +1,12 @@
 """The fake Azure OpenAI resource is faithful: the official `openai.AzureOpenAI` client
-talks to it as to Azure, and its wire bytes carry Azure's quirks and error bodies."""
+talks to it as to Azure, and its wire bytes carry Azure's quirks and error bodies: the shapes of our
+fixtures (tests/fixtures/azure-openai/) and, where ../shared is present, the real recordings' exact bodies."""
 
 from __future__ import annotations
 
 import base64
 import json
 import struct
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +18,11 @@ from tests.fakes.azure_fixtures import FakeAzure
 from tests.fakes.azure_openai import (
     DEFAULT_DEPLOYMENTS,
     ERROR_400_CONTENT_FILTER,
+    ERROR_404_DEPLOYMENT_NOT_FOUND,
     error_429,
 )
+from tests.fixture_data import fixture, fixture_json, needs_shared, shared_recording
 
-RECORDINGS = Path(__file__).resolve().parents[1].parent / "shared" / "vendors" / "recordings" / "azure-openai"
 USER = [{"role": "user", "content": "Say hello to me"}]
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -32,6 +33,19 @@ def url(fake: FakeAzure, deployment: str = "prod-chat", operation: str = "chat/c
         version: str | None = "2024-10-21") -> str:
     query = f"?api-version={version}" if version else ""
     return f"{fake.endpoint}/openai/deployments/{deployment}/{operation}{query}"
+
+
+def shape(value: Any) -> Any:
+    """The structure of a JSON value (keys, nesting, types) without its values."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__
+
+
+def recorded_json(name: str) -> Any:
+    return json.loads(shared_recording("azure-openai", name))
 
 
 def raw_events(resp: httpx.Response) -> list[Any]:
@@ -68,7 +82,7 @@ def test_stream_wire_bytes_carry_azure_quirks(fake_azure: FakeAzure) -> None:
     resp = httpx.post(url(fake_azure), headers={"api-key": fake_azure.api_key},
                       json={"messages": USER, "stream": True}, timeout=5)
     events = raw_events(resp)
-    recorded = json.loads((RECORDINGS / "chat_stream.sse").read_text().split("\n\n")[0][len("data: "):])
+    recorded = json.loads(fixture("azure-openai", "chat_stream.sse").split(b"\n\n")[0][len(b"data: "):])
     assert events[0].keys() == recorded.keys() and events[0]["choices"] == [] and events[0]["id"] == ""
     assert events[1]["choices"][0]["delta"]["role"] == "assistant"
     assert events[1]["choices"][0]["content_filter_results"] == {}
@@ -138,7 +152,7 @@ def test_minimal_bodies_like_the_spec_examples(fake_azure: FakeAzure) -> None:
     fake_azure.state.minimal_bodies = True
     raw = httpx.post(url(fake_azure, "prod-embed", "embeddings"), headers={"api-key": fake_azure.api_key},
                      json={"input": "x"}, timeout=5).json()
-    recorded = json.loads((RECORDINGS / "embeddings_response.json").read_text())
+    recorded = fixture_json("azure-openai", "embeddings_response.json")
     assert raw.keys() == recorded.keys() and raw["data"][0].keys() == recorded["data"][0].keys()
 
 
@@ -165,10 +179,18 @@ def test_missing_api_version_and_unknown_paths_are_resource_not_found(fake_azure
         assert resp.status_code == 404 and resp.json() == {"error": {"code": "404", "message": "Resource not found"}}
 
 
-def test_unknown_deployment_is_the_recorded_404(fake_azure: FakeAzure) -> None:
+def test_unknown_deployment_is_azures_404(fake_azure: FakeAzure) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         fake_azure.client().chat.completions.create(model="nope", messages=USER)  # type: ignore[arg-type]
-    assert {"error": caught.value.body} == json.loads((RECORDINGS / "error_404_deployment_not_found.json").read_text())
+    body = {"error": caught.value.body}
+    assert body == ERROR_404_DEPLOYMENT_NOT_FOUND and body["error"]["code"] == "DeploymentNotFound"
+    assert shape(body) == shape(fixture_json("azure-openai", "error_404_deployment_not_found.json"))
+
+
+@needs_shared
+def test_error_bodies_are_the_recorded_ones() -> None:
+    assert ERROR_404_DEPLOYMENT_NOT_FOUND == recorded_json("error_404_deployment_not_found.json")
+    assert ERROR_400_CONTENT_FILTER == recorded_json("error_400_content_filter.json")
 
 
 def test_wrong_operation_for_the_deployment(fake_azure: FakeAzure) -> None:
@@ -177,12 +199,13 @@ def test_wrong_operation_for_the_deployment(fake_azure: FakeAzure) -> None:
     assert caught.value.body["code"] == "OperationNotSupported"  # type: ignore[index]
 
 
-def test_prompt_filter_is_the_recorded_400(fake_azure: FakeAzure) -> None:
+def test_prompt_filter_is_azures_400(fake_azure: FakeAzure) -> None:
     fake_azure.state.prompt_filter_trigger = "forbidden"
     with pytest.raises(openai.BadRequestError) as caught:
         fake_azure.client().chat.completions.create(model="prod-chat", messages=[{"role": "user", "content": "a forbidden thing"}])  # type: ignore[arg-type]
     assert caught.value.code == "content_filter"
-    assert ERROR_400_CONTENT_FILTER == json.loads((RECORDINGS / "error_400_content_filter.json").read_text())
+    assert {"error": caught.value.body} == ERROR_400_CONTENT_FILTER
+    assert shape(ERROR_400_CONTENT_FILTER) == shape(fixture_json("azure-openai", "error_400_content_filter.json"))
 
 
 def test_scripted_429_with_retry_headers(fake_azure: FakeAzure) -> None:

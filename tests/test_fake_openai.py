@@ -1,4 +1,6 @@
-"""The fake OpenAI vendor is faithful: the official SDK and OpenAI's schemas accept it."""
+"""The fake OpenAI vendor is faithful: the official SDK and OpenAI's schemas accept it, and its
+bodies have the shapes of our fixtures (tests/fixtures/openai/) and, where ../shared is present,
+of the real recordings."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import math
 import struct
 import wave
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,17 +19,20 @@ import pytest
 from tests.fakes.fixtures import FakeOpenAI
 from tests.fakes.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app, mask_key
 from tests.fakes.server import ServedApp, free_port
-from tests.shared_data import RECORDINGS as SHARED_RECORDINGS
-from tests.shared_data import check_schema
+from tests.fixture_data import check_schema, fixture, needs_shared, shared_recording
 
-RECORDINGS = SHARED_RECORDINGS / "openai"
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 USER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to me"}]
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                    "required": ["city"]}}}
-RECORDED_ARGUMENTS = '{"city":"New York City"}'
+RECORDED_ARGUMENTS = '{"city":"Buenos Aires"}'  # the arguments of chat_stream_tool_calls_with_usage.sse
+
+# What the fake is compared with: our fixture always, the real recording where ../shared is.
+Reference = Callable[[str], bytes]
+REFERENCES = [pytest.param(lambda name: fixture("openai", name), id="fixture"),
+              pytest.param(lambda name: shared_recording("openai", name), id="recording", marks=needs_shared)]
 
 
 validate = check_schema
@@ -83,14 +89,15 @@ def test_chat_completion_via_sdk(fake_openai: FakeOpenAI) -> None:
     assert fake_openai.state.organizations == ["org-fake-123"]
 
 
-def test_chat_response_matches_schema_and_recording(fake_openai: FakeOpenAI) -> None:
+@pytest.mark.parametrize("reference", REFERENCES)
+def test_chat_response_matches_schema_and_recording(fake_openai: FakeOpenAI, reference: Reference) -> None:
     response = post(fake_openai, "/chat/completions", {"model": "gpt-4o", "messages": USER})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-request-id"].startswith("req_")
     body = response.json()
     validate("chat_completion_response.json", body)
-    recorded = json.loads((RECORDINGS / "chat_response.json").read_text())
+    recorded = json.loads(reference("chat_response.json"))
     assert set(recorded) <= set(body)
     assert set(recorded["choices"][0]["message"]) == set(body["choices"][0]["message"])
     assert set(recorded["usage"]) == set(body["usage"])
@@ -172,17 +179,19 @@ def test_tool_call_stream_reassembles_via_sdk(fake_openai: FakeOpenAI) -> None:
         final = stream.get_final_completion()
     call = final.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == {"city": "New York City"}
+    assert json.loads(call.function.arguments) == {"city": "Buenos Aires"}
     assert final.choices[0].finish_reason == "tool_calls"
 
 
-def test_tool_call_stream_matches_recording(fake_openai: FakeOpenAI) -> None:
-    fake_openai.state.tool_call = ("get_weather", RECORDED_ARGUMENTS)
+@pytest.mark.parametrize("reference", REFERENCES)
+def test_tool_call_stream_matches_recording(fake_openai: FakeOpenAI, reference: Reference) -> None:
+    recorded_raw = reference("chat_stream_tool_calls_with_usage.sse")
+    recorded = [json.loads(p) for p in sse_events(recorded_raw)[:-1]]
+    arguments = "".join(c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for c in recorded[:-2])
+    fake_openai.state.tool_call = ("get_weather", arguments)
     body = {"model": "gpt-4o", "messages": USER, "tools": [WEATHER_TOOL], "stream": True,
             "stream_options": {"include_usage": True}}
     ours = [json.loads(p) for p in sse_events(post(fake_openai, "/chat/completions", body).content)[:-1]]
-    recorded_raw = (RECORDINGS / "chat_stream_tool_calls_with_usage.sse").read_bytes()
-    recorded = [json.loads(p) for p in sse_events(recorded_raw)[:-1]]
     for chunk in ours:
         validate("chat_completion_chunk.json", chunk)
     assert [set(c) for c in ours] == [set(c) for c in recorded]
@@ -192,7 +201,7 @@ def test_tool_call_stream_matches_recording(fake_openai: FakeOpenAI) -> None:
     assert first["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": ""}
     assert set(first) == set(recorded_first)
     assert set(first["tool_calls"][0]) == set(recorded_first["tool_calls"][0])
-    assert ours[-1]["choices"] == [] and ours[-1]["usage"]["completion_tokens"] == 7
+    assert ours[-1]["choices"] == [] and ours[-1]["usage"]["completion_tokens"] == len(recorded) - 3
 
 
 # -- legacy completions -----------------------------------------------------------------
@@ -299,7 +308,8 @@ def test_transcription_json_and_text_via_sdk(fake_openai: FakeOpenAI) -> None:
     assert raw_json.json()["usage"] == {"type": "duration", "seconds": 1}
 
 
-def test_transcription_verbose_json_srt_vtt(fake_openai: FakeOpenAI) -> None:
+@pytest.mark.parametrize("reference", REFERENCES)
+def test_transcription_verbose_json_srt_vtt(fake_openai: FakeOpenAI, reference: Reference) -> None:
     client = fake_openai.client()
     audio = make_wav(seconds=2.5)
     verbose = client.audio.transcriptions.create(
@@ -309,7 +319,7 @@ def test_transcription_verbose_json_srt_vtt(fake_openai: FakeOpenAI) -> None:
     assert [w.word for w in verbose.words] == ["The", "quick", "brown", "fox"]
     assert verbose.words[-1].end == 2.5 and verbose.segments is None
     assert fake_openai.state.last_request.form["timestamp_granularities[]"] == ["word"]
-    recorded = json.loads((RECORDINGS / "transcription_verbose_json_words.json").read_text())
+    recorded = json.loads(reference("transcription_verbose_json_words.json"))
     assert set(verbose.model_dump(exclude_none=True)) == set(recorded)
     srt = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio),
                                              response_format="srt")
@@ -332,7 +342,8 @@ def test_transcription_requires_file_and_known_format(fake_openai: FakeOpenAI) -
 # -- errors and scripting ---------------------------------------------------------------
 
 
-def test_wrong_key_raises_authentication_error(fake_openai: FakeOpenAI) -> None:
+@pytest.mark.parametrize("reference", REFERENCES)
+def test_wrong_key_raises_authentication_error(fake_openai: FakeOpenAI, reference: Reference) -> None:
     client = fake_openai.client(api_key="sk-test-wrong-fake-key")
     with pytest.raises(openai.AuthenticationError) as excinfo:
         client.chat.completions.create(model="gpt-4o", messages=USER)
@@ -344,7 +355,7 @@ def test_wrong_key_raises_authentication_error(fake_openai: FakeOpenAI) -> None:
     missing = post(fake_openai, "/chat/completions", {"model": "m", "messages": USER}, headers={})
     assert missing.status_code == 401
     validate("error_response.json", missing.json())
-    recorded = json.loads((RECORDINGS / "error_401.json").read_text())
+    recorded = json.loads(reference("error_401.json"))
     assert set(missing.json()["error"]) == set(recorded["error"])
 
 

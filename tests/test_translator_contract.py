@@ -23,7 +23,7 @@ import pytest_asyncio
 from keystore.models import Credential
 from proxy.sse import DONE, StreamOutcome, open_stream
 from tests.contract import CAPABILITIES, Adapter, discover
-from tests.shared_data import check_schema
+from tests.fixture_data import check_schema
 from translators import REGISTRY
 from translators._http import Timeouts, UpstreamClient
 from translators.base import CallContext, Translator

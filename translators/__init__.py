@@ -11,13 +11,13 @@ from types import MappingProxyType
 from translators.anthropic import AnthropicTranslator
 from translators.azure_openai import AzureOpenAITranslator
 from translators.base import CallContext, Translator
-from translators.huggingface import HuggingFaceTranslator
 from translators.chatglm import ChatGLMTranslator
 from translators.ernie import ErnieTranslator
+from translators.huggingface import HuggingFaceTranslator
 from translators.minimax import MinimaxTranslator
 from translators.openai import OpenAITranslator
-from translators.replicate import ReplicateTranslator
 from translators.qwen import QwenTranslator
+from translators.replicate import ReplicateTranslator
 from translators.spark import SparkTranslator
 from translators.zhipu import ZhipuTranslator
 

@@ -44,7 +44,9 @@ from translators._refusals import (
     refuse_response_format,
     text_only,
 )
-from translators._shapes import embedding_items  # re-exported: Hugging Face and its tests use it from here
+from translators._shapes import (
+    embedding_items,  # re-exported: Hugging Face and its tests use it from here
+)
 from translators.errors import ApiError, UpstreamError, bad_request, unsupported
 from translators.types import (
     ChatRequest,

@@ -9,12 +9,18 @@ Two deliberate deviations from WHATWG, both for vendors that bend the format:
 - A block with an explicit `event:` name is dispatched even without a `data:` line
   (`event: done` then a blank line); WHATWG drops it, a translator wants the signal.
 - `flush()` dispatches an event left unterminated at EOF if it has data (see there).
+
+An event (its data lines, or one unterminated line) larger than `max_event_bytes` raises a
+502 instead of growing without bound: the upstream decides what it sends, the gateway's
+memory must not depend on it (`UpstreamStream.chunks()` also bounds lines below this).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+
+from translators.errors import upstream_too_large
 
 __all__ = ["SSEDecoder", "SSEEvent", "aiter_sse"]
 
@@ -23,6 +29,7 @@ _BOM = b"\xef\xbb\xbf"
 
 # The data of the end-of-stream event that OpenAI-style streams send.
 DONE_DATA = b"[DONE]"
+DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024  # as `Limits.max_event_bytes` (`upstream.max_event_bytes`)
 
 
 @dataclass(slots=True)
@@ -36,9 +43,12 @@ class SSEEvent:
 class SSEDecoder:
     """Incremental decoder: `feed()` each read, `flush()` once at end of stream."""
 
-    __slots__ = ("_partial", "_pending_cr", "_at_start", "_data", "_event", "_last_id", "_retry")
+    __slots__ = ("_partial", "_pending_cr", "_at_start", "_data", "_event", "_last_id", "_retry", "_limit",
+                 "_size")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._limit = max_event_bytes
+        self._size = 0  # bytes held for the current event: its data lines and the unterminated line
         self._partial: list[bytes] = []  # pieces of an unterminated line, joined only once it ends
         self._pending_cr = False  # the previous read ended in CR: a leading LF now is its CRLF tail
         self._at_start = True  # a BOM is only meaningful as the stream's first bytes
@@ -68,6 +78,7 @@ class SSEDecoder:
                 chunk = chunk[len(_BOM) :]
         if b"\n" not in chunk and b"\r" not in chunk:
             # Mid-line read (a long JSON body in small TCP segments): don't re-copy the buffer.
+            self._grow(len(chunk))
             self._partial.append(chunk)
             return []
         if self._partial:
@@ -80,12 +91,17 @@ class SSEDecoder:
             self._pending_cr = True
         elif last != 0x0A:
             self._partial.append(lines.pop())
+        # Recount what is held: the current event's data (its lines add up in `_field`),
+        # then the new unterminated tail.
+        self._size = sum(len(d) for d in self._data) if self._data else 0
         events: list[SSEEvent] = []
         for line in lines:
             if line:
                 self._field(line)
             elif self._data or self._event is not None:
                 events.append(self._dispatch())
+        if self._partial:
+            self._grow(len(self._partial[0]))
         return events
 
     def flush(self) -> list[SSEEvent]:
@@ -117,6 +133,7 @@ class SSEDecoder:
             if value[:1] == b" ":
                 value = value[1:]
         if name == b"data":
+            self._grow(len(value))
             self._data.append(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace") or None  # `event:` alone means "message"
@@ -128,19 +145,28 @@ class SSEDecoder:
                 self._retry = int(value)
         # Unknown fields are ignored, per WHATWG.
 
+    def _grow(self, size: int) -> None:
+        self._size += size
+        if self._size > self._limit:
+            self._partial.clear()
+            self._data.clear()
+            raise upstream_too_large("a stream event", self._limit, "max_event_bytes")
+
     def _dispatch(self) -> SSEEvent:
         data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
         event = SSEEvent(self._event or "message", data, self._last_id, self._retry)
+        self._size = 0
         self._data.clear()
         self._event = None
         self._retry = None
         return event
 
 
-async def aiter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:
+async def aiter_sse(chunks: AsyncIterable[bytes],
+                    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> AsyncIterator[SSEEvent]:
     """Events of a byte stream (e.g. `response.content.iter_any()`), flushed at its end.
     Closing the byte source stays the caller's job: it owns the HTTP response."""
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(max_event_bytes)
     async for chunk in chunks:
         for event in decoder.feed(chunk):
             yield event

@@ -47,6 +47,8 @@ from typing import Any
 import orjson
 
 from keystore.models import CredentialField
+from translators._json import MAX_DEPTH, TooDeep
+from translators._json import loads as bounded_json
 from translators._refusals import (
     refuse_choices_and_logprobs,
     refuse_deprecated_functions,
@@ -63,8 +65,15 @@ from translators.anthropic_response import (
     parse_event,
 )
 from translators.base import CallContext, Translator
-from translators.errors import UpstreamError, bad_request, unsupported
-from translators.types import ChatRequest, ContentPart, JSONObject, Message, ModelType, StreamChunk
+from translators.errors import UpstreamError, bad_request, body_text, unsupported
+from translators.types import (
+    ChatRequest,
+    ContentPart,
+    JSONObject,
+    Message,
+    ModelType,
+    StreamChunk,
+)
 
 __all__ = ["API_VERSION", "AnthropicTranslator", "DEFAULT_MAX_TOKENS", "StreamState", "default_max_tokens",
            "error_from_response", "from_vendor_event", "from_vendor_response", "to_vendor_request"]
@@ -157,9 +166,11 @@ def _tool_use(message: Message, where: str) -> list[JSONObject]:
         arguments = call.function.arguments
         param = f"{where}.tool_calls[{k}].function.arguments"
         try:
-            value = orjson.loads(arguments) if arguments.strip() else {}
-        except orjson.JSONDecodeError:
-            raise bad_request("tool call arguments must be valid JSON", param) from None
+            # A client's string parsed here: nesting checked first, as for a request body.
+            value = bounded_json(arguments) if arguments.strip() else {}
+        except (orjson.JSONDecodeError, TooDeep):
+            raise bad_request(f"tool call arguments must be valid JSON nested at most {MAX_DEPTH} levels deep",
+                              param) from None
         if not isinstance(value, dict):
             raise bad_request("tool call arguments must be a JSON object", param)
         blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": value})
@@ -234,7 +245,7 @@ def _tool_choice(choice: Any, parallel: bool | None) -> JSONObject | None:
     elif choice == "required":
         out = {"type": "any"}
     elif isinstance(choice, dict) and choice.get("type") == "function" \
-            and isinstance((choice.get("function") or {}).get("name"), str):
+            and isinstance(choice.get("function"), dict) and isinstance(choice["function"].get("name"), str):
         out = {"type": "tool", "name": choice["function"]["name"]}
     else:
         raise bad_request("tool_choice must be 'auto', 'none', 'required' or "
@@ -278,9 +289,9 @@ def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
 
 def _error_body(payload: bytes) -> Any:
     try:
-        return orjson.loads(payload) if payload else None
+        return bounded_json(payload) if payload else None
     except orjson.JSONDecodeError:  # an HTML page from a proxy in between, a plain-text 502...
-        return {"error": {"message": payload[:300].decode("utf-8", "replace")}}
+        return {"error": {"message": body_text(payload)}}
 
 
 # -- the translator --------------------------------------------------------------------------
@@ -322,7 +333,7 @@ class AnthropicTranslator(Translator):
             if "json" in resp.headers.get("Content-Type", ""):  # an error object where a stream belongs
                 raise error_in_body(_error_body(await resp.read()))
             state = StreamState(ctx.model)
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(resp.max_event_bytes)
             async for data in resp.chunks():
                 for event in decoder.feed(data):
                     for chunk in from_vendor_event(parse_event(event), state):

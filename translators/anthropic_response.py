@@ -19,9 +19,15 @@ from typing import Any
 import orjson
 
 from translators._http import Headers
+from translators._json import loads as bounded_json
 from translators._shapes import chat_chunk, now
 from translators._sse import SSEEvent
-from translators.errors import ApiError, UpstreamError, parse_retry_after, upstream_status_error
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    parse_retry_after,
+    upstream_status_error,
+)
 from translators.types import JSONObject, StreamChunk, Usage
 
 PROVIDER = "anthropic"
@@ -181,7 +187,7 @@ class StreamState:
 def parse_event(event: SSEEvent) -> JSONObject:
     """One SSE event's data as a dict whose `type` names the event (the SSE name wins for errors)."""
     try:
-        data = orjson.loads(event.data) if event.data else {}
+        data = bounded_json(event.data) if event.data else {}
     except orjson.JSONDecodeError:
         if event.event == "error":
             text = event.data[:500].decode("utf-8", "replace")

@@ -19,7 +19,8 @@ Credential fields and the decisions behind them:
   the response's `model` where Azure leaves it out (otherwise the deployment name).
 - `base_url` (the generic override of every provider): if set, it replaces `endpoint`
   as the URL root (API Management or another proxy in front of the resource, a test
-  fake); `endpoint` is still required as the record of the resource.
+  fake), under the same https rule; `endpoint` is still required as the record of the
+  resource.
 
 URL: `{root}/openai/deployments/{deployment}/{chat/completions|completions|embeddings|
 audio/transcriptions}?api-version=...`. The deployment name goes into the path, so it
@@ -56,11 +57,24 @@ import orjson
 
 from keystore.models import Credential, CredentialField
 from translators._http import Headers
+from translators._json import loads as bounded_json
 from translators._sse import DONE_DATA
 from translators.base import CallContext
-from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, upstream_status_error
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    bad_request,
+    parse_retry_after,
+    upstream_status_error,
+)
 from translators.openai_compatible import OpenAICompatible, openai_error_fields
-from translators.types import JSONObject, ModelType, StreamChunk, TranscriptionRequest, TranscriptionResult
+from translators.types import (
+    JSONObject,
+    ModelType,
+    StreamChunk,
+    TranscriptionRequest,
+    TranscriptionResult,
+)
 
 DEFAULT_API_VERSION = "2024-10-21"
 STREAM_OPTIONS_SINCE = "2024-08-01"   # first api-version that accepts `stream_options`
@@ -88,8 +102,9 @@ def supports_stream_options(version: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def endpoint_root(endpoint: str) -> str:
-    """The checked endpoint without a trailing slash; the message never echoes the URL."""
+def endpoint_root(endpoint: str, field: str = "endpoint") -> str:
+    """The checked endpoint (or `base_url` override) without a trailing slash; the message
+    never echoes the URL. The override is held to the same rule: it receives the key too."""
     problem = None
     try:
         parts = urlsplit(endpoint)
@@ -103,7 +118,7 @@ def endpoint_root(endpoint: str) -> str:
     elif "@" in parts.netloc or parts.query or parts.fragment:
         problem = "must not contain user info, a query or a fragment"
     if problem:
-        raise bad_request(f"the azure_openai credential's endpoint {problem}", None, "invalid_credential")
+        raise bad_request(f"the azure_openai credential's {field} {problem}", None, "invalid_credential")
     return endpoint.rstrip("/")
 
 
@@ -219,6 +234,8 @@ class AzureOpenAITranslator(OpenAICompatible):
 
     def check_credential(self, credential: Credential) -> None:
         endpoint_root(credential["endpoint"])
+        if credential.base_url:
+            endpoint_root(credential.base_url, "base_url")
         api_version(credential)
 
     def headers(self, ctx: CallContext) -> dict[str, str]:
@@ -226,7 +243,8 @@ class AzureOpenAITranslator(OpenAICompatible):
 
     def url(self, ctx: CallContext, endpoint: str) -> str:
         self.check_model(ctx.model)
-        root = ctx.base_url if ctx.base_url != _PLACEHOLDER else endpoint_root(ctx.credential.get("endpoint", ""))
+        root = (endpoint_root(ctx.base_url, "base_url") if ctx.base_url != _PLACEHOLDER
+                else endpoint_root(ctx.credential.get("endpoint", "")))
         return f"{root}/openai/deployments/{ctx.model}/{endpoint}?api-version={api_version(ctx.credential)}"
 
     def request_body(self, raw: JSONObject, ctx: CallContext) -> JSONObject:
@@ -245,7 +263,7 @@ class AzureOpenAITranslator(OpenAICompatible):
     def _pass_chunk(self, data: bytes) -> StreamChunk | tuple[JSONObject, Any] | object | None:
         if data and data != DONE_DATA and _needs_cleaning(data):
             try:
-                parsed = orjson.loads(data)
+                parsed = bounded_json(data)
             except orjson.JSONDecodeError:
                 parsed = None
             if isinstance(parsed, dict):

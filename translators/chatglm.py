@@ -47,6 +47,7 @@ import orjson
 
 from keystore.models import Credential, CredentialField
 from translators._http import Headers
+from translators._json import loads as bounded_json
 from translators._refusals import refuse_choices_and_logprobs, text_only
 from translators._shapes import chat_chunk, completion, new_id, now, usage_chunk
 from translators._sse import DONE_DATA, aiter_sse
@@ -55,6 +56,7 @@ from translators.errors import (
     ApiError,
     UpstreamError,
     bad_request,
+    body_text,
     parse_retry_after,
     unsupported,
     upstream_status_error,
@@ -244,9 +246,9 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
 
 def _parsed(payload: bytes) -> Any:
     try:
-        return orjson.loads(payload) if payload else None
+        return bounded_json(payload) if payload else None
     except orjson.JSONDecodeError:
-        return payload[:300].decode("utf-8", "replace")
+        return body_text(payload, plain_text=True)  # uvicorn's plain "Internal Server Error"
 
 
 # -- the translator ---------------------------------------------------------------------------------
@@ -307,7 +309,7 @@ class ChatGLMTranslator(OpenAICompatible):
                 raise error_from_response(resp.status, _parsed(await resp.read()), resp.headers)
             state = StreamState(ctx.model, prompt_tokens(req))
             done = False
-            async for event in aiter_sse(resp.chunks()):
+            async for event in aiter_sse(resp.chunks(), resp.max_event_bytes):
                 if event.data == DONE_DATA:
                     done = True
                     break

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import ValidationError
 
+from translators._json import loads as bounded_json
 from translators.errors import bad_request
 from translators.types import ChatRequest, CompletionRequest, JSONObject, StreamChunk
 
@@ -72,7 +72,7 @@ async def complete_stream_via_chat(translator: Translator, req: CompletionReques
     stream = translator.chat_stream(chat_req, ctx)
     try:
         async for chunk in stream:
-            data = orjson.loads(chunk.data)
+            data = bounded_json(chunk.data)
             base = {"id": str(data.get("id", "")).replace("chatcmpl", "cmpl", 1), "object": "text_completion",
                     "created": data.get("created", 0), "model": data.get("model", ctx.model)}
             if chunk.usage is not None:

@@ -44,6 +44,7 @@ from urllib.parse import urlencode
 import orjson
 
 from keystore.models import CredentialField
+from translators._json import loads as bounded_json
 from translators._sse import SSEDecoder
 from translators.base import CallContext, Translator, check_model_id
 from translators.ernie_convert import (
@@ -61,7 +62,13 @@ from translators.ernie_convert import (
     to_vendor_request,
 )
 from translators.errors import ApiError
-from translators.types import ChatRequest, EmbeddingRequest, JSONObject, ModelType, StreamChunk
+from translators.types import (
+    ChatRequest,
+    EmbeddingRequest,
+    JSONObject,
+    ModelType,
+    StreamChunk,
+)
 
 __all__ = ["CHAT_ENDPOINTS", "EMBEDDING_ENDPOINTS", "ERROR_STATUS", "ErnieTranslator", "StreamState", "TOKENS",
            "TokenCache", "conversation", "error_from_response", "from_vendor_event", "from_vendor_response",
@@ -177,7 +184,7 @@ async def access_token(ctx: CallContext, stale: str | None = None) -> str:
 
 def _json_or_none(payload: bytes) -> Any:
     try:
-        return orjson.loads(payload) if payload else None
+        return bounded_json(payload) if payload else None
     except orjson.JSONDecodeError:
         return None
 
@@ -226,7 +233,8 @@ class ErnieTranslator(Translator):
                 stale = token
                 continue
             if resp.status != 200 or code is not None:
-                raise error_from_response(resp.status, parsed, resp.headers)
+                # The token is derived from the key: the stored-secret scrubbing can't know it.
+                raise error_from_response(resp.status, parsed, resp.headers).scrubbed((token,))
             return parsed
         raise AssertionError("unreachable")
 
@@ -244,7 +252,8 @@ class ErnieTranslator(Translator):
             url = f"{self.chat_url(ctx)}?access_token={token}"
             async with ctx.http.stream("POST", url, json=body) as resp:
                 if resp.status != 200:
-                    raise error_from_response(resp.status, _json_or_none(await resp.read()), resp.headers)
+                    raise error_from_response(resp.status, _json_or_none(await resp.read()),
+                                              resp.headers).scrubbed((token,))
                 chunks = resp.chunks()
                 head = b""
                 if "json" not in resp.headers.get("Content-Type", ""):
@@ -257,9 +266,9 @@ class ErnieTranslator(Translator):
                     if error_code(parsed) in TOKEN_ERRORS and attempt == 0:
                         stale = token
                         continue
-                    raise error_from_response(200, parsed, resp.headers)
+                    raise error_from_response(200, parsed, resp.headers).scrubbed((token,))
                 state = StreamState(ctx.model)
-                decoder = SSEDecoder()
+                decoder = SSEDecoder(resp.max_event_bytes)
                 for event in decoder.feed(head):
                     for chunk in from_vendor_event(_json_or_none(event.data), state):
                         yield chunk

@@ -39,7 +39,13 @@ from translators.errors import (
     unsupported,
     upstream_status_error,
 )
-from translators.types import ChatRequest, EmbeddingRequest, JSONObject, StreamChunk, Usage
+from translators.types import (
+    ChatRequest,
+    EmbeddingRequest,
+    JSONObject,
+    StreamChunk,
+    Usage,
+)
 
 PROVIDER = "ernie"
 

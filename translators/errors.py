@@ -7,7 +7,21 @@ modules build these from vendor bodies; they never leak vendor exceptions.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+# Secrets a vendor derives from the key and may echo back in an error (a token, a
+# signature, a URL it was sent on). The exact values are scrubbed where they are known
+# (`scrubbing()` in ernie/zhipu/spark); these shapes catch them wherever they turn up.
+_DERIVED = re.compile(
+    r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}"                   # a JWT (Zhipu's tokens)
+    r"|\b\d+\.[0-9a-f]{32}\.\d+\.\d+\.\d+-\d+\b"             # a Baidu (ERNIE) access token
+    r"|(?P<keep>\bBearer |\bsignature=\"|[?&;](?:access_token|authorization|signature|client_secret|"
+    r"client_id|api_key|apikey|token|sig)=)[^&\s\"'<>]+",         # a bearer token, a signed URL's query
+    re.IGNORECASE)
+_MAX_MESSAGE = 1000  # an upstream message longer than this is cut: it is no longer a message
 
 
 class ApiError(Exception):
@@ -36,14 +50,22 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def scrubbed(self, secrets: tuple[str, ...]) -> ApiError:
-        """A copy whose message contains none of `secrets` (vendors sometimes echo keys)."""
+        """A copy whose message contains none of `secrets` (vendors sometimes echo keys), nor
+        anything shaped like a derived secret (`_DERIVED`). Same class and attributes
+        (`UpstreamError.sent` decides hosted refunds), only the message differs."""
         message = self.message
-        for secret in secrets:
+        for secret in sorted(secrets, key=len, reverse=True):  # a URL before the token inside it
             if secret and secret in message:
                 message = message.replace(secret, "***")
-        if message is self.message:
+        message = _DERIVED.sub(lambda m: (m.group("keep") or "") + "***", message)
+        if message == self.message:
             return self
-        return ApiError(self.status, message, self.type, self.code, self.param, self.retry_after)
+        clone = type(self).__new__(type(self))
+        for name in ApiError.__slots__:
+            setattr(clone, name, getattr(self, name))
+        clone.__dict__.update(getattr(self, "__dict__", {}))
+        clone.message, clone.args = message, (message,)
+        return clone
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.type!r}, code={self.code!r}, {self.message!r})"
@@ -51,6 +73,58 @@ class ApiError(Exception):
 
 class UpstreamError(ApiError):
     """An `ApiError` that came from (or on the way to) a vendor rather than from our own checks."""
+
+    # False only when the request never left the gateway: no connection was made (DNS
+    # failure, refused, connect timeout, a destination the policy refused), so the vendor
+    # saw nothing and billed nothing. Hosted-trial refunds depend on it (proxy/calls.py);
+    # True is the safe default for everything else (the vendor may have done the work).
+    sent: bool = True
+
+
+def not_sent(err: UpstreamError) -> UpstreamError:
+    """`err`, marked as raised before any byte reached the upstream (see `UpstreamError.sent`)."""
+    err.sent = False
+    return err
+
+
+@contextmanager
+def scrubbing(*secrets: str) -> Iterator[None]:
+    """Errors raised inside carry none of `secrets`: for values a vendor module derives
+    from the credential (an access token, a JWT, a signed URL), which the gateway's own
+    scrubbing of the stored credential values cannot know."""
+    try:
+        yield
+    except ApiError as err:
+        raise err.scrubbed(secrets) from None
+
+
+def upstream_too_large(what: str, limit: int, setting: str, host: str | None = None) -> UpstreamError:
+    source = f"the upstream at {host}" if host else "the upstream"
+    return UpstreamError(502, f"{source} sent {what} larger than {limit} bytes (the gateway's upstream.{setting})",
+                         "server_error", "upstream_response_too_large")
+
+
+def upstream_redirect(status: int, host: str) -> UpstreamError:
+    # The Location is not quoted: it is the upstream's to know, and may carry tokens.
+    return UpstreamError(502, f"the upstream at {host} answered with a redirect (HTTP {status}); upstream "
+                              "redirects are never followed: check the provider's base_url", "server_error",
+                         "upstream_redirect")
+
+
+# An upstream's error body that is not JSON is shown as this, not quoted: an HTML page of a
+# proxy in between, a captive portal or a metadata document is nothing a client should read.
+NON_JSON_BODY = "a body that is not JSON (not shown)"
+
+
+def body_text(payload: bytes, *, plain_text: bool = False) -> str:
+    """What of a non-JSON upstream error body may reach the client: only the fact, unless
+    the vendor's own servers do answer in plain text (TGI's 422s, FastAPI's 500) and it is
+    one short printable line without markup; then that line is the vendor's message."""
+    if plain_text:
+        text = payload[:400].decode("utf-8", "replace").strip()
+        if 0 < len(text) <= 300 and text.isprintable() and "<" not in text:
+            return text
+    return NON_JSON_BODY
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -86,6 +160,10 @@ def upstream_status_error(
     401 would make the openai SDK blame the gateway token, so it becomes a 403 that
     names the provider.
     """
+    if message == NON_JSON_BODY:
+        message = f"{provider} answered HTTP {status} with {NON_JSON_BODY}"
+    elif len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + "..."
     if status in (401, 403):
         return UpstreamError(
             403,

@@ -89,6 +89,7 @@ from translators._hosted import (
     timed_out,
 )
 from translators._http import UpstreamResponse
+from translators._json import loads as bounded_json
 from translators._sse import DONE_DATA, SSEDecoder
 from translators.base import CallContext, Translator
 from translators.errors import bad_request, unsupported
@@ -152,7 +153,7 @@ class _NoMessagesAPI(Exception):
 
 def _parse(data: bytes) -> Any:
     try:
-        return orjson.loads(data)
+        return bounded_json(data)
     except orjson.JSONDecodeError:
         raise bad_response("a stream event that is not JSON") from None
 
@@ -282,7 +283,7 @@ class HuggingFaceTranslator(Translator):
                         raise error_in_body(body)
                     raise bad_response("a JSON answer to a streamed request")
                 else:
-                    decoder = SSEDecoder()
+                    decoder = SSEDecoder(resp.max_event_bytes)
                     async for data in resp.chunks():
                         for event in decoder.feed(data):
                             if event.data == DONE_DATA:

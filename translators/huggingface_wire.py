@@ -29,8 +29,16 @@ import orjson
 
 from translators._hosted import remaining
 from translators._http import Headers
+from translators._json import loads as bounded_json
 from translators._shapes import now
-from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, upstream_status_error
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    bad_request,
+    body_text,
+    parse_retry_after,
+    upstream_status_error,
+)
 from translators.types import ChatRequest, JSONObject, StreamChunk, Usage
 
 PROVIDER = "huggingface"
@@ -110,9 +118,9 @@ def loading_delay(status: int, payload: bytes, headers: Headers, deadline: float
 def error_body(payload: bytes) -> Any:
     """An error body as JSON when it is JSON, else as text (TGI answers plain-text 422s)."""
     try:
-        return orjson.loads(payload) if payload else None
+        return bounded_json(payload) if payload else None
     except orjson.JSONDecodeError:
-        return payload[:500].decode("utf-8", "replace").strip()
+        return body_text(payload, plain_text=True)
 
 
 def _message(body: Any, status: int) -> tuple[str, str | None]:

@@ -48,7 +48,11 @@ import orjson
 
 from keystore.models import CredentialField
 from translators._http import Headers
-from translators._refusals import refuse_choices_and_logprobs, refuse_deprecated_functions
+from translators._json import loads as bounded_json
+from translators._refusals import (
+    refuse_choices_and_logprobs,
+    refuse_deprecated_functions,
+)
 from translators._shapes import (
     as_int,
     chat_chunk,
@@ -66,12 +70,20 @@ from translators.errors import (
     ApiError,
     UpstreamError,
     bad_request,
+    body_text,
     parse_retry_after,
     unsupported,
     upstream_status_error,
 )
 from translators.openai_compatible import OpenAICompatible, openai_error_fields
-from translators.types import ChatRequest, EmbeddingRequest, JSONObject, ModelType, StreamChunk, Usage
+from translators.types import (
+    ChatRequest,
+    EmbeddingRequest,
+    JSONObject,
+    ModelType,
+    StreamChunk,
+    Usage,
+)
 
 PROVIDER = "minimax"
 DEFAULT_MAX_TOKENS = 2048
@@ -318,18 +330,18 @@ class MinimaxTranslator(OpenAICompatible):
             if resp.status != 200 or "json" in resp.headers.get("Content-Type", ""):
                 payload = await resp.read()
                 try:
-                    parsed = orjson.loads(payload) if payload else None
+                    parsed = bounded_json(payload) if payload else None
                 except orjson.JSONDecodeError:
-                    parsed = {"error": {"message": payload[:300].decode("utf-8", "replace")}}
+                    parsed = {"error": {"message": body_text(payload)}}
                 raise error_from_response(resp.status, parsed, resp.headers)
             state = StreamState(ctx.model)
             done = False
-            async for event in aiter_sse(resp.chunks()):
+            async for event in aiter_sse(resp.chunks(), resp.max_event_bytes):
                 if event.data == DONE_DATA:
                     done = True
                     break
                 try:
-                    parsed = orjson.loads(event.data) if event.data else None
+                    parsed = bounded_json(event.data) if event.data else None
                 except orjson.JSONDecodeError:
                     raise UpstreamError(502, f"{PROVIDER} sent a stream event that is not JSON", "server_error",
                                         "upstream_bad_response") from None

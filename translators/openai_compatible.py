@@ -15,11 +15,13 @@ from typing import Any
 import orjson
 
 from translators._http import FilePart, Headers, UpstreamResponse
+from translators._json import loads as bounded_json
 from translators._sse import DONE_DATA, SSEDecoder
 from translators.base import CallContext, Translator
 from translators.errors import (
     ApiError,
     UpstreamError,
+    body_text,
     parse_retry_after,
     status_for_error_body,
     upstream_status_error,
@@ -34,6 +36,7 @@ from translators.types import (
     TranscriptionResult,
     Usage,
 )
+
 
 def openai_error_fields(body: Any, fallback: str) -> tuple[str, str | None, str | None]:
     """(message, code, param) from an OpenAI-style error body, tolerant of variants."""
@@ -95,11 +98,11 @@ class OpenAICompatible(Translator):
             if resp.status != 200:
                 payload = await resp.read()
                 try:
-                    parsed = orjson.loads(payload) if payload else None
+                    parsed = bounded_json(payload) if payload else None
                 except orjson.JSONDecodeError:
-                    parsed = {"error": {"message": payload[:500].decode("utf-8", "replace")}}
+                    parsed = {"error": {"message": body_text(payload)}}
                 raise self.error_from_response(resp.status, parsed, resp.headers)
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(resp.max_event_bytes)
             pending_usage: tuple[JSONObject, Usage] | None = None
             done = False
             events = 0
@@ -139,7 +142,7 @@ class OpenAICompatible(Translator):
         200 body (compatibles do this) or something that is not a stream. Passing it on
         as an empty stream would tell the client the call succeeded with no output."""
         try:
-            parsed = orjson.loads(body) if body else None
+            parsed = bounded_json(body) if body else None
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict) and parsed.get("error") is not None:
@@ -154,7 +157,7 @@ class OpenAICompatible(Translator):
         if b'"error"' not in data and b'"usage"' not in data:
             return StreamChunk(data)
         try:
-            parsed = orjson.loads(data)
+            parsed = bounded_json(data)
         except orjson.JSONDecodeError:
             raise UpstreamError(502, f"{self.name} sent a stream event that is not JSON", "server_error",
                                 "upstream_bad_response") from None

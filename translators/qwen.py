@@ -48,11 +48,15 @@ from typing import Any
 import orjson
 
 from keystore.models import CredentialField
-from translators._refusals import refuse_choices_and_logprobs, refuse_deprecated_functions
+from translators._json import loads as bounded_json
+from translators._refusals import (
+    refuse_choices_and_logprobs,
+    refuse_deprecated_functions,
+)
 from translators._shapes import embed_in_batches, embedding_list, input_texts
 from translators._sse import SSEDecoder
 from translators.base import CallContext, Translator
-from translators.errors import UpstreamError, bad_request, unsupported
+from translators.errors import UpstreamError, bad_request, body_text, unsupported
 from translators.qwen_response import (
     StreamState,
     error_from_response,
@@ -62,7 +66,15 @@ from translators.qwen_response import (
     from_vendor_response,
     parse_event,
 )
-from translators.types import ChatRequest, ContentPart, EmbeddingRequest, JSONObject, Message, ModelType, StreamChunk
+from translators.types import (
+    ChatRequest,
+    ContentPart,
+    EmbeddingRequest,
+    JSONObject,
+    Message,
+    ModelType,
+    StreamChunk,
+)
 
 __all__ = ["QwenTranslator", "StreamState", "embedding_batch_size", "error_from_response", "from_vendor_event",
            "from_vendor_response", "is_vision", "to_vendor_embeddings_request", "to_vendor_request"]
@@ -190,9 +202,9 @@ def to_vendor_embeddings_request(texts: list[str], model: str, req: EmbeddingReq
 
 def _error_body(payload: bytes) -> Any:
     try:
-        return orjson.loads(payload) if payload else None
+        return bounded_json(payload) if payload else None
     except orjson.JSONDecodeError:  # an HTML page from a proxy in between, a plain-text 502...
-        return {"message": payload[:300].decode("utf-8", "replace")}
+        return {"message": body_text(payload)}
 
 
 # -- the translator ---------------------------------------------------------------------------
@@ -246,7 +258,7 @@ class QwenTranslator(Translator):
             if "json" in resp.headers.get("Content-Type", ""):  # an error object where a stream belongs
                 raise error_in_body(_error_body(await resp.read()))
             state = StreamState(ctx.model, cumulative=not body["parameters"]["incremental_output"])
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(resp.max_event_bytes)
             async for data in resp.chunks():
                 for event in decoder.feed(data):
                     for chunk in from_vendor_event(parse_event(event), state):

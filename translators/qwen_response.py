@@ -26,7 +26,15 @@ from typing import Any
 import orjson
 
 from translators._http import Headers
-from translators._shapes import as_int, chat_chunk, completion, now, usage_chunk, vendor_error
+from translators._json import loads as bounded_json
+from translators._shapes import (
+    as_int,
+    chat_chunk,
+    completion,
+    now,
+    usage_chunk,
+    vendor_error,
+)
 from translators._sse import SSEEvent
 from translators.errors import ApiError, UpstreamError, parse_retry_after
 from translators.types import JSONObject, StreamChunk, Usage
@@ -191,7 +199,7 @@ class StreamState:
 def parse_event(event: SSEEvent) -> JSONObject:
     """One SSE event as a dict; an `event:error` event (or an error object) raises ApiError."""
     try:
-        data = orjson.loads(event.data) if event.data else {}
+        data = bounded_json(event.data) if event.data else {}
     except orjson.JSONDecodeError:
         if event.event == "error":
             raise UpstreamError(502, f"{PROVIDER} failed mid-stream: {event.data[:300].decode('utf-8', 'replace')}",

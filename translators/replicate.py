@@ -48,8 +48,11 @@ Errors: `application/problem+json` `{title, detail, status}`: 401/403 -> 403
 `upstream_credential_rejected`, 402 and 429 -> 429, 422 -> 400 `invalid_input` with the
 detail, 404 -> 404 `model_not_found`; a `failed` prediction -> 502 `prediction_failed` with
 its error, `canceled` -> 502 `prediction_canceled`.
-URLs that Replicate returns (`urls.get/cancel/stream`) are followed only when they are
-https or on `base_url`'s own host, since they receive the token.
+URLs that Replicate returns (`urls.get/cancel/stream`) receive the token, so they are
+followed only on Replicate's own hosts over https (api.replicate.com, stream*.replicate.com,
+streaming-api.*.replicate.net) or on `base_url`'s own origin (self-hosted, tests); any
+other get/cancel URL is replaced by our own `{base_url}/predictions/{id}`, a stream URL
+elsewhere means the output is polled instead.
 """
 
 from __future__ import annotations
@@ -64,9 +67,10 @@ import orjson
 
 from keystore.models import Credential, CredentialField
 from translators._hosted import check_transcription, deadline_of, remaining, timed_out
+from translators._json import loads as bounded_json
 from translators._sse import SSEDecoder
 from translators.base import CallContext, Translator
-from translators.errors import ApiError, UpstreamError, bad_request
+from translators.errors import ApiError, UpstreamError, bad_request, body_text
 from translators.replicate_wire import (
     PROVIDER,
     TERMINAL,
@@ -83,7 +87,14 @@ from translators.replicate_wire import (
     transcription_input,
     transcription_output,
 )
-from translators.types import ChatRequest, JSONObject, ModelType, StreamChunk, TranscriptionRequest, TranscriptionResult
+from translators.types import (
+    ChatRequest,
+    JSONObject,
+    ModelType,
+    StreamChunk,
+    TranscriptionRequest,
+    TranscriptionResult,
+)
 
 __all__ = ["ReplicateTranslator", "error_from_response", "from_vendor_event", "from_vendor_response",
            "to_vendor_request"]
@@ -98,9 +109,24 @@ _BACKGROUND: set[asyncio.Task[None]] = set()
 
 def _body(payload: bytes) -> Any:
     try:
-        return orjson.loads(payload) if payload else None
+        return bounded_json(payload) if payload else None
     except orjson.JSONDecodeError:
-        return payload[:500].decode("utf-8", "replace")
+        return body_text(payload)
+
+
+def _may_follow(url: str, base_url: str) -> bool:
+    """May a URL from a prediction receive the token? (See the module docstring.)"""
+    try:
+        parts, base = urlsplit(url), urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        return False
+    if (parts.scheme, parts.netloc) == (base.scheme, base.netloc):
+        return True
+    host = (parts.hostname or "").lower()
+    return (parts.scheme == "https" and "@" not in parts.netloc and port in (None, 443)
+            and (host == "api.replicate.com"
+                 or (host.startswith("stream") and host.endswith((".replicate.com", ".replicate.net")))))
 
 
 class ReplicateTranslator(Translator):
@@ -141,11 +167,8 @@ class ReplicateTranslator(Translator):
         """The prediction's `urls[kind]` if it may receive the token, else (get/cancel) our own."""
         urls = prediction.get("urls") if isinstance(prediction, dict) else None
         url = urls.get(kind) if isinstance(urls, dict) else None
-        if isinstance(url, str):
-            parts, base = urlsplit(url), urlsplit(ctx.base_url)
-            if (parts.scheme == "https" and parts.hostname) or (parts.scheme, parts.netloc) == (base.scheme,
-                                                                                                base.netloc):
-                return url
+        if isinstance(url, str) and _may_follow(url, ctx.base_url):
+            return url
         pid = prediction.get("id") if isinstance(prediction, dict) else None
         if kind == "stream" or not isinstance(pid, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", pid):
             return None
@@ -258,7 +281,7 @@ class ReplicateTranslator(Translator):
             async with ctx.http.stream("GET", url, headers=headers) as resp:
                 if resp.status != 200:
                     raise error_from_response(resp.status, _body(await resp.read()), resp.headers)
-                decoder = SSEDecoder()
+                decoder = SSEDecoder(resp.max_event_bytes)
                 async for data in resp.chunks():
                     for event in decoder.feed(data):
                         ended = ended or event.event in ("done", "error")

@@ -24,10 +24,25 @@ from translators._hosted import (
     stop_list,
 )
 from translators._http import Headers
+from translators._json import loads as bounded_json
 from translators._shapes import chat_chunk, now
 from translators._sse import SSEEvent
-from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after, upstream_status_error
-from translators.types import ChatRequest, JSONObject, StreamChunk, TranscriptionRequest, TranscriptionResult, Usage
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    bad_request,
+    body_text,
+    parse_retry_after,
+    upstream_status_error,
+)
+from translators.types import (
+    ChatRequest,
+    JSONObject,
+    StreamChunk,
+    TranscriptionRequest,
+    TranscriptionResult,
+    Usage,
+)
 
 PROVIDER = "replicate"
 DATA_URI_SCHEME = "data"
@@ -211,12 +226,11 @@ class StreamState:
 
 def _detail(data: bytes) -> str:
     try:
-        body = orjson.loads(data) if data else None
+        body = bounded_json(data) if data else None
     except orjson.JSONDecodeError:
-        return data[:1000].decode("utf-8", "replace")
-    if isinstance(body, dict):
-        return str(body.get("detail") or body.get("error") or body.get("reason") or body)
-    return data[:1000].decode("utf-8", "replace")
+        return body_text(data, plain_text=True)  # Replicate's error events are plain text
+    detail = body.get("detail") or body.get("error") or body.get("reason") if isinstance(body, dict) else None
+    return str(detail) if isinstance(detail, str | int | float) and detail else "no detail given"
 
 
 def from_vendor_event(event: SSEEvent, state: StreamState) -> list[StreamChunk]:
@@ -240,7 +254,7 @@ def from_vendor_event(event: SSEEvent, state: StreamState) -> list[StreamChunk]:
     elif event.event == "done":
         reason = ""
         try:
-            body = orjson.loads(event.data) if event.data else {}
+            body = bounded_json(event.data) if event.data else {}
             reason = str(body.get("reason") or "") if isinstance(body, dict) else ""
         except orjson.JSONDecodeError:
             pass

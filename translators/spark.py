@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
 
@@ -57,7 +57,13 @@ from translators._refusals import (
 )
 from translators._sse import DONE_DATA, SSEDecoder
 from translators.base import CallContext, Translator, check_model_id
-from translators.errors import ApiError, UpstreamError, bad_request, unsupported
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    bad_request,
+    scrubbing,
+    unsupported,
+)
 from translators.spark_response import (
     HTTPStreamState,
     StreamState,
@@ -145,6 +151,19 @@ def signed_url(base_url: str, path: str, api_key: str, api_secret: str, date: st
     query = urlencode({"authorization": base64.b64encode(authorization.encode()).decode(), "date": date,
                        "host": host})
     return f"{base_url.rstrip('/')}{path}?{query}"
+
+
+def signed_parts(url: str) -> tuple[str, ...]:
+    """What of a signed URL is derived from the secret (for scrubbing errors): the URL, its
+    query, the authorization as sent (encoded or not) and decoded, and the signature."""
+    query = urlsplit(url).query
+    auth = dict(parse_qsl(query)).get("authorization", "")
+    try:
+        decoded = base64.b64decode(auth).decode()
+    except (ValueError, UnicodeDecodeError):
+        decoded = ""
+    signature = decoded.partition('signature="')[2].rstrip('"')
+    return tuple(part for part in (url, query, auth, quote(auth, safe=""), decoded, signature) if part)
 
 
 # -- request: OpenAI -> Spark -----------------------------------------------------------------
@@ -295,12 +314,13 @@ class SparkTranslator(Translator):
         frame = to_vendor_request(req, ctx.model, ctx.credential["app_id"])
         url = signed_url(ctx.base_url, resolve_model(ctx.model).path, ctx.credential["api_key"],
                          ctx.credential["api_secret"], formatdate(usegmt=True))
-        try:
-            async with ctx.http.websocket(url) as ws:
-                await ws.send_json(frame)
-                yield ws
-        except WebSocketRejected as exc:
-            raise error_from_response(exc.upstream_status, None, exc.headers) from None
+        with scrubbing(*signed_parts(url)):  # errors, also those raised in the caller's block
+            try:
+                async with ctx.http.websocket(url) as ws:
+                    await ws.send_json(frame)
+                    yield ws
+            except WebSocketRejected as exc:
+                raise error_from_response(exc.upstream_status, None, exc.headers) from None
 
     async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
         if ctx.credential.get("api_password"):
@@ -351,7 +371,7 @@ class SparkTranslator(Translator):
             if "json" in resp.headers.get("Content-Type", ""):  # `{"code": N, ...}` where a stream belongs
                 raise error_from_response(200, json_or_none(await resp.read()), resp.headers)
             state = HTTPStreamState(ctx.model)
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(resp.max_event_bytes)
             events = 0
             async for data in resp.chunks():
                 for event in decoder.feed(data):

@@ -24,8 +24,15 @@ from typing import Any
 import orjson
 
 from translators._http import Headers
+from translators._json import loads as bounded_json
 from translators._shapes import chat_chunk, now, usage_chunk
-from translators.errors import ApiError, UpstreamError, parse_retry_after, upstream_status_error
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    body_text,
+    parse_retry_after,
+    upstream_status_error,
+)
 from translators.types import JSONObject, StreamChunk, Usage
 
 PROVIDER = "spark"
@@ -101,7 +108,7 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
 
 def parse_frame(text: str) -> JSONObject:
     try:
-        frame = orjson.loads(text)
+        frame = bounded_json(text)
     except orjson.JSONDecodeError:
         frame = None
     if not isinstance(frame, dict):
@@ -113,9 +120,9 @@ def parse_frame(text: str) -> JSONObject:
 def json_or_none(payload: bytes) -> Any:
     """An HTTP-API body as JSON; a non-JSON one (a proxy's HTML page) as a message to show."""
     try:
-        return orjson.loads(payload) if payload else None
+        return bounded_json(payload) if payload else None
     except orjson.JSONDecodeError:
-        return {"message": payload[:300].decode("utf-8", "replace")}
+        return {"message": body_text(payload)}
 
 
 def _text_item(frame: JSONObject) -> JSONObject:

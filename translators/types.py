@@ -11,6 +11,7 @@ path and validated against OpenAI's schemas in the tests).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -116,6 +117,18 @@ class ChatRequest(_Request):
     tool_choice: str | JSONObject | None = None
     parallel_tool_calls: bool | None = None
     user: str | None = None
+    # Read by some translators from `raw`; typed here so that a wrong type is a 400 naming
+    # the field at the edge, not a TypeError inside a translator (`modalities: 1`).
+    modalities: list[str] | None = None
+    audio: JSONObject | None = None
+    response_format: JSONObject | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0)] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    functions: list[JSONObject] | None = None
+    function_call: str | JSONObject | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -143,6 +156,11 @@ class CompletionRequest(_Request):
     suffix: str | None = None
     echo: bool | None = None
     user: str | None = None
+    logprobs: Annotated[int, Field(ge=0)] | None = None  # an int here, unlike chat's bool
+    best_of: Annotated[int, Field(ge=0)] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -174,19 +192,43 @@ class TranscriptionRequest(_Request):
     timestamp_granularities: list[Literal["word", "segment"]] | None = None
 
 
+# No single request uses more tokens than this; a vendor count above it is nonsense (and
+# 10**19 does not even fit the database's 64-bit integers), so counts are clamped to it.
+MAX_TOKEN_COUNT = 2**31 - 1
+
+
+def token_count(value: Any) -> int:
+    """A vendor's token count as a sane int: 0 for what is not a number (or is negative),
+    whole numbers from floats, at most MAX_TOKEN_COUNT."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return min(max(int(value), 0), MAX_TOKEN_COUNT)
+
+
 @dataclass(slots=True)
 class Usage:
+    """Token counts. Built from vendor replies by every translator, so the counts are
+    checked here, once, whoever built it: usage rows must never hold a value the
+    database cannot store or a client cannot read."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+    def __post_init__(self) -> None:
+        self.prompt_tokens = token_count(self.prompt_tokens)
+        self.completion_tokens = token_count(self.completion_tokens)
+        self.total_tokens = token_count(self.total_tokens)
 
     @classmethod
     def from_openai(cls, data: Any) -> Usage | None:
         if not isinstance(data, dict):
             return None
-        prompt = int(data.get("prompt_tokens") or 0)
-        completion = int(data.get("completion_tokens") or 0)
-        return cls(prompt, completion, int(data.get("total_tokens") or prompt + completion))
+        prompt = token_count(data.get("prompt_tokens"))
+        completion = token_count(data.get("completion_tokens"))
+        return cls(prompt, completion, token_count(data.get("total_tokens")) or prompt + completion)
 
     def as_dict(self) -> JSONObject:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,

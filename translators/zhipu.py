@@ -54,6 +54,7 @@ import orjson
 
 from keystore.models import Credential, CredentialField
 from translators._http import Headers, UpstreamResponse
+from translators._json import loads as bounded_json
 from translators._refusals import (
     refuse_choices_and_logprobs,
     refuse_deprecated_functions,
@@ -70,9 +71,22 @@ from translators._shapes import (
 )
 from translators._sse import DONE_DATA
 from translators.base import CallContext, Translator
-from translators.errors import ApiError, UpstreamError, bad_request, parse_retry_after
+from translators.errors import (
+    ApiError,
+    UpstreamError,
+    bad_request,
+    parse_retry_after,
+    scrubbing,
+)
 from translators.openai_compatible import OpenAICompatible, openai_error_fields
-from translators.types import ChatRequest, EmbeddingRequest, JSONObject, ModelType, StreamChunk, Usage
+from translators.types import (
+    ChatRequest,
+    EmbeddingRequest,
+    JSONObject,
+    ModelType,
+    StreamChunk,
+    Usage,
+)
 
 PROVIDER = "zhipu"
 TOKEN_TTL = 210.0    # seconds a minted JWT is valid
@@ -233,7 +247,7 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
 
 def with_role(chunk: StreamChunk) -> StreamChunk:
     """The stream's first chunk with `role: assistant` (once, as OpenAI sends it)."""
-    body = orjson.loads(chunk.data)
+    body = bounded_json(chunk.data)
     for choice in body.get("choices") or ():
         choice["delta"] = {"role": "assistant", **(choice.get("delta") or {})}
     return StreamChunk.of(body)
@@ -292,6 +306,11 @@ class ZhipuTranslator(OpenAICompatible):
     def headers(self, ctx: CallContext) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens.token(ctx.credential['api_key'])}"}
 
+    def _derived(self, ctx: CallContext) -> tuple[str, str]:
+        """The JWT sent for this key (the cached one) and its signature, for scrubbing errors."""
+        token = self.tokens.token(ctx.credential["api_key"])
+        return token, token.rsplit(".", 1)[-1]
+
     def request_body(self, raw: JSONObject, ctx: CallContext) -> JSONObject:
         raw.pop("stream_options", None)  # set by the shared stream code; Zhipu always sends usage
         raw["model"] = ctx.model
@@ -313,7 +332,7 @@ class ZhipuTranslator(OpenAICompatible):
         if not data or data == DONE_DATA:
             return super()._pass_chunk(data)
         try:
-            parsed = orjson.loads(data)
+            parsed = bounded_json(data)
         except orjson.JSONDecodeError:
             raise UpstreamError(502, f"{PROVIDER} sent a stream event that is not JSON", "server_error",
                                 "upstream_bad_response") from None
@@ -327,7 +346,7 @@ class ZhipuTranslator(OpenAICompatible):
 
     def _not_a_stream(self, body: bytes, headers: Headers) -> ApiError:
         try:
-            parsed = orjson.loads(body) if body else None
+            parsed = bounded_json(body) if body else None
         except orjson.JSONDecodeError:
             parsed = None
         return error_from_response(200, parsed, headers) if isinstance(parsed, dict) and parsed.get("error") \
@@ -336,7 +355,8 @@ class ZhipuTranslator(OpenAICompatible):
     async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
         body = to_vendor_request(req, ctx.model)
         body["stream"] = False
-        return from_vendor_response(await self._post("chat/completions", body, ctx), ctx.model)
+        with scrubbing(*self._derived(ctx)):
+            return from_vendor_response(await self._post("chat/completions", body, ctx), ctx.model)
 
     async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
         body = to_vendor_request(req, ctx.model)
@@ -344,10 +364,11 @@ class ZhipuTranslator(OpenAICompatible):
         inner = self._stream("chat/completions", body, ctx)
         role_sent = False
         try:
-            async for chunk in inner:
-                if not role_sent and chunk.usage is None:
-                    role_sent, chunk = True, with_role(chunk)
-                yield chunk
+            with scrubbing(*self._derived(ctx)):
+                async for chunk in inner:
+                    if not role_sent and chunk.usage is None:
+                        role_sent, chunk = True, with_role(chunk)
+                    yield chunk
         finally:
             await inner.aclose()  # type: ignore[attr-defined]
 
@@ -359,5 +380,6 @@ class ZhipuTranslator(OpenAICompatible):
             return from_vendor_embeddings(await self._post("embeddings", body, ctx))
 
         texts = input_texts(req, PROVIDER)
-        vectors, tokens = await embed_in_batches(texts, embedding_batch_size(ctx.model), PROVIDER, fetch)
+        with scrubbing(*self._derived(ctx)):
+            vectors, tokens = await embed_in_batches(texts, embedding_batch_size(ctx.model), PROVIDER, fetch)
         return embedding_list(vectors, ctx.model, tokens, req.encoding_format)

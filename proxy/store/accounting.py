@@ -7,6 +7,7 @@ more than N hosted calls", lives entirely in one conditional UPDATE, never in me
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -104,6 +105,21 @@ class AccountingQueries(SQLiteBase):
         """A batch in one transaction: one fsync for hundreds of requests."""
         async with self._quiet_write() as db:
             await db.executemany(_INSERT_USAGE, rows)
+
+    async def insert_usage_each(self, rows: list[UsageRow]) -> list[tuple[UsageRow, str]]:
+        """The rows one statement each, in one transaction: a row the database refuses
+        (a value it cannot store) is skipped, not the batch. Returns the skipped rows with
+        the reason; raises when the database itself fails (locked, full, gone)."""
+        skipped: list[tuple[UsageRow, str]] = []
+        async with self._quiet_write() as db:
+            for row in rows:
+                try:
+                    await db.execute(_INSERT_USAGE, row)
+                except sqlite3.OperationalError:
+                    raise  # the database, not the row
+                except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+                    skipped.append((row, type(exc).__name__))
+        return skipped
 
     async def prune_usage(self, before: float, limit: int) -> int:
         """Delete up to `limit` rows older than `before`; small batches keep each lock short."""

@@ -22,28 +22,72 @@ There are two kinds of writes:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 
 import aiosqlite
 
 from proxy.store.schema import MIGRATIONS
+from translators.errors import ApiError
+
+
+class StoreBusy(ApiError):
+    """The database stayed locked by another connection (a long write elsewhere, a backup
+    tool holding a lock) for longer than the busy timeout. An ApiError, so the API answers
+    503 with Retry-After and the CLI prints one line, instead of a 500 or a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "The database is busy (locked by another process); retry shortly.",
+                         "server_error", "database_busy", retry_after=1)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # extended code: BUSY_SNAPSHOT, LOCKED_SHAREDCACHE, ...
+    if isinstance(code, int):
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return str(exc).startswith(("database is locked", "database table is locked"))
+
+
+@contextmanager
+def _typed_busy() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if _is_busy(exc):
+            raise StoreBusy() from None
+        raise
+
+
+def _make_private(path: Path) -> None:
+    """The database and its -wal/-shm files readable by the owner only. SQLite gives the
+    -wal and -shm files the database file's mode, so creating that one 0600 (before SQLite
+    creates it with the umask's mode) is enough for a new database; an older one is fixed."""
+    if str(path) == ":memory:":
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
+        with suppress(FileNotFoundError, PermissionError):  # not ours to change: its owner decides
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
 
 
 class SQLiteBase:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
         self.path = path
+        self.busy_timeout_ms = int(busy_timeout * 1000)  # how long to wait for another writer's lock
         self._db: aiosqlite.Connection | None = None        # reads
         self._writer: aiosqlite.Connection | None = None    # writes, under _write_lock
         self._write_lock = asyncio.Lock()
 
-    @staticmethod
-    async def _connect(path: Path) -> aiosqlite.Connection:
+    async def _connect(self, path: Path) -> aiosqlite.Connection:
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
+            # busy_timeout first: switching to WAL needs a lock that another process may hold.
+            await db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
             await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA busy_timeout=10000")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
@@ -53,10 +97,12 @@ class SQLiteBase:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the database holds ciphertexts only, still nobody else's business
-        self._writer = await self._connect(self.path)
+        _make_private(self.path)
         try:
-            await self._migrate()
-            self._db = await self._connect(self.path)
+            with _typed_busy():
+                self._writer = await self._connect(self.path)
+                await self._migrate()
+                self._db = await self._connect(self.path)
         except BaseException:
             await self.close()
             raise
@@ -96,20 +142,23 @@ class SQLiteBase:
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One immediate transaction that also bumps the change counter."""
-        async with self._transaction(bump=True) as db:
-            yield db
+        with _typed_busy():
+            async with self._transaction(bump=True) as db:
+                yield db
 
     @asynccontextmanager
     async def _quiet_write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One immediate transaction that leaves the change counter alone (accounting)."""
-        async with self._transaction(bump=False) as db:
-            yield db
+        with _typed_busy():
+            async with self._transaction(bump=False) as db:
+                yield db
 
     async def _quiet_statement(self, sql: str, params: Iterable[object] = ()) -> int:
         """One statement in autocommit mode (atomic on its own), rows changed. No
         BEGIN/COMMIT round trips: this is the hosted-quota hot path."""
-        async with self._write_lock, self.writer.execute(sql, tuple(params)) as cur:
-            return cur.rowcount
+        with _typed_busy():
+            async with self._write_lock, self.writer.execute(sql, tuple(params)) as cur:
+                return cur.rowcount
 
     async def _migrate(self) -> None:
         db = self.writer
@@ -127,9 +176,11 @@ class SQLiteBase:
                 raise
 
     async def _one(self, sql: str, params: Iterable[object] = ()) -> aiosqlite.Row | None:
-        async with self.db.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        with _typed_busy():
+            async with self.db.execute(sql, tuple(params)) as cur:
+                return await cur.fetchone()
 
     async def _all(self, sql: str, params: Iterable[object] = ()) -> list[aiosqlite.Row]:
-        async with self.db.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        with _typed_busy():
+            async with self.db.execute(sql, tuple(params)) as cur:
+                return list(await cur.fetchall())

@@ -88,4 +88,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_tenant_time ON usage(tenant_id, created_at);
     CREATE INDEX usage_time ON usage(created_at);
     """,
+    # 3: master-key rotation. Every wrapped private key names the master key that wrapped
+    # it (keystore.crypto.master_key_id; NULL on rows from before, filled in at the next
+    # start once the key check has verified the key). A rotation keeps each tenant's
+    # previous wrapped key until the new master key is confirmed (the first open with it
+    # from its configured source), so servers still holding the old key keep serving.
+    """
+    ALTER TABLE tenant_private_keys ADD COLUMN master_key_id TEXT;
+    CREATE TABLE previous_private_keys (
+        tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+        master_key_id TEXT NOT NULL,
+        wrapped_key BLOB NOT NULL
+    );
+    """,
 )

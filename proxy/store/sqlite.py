@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from keystore.store import WrappedKey
 from proxy.store.accounting import AccountingQueries
+from proxy.store.keys import MASTER_ID_META, MasterKeyQueries, StaleMasterKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +43,10 @@ def _now() -> int:
     return int(time.time())
 
 
-class Store(AccountingQueries):
-    """Configuration queries (every write bumps the change counter); accounting
-    queries come from `AccountingQueries`, the connection from `SQLiteBase`."""
+class Store(MasterKeyQueries, AccountingQueries):
+    """Configuration queries (every write bumps the change counter); master-key queries
+    come from `MasterKeyQueries`, accounting ones from `AccountingQueries`, the
+    connection from `SQLiteBase`."""
 
     # -- meta ---------------------------------------------------------------------
 
@@ -73,11 +76,19 @@ class Store(AccountingQueries):
 
     async def create_tenant(self, tenant_id: str, name: str, public_key: bytes, wrapped_key: bytes) -> TenantRow:
         row = TenantRow(tenant_id, name, public_key, _now())
+        key_id = wrapped_key.master_key_id if isinstance(wrapped_key, WrappedKey) else None
         async with self._write() as db:
+            if key_id is not None:
+                # Under the write lock: a rotation either committed before (then refuse a key
+                # wrapped under the old master key) or will re-wrap this tenant's key too.
+                async with db.execute("SELECT value FROM meta WHERE key = ?", (MASTER_ID_META,)) as cur:
+                    current = await cur.fetchone()
+                if current is not None and current[0] != key_id:
+                    raise StaleMasterKey()
             await db.execute("INSERT INTO tenants (id, name, public_key, created_at) VALUES (?, ?, ?, ?)",
                              (row.id, row.name, row.public_key, row.created_at))
-            await db.execute("INSERT INTO tenant_private_keys (tenant_id, wrapped_key) VALUES (?, ?)",
-                             (tenant_id, wrapped_key))
+            await db.execute("INSERT INTO tenant_private_keys (tenant_id, wrapped_key, master_key_id) VALUES (?, ?, ?)",
+                             (tenant_id, bytes(wrapped_key), key_id))
         return row
 
     async def find_tenant(self, ref: str) -> TenantRow | None:
@@ -95,21 +106,6 @@ class Store(AccountingQueries):
             # usage has no foreign key (see schema 2); a deleted tenant's history goes too.
             await db.execute("DELETE FROM usage WHERE tenant_id = ?", (tenant_id,))
             return cur.rowcount == 1
-
-    async def wrapped_private_key(self, tenant_id: str) -> bytes | None:
-        row = await self._one("SELECT wrapped_key FROM tenant_private_keys WHERE tenant_id = ?", (tenant_id,))
-        return None if row is None else bytes(row[0])
-
-    async def all_wrapped_private_keys(self) -> list[tuple[str, bytes]]:
-        return [(r[0], bytes(r[1])) for r in await self._all("SELECT tenant_id, wrapped_key FROM tenant_private_keys")]
-
-    async def replace_wrapped_private_keys(self, keys: list[tuple[str, bytes]], meta: dict[str, str]) -> None:
-        """Master-key rotation: every key and the key check change in one transaction."""
-        async with self._write() as db:
-            await db.executemany("UPDATE tenant_private_keys SET wrapped_key = ? WHERE tenant_id = ?",
-                                 [(key, tenant_id) for tenant_id, key in keys])
-            for key, value in meta.items():
-                await db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
 
     # -- tokens -------------------------------------------------------------------
 

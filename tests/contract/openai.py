@@ -8,7 +8,7 @@ from typing import Any
 from tests.contract import Adapter
 from tests.fakes._openai_wire import error_body
 
-# (message, type, code) of OpenAI's real error bodies per status (../shared/vendors/openai.md).
+# (message, type, code) of OpenAI's error bodies per status, as ../shared/vendors/openai.md documents them.
 ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("Invalid value for 'temperature': expected a number.", "invalid_request_error", "invalid_value"),
     401: ("Incorrect API key provided: sk-abc***wxyz.", "invalid_request_error", "invalid_api_key"),

@@ -78,6 +78,9 @@ class GatewayProcess:
         config = {"host": "127.0.0.1", "port": self.port, "workers": self.workers,
                   "data_dir": str(self.data_dir), "max_request_bytes": 1_000_000,
                   "change_poll_interval": 0.2, "log_level": "info",
+                  # Every test client is 127.0.0.1: the per-address 401 limit would turn
+                  # one test's deliberate failures into another's 429s.
+                  "auth_failure_limit": 1_000_000,
                   "upstream": {"connect_timeout": 2, "read_timeout": 2, "total_timeout": 5}}
         config.update(self.settings)
         self.config_path.write_text(yaml.safe_dump(config))
@@ -134,6 +137,10 @@ class GatewayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def admin_token(self) -> str:
+        """The admin token the first start wrote to the data directory (never printed)."""
+        return (self.data_dir / "admin-token").read_text().strip()
 
     def new_token(self, tenant: str, name: str | None = None) -> str:
         args = ["tokens", "create", tenant] + (["--name", name] if name else [])

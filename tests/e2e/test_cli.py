@@ -4,10 +4,15 @@ server needed: the CLI works on the database whether or not a server runs)."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import re
 import secrets
+import sqlite3
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +21,12 @@ import httpx
 import pytest
 
 from keystore import mask
+from proxy.bootstrap import open_store_and_keystore
 from proxy.cli import main as cli_main
+from proxy.settings import load_settings
+from proxy.tenants import Directory
 from tests.e2e.harness import GatewayProcess
+from tests.fakes.server import free_port
 from translators import REGISTRY
 
 KEY = "sk-test-cli-" + secrets.token_hex(12)
@@ -52,7 +61,7 @@ def rows(out: str) -> list[str]:
 # -- serve ---------------------------------------------------------------------------------------
 
 
-def test_serve_creates_the_data_dir_and_prints_the_admin_token_once(tmp_path: Path) -> None:
+def test_serve_creates_the_data_dir_and_writes_the_admin_token_to_a_private_file(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path / "fresh", workers=1)
     assert not gateway.data_dir.exists()
     gateway.start()
@@ -60,9 +69,14 @@ def test_serve_creates_the_data_dir_and_prints_the_admin_token_once(tmp_path: Pa
         assert (gateway.data_dir / "modelport.db").is_file()
         key_file = gateway.data_dir / "master.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        printed = [line for line in gateway.log().splitlines() if line.startswith("mpa-")]
-        assert len(printed) == 1
-        admin = printed[0].strip()
+        token_file = gateway.data_dir / "admin-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        admin = token_file.read_text().strip()
+        assert re.fullmatch(r"mpa-[A-Za-z0-9_-]{40,}", admin)
+        # Its path is printed, the token itself nowhere (logs outlive secrets).
+        printed = [line for line in gateway.log().splitlines() if "admin token" in line]
+        assert printed == [f"modelport: created the admin token for /admin/v1 in {token_file} (mode 0600)"]
+        assert admin not in gateway.log()
         response = httpx.get(gateway.base_url + "/admin/v1/tenants", headers={"Authorization": f"Bearer {admin}"})
         assert response.status_code == 200 and response.json() == {"object": "list", "data": []}
         assert httpx.get(gateway.base_url + "/healthz").json() == {"status": "ok"}
@@ -72,7 +86,8 @@ def test_serve_creates_the_data_dir_and_prints_the_admin_token_once(tmp_path: Pa
     gateway.start()  # the same data directory again
     try:
         log = gateway.log()
-        assert [line for line in log.splitlines() if line.startswith("mpa-")] == printed  # not shown again
+        assert [line for line in log.splitlines() if "admin token" in line] == printed  # not created again
+        assert token_file.read_text().strip() == admin
         assert log.count("serving on") == 2
         assert key_file.read_text() == key_text  # the key is kept, not regenerated
         response = httpx.get(gateway.base_url + "/admin/v1/tenants", headers={"Authorization": f"Bearer {admin}"})
@@ -80,6 +95,7 @@ def test_serve_creates_the_data_dir_and_prints_the_admin_token_once(tmp_path: Pa
         # `admin-token reset` replaces the token for the running server too (a leaked one must die).
         reset = gateway.cli("admin-token", "reset").out.strip()
         assert reset.startswith("mpa-") and reset != admin
+        assert token_file.read_text().strip() == reset  # the file never holds a dead token
 
         def status(token: str) -> int:
             return httpx.get(gateway.base_url + "/admin/v1/tenants",
@@ -285,3 +301,100 @@ def test_tenant_by_id_everywhere(offline: GatewayProcess) -> None:
 def test_database_of_the_cli_holds_no_secret(offline: GatewayProcess) -> None:
     for path in offline.data_dir.glob("modelport.db*"):
         assert KEY.encode() not in path.read_bytes()
+
+
+# -- secrets from stdin or a file, options after the verb, a locked database (issue 10) ----------
+
+
+def stored_credential(offline: GatewayProcess, tenant: str, provider: str) -> dict[str, str]:
+    """The credential as the gateway will decrypt it (what `providers list` only shows masked)."""
+    async def read() -> dict[str, str]:
+        store, keystore = await open_store_and_keystore(load_settings(offline.config_path))
+        try:
+            directory = Directory(store, keystore)
+            row = await store.find_tenant(tenant)
+            assert row is not None
+            return dict(directory.credential(await directory.tenant(row.id), provider, None))
+        finally:
+            await store.close()
+    return asyncio.run(read())
+
+
+def test_secret_values_come_from_stdin_or_a_file(offline: GatewayProcess, tenant: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from_stdin = "sk-test-stdin-" + secrets.token_hex(8)
+    monkeypatch.setattr("sys.stdin", io.StringIO(from_stdin + "\n"))
+    offline.cli("providers", "set", tenant, "openai", "api_key=@-", "organization=org-plain")
+    assert stored_credential(offline, tenant, "openai") == {"api_key": from_stdin, "organization": "org-plain"}
+
+    from_file = "sk-test-file-" + secrets.token_hex(8)
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(from_file + "\n")  # exactly one trailing newline is dropped
+    offline.cli("providers", "set", tenant, "openai", f"api_key=@{key_file}", "organization=@@literal")
+    assert stored_credential(offline, tenant, "openai") == {"api_key": from_file, "organization": "@literal"}
+
+    missing = offline.cli("providers", "set", tenant, "openai", f"api_key=@{tmp_path / 'nope'}", check=False)
+    assert missing.code == 1 and rows(missing.err) == [
+        f"modelport: api_key=@{tmp_path / 'nope'}: cannot read the file: No such file or directory"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("a\n"))
+    twice = offline.cli("providers", "set", tenant, "openai", "api_key=@-", "organization=@-", check=False)
+    assert twice.code == 1 and "only one value can come from stdin" in twice.err
+
+
+def test_global_options_work_after_the_verb(offline: GatewayProcess, shared_tenant: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("MODELPORT_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./modelport-data to fall back on unnoticed
+    config = str(offline.config_path)
+    assert cli_main(["tenants", "list", "--config", config, "--json"]) == 0
+    assert shared_tenant in [t["name"] for t in json.loads(capsys.readouterr().out)]
+    assert cli_main(["tenants", "--json", "list", "--config", config]) == 0
+    assert shared_tenant in [t["name"] for t in json.loads(capsys.readouterr().out)]
+    assert cli_main(["--json", "providers", "list", shared_tenant, "--config", config]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    other = tmp_path / "other-data"
+    assert cli_main(["tenants", "list", "--data-dir", str(other)]) == 0
+    assert (other / "modelport.db").is_file() and not (tmp_path / "modelport-data").exists()
+    capsys.readouterr()
+
+
+def test_serve_takes_config_after_the_verb(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path / "after", workers=1)
+    gateway.port = free_port()
+    gateway.write_config()
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--config", str(gateway.config_path)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while not (gateway.data_dir / "admin-token").exists() or not _healthy(gateway):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def _healthy(gateway: GatewayProcess) -> bool:
+    try:
+        return httpx.get(gateway.base_url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_locked_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path / "locked", settings={"database_busy_timeout": 0.2})
+    gateway.write_config()
+    gateway.cli("tenants", "create", "before")
+    holder = sqlite3.connect(gateway.data_dir / "modelport.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+        started = time.monotonic()
+        result = gateway.cli("tenants", "create", "during", check=False)
+        assert time.monotonic() - started < 5
+        assert result.code == 1 and result.out == ""
+        assert rows(result.err) == ["modelport: The database is busy (locked by another process); retry shortly."]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    gateway.cli("tenants", "create", "after")  # and nothing is stuck afterwards

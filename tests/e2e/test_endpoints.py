@@ -1,6 +1,7 @@
 """End-to-end: every OpenAI endpoint through a real `modelport serve`, driven by the
 official openai SDK (and raw httpx where the SDK hides the wire), checked against what
-the fake OpenAI received upstream and against OpenAI's published response schemas."""
+the fake OpenAI received upstream and against OpenAI's response schemas (ours in
+tests/fixtures/openai-schemas/, and OpenAI's published ones too where ../shared is present)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ import pytest
 from tests.e2e.harness import ACME_KEY, GatewayProcess
 from tests.fakes._openai_payloads import embedding_vector
 from tests.fakes.fixtures import FakeOpenAI
-from tests.shared_data import check_schema
+from tests.fixture_data import check_schema
 
-# shared/ sits beside the repository (CI clones the repo elsewhere with shared/ next to it).
 REPLY = "Hello from the fake!"
 TRANSCRIPT = "The quick brown fox."
 USER = [{"role": "user", "content": "say hello to me"}]  # 4 words: the fake's prompt_tokens

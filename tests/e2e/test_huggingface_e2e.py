@@ -22,7 +22,7 @@ from tests.e2e.test_streaming import sse_frames
 from tests.fakes._hf_payloads import token_vectors
 from tests.fakes._openai_payloads import embedding_vector
 from tests.fakes.huggingface_fixtures import FakeHF
-from tests.unit._recordings import recording
+from tests.fixture_data import fixture
 
 TENANT = "hf-e2e"
 REPLY = "Deep learning is a subfield of machine learning"
@@ -139,8 +139,8 @@ def test_old_tgi_tool_calls(hf: HF) -> None:
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
-def test_recorded_tgi_stream_replayed_in_pieces(hf: HF) -> None:
-    raw = recording("huggingface", "tgi_chat_stream.sse")
+def test_tgi_1_4_stream_replayed_in_pieces(hf: HF) -> None:
+    raw = fixture("huggingface", "tgi_chat_stream.sse")  # TGI 1.4: `data:`, no usage, no [DONE]
     hf.state.split_events = True
     hf.state.next_answers.append((200, raw, {"content-type": "text/event-stream"}))
     chunks = list(hf.client().chat.completions.create(model=OLD_TGI, messages=USER, stream=True))  # type: ignore[arg-type]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import shutil
 import sqlite3
@@ -256,7 +255,8 @@ def test_rotate_master_rewraps_every_key_and_the_running_server_keeps_serving(
         assert secret not in log
 
 
-def test_rotate_master_with_the_env_key_prints_the_new_key(tmp_path: Path) -> None:
+def test_rotate_master_with_the_env_key_writes_the_new_key_to_a_private_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     offline = GatewayProcess(tmp_path / "env-rotation")  # CLI only, no server
     offline.write_config()
     start_key = other_master_key()
@@ -267,13 +267,32 @@ def test_rotate_master_with_the_env_key_prints_the_new_key(tmp_path: Path) -> No
     assert not (offline.data_dir / "master.key").exists()  # the env key is used, no file is made
 
     result = offline.cli("keys", "rotate-master", env=env)
-    assert MASTER_KEY_ENV in result.out
-    printed = [line.strip() for line in result.out.splitlines() if re.fullmatch(r"[A-Za-z0-9_-]{43}=?", line.strip())]
-    assert len(printed) == 1 and printed[0] != start_key
-    new_key = printed[0]
+    staged = offline.data_dir / "master.key.new"
+    assert MASTER_KEY_ENV in result.out and str(staged) in result.out
+    assert stat.S_IMODE(staged.stat().st_mode) == 0o600
+    new_key = staged.read_text().strip()
+    parse_master_key(new_key)
+    assert new_key != start_key and new_key not in result.out + result.err and start_key not in result.out
     assert not (offline.data_dir / "master.key").exists()
 
+    def previous_rows() -> int:
+        db = sqlite3.connect(offline.data_dir / "modelport.db")
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM previous_private_keys").fetchone()[0])
+        finally:
+            db.close()
+
+    assert previous_rows() == 1  # kept until the new key is confirmed
+    # The previous key still opens the database until then, with a warning naming the file.
+    with caplog.at_level("WARNING", logger="modelport"):
+        stale = offline.cli("providers", "list", "envy", env=env)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "previous one" in warned and str(staged) in warned and f"sk-...{api_key[-4:]}" in stale.out
+    assert start_key not in warned + stale.err and new_key not in warned + stale.err
+    assert previous_rows() == 1 and staged.exists()  # and confirms nothing
+    # The first open with the new key confirms it: staged copy and previous keys go.
     assert f"sk-...{api_key[-4:]}" in offline.cli("providers", "list", "envy", env={MASTER_KEY_ENV: new_key}).out
+    assert not staged.exists() and previous_rows() == 0
     stale = offline.cli("providers", "list", "envy", env=env, check=False)
     assert stale.code == 2 and "master key" in stale.err
     assert os.environ.get(MASTER_KEY_ENV) is None  # the harness put the environment back

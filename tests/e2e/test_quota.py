@@ -1,7 +1,7 @@
 """Hosted trial quotas end to end: a 2-worker gateway whose `hosted:` section lends the
 fake OpenAI and the fake Anthropic on platform keys; each test uses fresh tenants.
 
-Checked: exact counting under concurrency across workers, refunds, precedence of a
+Checked: exact counting under concurrency across workers, what is spent, precedence of a
 tenant's own credential, the allowed-model list, the exhaustion error through the
 openai SDK, hosted defaults, /v1/quota, the CLI and admin API, and that the platform
 keys never leave the gateway.
@@ -109,18 +109,20 @@ def test_100_concurrent_requests_against_3_remaining_give_exactly_3(gw: GatewayP
                                                        "remaining": 0, "models": None, "own_credential": False}
 
 
-def test_upstream_failure_before_output_is_refunded(gw: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+def test_a_vendor_error_is_a_spent_call(gw: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    # The request reached the operator's account: it may be billed or rate-counted there.
+    # Only a call that never left the gateway is given back (tests/e2e/test_hosted_guard.py).
     _, token = new_tenant(gw)
     boom = {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
     with http(gw, token) as client:
         fake_openai.state.fail_next.append((500, boom))
         assert chat(client, "gpt-3.5-turbo").status_code == 502
-        assert quota_of(client)["used"] == 0
+        assert quota_of(client)["used"] == 1
         fake_openai.state.fail_next.append((500, boom))
         assert chat(client, "gpt-3.5-turbo", stream=True).status_code == 502  # the first chunk raised
-        assert quota_of(client)["used"] == 0
+        assert quota_of(client)["used"] == 2
         assert chat(client, "gpt-3.5-turbo").status_code == 200
-        assert quota_of(client)["used"] == 1
+        assert quota_of(client)["used"] == 3
 
 
 def test_a_stream_counts_once_started_even_if_it_fails_later(gw: GatewayProcess, fake_openai: FakeOpenAI) -> None:
@@ -284,7 +286,9 @@ def test_a_rejected_platform_key_is_the_operators_problem(gw: GatewayProcess, fa
             # message (which quotes the key's tail) does not reach the tenant.
             assert response.status_code == 502 and error["code"] == "hosted_credential_rejected", response.text
             assert HOSTED_OPENAI_KEY[-4:] not in response.text
-        assert quota_of(client)["used"] == 0  # refunded: the upstream failed before any output
+        # Spent: the requests reached the vendor on the operator's account (the gateway cannot
+        # tell a revoked key from one the vendor counts against a rate or abuse limit).
+        assert quota_of(client)["used"] == 2
     assert "hosted credential of provider openai was rejected" in gw.log()
 
 

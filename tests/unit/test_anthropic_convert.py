@@ -1,10 +1,10 @@
-"""The Anthropic translator's pure functions, against Anthropic's recorded payloads:
-request mapping, response mapping, recorded streams -> OpenAI chunks, errors. No I/O."""
+"""The Anthropic translator's pure functions, against Anthropic-shaped payloads (our fixtures in
+tests/fixtures/anthropic/, and the real recordings where ../shared is present): request mapping,
+response mapping, streams -> OpenAI chunks, errors. No I/O."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,8 +23,7 @@ from tests.fakes.anthropic import (
     awkward_pieces,
     event_frame,
 )
-from tests.shared_data import RECORDINGS as SHARED_RECORDINGS
-from tests.shared_data import check_schema
+from tests.fixture_data import check_schema, fixture, fixture_json
 from translators import REGISTRY
 from translators._sse import SSEDecoder, SSEEvent
 from translators.anthropic import (
@@ -41,7 +40,6 @@ from translators.anthropic_response import parse_event
 from translators.errors import ApiError
 from translators.types import ChatRequest, ModelType, StreamChunk
 
-RECORDINGS = SHARED_RECORDINGS / "anthropic"
 MODEL = "claude-sonnet-4-5"
 USER = [{"role": "user", "content": "Hi"}]
 WEATHER = {"type": "function", "function": {
@@ -69,9 +67,9 @@ def refused(**body: Any) -> ApiError:
     return caught.value
 
 
-def events_of(path: Path) -> list[SSEEvent]:
+def events_of(raw: bytes) -> list[SSEEvent]:
     decoder = SSEDecoder()
-    return decoder.feed(path.read_bytes()) + decoder.flush()
+    return decoder.feed(raw) + decoder.flush()
 
 
 def translate(events: list[SSEEvent], model: str = MODEL) -> tuple[list[StreamChunk], StreamState]:
@@ -293,33 +291,33 @@ def test_empty_turns_are_left_out() -> None:
 # -- non-streamed responses --------------------------------------------------------------------
 
 
-def test_recorded_text_response() -> None:
-    body = json.loads((RECORDINGS / "chat_response.json").read_text())
+def test_text_response() -> None:
+    body = fixture_json("anthropic", "chat_response.json")
     out = from_vendor_response(body, MODEL)
     check_schema("chat_completion_response.json", out)
-    assert out["id"] == "chatcmpl-msg_01MkoP42QB7TUf5m2NVVK2kE"
+    assert out["id"] == "chatcmpl-msg_01Vq8TnR3wXk5bYe2LzH7cMa"
     assert out["model"] == "claude-sonnet-4-5-20250929" and out["object"] == "chat.completion"
     choice = out["choices"][0]
     assert choice["message"]["content"] == body["content"][0]["text"]
     assert "tool_calls" not in choice["message"]
     assert choice["finish_reason"] == "stop"
-    assert out["usage"] == {"prompt_tokens": 249, "completion_tokens": 26, "total_tokens": 275,
-                            "prompt_tokens_details": {"cached_tokens": 0}}
+    assert out["usage"] == {"prompt_tokens": 39, "completion_tokens": 17, "total_tokens": 56,  # 31 + 8 cached
+                            "prompt_tokens_details": {"cached_tokens": 8}}
 
 
-def test_recorded_tool_use_response() -> None:
-    body = json.loads((RECORDINGS / "chat_response_tool_use.json").read_text())
+def test_tool_use_response() -> None:
+    body = fixture_json("anthropic", "chat_response_tool_use.json")
     out = from_vendor_response(body, MODEL)
     check_schema("chat_completion_response.json", out)
     message = out["choices"][0]["message"]
     assert message["content"] is None
     [call] = message["tool_calls"]
-    assert call["id"] == "toolu_01GHndag5wQmbzNihYmV2UBj" and call["type"] == "function"
+    assert call["id"] == "toolu_01Tk7Rm2Wq5Zx8Vb3Nc6Hy9J" and call["type"] == "function"
     assert call["function"]["name"] == "get_weather"
     assert isinstance(call["function"]["arguments"], str)
-    assert json.loads(call["function"]["arguments"]) == {"location": "San Francisco, CA", "units": "c"}
+    assert json.loads(call["function"]["arguments"]) == {"location": "Oslo, Norway", "unit": "celsius"}
     assert out["choices"][0]["finish_reason"] == "tool_calls"
-    assert (out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"]) == (659, 74)
+    assert (out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"]) == (402, 58)
 
 
 @pytest.mark.parametrize(("stop_reason", "finish"), [
@@ -345,7 +343,7 @@ def test_text_blocks_joined_thinking_dropped_cache_counted() -> None:
 
 
 @pytest.mark.parametrize(("body", "status"), [
-    (json.loads((RECORDINGS / "error_529.json").read_text()), 503),
+    (fixture_json("anthropic", "error_529.json"), 503),
     ({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}, 429),
     ({"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}, 400),
     ({"unexpected": True}, 502),
@@ -360,44 +358,45 @@ def test_error_inside_a_200_body_raises(body: Any, status: int) -> None:
 # -- streams ------------------------------------------------------------------------------------
 
 
-def test_recorded_text_stream() -> None:
-    chunks, state = translate(events_of(RECORDINGS / "chat_stream.sse"))
+def test_text_stream() -> None:
+    chunks, state = translate(events_of(fixture("anthropic", "chat_stream.sse")))
     parsed = deltas(chunks)
     for chunk in parsed:
         check_schema("chat_completion_chunk.json", chunk)
     assert len({c["id"] for c in parsed}) == 1 and len({c["created"] for c in parsed}) == 1
-    assert parsed[0]["id"] == "chatcmpl-msg_4QpJur2dWWDjF6C758FbBw5vm12BaVipnK"
-    assert {c["model"] for c in parsed} == {"claude-3-opus-latest"}
+    assert parsed[0]["id"] == "chatcmpl-msg_01Lp5Xr8Kd2Wn6Tq9Ve3Zb7C"
+    assert {c["model"] for c in parsed} == {"claude-3-5-haiku-latest"}
     with_choices = [c for c in parsed if c["choices"]]
     roles = [c for c in with_choices if "role" in c["choices"][0]["delta"]]
     assert len(roles) == 1 and roles[0] is with_choices[0] and roles[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in with_choices) == "Hello there!"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in with_choices) == "Happy to help!"
     assert [c["choices"][0]["finish_reason"] for c in with_choices if c["choices"][0]["finish_reason"]] == ["stop"]
     # The usage chunk comes last, alone, marked for the proxy; no other chunk carries usage.
     assert parsed[-1]["choices"] == [] and chunks[-1].usage is not None
-    assert parsed[-1]["usage"]["total_tokens"] == 17
-    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (11, 6)
+    assert parsed[-1]["usage"]["total_tokens"] == 23
+    # message_delta's output count replaces message_start's, never adds to it
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (14, 9)
     assert all(c.usage is None for c in chunks[:-1]) and all("usage" not in c for c in parsed[:-1])
     assert state.finished
 
 
-def test_recorded_tool_use_stream_renumbers_the_tool_call_index() -> None:
-    chunks, _ = translate(events_of(RECORDINGS / "chat_stream_tool_use.sse"))
+def test_tool_use_stream_renumbers_the_tool_call_index() -> None:
+    chunks, _ = translate(events_of(fixture("anthropic", "chat_stream_tool_use.sse")))
     parsed = [c for c in deltas(chunks) if c["choices"]]
     for chunk in parsed:
         check_schema("chat_completion_chunk.json", chunk)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in parsed)
-    assert text == "I'll check the current weather in Paris for you."
+    assert text == "Let me look up the weather in Oslo."
     calls = [tc for c in parsed for tc in c["choices"][0]["delta"].get("tool_calls") or ()]
     assert {tc["index"] for tc in calls} == {0}  # Anthropic's block index was 1
-    assert calls[0]["id"] == "toolu_01NRLabsLyVHZPKxbKvkfSMn" and calls[0]["type"] == "function"
+    assert calls[0]["id"] == "toolu_01Gz3Mb6Yc9Qf2Wh5Ks8Dn1R" and calls[0]["type"] == "function"
     assert calls[0]["function"] == {"name": "get_weather", "arguments": ""}
     pieces = [tc["function"]["arguments"] for tc in calls[1:]]
     assert all(pieces) and all("id" not in tc for tc in calls[1:])  # the empty first piece is not sent
-    assert json.loads("".join(pieces)) == {"location": "Paris"}
+    assert json.loads("".join(pieces)) == {"location": "Oslo"} and len(pieces) == 4
     assert [c["choices"][0]["finish_reason"] for c in parsed if c["choices"][0]["finish_reason"]] == ["tool_calls"]
     assert chunks[-1].usage is not None and (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == \
-        (377, 65)
+        (395, 71)
 
 
 def test_two_tool_uses_around_text_get_indexes_0_and_1() -> None:
@@ -498,7 +497,7 @@ def _splits_a_character(piece: bytes) -> bool:
 
 
 @pytest.mark.parametrize(("status", "body", "headers", "expected", "kind", "code"), [
-    (400, json.loads((RECORDINGS / "error_400.json").read_text()), {}, 400, "invalid_request_error",
+    (400, fixture_json("anthropic", "error_400.json"), {}, 400, "invalid_request_error",
      "invalid_request_error"),
     (401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}, {}, 403,
      "permission_error", "upstream_credential_rejected"),
@@ -512,7 +511,7 @@ def _splits_a_character(piece: bytes) -> bool:
      429, "rate_limit_error", "rate_limit_exceeded"),
     (500, {"type": "error", "error": {"type": "api_error", "message": "internal"}}, {}, 502, "server_error",
      "upstream_error"),
-    (529, json.loads((RECORDINGS / "error_529.json").read_text()), {}, 503, "server_error", "upstream_unavailable"),
+    (529, fixture_json("anthropic", "error_529.json"), {}, 503, "server_error", "upstream_unavailable"),
     (502, {"error": {"message": "<html>bad gateway</html>"}}, {}, 502, "server_error", "upstream_error"),
     (500, None, {}, 502, "server_error", "upstream_error"),
 ])

@@ -1,5 +1,6 @@
 """The Azure OpenAI translator without a server: URLs, headers, deployment names, the
-stream clean-up on Azure's recorded streams, and the error mapping on its recorded bodies.
+stream clean-up on Azure-shaped streams, and the error mapping on its error bodies (our fixtures in
+tests/fixtures/azure-openai/, written from ../shared/vendors/azure-openai.md).
 I/O goes through a stub `UpstreamClient` that records what would have been sent."""
 
 from __future__ import annotations
@@ -7,13 +8,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from keystore.models import Credential, validate_credential
+from tests.fixture_data import fixture
 from translators import REGISTRY
 from translators._http import UpstreamResponse
 from translators.azure_openai import (
@@ -36,14 +37,13 @@ from translators.types import (
 )
 
 T = AzureOpenAITranslator()
-RECORDINGS = Path(__file__).resolve().parents[2].parent / "shared" / "vendors" / "recordings" / "azure-openai"
 ENDPOINT = "https://contoso.openai.azure.com"
 KEY = "fake-azure-key-unit-000000000000"
 USER = [{"role": "user", "content": "hi"}]
 
 
 def recording(name: str) -> bytes:
-    return (RECORDINGS / name).read_bytes()
+    return fixture("azure-openai", name)
 
 
 def cred(**fields: str) -> Credential:
@@ -52,6 +52,8 @@ def cred(**fields: str) -> Credential:
 
 
 class StubStream:
+    max_event_bytes = 4 * 1024 * 1024  # as `UpstreamStream`: the decoder's limit
+
     def __init__(self, status: int, body: bytes, pieces: int) -> None:
         self.status, self.headers, self._body, self._pieces = status, {}, body, pieces
         self.closed = False
@@ -230,17 +232,17 @@ async def test_stream_options_only_where_the_api_version_has_them(version: str, 
 # -- streams ---------------------------------------------------------------------------------------------
 
 
-async def test_recorded_stream_is_cleaned() -> None:
+async def test_azure_stream_is_cleaned() -> None:
     http = StubHTTP(body=recording("chat_stream.sse"), pieces=13)
     req = ChatRequest.parse({"model": "prod-chat", "messages": USER, "stream": True})
     chunks = await collect(T.chat_stream(req, ctx(http)))
     parsed = [orjson.loads(c.data) for c in chunks]
-    assert all(p["choices"] and p["id"] == "chatcmpl-AnhIt2rw8vL8czymkCwEOKKTg7HPc" for p in parsed)
+    assert all(p["choices"] and p["id"] == "chatcmpl-A1kP7vXe3QsN0dHw5RtY2uGm8ZcLb" for p in parsed)
     assert not any("prompt_filter_results" in p for p in parsed)
     assert parsed[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert "".join(p["choices"][0]["delta"].get("content") or "" for p in parsed) == "- Current date"
+    assert "".join(p["choices"][0]["delta"].get("content") or "" for p in parsed) == "Tea or coffee?"
     assert [p["choices"][0]["finish_reason"] for p in parsed][-1] == "stop"
-    assert all(c.usage is None for c in chunks)  # the recording has no usage: none is invented
+    assert all(c.usage is None for c in chunks)  # the stream has no usage: none is invented
     assert http.streams[0].closed
 
 
@@ -330,7 +332,7 @@ async def test_closing_the_stream_closes_the_upstream() -> None:
 # -- errors -------------------------------------------------------------------------------------------------
 
 
-def test_recorded_deployment_not_found_is_model_not_found_naming_the_deployment() -> None:
+def test_deployment_not_found_is_model_not_found_naming_the_deployment() -> None:
     body = json.loads(recording("error_404_deployment_not_found.json"))
     err = error_from_response(404, body, {})
     assert (err.status, err.code, err.param, err.type) == (404, "model_not_found", "model", "invalid_request_error")
@@ -354,11 +356,11 @@ async def test_deployment_not_found_through_post_and_stream() -> None:
         assert "'gone-deploy'" in caught.value.message, call
 
 
-def test_recorded_content_filter_is_400_content_filter() -> None:
+def test_content_filter_is_400_content_filter() -> None:
     err = error_from_response(400, json.loads(recording("error_400_content_filter.json")), {})
     assert (err.status, err.code, err.param, err.type) == (400, "content_filter", "prompt", "invalid_request_error")
-    assert "content management policy" in err.message and "violence (medium)" in err.message
-    assert "hate" not in err.message.split("[filtered:")[1]
+    assert "content management policy" in err.message and "hate (high)" in err.message
+    assert "violence" not in err.message.split("[filtered:")[1]  # low, not filtered: not named
 
 
 def test_401_with_string_code_is_credential_rejected() -> None:
@@ -390,20 +392,20 @@ def test_other_statuses() -> None:
 # -- responses ----------------------------------------------------------------------------------------------
 
 
-def test_recorded_chat_response_gets_object_and_model() -> None:
+def test_chat_response_without_object_and_model_gets_them() -> None:
     body = from_vendor_response(json.loads(recording("chat_response.json")), "chat/completions", "gpt-4o")
     assert body["object"] == "chat.completion" and body["model"] == "gpt-4o"
-    assert body["choices"][0]["message"]["content"].startswith("Ahoy matey!")
+    assert body["choices"][0]["message"]["content"].startswith("Bonjour! A croissant")
     kept = from_vendor_response({"object": "chat.completion", "model": "gpt-4o-2024-08-06"}, "chat/completions", "x")
     assert kept["model"] == "gpt-4o-2024-08-06"
 
 
-async def test_recorded_embeddings_response_is_completed() -> None:
+async def test_embeddings_response_without_object_and_model_is_completed() -> None:
     http = StubHTTP(body=recording("embeddings_response.json"))
     body = await T.embed(EmbeddingRequest.parse({"model": "prod-embed", "input": ["this is a test"]}),
                          ctx(http, model="prod-embed", base_model="text-embedding-ada-002"))
     assert body["object"] == "list" and body["model"] == "text-embedding-ada-002"
-    assert body["data"][0]["object"] == "embedding" and body["data"][0]["embedding"][0] == -0.012838088
+    assert body["data"][0]["object"] == "embedding" and body["data"][0]["embedding"][0] == 0.021937416
     assert http.calls[0]["url"].endswith("/openai/deployments/prod-embed/embeddings?api-version=2024-10-21")
 
 

@@ -1,6 +1,7 @@
-"""The ChatGLM (self-hosted) translator's pure functions against the recorded ChatGLM2-6B
+"""The ChatGLM (self-hosted) translator's pure functions against our fixtures of ChatGLM2-6B's
 payloads: messages -> prompt + history pairs, openai_api.py's id-less answers and CRLF stream,
-estimated usage, errors. No I/O."""
+estimated usage, errors. No I/O; the real recordings are an extra check where ../shared is
+present."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import orjson
 import pytest
 
 from keystore.models import validate_credential
-from tests.unit._recordings import (
+from tests.unit._vendor_data import (
     check_schema,
     content_of,
     events_of,
     finishes,
+    fixture,
+    fixture_json,
+    needs_shared,
     parsed,
-    recorded_json,
-    recording,
+    shared_json,
+    shared_recording,
 )
 from translators import REGISTRY
 from translators.chatglm import (
@@ -35,7 +39,7 @@ from translators.chatglm import (
     to_vendor_request,
 )
 from translators.errors import ApiError
-from translators.types import ChatRequest
+from translators.types import ChatRequest, StreamChunk
 
 MODEL = "chatglm2-6b"
 T = REGISTRY["chatglm"]
@@ -130,8 +134,8 @@ def test_estimate_tokens(text: str, tokens: int) -> None:
 # -- responses --------------------------------------------------------------------------------------
 
 
-def test_recorded_native_response() -> None:
-    body = recorded_json("chatglm", "chatglm2_api_response.json")
+def test_native_response() -> None:
+    body = fixture_json("chatglm", "chatglm2_api_response.json")
     out = from_native_response(body, MODEL, 2)
     check_schema("chat_completion_response.json", out)
     assert out["choices"][0]["message"]["content"] == body["response"] and out["choices"][0]["finish_reason"] == "stop"
@@ -140,28 +144,34 @@ def test_recorded_native_response() -> None:
     assert out["id"].startswith("chatcmpl-")
 
 
-def test_recorded_openai_server_response_gets_an_id_and_usage() -> None:
-    body = recorded_json("chatglm", "chatglm2_openai_response.json")
+def test_openai_server_response_gets_an_id_and_usage() -> None:
+    body = fixture_json("chatglm", "chatglm2_openai_response.json")
     out = from_vendor_response(body, MODEL, 4)
     check_schema("chat_completion_response.json", out)
-    assert out["id"].startswith("chatcmpl-") and out["created"] == 1690336200 and out["model"] == "chatglm2-6b"
+    assert out["id"].startswith("chatcmpl-") and out["created"] == 1730769300 and out["model"] == "chatglm2-6b"
     assert out["usage"]["estimated"] is True and out["usage"]["prompt_tokens"] == 4
     given = from_vendor_response({**body, "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}},
                                  MODEL, 4)
     assert given["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}  # a server's own counts
 
 
-@pytest.mark.parametrize("piece", [None, 1, 4])
-def test_recorded_crlf_stream(piece: int | None) -> None:
-    state = StreamState(MODEL, prompt_tokens=1)
-    events = events_of(recording("chatglm", "chatglm2_openai_stream.sse"), piece)
+def crlf_stream(raw: bytes, state: StreamState, piece: int | None = None) -> list[StreamChunk]:
+    events = events_of(raw, piece)
     assert events[-1].data == b"[DONE]"
     chunks = [c for e in events[:-1] for c in from_vendor_event(orjson.loads(e.data), state)]
-    chunks += finish_stream(state, done=True)
+    return chunks + finish_stream(state, done=True)
+
+
+@pytest.mark.parametrize("piece", [None, 1, 4])
+def test_crlf_stream(piece: int | None) -> None:
+    state = StreamState(MODEL, prompt_tokens=1)
+    raw = fixture("chatglm", "chatglm2_openai_stream.sse")
+    assert raw.count(b"\r\n\r\n") == 5  # sse-starlette's CRLF separators
+    chunks = crlf_stream(raw, state, piece)
     out = parsed(chunks)
     for chunk in out:
         check_schema("chat_completion_chunk.json", chunk)
-    assert content_of(chunks) == "你好👋！我是人工智能助手 ChatGLM2-6B"
+    assert content_of(chunks) == "晚安🌙，祝你好梦，明天见！"
     assert finishes(chunks) == ["stop"] and {c["id"] for c in out} == {state.id}
     assert len({c["created"] for c in out}) == 1
     assert out[-1]["choices"] == [] and out[-1]["usage"]["estimated"] is True
@@ -176,9 +186,9 @@ def test_native_answer_as_a_stream() -> None:
 
 
 def test_errors() -> None:
-    err = error_from_response(500, recording("chatglm", "chatglm2_api_error_500.txt").decode(), {})
+    err = error_from_response(500, fixture("chatglm", "chatglm2_api_error_500.txt").decode(), {})
     assert (err.status, err.code) == (502, "upstream_error") and "Internal Server Error" in err.message
-    err = error_from_response(400, recorded_json("chatglm", "chatglm2_openai_error_400.json"), {})
+    err = error_from_response(400, fixture_json("chatglm", "chatglm2_openai_error_400.json"), {})
     assert err.status == 400 and err.message == "Invalid request"
     err = error_from_response(422, {"detail": [{"loc": ["body", "messages"], "msg": "str type expected"}]}, {})
     assert err.status == 400 and "str type expected" in err.message
@@ -193,10 +203,28 @@ def test_errors() -> None:
 def test_a_cut_stream_is_an_error() -> None:
     """openai_api.py fails mid-stream by closing the connection: no finish chunk, no DONE."""
     state = StreamState(MODEL, prompt_tokens=1)
-    events = events_of(recording("chatglm", "chatglm2_openai_stream.sse"))
+    events = events_of(fixture("chatglm", "chatglm2_openai_stream.sse"))
     chunks = [c for e in events[:2] for c in from_vendor_event(orjson.loads(e.data), state)]
-    assert content_of(chunks) == "你好"
+    assert content_of(chunks) == "晚安"
     with pytest.raises(ApiError) as caught:
         finish_stream(state, done=False)
     assert (caught.value.status, caught.value.code) == (502, "upstream_incomplete_stream")
     assert finishes(finish_stream(state, done=True)) == ["stop"]  # DONE without a finish chunk: stop
+
+
+# -- conformance with the team's real recordings (only where ../shared is present) ---------------
+
+
+@needs_shared
+def test_the_real_recordings_translate_the_same_way() -> None:
+    native = shared_json("chatglm", "chatglm2_api_response.json")
+    out = from_native_response(native, MODEL, 2)
+    check_schema("chat_completion_response.json", out)
+    assert out["choices"][0]["message"]["content"] == native["response"]
+    check_schema("chat_completion_response.json",
+                 from_vendor_response(shared_json("chatglm", "chatglm2_openai_response.json"), MODEL, 4))
+    chunks = crlf_stream(shared_recording("chatglm", "chatglm2_openai_stream.sse"), StreamState(MODEL, 1), 3)
+    assert content_of(chunks) and finishes(chunks) == ["stop"] and chunks[-1].usage is not None
+    assert error_from_response(400, shared_json("chatglm", "chatglm2_openai_error_400.json"), {}).status == 400
+    assert error_from_response(500, shared_recording("chatglm", "chatglm2_api_error_500.txt").decode(),
+                               {}).status == 502

@@ -1,12 +1,12 @@
-"""The ERNIE translator's pure functions against ernie.md and the recordings: the history
+"""The ERNIE translator's pure functions against ernie.md and our fixtures: the history
 rule (every result checked by the fake's own validation), parameters, answers, streams
-with cumulative usage, errors in 200 bodies, embeddings; and the access-token cache."""
+with cumulative usage, errors in 200 bodies, embeddings; and the access-token cache. The real
+recordings are an extra check where ../shared is present."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import struct
 from typing import Any
 
@@ -14,8 +14,14 @@ import orjson
 import pytest
 
 from tests.fakes.ernie import check_chat
-from tests.shared_data import RECORDINGS as SHARED_RECORDINGS
-from tests.shared_data import check_schema
+from tests.unit._vendor_data import (
+    check_schema,
+    fixture,
+    fixture_json,
+    needs_shared,
+    shared_json,
+    shared_recording,
+)
 from translators._sse import SSEDecoder
 from translators.ernie import (
     CHAT_ENDPOINTS,
@@ -36,15 +42,15 @@ from translators.ernie_convert import (
 from translators.errors import ApiError
 from translators.types import ChatRequest, EmbeddingRequest, StreamChunk
 
-RECORDINGS = SHARED_RECORDINGS / "ernie"
 USER = [{"role": "user", "content": "你好"}]
 TOOL = {"type": "function", "function": {"name": "light_switch", "description": "Turn the light on or off",
                                          "parameters": {"type": "object", "properties": {"switch": {"type": "boolean"}}}}}
 CALL = {"id": "call_7", "type": "function", "function": {"name": "light_switch", "arguments": '{"switch":false}'}}
 
 
-def recording(name: str) -> Any:
-    return json.loads((RECORDINGS / name).read_text())
+def ours(name: str) -> Any:
+    """Our own fixture `name` (tests/fixtures/ernie/), parsed."""
+    return fixture_json("ernie", name)
 
 
 def request(**body: Any) -> ChatRequest:
@@ -142,23 +148,23 @@ def test_endpoint_tables_cover_the_issue() -> None:
 # -- answers -----------------------------------------------------------------------------------
 
 
-def test_recorded_answer() -> None:
-    whole = from_vendor_response(recording("chat_response.json"), "ernie-4.0")
+def test_answer() -> None:
+    whole = from_vendor_response(ours("chat_response.json"), "ernie-4.0")
     check_schema("chat_completion_response.json", whole)
-    assert whole["id"] == "chatcmpl-as-ctg359ensw" and whole["created"] == 1704699485
-    assert whole["choices"][0]["message"]["content"].startswith("根据你的请求")
+    assert whole["id"] == "chatcmpl-as-r7kq2m9vxe" and whole["created"] == 1733450101
+    assert whole["choices"][0]["message"]["content"].startswith("好的，已经为你把客厅的空调")
     assert whole["choices"][0]["finish_reason"] == "stop"  # "normal"
-    assert whole["usage"] == {"prompt_tokens": 134, "completion_tokens": 19, "total_tokens": 153}
+    assert whole["usage"] == {"prompt_tokens": 87, "completion_tokens": 23, "total_tokens": 110}
 
 
-def test_recorded_function_call() -> None:
-    whole = from_vendor_response(recording("chat_response_function_call.json"), "ernie-4.0")
+def test_function_call() -> None:
+    whole = from_vendor_response(ours("chat_response_function_call.json"), "ernie-4.0")
     check_schema("chat_completion_response.json", whole)
     choice = whole["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     [call] = choice["message"]["tool_calls"]
     assert call["id"].startswith("call_") and call["function"] == {"name": "light_switch",
-                                                                   "arguments": '{"switch":false}'}
+                                                                   "arguments": '{"switch":true}'}
 
 
 @pytest.mark.parametrize(("fields", "finish"), [
@@ -166,7 +172,7 @@ def test_recorded_function_call() -> None:
     ({"need_clear_history": True, "ban_round": 1}, "content_filter"), ({"is_truncated": True}, "length"),
 ])
 def test_finish_reasons(fields: dict[str, Any], finish: str) -> None:
-    body = {k: v for k, v in recording("chat_response.json").items() if k != "finish_reason"} | fields
+    body = {k: v for k, v in ours("chat_response.json").items() if k != "finish_reason"} | fields
     assert from_vendor_response(body, "m")["choices"][0]["finish_reason"] == finish
 
 
@@ -179,17 +185,17 @@ def stream_chunks(raw: bytes, piece: int = 5) -> tuple[list[dict[str, Any]], lis
     return [orjson.loads(c.data) for c in out], out
 
 
-def test_recorded_stream_with_cumulative_usage_never_summed() -> None:
-    parsed, chunks = stream_chunks((RECORDINGS / "chat_stream.sse").read_bytes())
+def test_stream_with_cumulative_usage_never_summed() -> None:
+    parsed, chunks = stream_chunks(fixture("ernie", "chat_stream.sse"))
     for chunk in parsed:
         check_schema("chat_completion_chunk.json", chunk)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in parsed if c["choices"]) == \
-        "您好，我是文心一言，很高兴为您服务。"
+        "早上好！今天北京晴，出门记得带上墨镜。"
     assert [c["choices"][0]["delta"].get("role") for c in parsed if c["choices"]].count("assistant") == 1
-    assert {c["id"] for c in parsed} == {"chatcmpl-as-ywwpgx4dt7"}
+    assert {c["id"] for c in parsed} == {"chatcmpl-as-m5tq0c8hyu"}
     assert [c["choices"][0]["finish_reason"] for c in parsed if c["choices"]][-1] == "stop"
-    assert parsed[-1]["choices"] == [] and parsed[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 15,
-                                                                   "total_tokens": 19}
+    assert parsed[-1]["choices"] == [] and parsed[-1]["usage"] == {"prompt_tokens": 6, "completion_tokens": 17,
+                                                                   "total_tokens": 23}  # the last running total
     assert [c.usage is not None for c in chunks].count(True) == 1
 
 
@@ -205,17 +211,17 @@ def test_function_call_in_a_stream() -> None:
 # -- errors ------------------------------------------------------------------------------------
 
 
-def test_recorded_errors_in_200_bodies() -> None:
-    token = error_from_response(200, recording("error_200_access_token.json"))
+def test_errors_in_200_bodies() -> None:
+    token = error_from_response(200, ours("error_200_access_token.json"))
     assert (token.status, token.code) == (403, "upstream_credential_rejected") and "ernie" in token.message
-    stream_error = orjson.loads((RECORDINGS / "chat_stream_error_body.txt").read_bytes())
+    stream_error = orjson.loads(fixture("ernie", "chat_stream_error_body.txt"))
     with pytest.raises(ApiError) as caught:
         from_vendor_event(stream_error, StreamState("m"))
-    assert (caught.value.status, caught.value.code) == (400, "336003") and "odd number" in caught.value.message
+    assert (caught.value.status, caught.value.code) == (400, "336003") and "must alternate" in caught.value.message
     with pytest.raises(ApiError):
         from_vendor_response(stream_error, "m")
-    oauth = error_from_response(401, recording("oauth_token_error.json"))
-    assert oauth.code == "upstream_credential_rejected" and "Client authentication failed" in oauth.message
+    oauth = error_from_response(401, ours("oauth_token_error.json"))
+    assert oauth.code == "upstream_credential_rejected" and "unknown client id" in oauth.message
 
 
 @pytest.mark.parametrize(("code", "status"), [
@@ -231,12 +237,12 @@ def test_error_codes_map_by_meaning(code: int, status: int) -> None:
 # -- embeddings --------------------------------------------------------------------------------
 
 
-def test_recorded_embeddings_as_float_and_base64() -> None:
-    body = recording("embeddings_response.json")
+def test_embeddings_as_float_and_base64() -> None:
+    body = ours("embeddings_response.json")
     floats = from_embedding_responses([body], "embedding-v1", "float")
     check_schema("embedding_response.json", floats)
     assert [d["embedding"] for d in floats["data"]] == [d["embedding"] for d in body["data"]]
-    assert floats["usage"] == {"prompt_tokens": 12, "total_tokens": 12} and floats["model"] == "embedding-v1"
+    assert floats["usage"] == {"prompt_tokens": 9, "total_tokens": 9} and floats["model"] == "embedding-v1"
     encoded = from_embedding_responses([body], "embedding-v1", "base64")  # a string, as OpenAI sends it
     assert all(isinstance(d["embedding"], str) for d in encoded["data"])
     raw = base64.b64decode(encoded["data"][1]["embedding"])
@@ -256,6 +262,30 @@ def test_batches_are_split_and_joined_in_order() -> None:
     with pytest.raises(ApiError) as caught:
         embedding_batches(EmbeddingRequest.parse({"model": "embedding-v1", "input": [[1, 2, 3]]}), 16)
     assert caught.value.param == "input"
+
+
+# -- conformance with the team's real recordings (only where ../shared is present) ---------------
+
+
+@needs_shared
+def test_the_real_recordings_translate_the_same_way() -> None:
+    whole = from_vendor_response(shared_json("ernie", "chat_response.json"), "ernie-4.0")
+    check_schema("chat_completion_response.json", whole)
+    assert whole["choices"][0]["message"]["content"] and whole["choices"][0]["finish_reason"] == "stop"
+    call = from_vendor_response(shared_json("ernie", "chat_response_function_call.json"), "ernie-4.0")
+    assert call["choices"][0]["finish_reason"] == "tool_calls"
+    parsed, chunks = stream_chunks(shared_recording("ernie", "chat_stream.sse"))
+    last = [orjson.loads(line[6:]) for line in shared_recording("ernie", "chat_stream.sse").splitlines()
+            if line.startswith(b"data: ")][-1]
+    assert parsed[-1]["usage"]["total_tokens"] == last["usage"]["total_tokens"]  # cumulative: the last, not a sum
+    assert [c.usage is not None for c in chunks].count(True) == 1
+    with pytest.raises(ApiError):
+        from_vendor_event(orjson.loads(shared_recording("ernie", "chat_stream_error_body.txt")), StreamState("m"))
+    assert error_from_response(200, shared_json("ernie", "error_200_access_token.json")).status == 403
+    assert error_from_response(401, shared_json("ernie", "oauth_token_error.json")).code == \
+        "upstream_credential_rejected"
+    floats = from_embedding_responses([shared_json("ernie", "embeddings_response.json")], "embedding-v1", "float")
+    check_schema("embedding_response.json", floats)
 
 
 # -- the access-token cache ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The Hugging Face translator's pure functions against the recordings in
-../shared/vendors/recordings/huggingface/ and against the documented template and pooling rule."""
+"""The Hugging Face translator's pure functions against TGI- and Inference-API-shaped payloads (our
+fixtures in tests/fixtures/huggingface/, written from ../shared/vendors/huggingface.md; the real
+recordings too where ../shared is present) and against the documented template and pooling rule."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import time
 import orjson
 import pytest
 
-from tests.unit._recordings import (
+from tests.unit._vendor_data import (
     check_schema,
     content_of,
     events_of,
     finishes,
+    fixture,
+    fixture_json,
     parsed,
-    recorded_json,
-    recording,
 )
 from translators._hosted import dialogue_prompt, embedding_items, render_transcription
 from translators.errors import ApiError
@@ -61,31 +62,31 @@ def chat(**fields: object) -> ChatRequest:
 
 
 def test_tgi_1_4_response_is_normalised() -> None:
-    body = recorded_json("huggingface", "tgi_chat_response.json")
+    body = fixture_json("huggingface", "tgi_chat_response.json")
     out = from_vendor_response(body, MODEL)
     check_schema("chat_completion_response.json", out)
-    assert out["object"] == "chat.completion" and out["id"].startswith("chatcmpl-")  # recorded: "", text_completion
+    assert out["object"] == "chat.completion" and out["id"].startswith("chatcmpl-")  # TGI 1.4: "", text_completion
     assert out["choices"][0]["message"]["content"] == body["choices"][0]["message"]["content"]
     assert out["choices"][0]["finish_reason"] == "length"
-    assert out["usage"] == {"prompt_tokens": 47, "completion_tokens": 20, "total_tokens": 67}
+    assert out["usage"] == {"prompt_tokens": 39, "completion_tokens": 20, "total_tokens": 59}
 
 
 def test_tgi_1_4_5_tool_call_is_normalised() -> None:
-    out = from_vendor_response(recorded_json("huggingface", "tgi_chat_response_tool_call_v1.4.5.json"), MODEL)
+    out = from_vendor_response(fixture_json("huggingface", "tgi_chat_response_tool_call_v1.4.5.json"), MODEL)
     check_schema("chat_completion_response.json", out)
     choice = out["choices"][0]
-    assert choice["finish_reason"] == "tool_calls"  # recorded: eos_token
+    assert choice["finish_reason"] == "tool_calls"  # TGI 1.4.5: eos_token
     (call,) = choice["message"]["tool_calls"]
     assert isinstance(call["id"], str) and call["id"].startswith("call_") and call["id"] != "call_0"
     assert call["type"] == "function" and "description" not in call["function"]
-    assert call["function"]["name"] == "get_current_weather"
-    assert json.loads(call["function"]["arguments"]) == {"format": "fahrenheit", "location": "San Francisco, CA"}
+    assert call["function"]["name"] == "get_stock_price"  # arguments came as an object, leave as a JSON string
+    assert json.loads(call["function"]["arguments"]) == {"currency": "EUR", "symbol": "ACME"}
     assert choice["message"]["content"] is None
 
 
 @pytest.mark.parametrize("piece", [None, 1, 7, 64])
 def test_tgi_1_4_stream_without_done_is_normalised(piece: int | None) -> None:
-    raw = recording("huggingface", "tgi_chat_stream.sse")
+    raw = fixture("huggingface", "tgi_chat_stream.sse")
     state = StreamState(MODEL, prompt_estimate=5)
     chunks = [c for e in events_of(raw, piece) for c in from_vendor_event(orjson.loads(e.data), state)]
     chunks += end_of_stream(state)
@@ -94,7 +95,8 @@ def test_tgi_1_4_stream_without_done_is_normalised(piece: int | None) -> None:
         check_schema("chat_completion_chunk.json", event)
     expected = "".join(json.loads(line[5:])["choices"][0]["delta"].get("content") or ""
                        for line in raw.decode().splitlines() if line.startswith("data:"))
-    assert content_of(chunks) == expected and expected.startswith("Deep learning is a subfield")
+    assert content_of(chunks) == expected
+    assert expected == "Photosynthesis is how green plants turn sunlight, water and carbon dioxide into sugar"
     assert [e["choices"][0]["delta"].get("role") for e in events if e["choices"]].count("assistant") == 1
     assert {e["id"] for e in events} == {state.id} and state.id.startswith("chatcmpl-")
     assert {e["object"] for e in events} == {"chat.completion.chunk"}
@@ -105,7 +107,7 @@ def test_tgi_1_4_stream_without_done_is_normalised(piece: int | None) -> None:
 
 
 def test_a_cut_stream_is_an_error_not_a_short_answer() -> None:
-    raw = recording("huggingface", "tgi_chat_stream.sse")
+    raw = fixture("huggingface", "tgi_chat_stream.sse")
     events = events_of(raw)[:5]
     state = StreamState(MODEL)
     for e in events:
@@ -200,10 +202,10 @@ def test_text_generation_refuses_what_it_cannot_honour(fields: dict[str, object]
 
 
 def test_serverless_generate_answer_is_a_list() -> None:
-    out = from_generate_response(recorded_json("huggingface", "generate_response_serverless.json"), MODEL, "Hi there")
+    out = from_generate_response(fixture_json("huggingface", "generate_response_serverless.json"), MODEL, "Hi there")
     check_schema("chat_completion_response.json", out)
-    assert out["choices"][0]["message"]["content"] == "" and out["choices"][0]["finish_reason"] == "length"
-    assert out["usage"] == {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}  # 1 from details
+    assert out["choices"][0]["message"]["content"] == " Hello" and out["choices"][0]["finish_reason"] == "length"
+    assert out["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}  # 2 from details
 
 
 def test_generate_headers_give_the_counts() -> None:
@@ -213,15 +215,15 @@ def test_generate_headers_give_the_counts() -> None:
     assert out["choices"][0]["finish_reason"] == "stop" and out["choices"][0]["message"]["content"] == " Hello"
 
 
-def test_recorded_generate_stream() -> None:
+def test_generate_stream() -> None:
     state = GenerateState(MODEL, "Hi")
-    chunks = [c for e in events_of(recording("huggingface", "generate_stream.sse"), 5)
+    chunks = [c for e in events_of(fixture("huggingface", "generate_stream.sse"), 5)
               for c in from_generate_event(orjson.loads(e.data), state)]
     chunks += end_of_generate_stream(state)
     for event in parsed(chunks):
         check_schema("chat_completion_chunk.json", event)
-    assert content_of(chunks) == " " and finishes(chunks) == ["length"]
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 1
+    assert content_of(chunks) == "Hi!" and finishes(chunks) == ["length"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
 
 
 def test_token_stream_skips_special_tokens_and_reads_details() -> None:
@@ -266,20 +268,20 @@ def test_legacy_completion_maps_directly() -> None:
 # -- errors -----------------------------------------------------------------------------------------------
 
 
-def test_recorded_422_json_and_plain_text_are_400s_with_the_message() -> None:
-    body = recorded_json("huggingface", "error_422_validation.json")
+def test_422_json_and_plain_text_are_400s_with_the_message() -> None:
+    body = fixture_json("huggingface", "error_422_validation.json")
     err = error_from_response(422, body, {})
     assert (err.status, err.code, err.type) == (400, "validation", "invalid_request_error")
     assert err.message == body["error"]
-    text = recording("huggingface", "error_422_plaintext.txt").decode()
+    text = fixture("huggingface", "error_422_plaintext.txt").decode()
     err = error_from_response(422, text, {})
     assert err.status == 400 and err.message == text
 
 
-def test_recorded_503_loading_names_the_estimate() -> None:
-    err = error_from_response(503, recorded_json("huggingface", "error_503_loading.json"), {})
-    assert (err.status, err.code, err.retry_after) == (503, "model_loading", 20.0)
-    assert "currently loading" in err.message and "20s" in err.message
+def test_503_loading_names_the_estimate() -> None:
+    err = error_from_response(503, fixture_json("huggingface", "error_503_loading.json"), {})
+    assert (err.status, err.code, err.retry_after) == (503, "model_loading", 45.0)
+    assert "Mistral-7B-Instruct-v0.2 is currently loading" in err.message and "45s" in err.message
 
 
 @pytest.mark.parametrize(("status", "body", "expected"), [
@@ -317,8 +319,9 @@ def test_loading_delay_is_bounded_by_the_deadline() -> None:
 # -- embeddings, speech ------------------------------------------------------------------------------------
 
 
-def test_recorded_1d_embedding() -> None:
-    vector = recorded_json("huggingface", "embeddings_feature_extraction_1d.json")
+def test_1d_embedding() -> None:
+    vector = fixture_json("huggingface", "embeddings_feature_extraction_1d.json")
+    assert len(vector) == 384  # all-MiniLM-L6-v2: one pooled sentence vector
     vectors, tokens = pool(vector, 1)
     assert vectors == [vector] and tokens is None
 
@@ -344,10 +347,10 @@ def test_base64_embeddings_are_little_endian_float32() -> None:
     assert embedding_items([[0.5]], "float") == [{"object": "embedding", "index": 0, "embedding": [0.5]}]
 
 
-def test_recorded_asr_answer_in_each_format() -> None:
-    body = recorded_json("huggingface", "asr_response.json")
-    assert orjson.loads(from_asr(body, "json").content) == {"text": "A MAN SAID TO THE UNIVERSE SIR I EXIST"}
-    assert from_asr(body, "text").content == b"A MAN SAID TO THE UNIVERSE SIR I EXIST\n"
+def test_asr_answer_in_each_format() -> None:
+    body = fixture_json("huggingface", "asr_response.json")
+    assert orjson.loads(from_asr(body, "json").content) == {"text": "THE TRAIN TO LEEDS LEAVES FROM PLATFORM NINE"}
+    assert from_asr(body, "text").content == b"THE TRAIN TO LEEDS LEAVES FROM PLATFORM NINE\n"
     for fmt in ("srt", "vtt", "verbose_json"):
         with pytest.raises(ApiError) as caught:
             from_asr(body, fmt)

@@ -1,6 +1,7 @@
-"""The MiniMax translator's pure functions against MiniMax's recorded payloads: request
+"""The MiniMax translator's pure functions against our fixtures of MiniMax's payloads: request
 mapping, v2 responses, the v2 stream whose final event repeats the message, `base_resp`
-errors inside 200 bodies and streams, embeddings. No I/O."""
+errors inside 200 bodies and streams, embeddings. No I/O; the real recordings are an extra
+check where ../shared is present."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.unit._recordings import (
+from tests.unit._vendor_data import (
     check_schema,
     content_of,
     events_of,
     finishes,
+    fixture,
+    fixture_json,
+    needs_shared,
     parsed,
-    recorded_json,
-    recording,
+    shared_json,
+    shared_recording,
 )
 from translators import REGISTRY
 from translators.errors import ApiError
@@ -50,8 +54,12 @@ def translate(events: list[Any]) -> tuple[list[StreamChunk], StreamState]:
     return chunks, state
 
 
+def stream_events(data: bytes) -> list[Any]:
+    return [orjson.loads(e.data) for e in events_of(data, piece=5)]
+
+
 def recorded_stream() -> list[Any]:
-    return [orjson.loads(e.data) for e in events_of(recording("minimax", "chat_stream_v2.sse"), piece=5)]
+    return stream_events(fixture("minimax", "chat_stream_v2.sse"))
 
 
 # -- requests ---------------------------------------------------------------------------------------
@@ -89,19 +97,19 @@ def test_refused(body: dict[str, Any], param: str) -> None:
 # -- responses --------------------------------------------------------------------------------------
 
 
-def test_recorded_v2_response_is_cleaned() -> None:
-    out = from_vendor_response(recorded_json("minimax", "chat_response_v2.json"), MODEL)
+def test_v2_response_is_cleaned() -> None:
+    out = from_vendor_response(fixture_json("minimax", "chat_response_v2.json"), MODEL)
     check_schema("chat_completion_response.json", out)
-    assert out["id"] == "03c13c50d5d579fc940572bb6fdf6f0a" and out["created"] == 1735526736
-    assert out["choices"][0]["message"] == {"content": "I’m a language model, so I can answer questions about "
-                                                       "language, or about the world.", "role": "assistant",
-                                            "refusal": None}
-    assert out["usage"] == {"prompt_tokens": 75, "completion_tokens": 19, "total_tokens": 94}
+    assert out["id"] == "04a7e1c9b3d25f8a6c0e4b7d9f1a3c5e" and out["created"] == 1733452810
+    assert out["choices"][0]["message"] == {"content": "Tea leaves keep best in an airtight tin, away from "
+                                                       "light, heat and strong smells.", "role": "assistant",
+                                            "refusal": None}  # MiniMax's name and audio_content dropped
+    assert out["usage"] == {"prompt_tokens": 61, "completion_tokens": 22, "total_tokens": 83}
     assert not {"base_resp", "input_sensitive", "output_sensitive"} & set(out)
 
 
 def test_sensitive_output_legacy_usage_and_max_output() -> None:
-    body = recorded_json("minimax", "chat_response_v2.json")
+    body = fixture_json("minimax", "chat_response_v2.json")
     body.update(output_sensitive=True, usage={"total_tokens": 40})
     out = from_vendor_response(body, MODEL)
     assert out["choices"][0]["finish_reason"] == "content_filter"
@@ -115,9 +123,9 @@ def test_sensitive_output_legacy_usage_and_max_output() -> None:
     ("error_200_auth_1004.json", 403, "upstream_credential_rejected"),
     ("error_200_balance_1008.json", 429, "insufficient_quota"),
 ])
-def test_recorded_errors_in_200_bodies(name: str, status: int, code: str) -> None:
+def test_errors_in_200_bodies(name: str, status: int, code: str) -> None:
     with pytest.raises(ApiError) as caught:
-        from_vendor_response(recorded_json("minimax", name), MODEL)
+        from_vendor_response(fixture_json("minimax", name), MODEL)
     assert (caught.value.status, caught.value.code) == (status, code)
     assert "minimax" in caught.value.message or status == 429
 
@@ -141,34 +149,34 @@ def test_http_errors_and_a_200_without_choices() -> None:
 # -- streams ----------------------------------------------------------------------------------------
 
 
-def test_recorded_v2_stream_does_not_repeat_the_final_message() -> None:
+def test_v2_stream_does_not_repeat_the_final_message() -> None:
     chunks, state = translate(recorded_stream())
     out = parsed(chunks)
     for chunk in out:
         check_schema("chat_completion_chunk.json", chunk)
-    assert content_of(chunks) == "你好！有什么可以帮你？"  # once, though the final event repeats it
+    assert content_of(chunks) == "晚上好！想听个故事吗？"  # once, though the final event repeats it
     assert finishes(chunks) == ["stop"] and state.finished
     assert [c["choices"][0]["delta"].get("role") for c in out if c["choices"]].count("assistant") == 1
-    assert {c["id"] for c in out} == {"0346ab4b29cc1a8a2e5a3f8e9c9a1b2c"}
+    assert {c["id"] for c in out} == {"04a9c3e5f7b1d2a4c6e8f0b2d4a6c8e1"}
     assert out[-1]["choices"] == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.as_dict() == {"prompt_tokens": 72, "completion_tokens": 8, "total_tokens": 80}
+    assert chunks[-1].usage.as_dict() == {"prompt_tokens": 58, "completion_tokens": 9, "total_tokens": 67}
     assert all(c.usage is None for c in chunks[:-1])  # the zero usage of the deltas is not forwarded
 
 
 def test_final_event_gives_the_finish_reason_and_a_missing_tail_once() -> None:
     events = recorded_stream()
-    assert "finish_reason" not in events[1]["choices"][0]  # the recorded deltas end without a finish reason
+    assert "finish_reason" not in events[1]["choices"][0]  # the deltas end without a finish reason
     events[2]["choices"][0]["message"]["content"] += "再见"  # the final message holds a tail not streamed
     events[2]["output_sensitive"] = True
     chunks, _ = translate(events)
-    assert content_of(chunks) == "你好！有什么可以帮你？再见" and finishes(chunks) == ["content_filter"]
+    assert content_of(chunks) == "晚上好！想听个故事吗？再见" and finishes(chunks) == ["content_filter"]
 
 
 def test_base_resp_error_mid_stream_raises() -> None:
     events = recorded_stream()[:1] + [{"id": "", "choices": None,
                                        "base_resp": {"status_code": 1039, "status_msg": "token limit"}}]
     state = StreamState(MODEL)
-    assert content_of(from_vendor_event(events[0], state)) == "你好"
+    assert content_of(from_vendor_event(events[0], state)) == "晚上好"
     with pytest.raises(ApiError) as caught:
         from_vendor_event(events[1], state)
     assert caught.value.status == 429
@@ -191,11 +199,11 @@ def test_end_of_stream_without_the_final_event() -> None:
 # -- embeddings -------------------------------------------------------------------------------------
 
 
-def test_recorded_embeddings() -> None:
-    assert from_vendor_embeddings(recorded_json("minimax", "embeddings_response.json")) == \
-        ([[0.1, 0.2], [0.3, 0.4]], 12)
+def test_embeddings() -> None:
+    assert from_vendor_embeddings(fixture_json("minimax", "embeddings_response.json")) == \
+        ([[0.25, -0.5], [0.75, 0.125], [-0.375, 0.0625]], 9)
     with pytest.raises(ApiError) as caught:
-        from_vendor_embeddings(recorded_json("minimax", "error_200_auth_1004.json"))
+        from_vendor_embeddings(fixture_json("minimax", "error_200_auth_1004.json"))
     assert caught.value.status == 403
 
 
@@ -212,3 +220,23 @@ def test_embeddings_refusals() -> None:
             to_vendor_embeddings_request(["a"], "embo-01", EmbeddingRequest.parse({"model": "embo-01", "input": "a",
                                                                                    **extra}))
         assert caught.value.param == param
+
+
+# -- conformance with the team's real recordings (only where ../shared is present) ---------------
+
+
+@needs_shared
+def test_the_real_recordings_translate_the_same_way() -> None:
+    body = shared_json("minimax", "chat_response_v2.json")
+    out = from_vendor_response(body, MODEL)
+    check_schema("chat_completion_response.json", out)
+    assert out["usage"]["total_tokens"] == body["usage"]["total_tokens"]
+    events = stream_events(shared_recording("minimax", "chat_stream_v2.sse"))
+    chunks, state = translate(events)
+    assert content_of(chunks) == events[-1]["choices"][0]["message"]["content"]  # not repeated by the last event
+    assert finishes(chunks) == ["stop"] and state.finished
+    for name in ("error_200_auth_1004.json", "error_200_balance_1008.json"):
+        with pytest.raises(ApiError):
+            from_vendor_response(shared_json("minimax", name), MODEL)
+    vectors, tokens = from_vendor_embeddings(shared_json("minimax", "embeddings_response.json"))
+    assert len(vectors) == 2 and tokens > 0

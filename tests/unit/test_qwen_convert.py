@@ -1,6 +1,7 @@
-"""The Qwen (DashScope) translator's pure functions against DashScope's recorded payloads:
+"""The Qwen (DashScope) translator's pure functions against our fixtures of DashScope's payloads:
 request mapping (checked by the fake's own checks), responses, cumulative and incremental
-streams, errors (HTTP, in a 200 body, `event:error`), embeddings. No I/O."""
+streams, errors (HTTP, in a 200 body, `event:error`), embeddings. No I/O; the real recordings
+are an extra check where ../shared is present."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ import orjson
 import pytest
 
 from tests.fakes.qwen import _check_messages, _check_parameters
-from tests.unit._recordings import (
+from tests.unit._vendor_data import (
     check_schema,
     content_of,
     events_of,
     finishes,
+    fixture,
+    fixture_json,
+    needs_shared,
     parsed,
-    recorded_json,
-    recording,
+    shared_json,
+    shared_recording,
 )
 from translators import REGISTRY
 from translators._shapes import embedding_list
@@ -136,14 +140,14 @@ def test_refused_fields_name_the_field(body: dict[str, Any], param: str) -> None
 # -- responses ----------------------------------------------------------------------------------
 
 
-def test_recorded_response() -> None:
-    body = recorded_json("qwen", "chat_response.json")
+def test_response() -> None:
+    body = fixture_json("qwen", "chat_response.json")
     out = from_vendor_response(body, MODEL)
     check_schema("chat_completion_response.json", out)
-    assert out["id"] == "chatcmpl-2ae6671b-9373-9c7d-a407-af2029b51659" and out["model"] == MODEL
+    assert out["id"] == "chatcmpl-5c1f9e07-3b2a-9d4e-8a61-0f7b2c3d4e5a" and out["model"] == MODEL
     assert out["choices"][0]["message"]["content"] == body["output"]["choices"][0]["message"]["content"]
     assert out["choices"][0]["finish_reason"] == "stop"
-    assert out["usage"] == {"prompt_tokens": 56, "completion_tokens": 236, "total_tokens": 292}
+    assert out["usage"] == {"prompt_tokens": 41, "completion_tokens": 122, "total_tokens": 163}
 
 
 def test_legacy_text_format_and_tool_calls() -> None:
@@ -172,32 +176,32 @@ def test_error_inside_a_200_body_is_an_error() -> None:
 
 
 @pytest.mark.parametrize("piece", [None, 1, 7])
-def test_recorded_incremental_stream(piece: int | None) -> None:
-    data = recording("qwen", "chat_stream_incremental.sse")
+def test_incremental_stream(piece: int | None) -> None:
+    data = fixture("qwen", "chat_stream_incremental.sse")
     chunks, state = translate(data, cumulative=False, piece=piece)
     out = parsed(chunks)
     for chunk in out:
         check_schema("chat_completion_chunk.json", chunk)
     pieces = [orjson.loads(line[5:])["output"]["choices"][0]["message"]["content"]
               for line in data.splitlines() if line.startswith(b"data:")]
-    assert content_of(chunks) == "".join(pieces) == "根据现有建议根据天气变化调整出行安排。"  # middle events trimmed
+    assert content_of(chunks) == "".join(pieces) == "明天杭州多云转晴，最高气温二十六度，早晚注意添衣。"  # middle events trimmed
     assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert finishes(chunks) == ["stop"] and state.finished
-    assert {c["id"] for c in out} == {"chatcmpl-785ed962-fa29-4c7e-bed2-7fe0fdbfdc6c"}
+    assert {c["id"] for c in out} == {"chatcmpl-3d8a0f6b-71c2-4e95-b0a4-9e2f51c7d803"}
     last = chunks[-1]
     assert out[-1]["choices"] == [] and last.usage is not None  # running totals, the last one, never summed
-    assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (2940, 284, 3224)
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (1520, 157, 1677)
     assert all(c.usage is None for c in chunks[:-1])
 
 
 @pytest.mark.parametrize("piece", [None, 3])
-def test_recorded_cumulative_stream_never_repeats_text(piece: int | None) -> None:
-    data = recording("qwen", "chat_stream_cumulative.sse")
+def test_cumulative_stream_never_repeats_text(piece: int | None) -> None:
+    data = fixture("qwen", "chat_stream_cumulative.sse")
     chunks, _ = translate(data, cumulative=True, piece=piece)
     whole = orjson.loads(data.split(b"data:")[-1])["output"]["choices"][0]["message"]["content"]
     assert content_of(chunks) == whole
     assert finishes(chunks) == ["stop"]
-    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 292
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 104
     # Read as incremental, the same bytes would repeat the text: the mode matters.
     assert content_of(translate(data, cumulative=False)[0]) != whole
 
@@ -228,8 +232,8 @@ def test_streamed_tool_call_fragments() -> None:
     assert out[-2]["choices"][0]["finish_reason"] == "tool_calls" and out[-1]["usage"]["total_tokens"] == 8
 
 
-def test_recorded_error_event_raises_the_mapped_error() -> None:
-    [event] = events_of(recording("qwen", "chat_stream_error.sse"))
+def test_error_event_raises_the_mapped_error() -> None:
+    [event] = events_of(fixture("qwen", "chat_stream_error.sse"))
     assert event.event == "error"
     with pytest.raises(ApiError) as caught:
         parse_event(event)
@@ -240,8 +244,8 @@ def test_recorded_error_event_raises_the_mapped_error() -> None:
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def test_recorded_401_names_the_provider_without_being_a_401() -> None:
-    err = error_from_response(401, recorded_json("qwen", "error_401.json"), {})
+def test_401_names_the_provider_without_being_a_401() -> None:
+    err = error_from_response(401, fixture_json("qwen", "error_401.json"), {})
     assert (err.status, err.code, err.type) == (403, "upstream_credential_rejected", "permission_error")
     assert "qwen" in err.message and "Invalid API-key" in err.message
 
@@ -269,9 +273,9 @@ def test_errors_mapped_by_meaning(status: int, code: str, expected: int, ours: s
 # -- embeddings -----------------------------------------------------------------------------------
 
 
-def test_recorded_embeddings_and_reordering() -> None:
-    vectors, tokens = from_vendor_embeddings(recorded_json("qwen", "embeddings_response.json"))
-    assert vectors == [[-0.006929283495992422, -0.005336422007530928]] and tokens == 12
+def test_embeddings_and_reordering() -> None:
+    vectors, tokens = from_vendor_embeddings(fixture_json("qwen", "embeddings_response.json"))
+    assert vectors == [[0.01287360528871417, -0.03144017606973648]] and tokens == 7
     shuffled = {"output": {"embeddings": [{"text_index": 2, "embedding": [2.0]}, {"text_index": 0, "embedding": [0.0]},
                                           {"text_index": 1, "embedding": [1.0]}]}, "usage": {"input_tokens": 4}}
     assert from_vendor_embeddings(shuffled) == ([[0.0], [1.0], [2.0]], 4)
@@ -291,3 +295,26 @@ def test_embeddings_request_and_base64() -> None:
     encoded = embedding_list([[0.5, -1.25]], "m", 3, "base64")
     raw = base64.b64decode(encoded["data"][0]["embedding"])
     assert struct.unpack("<2f", raw) == (0.5, -1.25)
+
+
+# -- conformance with the team's real recordings (only where ../shared is present) ---------------
+
+
+@needs_shared
+def test_the_real_recordings_translate_the_same_way() -> None:
+    body = shared_json("qwen", "chat_response.json")
+    out = from_vendor_response(body, MODEL)
+    check_schema("chat_completion_response.json", out)
+    assert out["usage"]["total_tokens"] == body["usage"]["total_tokens"]
+    for name, cumulative in (("chat_stream_incremental.sse", False), ("chat_stream_cumulative.sse", True)):
+        data = shared_recording("qwen", name)
+        chunks, state = translate(data, cumulative=cumulative, piece=7)
+        last = orjson.loads(data.split(b"data:")[-1])
+        assert finishes(chunks) == ["stop"] and state.finished and content_of(chunks)
+        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == last["usage"]["total_tokens"]
+    with pytest.raises(ApiError) as caught:
+        parse_event(events_of(shared_recording("qwen", "chat_stream_error.sse"))[0])
+    assert caught.value.code == "content_filter"
+    assert error_from_response(401, shared_json("qwen", "error_401.json"), {}).status == 403
+    vectors, tokens = from_vendor_embeddings(shared_json("qwen", "embeddings_response.json"))
+    assert len(vectors) == 1 and tokens > 0

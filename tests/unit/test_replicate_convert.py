@@ -1,5 +1,6 @@
-"""The Replicate translator's pure functions against the recordings in
-../shared/vendors/recordings/replicate/ and the documented prompt template."""
+"""The Replicate translator's pure functions against prediction- and stream-shaped payloads (our
+fixtures in tests/fixtures/replicate/, written from ../shared/vendors/replicate.md; the real
+recordings too where ../shared is present) and the documented prompt template."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import base64
 import orjson
 import pytest
 
-from tests.unit._recordings import (
+from tests.unit._vendor_data import (
     check_schema,
     content_of,
     events_of,
     finishes,
+    fixture,
+    fixture_json,
     parsed,
-    recorded_json,
-    recording,
 )
 from translators._sse import SSEEvent
 from translators.errors import ApiError
@@ -97,22 +98,22 @@ def test_transcription_input_is_a_data_uri() -> None:
 # -- predictions ----------------------------------------------------------------------------------------------
 
 
-def test_recorded_succeeded_prediction() -> None:
-    prediction = recorded_json("replicate", "prediction_succeeded_llm.json")
+def test_succeeded_prediction() -> None:
+    prediction = fixture_json("replicate", "prediction_succeeded_llm.json")
     out = from_vendor_response(prediction, MODEL, 500)
     check_schema("chat_completion_response.json", out)
     text = "".join(prediction["output"])
-    assert out["choices"][0]["message"]["content"] == text and text.startswith(" Sure! Here's a poem")
+    assert out["choices"][0]["message"]["content"] == text
+    assert text.startswith(" Here is a short poem about a lighthouse:\n\nA tower")  # the leading "" token kept
     assert out["choices"][0]["finish_reason"] == "stop" and out["id"] == f"chatcmpl-{prediction['id']}"
     prompt = prediction["input"]["system_prompt"] + "\n\n" + prediction["input"]["prompt"]
-    assert out["usage"]["prompt_tokens"] == (len(prompt) + 3) // 4  # estimated: no counts in the recording
+    assert out["usage"]["prompt_tokens"] == (len(prompt) + 3) // 4  # estimated: no counts in the prediction
     assert out["usage"]["completion_tokens"] == (len(text) + 3) // 4
 
 
-def test_recorded_prefer_wait_answer_is_not_final() -> None:
-    prediction = recorded_json("replicate", "prediction_prefer_wait_processing.json")
-    assert output_text(prediction["output"]) == \
-        "\n\nFuzzy, gentle soul\nLlama's soft eyes meet my gaze\nPeaceful, gentle friend"
+def test_prefer_wait_answer_is_not_final() -> None:
+    prediction = fixture_json("replicate", "prediction_prefer_wait_processing.json")
+    assert output_text(prediction["output"]) == "\n\nGray waves on stone\nA lamp turns slowly\nShips find the way home"
     with pytest.raises(ApiError) as caught:
         from_vendor_response(prediction, MODEL)  # still processing: the caller polls
     assert caught.value.status == 502
@@ -149,27 +150,27 @@ def test_output_text_shapes() -> None:
 
 
 @pytest.mark.parametrize("piece", [None, 1, 5, 33])
-def test_recorded_stream_keeps_whitespace_and_newlines(piece: int | None) -> None:
-    state, chunks = stream_of(recording("replicate", "chat_stream.sse"), piece)
+def test_stream_keeps_whitespace_and_newlines(piece: int | None) -> None:
+    state, chunks = stream_of(fixture("replicate", "chat_stream.sse"), piece)
     chunks += end_of_stream(state)
     for event in parsed(chunks):
         check_schema("chat_completion_chunk.json", event)
-    haiku = recorded_json("replicate", "prediction_prefer_wait_processing.json")["output"]
-    assert content_of(chunks) == "".join(haiku)  # the same tokens as the recorded token list
+    haiku = fixture_json("replicate", "prediction_prefer_wait_processing.json")["output"]
+    assert content_of(chunks) == "".join(haiku)  # the same tokens as the prediction's token list
     assert finishes(chunks) == ["stop"] and len({e["id"] for e in parsed(chunks)}) == 1
     assert parsed(chunks)[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-1].usage is not None and parsed(chunks)[-1]["choices"] == []
 
 
-def test_recorded_stream_error() -> None:
+def test_stream_error_event() -> None:
     state = StreamState(MODEL)
-    events = events_of(recording("replicate", "chat_stream_error.sse"), 7)
+    events = events_of(fixture("replicate", "chat_stream_error.sse"), 7)
     chunks = from_vendor_event(events[0], state)
-    assert content_of(chunks) == "Hello"
+    assert content_of(chunks) == "Once"
     with pytest.raises(ApiError) as caught:
         from_vendor_event(events[1], state)
     assert (caught.value.status, caught.value.code) == (502, "prediction_failed")
-    assert "CUDA out of memory" in caught.value.message
+    assert "GPU memory exhausted while loading weights" in caught.value.message
 
 
 @pytest.mark.parametrize("reason", [b'{"reason":"canceled"}', b'{"reason":"error"}'])
@@ -194,10 +195,10 @@ def test_logs_are_skipped_and_a_stream_without_done_is_cut() -> None:
 # -- errors ----------------------------------------------------------------------------------------------------------
 
 
-def test_recorded_401_problem_is_a_403_naming_replicate() -> None:
-    err = error_from_response(401, recorded_json("replicate", "error_401_problem.json"), {})
+def test_401_problem_is_a_403_naming_replicate() -> None:
+    err = error_from_response(401, fixture_json("replicate", "error_401_problem.json"), {})
     assert (err.status, err.code) == (403, "upstream_credential_rejected")
-    assert "replicate" in err.message and "You did not pass a valid authentication token" in err.message
+    assert "replicate" in err.message and "Missing or invalid API token" in err.message
 
 
 @pytest.mark.parametrize(("status", "body", "headers", "expected"), [

@@ -1,13 +1,13 @@
-"""The Spark translator's pure functions against spark.md and the recordings: URL signing,
+"""The Spark translator's pure functions against spark.md and our fixtures: URL signing,
 the model table, request frames (checked by the fake's own frame validation), frames ->
-OpenAI answers and chunks, the HTTP API's answers, and the error-code mapping. No I/O."""
+OpenAI answers and chunks, the HTTP API's answers, and the error-code mapping. No I/O;
+the real recordings are an extra check where ../shared is present."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,8 +16,14 @@ import pytest
 
 from keystore.models import Credential
 from tests.fakes.spark import PATH_DOMAINS, FakeSparkState, check_frame, check_handshake
-from tests.shared_data import RECORDINGS as SHARED_RECORDINGS
-from tests.shared_data import check_schema
+from tests.unit._vendor_data import (
+    check_schema,
+    fixture,
+    fixture_json,
+    needs_shared,
+    shared_json,
+    shared_recording,
+)
 from translators import REGISTRY
 from translators._sse import DONE_DATA, SSEDecoder
 from translators.errors import ApiError
@@ -42,7 +48,6 @@ from translators.spark_response import (
 )
 from translators.types import ChatRequest, StreamChunk
 
-RECORDINGS = SHARED_RECORDINGS / "spark"
 USER = [{"role": "user", "content": "你好"}]
 TOOL = {"type": "function", "function": {"name": "multiply", "description": "a*b", "parameters": {
     "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}}}
@@ -53,8 +58,9 @@ KEY, SECRET = "fake-api-key-0001", "fake-api-secret-0001"
 KNOWN_SIGNATURE = "YX8/T6it0BXL3xorj01ZlYh9V9pvoODnt4Xpyq1j2WA="  # computed with `openssl dgst -sha256 -hmac`
 
 
-def recording(name: str) -> Any:
-    return json.loads((RECORDINGS / name).read_text())
+def ours(name: str) -> Any:
+    """Our own fixture `name` (tests/fixtures/spark/), parsed."""
+    return fixture_json("spark", name)
 
 
 def request(**body: Any) -> ChatRequest:
@@ -206,14 +212,14 @@ def test_tools_on_a_model_without_function_calling_are_refused() -> None:
 # -- answers from frames ----------------------------------------------------------------------------
 
 
-def test_recorded_frames_as_completion_and_as_stream() -> None:
-    frames = recording("chat_ws_frames.json")
+def test_frames_as_completion_and_as_stream() -> None:
+    frames = ours("chat_ws_frames.json")
     whole = from_vendor_response(frames, "spark-max")
     check_schema("chat_completion_response.json", whole)
-    assert whole["id"] == "chatcmpl-cht000704fa@dx16ade44e4d87a1c802"
-    assert whole["choices"][0]["message"]["content"] == "我是科大讯飞研发的认知智能大模型，我的名字叫讯飞星火认知大模型。"
+    assert whole["id"] == "chatcmpl-cht000e21d4@dx193f7a2b9c4e81b770"
+    assert whole["choices"][0]["message"]["content"] == "西湖的春天柳枝新绿，桃花沿着苏堤一路开到断桥边。"
     assert whole["choices"][0]["finish_reason"] == "stop"
-    assert whole["usage"] == {"prompt_tokens": 5, "completion_tokens": 24, "total_tokens": 29}
+    assert whole["usage"] == {"prompt_tokens": 8, "completion_tokens": 21, "total_tokens": 29}  # not question_tokens
     chunks = chunks_of(frames)
     for chunk in chunks:
         check_schema("chat_completion_chunk.json", chunk)
@@ -225,31 +231,31 @@ def test_recorded_frames_as_completion_and_as_stream() -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
 
 
-def test_recorded_function_call_becomes_a_tool_call() -> None:
-    frames = recording("chat_ws_frames_function_call.json")
+def test_function_call_becomes_a_tool_call() -> None:
+    frames = ours("chat_ws_frames_function_call.json")
     whole = from_vendor_response(frames, "spark-max")
     check_schema("chat_completion_response.json", whole)
     choice = whole["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     [call] = choice["message"]["tool_calls"]
-    assert call["id"].startswith("call_") and call["function"] == {"name": "multiply", "arguments": '{"a":12,"b":12}'}
+    assert call["id"].startswith("call_") and call["function"] == {"name": "multiply", "arguments": '{"a":6,"b":7}'}
     chunks = chunks_of(frames)
     [delta] = [c["choices"][0]["delta"]["tool_calls"] for c in chunks if c["choices"] and
                c["choices"][0]["delta"].get("tool_calls")]
-    assert delta[0]["index"] == 0 and delta[0]["function"]["arguments"] == '{"a":12,"b":12}'
-    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls" and chunks[-1]["usage"]["prompt_tokens"] == 9
+    assert delta[0]["index"] == 0 and delta[0]["function"]["arguments"] == '{"a":6,"b":7}'
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls" and chunks[-1]["usage"]["prompt_tokens"] == 14
 
 
 def test_text_in_the_last_frame_is_not_lost() -> None:
-    frames = recording("chat_ws_frames.json")
+    frames = ours("chat_ws_frames.json")
     frames[-1]["payload"]["choices"]["text"][0]["content"] = "完"
-    assert from_vendor_response(frames, "m")["choices"][0]["message"]["content"].endswith("模型。完")
+    assert from_vendor_response(frames, "m")["choices"][0]["message"]["content"].endswith("断桥边。完")
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks_of(frames) if c["choices"]) \
-        .endswith("模型。完")
+        .endswith("断桥边。完")
 
 
 def test_error_frame_before_any_delta_raises_the_mapped_error() -> None:
-    frame = recording("error_ws_frame_10013.json")
+    frame = ours("error_ws_frame_10013.json")
     with pytest.raises(ApiError) as caught:
         from_vendor_event(frame, StreamState("spark-max"))
     assert (caught.value.status, caught.value.code) == (400, "content_filter")
@@ -260,7 +266,7 @@ def test_error_frame_before_any_delta_raises_the_mapped_error() -> None:
 
 def test_output_moderation_mid_stream_finishes_as_content_filter() -> None:
     state = StreamState("spark-max")
-    first = recording("chat_ws_frames.json")[0]
+    first = ours("chat_ws_frames.json")[0]
     assert from_vendor_event(first, state)
     cut = [orjson.loads(c.data) for c in from_vendor_event(
         {"header": {"code": 10014, "message": "output audit failed", "sid": "x", "status": 2}}, state)]
@@ -274,7 +280,7 @@ def test_output_moderation_mid_stream_finishes_as_content_filter() -> None:
 
 def test_frames_ending_without_the_last_frame_are_incomplete() -> None:
     with pytest.raises(ApiError) as caught:
-        from_vendor_response(recording("chat_ws_frames.json")[:-1], "spark-max")
+        from_vendor_response(ours("chat_ws_frames.json")[:-1], "spark-max")
     assert caught.value.status == 502 and caught.value.code == "upstream_incomplete_stream"
 
 
@@ -300,17 +306,16 @@ def test_refused_handshake_maps_by_status() -> None:
 # -- the HTTP API ---------------------------------------------------------------------------------
 
 
-def test_recorded_http_answer_gets_the_missing_fields() -> None:
-    whole = from_http_response(recording("http_chat_response.json"), "spark-lite")
+def test_http_answer_gets_the_missing_fields() -> None:
+    whole = from_http_response(ours("http_chat_response.json"), "spark-lite")
     check_schema("chat_completion_response.json", whole)
-    assert whole["id"] == "chatcmpl-cha000b0003@dx1905cd86d6bb86d552" and whole["object"] == "chat.completion"
+    assert whole["id"] == "chatcmpl-cha000d7e40@dx193f80a1c35b86d990" and whole["object"] == "chat.completion"
     assert whole["model"] == "spark-lite" and whole["choices"][0]["finish_reason"] == "stop"
-    assert whole["usage"] == {"prompt_tokens": 6, "completion_tokens": 42, "total_tokens": 48}
+    assert whole["usage"] == {"prompt_tokens": 11, "completion_tokens": 37, "total_tokens": 48}
 
 
-def test_recorded_http_stream_becomes_openai_chunks() -> None:
+def http_stream(raw: bytes) -> list[StreamChunk]:
     decoder = SSEDecoder()
-    raw = (RECORDINGS / "http_chat_stream.sse").read_bytes()
     events = [e for i in range(0, len(raw), 7) for e in decoder.feed(raw[i:i + 7])] + decoder.flush()
     state = HTTPStreamState("spark-lite")
     chunks: list[StreamChunk] = []
@@ -319,19 +324,24 @@ def test_recorded_http_stream_becomes_openai_chunks() -> None:
             chunks += http_stream_end(state)
             break
         chunks += from_http_event(orjson.loads(event.data), state)
+    return chunks
+
+
+def test_http_stream_becomes_openai_chunks() -> None:
+    chunks = http_stream(fixture("spark", "http_chat_stream.sse"))
     parsed = [orjson.loads(c.data) for c in chunks]
     for chunk in parsed:
         check_schema("chat_completion_chunk.json", chunk)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in parsed if c["choices"]) == \
-        "你好，有什么可以帮你的吗？"
+        "早上好！今天想聊点什么？"
     assert [c["choices"][0]["delta"].get("role") for c in parsed if c["choices"]].count("assistant") == 1
     assert parsed[-2]["choices"][0]["finish_reason"] == "stop"
-    assert parsed[-1]["choices"] == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 13
+    assert parsed[-1]["choices"] == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 12
     assert sum(1 for c in chunks if c.usage is not None) == 1
 
 
 def test_http_errors_in_the_status_and_in_a_200_body() -> None:
-    refused = error_from_response(401, recording("http_error.json"), None)
+    refused = error_from_response(401, ours("http_error.json"), None)
     assert refused.code == "upstream_credential_rejected" and "invalid user" in refused.message
     with pytest.raises(ApiError) as caught:
         from_http_response({"code": 11202, "message": "qps limit", "sid": "cha1"}, "spark-lite")
@@ -345,3 +355,29 @@ def test_a_failed_upgrade_without_an_error_status_is_502() -> None:
     for status in (101, 200, 302):
         err = error_from_response(status, None, None)
         assert err.status == 502 and err.type == "server_error"
+
+
+# -- conformance with the team's real recordings (only where ../shared is present) ---------------
+
+
+@needs_shared
+def test_the_real_recordings_translate_the_same_way() -> None:
+    frames = shared_json("spark", "chat_ws_frames.json")
+    whole = from_vendor_response(frames, "spark-max")
+    check_schema("chat_completion_response.json", whole)
+    chunks = chunks_of(frames)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == \
+        whole["choices"][0]["message"]["content"] != ""
+    assert chunks[-1]["usage"] == whole["usage"] and whole["usage"]["total_tokens"] > 0
+    [call] = from_vendor_response(shared_json("spark", "chat_ws_frames_function_call.json"),
+                                  "spark-max")["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "multiply"
+    with pytest.raises(ApiError) as caught:
+        from_vendor_response([shared_json("spark", "error_ws_frame_10013.json")], "spark-max")
+    assert caught.value.code == "content_filter"
+    answer = from_http_response(shared_json("spark", "http_chat_response.json"), "spark-lite")
+    check_schema("chat_completion_response.json", answer)
+    streamed = [orjson.loads(c.data) for c in http_stream(shared_recording("spark", "http_chat_stream.sse"))]
+    assert streamed[-2]["choices"][0]["finish_reason"] == "stop" and streamed[-1]["usage"]["total_tokens"] > 0
+    assert error_from_response(401, shared_json("spark", "http_error.json"), None).code == \
+        "upstream_credential_rejected"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 
 import pytest
 
+from tests.fixture_data import fixture
 from translators._sse import SSEDecoder, SSEEvent, aiter_sse
 
-RECORDINGS = Path("/work/shared/vendors/recordings")
-OPENAI_STREAM = RECORDINGS / "openai" / "chat_stream_length_with_usage.sse"
-ANTHROPIC_STREAM = RECORDINGS / "anthropic" / "chat_stream.sse"
+# Vendor-shaped streams from tests/fixtures/: OpenAI's `data: ` + [DONE], Anthropic's named events
+# without a final blank line, Replicate's multi-line data.
+OPENAI_STREAM = fixture("openai", "chat_stream_length_with_usage.sse")
+ANTHROPIC_STREAM = fixture("anthropic", "chat_stream.sse")
+REPLICATE_STREAM = fixture("replicate", "chat_stream.sse")
 
 
 def decode(chunks: Iterable[bytes]) -> list[SSEEvent]:
@@ -31,12 +33,12 @@ def bytewise(raw: bytes) -> list[bytes]:
     return [raw[i : i + 1] for i in range(len(raw))]
 
 
-# --- recordings: every read boundary gives the same events -------------------------
+# --- vendor streams: every read boundary gives the same events ----------------------
 
 
-@pytest.mark.parametrize("path", [OPENAI_STREAM, ANTHROPIC_STREAM], ids=["openai", "anthropic"])
-def test_recording_split_at_every_offset(path: Path) -> None:
-    raw = path.read_bytes()
+@pytest.mark.parametrize("raw", [OPENAI_STREAM, ANTHROPIC_STREAM, REPLICATE_STREAM],
+                         ids=["openai", "anthropic", "replicate"])
+def test_stream_split_at_every_offset(raw: bytes) -> None:
     whole = one(raw)
     assert whole
     assert decode(bytewise(raw)) == whole
@@ -44,31 +46,31 @@ def test_recording_split_at_every_offset(path: Path) -> None:
         assert decode([raw[:cut], raw[cut:]]) == whole, cut
 
 
-def test_openai_recording_events() -> None:
-    events = one(OPENAI_STREAM.read_bytes())
+def test_openai_stream_events() -> None:
+    events = one(OPENAI_STREAM)
     assert {e.event for e in events} == {"message"}
     assert events[-1].data == b"[DONE]"
     chunks = [json.loads(e.data) for e in events[:-1]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 80
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 32
 
 
-def test_anthropic_recording_events() -> None:
-    events = one(ANTHROPIC_STREAM.read_bytes())
+def test_anthropic_stream_events() -> None:
+    assert not ANTHROPIC_STREAM.endswith(b"\n")
+    events = one(ANTHROPIC_STREAM)
     names = [e.event for e in events]
     assert names[0] == "message_start" and "ping" in names
-    # The recording ends without its final blank line: flush still delivers message_stop.
+    # The stream ends without its final blank line: flush still delivers message_stop.
     assert names[-1] == "message_stop"
     for e in events:
         assert json.loads(e.data)["type"] == e.event
 
 
-def test_replicate_multiline_recording() -> None:
-    raw = (RECORDINGS / "replicate" / "chat_stream.sse").read_bytes()
-    events = one(raw)
-    assert decode(bytewise(raw)) == events
-    assert events[0] == SSEEvent("output", b"\n\n", "1728065257:0")
-    assert events[3].data == b" soul\n"  # only ONE leading space is stripped
+def test_replicate_multiline_stream() -> None:
+    events = one(REPLICATE_STREAM)
+    assert events[0] == SSEEvent("output", b"\n\n", "1739285530:0")  # three empty `data:` lines
+    assert events[3].data == b" on stone\n"  # only ONE leading space is stripped
+    assert events[-1] == SSEEvent("done", b"{}", "1739285530:15")
 
 
 # --- line endings -------------------------------------------------------------------
@@ -262,8 +264,8 @@ async def test_aiter_sse() -> None:
     assert [e async for e in aiter_sse(source())] == [SSEEvent("a", b"1"), SSEEvent(data=b"2")]
 
 
-async def test_aiter_sse_recording() -> None:
-    raw = ANTHROPIC_STREAM.read_bytes()
+async def test_aiter_sse_vendor_stream() -> None:
+    raw = ANTHROPIC_STREAM
 
     async def source() -> AsyncIterator[bytes]:
         for i in range(0, len(raw), 13):

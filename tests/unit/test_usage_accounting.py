@@ -132,6 +132,7 @@ async def test_a_failed_write_keeps_the_rows_for_the_next_try(store: Store, monk
         raise RuntimeError("database is locked")
 
     monkeypatch.setattr(store, "insert_usage", locked)
+    monkeypatch.setattr(store, "insert_usage_each", locked)  # the row-by-row retry fails as well
     assert not await writer.flush()
     assert writer.pending == 1
     monkeypatch.setattr(store, "insert_usage", real)

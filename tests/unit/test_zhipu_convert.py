@@ -1,6 +1,7 @@
-"""The Zhipu translator's pure parts against Zhipu's recorded payloads: the HS256 JWT (checked
+"""The Zhipu translator's pure parts against our fixtures of Zhipu's payloads: the HS256 JWT (checked
 by the fake's verifier) and its cache, request mapping, responses, the stream whose last chunk
-carries finish reason and usage together, error codes. No I/O."""
+carries finish reason and usage together, error codes. No I/O; the real recordings are an
+extra check where ../shared is present."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ import pytest
 
 from keystore.models import Credential
 from tests.fakes.zhipu import FakeZhipuState, ZhipuError, _authenticate
-from tests.unit._recordings import (
+from tests.unit._vendor_data import (
     check_schema,
     content_of,
     events_of,
     finishes,
+    fixture,
+    fixture_json,
+    needs_shared,
     parsed,
-    recorded_json,
-    recording,
+    shared_json,
+    shared_recording,
 )
 from translators import REGISTRY
 from translators.errors import ApiError
@@ -126,15 +130,16 @@ def test_request_mapping() -> None:
 # -- responses and streams --------------------------------------------------------------------------
 
 
-def test_recorded_response() -> None:
-    out = from_vendor_response(recorded_json("chatglm", "zhipu_chat_response.json"), MODEL)
+def test_response() -> None:
+    out = from_vendor_response(fixture_json("zhipu", "chat_response.json"), MODEL)
     check_schema("chat_completion_response.json", out)
-    assert out["object"] == "chat.completion" and out["id"] == "8313807536837492492"
-    assert out["usage"] == {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28}
+    assert out["object"] == "chat.completion" and out["id"] == "8724519063318805761"
+    assert out["usage"] == {"prompt_tokens": 9, "completion_tokens": 18, "total_tokens": 27}
+    assert out["choices"][0]["message"]["content"] == "杭州的龙井茶以色绿、香郁、味甘、形美闻名。"
 
 
 def test_sensitive_and_network_error_finish_reasons() -> None:
-    body = recorded_json("chatglm", "zhipu_chat_response.json")
+    body = fixture_json("zhipu", "chat_response.json")
     body["choices"][0]["finish_reason"] = "sensitive"
     assert from_vendor_response(body, MODEL)["choices"][0]["finish_reason"] == "content_filter"
     body["choices"][0]["finish_reason"] = "network_error"
@@ -159,17 +164,17 @@ def _stream(events: list[bytes]) -> list[StreamChunk]:
     return chunks
 
 
-def test_recorded_stream_gets_object_and_usage_last() -> None:
-    events = [e.data for e in events_of(recording("chatglm", "zhipu_chat_stream.sse"), piece=3)]
+def test_stream_gets_object_and_usage_last() -> None:
+    events = [e.data for e in events_of(fixture("zhipu", "chat_stream.sse"), piece=3)]
     assert events[-1] == b"[DONE]"
     chunks = _stream(events[:-1])
     out = parsed(chunks)
     for chunk in out:
         check_schema("chat_completion_chunk.json", chunk)
-    assert content_of(chunks) == "智谱AI" and finishes(chunks) == ["stop"]
+    assert content_of(chunks) == "西湖醋鱼很鲜" and finishes(chunks) == ["stop"]
     assert not any("role" in c["choices"][0]["delta"] for c in out if c["choices"])  # Zhipu repeats it: dropped
-    assert parsed([with_role(chunks[0])])[0]["choices"][0]["delta"] == {"role": "assistant", "content": "智谱"}
-    assert out[-1]["choices"] == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 14
+    assert parsed([with_role(chunks[0])])[0]["choices"][0]["delta"] == {"role": "assistant", "content": "西湖"}
+    assert out[-1]["choices"] == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 10
     assert all("usage" not in c for c in out[:-1])
 
 
@@ -190,12 +195,30 @@ def test_sensitive_stream_and_error_events() -> None:
     (200, "1004", 403, "upstream_credential_rejected"),
 ])
 def test_errors_mapped_by_meaning(status: int, code: str | None, expected: int, ours: str) -> None:
-    body = recorded_json("chatglm", "zhipu_error_400_1301.json") if code == "1301" else \
+    body = fixture_json("zhipu", "error_400_1301.json") if code == "1301" else \
         {"error": {"code": code, "message": "m"}}
     err = error_from_response(status, body, {})
     assert (err.status, err.code) == (expected, ours)
 
 
-def test_recorded_embeddings() -> None:
-    vectors, tokens = from_vendor_embeddings(recorded_json("chatglm", "zhipu_embeddings_response.json"))
-    assert vectors == [[-0.02675454691052437, 0.019060475751757622, -0.0081341173]] and tokens == 5
+def test_embeddings() -> None:
+    vectors, tokens = from_vendor_embeddings(fixture_json("zhipu", "embeddings_response.json"))
+    assert vectors == [[0.0418301, -0.0127754, 0.0063329, -0.0209918]] and tokens == 4
+
+
+# -- conformance with the team's real recordings (only where ../shared is present) ---------------
+
+
+@needs_shared
+def test_the_real_recordings_translate_the_same_way() -> None:
+    body = shared_json("chatglm", "zhipu_chat_response.json")  # shared keeps Zhipu beside ChatGLM
+    out = from_vendor_response(body, MODEL)
+    check_schema("chat_completion_response.json", out)
+    assert out["usage"] == body["usage"]
+    events = [e.data for e in events_of(shared_recording("chatglm", "zhipu_chat_stream.sse"), piece=3)]
+    chunks = _stream(events[:-1])
+    assert content_of(chunks) and finishes(chunks) == ["stop"] and chunks[-1].usage is not None
+    err = error_from_response(400, shared_json("chatglm", "zhipu_error_400_1301.json"), {})
+    assert err.code == "content_filter"
+    vectors, tokens = from_vendor_embeddings(shared_json("chatglm", "zhipu_embeddings_response.json"))
+    assert len(vectors) == 1 and tokens > 0

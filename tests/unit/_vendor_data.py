@@ -1,5 +1,6 @@
-"""Helpers for the unit tests of the Qwen, Minimax, ChatGLM and Zhipu translators: the shared
-recordings, OpenAI's JSON schemas, and SSE bytes decoded in awkward pieces."""
+"""Helpers for the unit tests of the vendor translators: our own vendor fixtures
+(`tests/fixtures/<vendor>/`), the OpenAI-shape schemas, and SSE bytes decoded in awkward
+pieces. The real recordings in ../shared are only read by tests marked `needs_shared`."""
 
 from __future__ import annotations
 
@@ -7,19 +8,23 @@ from typing import Any
 
 import orjson
 
-from tests.shared_data import (
-    RECORDINGS,
-    SCHEMAS,
-    SHARED,
+from tests.fixture_data import (
     check_schema,
-    recorded_json,
-    recording,
+    fixture,
+    fixture_json,
+    needs_shared,
+    shared_recording,
 )
 from translators._sse import SSEDecoder, SSEEvent
 from translators.types import StreamChunk
 
-__all__ = ["RECORDINGS", "SCHEMAS", "SHARED", "check_schema", "content_of", "events_of", "finishes", "parsed",
-           "recorded_json", "recording"]
+__all__ = ["check_schema", "content_of", "events_of", "finishes", "fixture", "fixture_json", "needs_shared",
+           "parsed", "shared_json", "shared_recording"]
+
+
+def shared_json(vendor: str, name: str) -> Any:
+    """A real recording from ../shared, parsed (only in tests marked `needs_shared`)."""
+    return orjson.loads(shared_recording(vendor, name))
 
 
 def events_of(data: bytes, piece: int | None = None) -> list[SSEEvent]:

@@ -1,0 +1,158 @@
+"""The `modelport` command line: its parser, and reading `key=value` fields whose secret
+values may come from stdin or a file.
+
+`--config`, `--data-dir` and `--json` are accepted before the verb and after it
+(`modelport serve --config FILE`, `modelport tenants list --json`): every subparser
+takes them too, with suppressed defaults, so a value given after the verb overrides
+one given before it and an absent one leaves it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from translators.errors import ApiError
+
+
+def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    p.add_argument("--config", help="YAML settings file (default: none; env MODELPORT_CONFIG)", **default)
+    p.add_argument("--data-dir", help="data directory (default ./modelport-data)", **default)
+    p.add_argument("--json", action="store_true", help="print results as JSON", **default)
+
+
+class _Subparser(argparse.ArgumentParser):
+    """Every subparser (and theirs: `add_subparsers` uses the class of its parent) takes
+    the global options as well."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _global_options(self, suppress=True)
+
+
+def _read_secret(source: str, key: str, stdin_used: list[bool]) -> str:
+    """`@-`: stdin; `@PATH`: the file. One trailing newline is dropped (`echo` and editors
+    add one; a credential never ends with one)."""
+    if source == "-":
+        if stdin_used[0]:
+            raise ApiError(400, f"{key}=@-: only one value can come from stdin")
+        stdin_used[0] = True
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(source).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ApiError(400, f"{key}=@{source}: cannot read the file: {reason}") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def pairs(items: list[str]) -> dict[str, str]:
+    """`key=value` fields. A value `@-` is read from stdin and `@PATH` from a file, so that
+    secrets stay out of the command line (`ps`, shell history); `@@...` is a literal `@...`."""
+    out: dict[str, str] = {}
+    stdin_used = [False]
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ApiError(400, f"expected key=value, got '{item.split('=')[0]}'")
+        if value.startswith("@@"):
+            value = value[1:]
+        elif value.startswith("@") and len(value) > 1:
+            value = _read_secret(value[1:], key, stdin_used)
+        out[key] = value
+    return out
+
+
+def _limit(value: str) -> int | None:
+    """`quota set`'s N: a number of calls, -1 for unlimited, `default` for the configured quota."""
+    if value == "default":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of calls, -1 (unlimited) or 'default'") from None
+
+
+_FIELDS_HELP = "credential fields; a value @- is read from stdin, @FILE from a file (keeps secrets out of ps)"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelport", description="A multi-tenant, OpenAI-compatible LLM gateway.")
+    _global_options(p, suppress=False)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Subparser)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+
+    def group(name: str, help: str) -> Any:
+        return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)
+
+    tenants = group("tenants", "create, list, delete tenants")
+    tenants.add_parser("create").add_argument("name")
+    tenants.add_parser("list")
+    tenants.add_parser("delete").add_argument("tenant")
+
+    tokens = group("tokens", "API tokens of a tenant")
+    create = tokens.add_parser("create")
+    create.add_argument("tenant")
+    create.add_argument("--name")
+    tokens.add_parser("list").add_argument("tenant")
+    tokens.add_parser("revoke").add_argument("token_id")
+
+    providers = group("providers", "provider credentials of a tenant")
+    pset = providers.add_parser("set")
+    pset.add_argument("tenant")
+    pset.add_argument("provider")
+    pset.add_argument("fields", nargs="*", metavar="key=value", help=_FIELDS_HELP)
+    providers.add_parser("list").add_argument("tenant")
+    premove = providers.add_parser("remove")
+    premove.add_argument("tenant")
+    premove.add_argument("provider")
+
+    models = group("models", "models added one by one, each with its own credentials (hosted-model providers)")
+    madd = models.add_parser("add")
+    madd.add_argument("tenant")
+    madd.add_argument("provider")
+    madd.add_argument("model")
+    madd.add_argument("--type", required=True, choices=["llm", "text-embedding", "speech2text"])
+    madd.add_argument("fields", nargs="*", metavar="key=value", help=_FIELDS_HELP)
+    models.add_parser("list").add_argument("tenant")
+    mremove = models.add_parser("remove")
+    mremove.add_argument("tenant")
+    mremove.add_argument("provider")
+    mremove.add_argument("model")
+
+    defaults = group("defaults", "default model per model type")
+    dset = defaults.add_parser("set")
+    dset.add_argument("tenant")
+    dset.add_argument("type")
+    dset.add_argument("model", metavar="PROVIDER/MODEL")
+    defaults.add_parser("show").add_argument("tenant")
+    dclear = defaults.add_parser("clear")
+    dclear.add_argument("tenant")
+    dclear.add_argument("type")
+
+    quota = group("quota", "hosted trial quotas of a tenant")
+    quota.add_parser("show", help="limit, used and remaining calls per hosted provider").add_argument("tenant")
+    qset = quota.add_parser("set", help="a tenant's total hosted calls on a provider (raise it to grant more)")
+    qset.add_argument("tenant")
+    qset.add_argument("provider")
+    qset.add_argument("limit", type=_limit, metavar="N", help="calls in total; -1 unlimited; 'default'")
+
+    usage = sub.add_parser("usage", help="requests and tokens per model, provider or day")
+    usage.add_argument("tenant", nargs="?", help="one tenant (default: every tenant)")
+    usage.add_argument("--since", help="unix seconds, ISO date or date-time (default: oldest record kept)")
+    usage.add_argument("--until", help="same forms; a date includes the whole day (default: now)")
+    usage.add_argument("--by", choices=["model", "provider", "day", "tenant"], default="model")
+
+    keys = group("keys", "the master key")
+    keys.add_parser("rotate-master", help="re-wrap every tenant key under a new master key")
+    admin = group("admin-token", "the admin API token")
+    admin.add_parser("reset", help="replace the admin token and print the new one")
+    return p

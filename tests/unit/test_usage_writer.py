@@ -1,0 +1,105 @@
+"""One bad usage record must never stop usage recording (issue 10): the writer retries a
+refused batch row by row and drops only the row the database cannot store; counts from
+vendors are clamped before they become a row; usage windows stay in datetime's range."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.store import Store, UsageRow
+from proxy.usage_report import parse_time
+from proxy.usage_writer import UsageWriter
+from translators.errors import ApiError
+from translators.types import MAX_TOKEN_COUNT, Usage
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(tmp_path / "modelport.db")
+    await s.open()
+    await s.create_tenant("tn_1", "acme", b"public", b"wrapped")
+    yield s
+    await s.close()
+
+
+def row(request_id: str, prompt: int = 3) -> UsageRow:
+    return UsageRow(1000.0, request_id, "tn_1", "tok", "chat.completions", "openai", "m", "llm", "own", False,
+                    200, prompt, 4, prompt + 4, False, 12.5, None)
+
+
+def written(store_path: Path) -> list[str]:
+    db = sqlite3.connect(store_path)
+    try:
+        return [r[0] for r in db.execute("SELECT request_id FROM usage ORDER BY request_id")]
+    finally:
+        db.close()
+
+
+async def test_one_row_the_database_cannot_store_costs_only_that_row(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = UsageWriter(store, retention_days=0)
+    for rid in ("req_a", "req_b"):
+        writer.submit(row(rid))
+    writer.submit(row("req_bad", prompt=10**19))  # beyond SQLite's 64-bit integers
+    writer.submit(row("req_c"))
+    with caplog.at_level(logging.ERROR, logger="modelport"):
+        assert await writer.flush()
+    assert writer.pending == 0
+    assert written(tmp_path / "modelport.db") == ["req_a", "req_b", "req_c"]
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "req_bad" in dropped[0] and str(10**19) not in dropped[0]
+    # And the writer goes on: later rows are written as usual.
+    writer.submit(row("req_d"))
+    assert await writer.flush()
+    assert written(tmp_path / "modelport.db") == ["req_a", "req_b", "req_c", "req_d"]
+
+
+async def test_a_failing_database_keeps_the_rows_for_a_retry(store: Store, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = UsageWriter(store, retention_days=0)
+    writer.submit(row("req_a"))
+
+    async def broken(rows: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "insert_usage", broken)
+    monkeypatch.setattr(store, "insert_usage_each", broken)
+    assert not await writer.flush()
+    assert writer.pending == 1  # nothing dropped: the database, not the row, failed
+    monkeypatch.undo()
+    assert await writer.flush()
+    assert written(tmp_path / "modelport.db") == ["req_a"]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"prompt_tokens": 10**19, "completion_tokens": 5, "total_tokens": 10**19 + 5},
+     (MAX_TOKEN_COUNT, 5, MAX_TOKEN_COUNT)),
+    ({"prompt_tokens": "many", "completion_tokens": -4, "total_tokens": [1]}, (0, 0, 0)),
+    ({"prompt_tokens": 7.9, "completion_tokens": True, "total_tokens": None}, (7, 0, 7)),
+    ({"prompt_tokens": float("inf"), "completion_tokens": float("nan")}, (0, 0, 0)),
+])
+def test_vendor_counts_are_clamped_where_they_are_read(raw: dict[str, Any], expected: tuple[int, int, int]) -> None:
+    usage = Usage.from_openai(raw)
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == expected
+    direct = Usage(10**30, -1, "3")  # type: ignore[arg-type]  # what a translator might pass on
+    assert (direct.prompt_tokens, direct.completion_tokens, direct.total_tokens) == (MAX_TOKEN_COUNT, 0, 0)
+
+
+@pytest.mark.parametrize("value, end", [("9999-12-31", True), ("100000000000000000000000", False),
+                                        ("9999-12-31T23:59:59-05:00", False), ("0001-01-01T00:00:00+14:00", False)])
+def test_usage_window_bounds_out_of_range_are_a_400(value: str, end: bool) -> None:
+    with pytest.raises(ApiError) as info:
+        parse_time(value, "end" if end else "start", end=end)
+    assert info.value.status == 400 and info.value.param == ("end" if end else "start")
+
+
+def test_usage_window_bounds_at_the_edges_of_the_range() -> None:
+    assert parse_time("9999-12-30", "end", end=True) == parse_time("9999-12-31", "start")
+    assert parse_time("0001-01-01", "start") is not None
