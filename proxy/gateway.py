@@ -37,5 +37,5 @@ class Gateway:
             credential = self.hosted[route.provider].credential
         else:
             credential = self.directory.credential(tenant, route.provider, route.model if route.per_model else None)
-        base_url = credential.base_url or route.translator.default_base_url
+        base_url = route.translator.base_url_for(credential)
         return CallContext(self.http, credential, route.model, base_url, request_id)

@@ -202,7 +202,7 @@ def _offer(provider: str, entry: HostedSettings) -> HostedOffer:
             raise HostedConfigError(f"{where}.models: {exc.message}") from None
         if model not in models:
             models.append(model)
-    base_url = credential.base_url or translator.default_base_url
+    base_url = translator.base_url_for(credential)
     origin = origin_of(base_url)
     if origin is None:
         raise HostedConfigError(f"{where}.credentials.base_url: not an absolute http(s) or ws(s) URL")

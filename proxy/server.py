@@ -28,6 +28,8 @@ import sys
 from typing import Any
 
 from uvicorn import Config, Server
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
@@ -38,6 +40,23 @@ _HEADER_TIMEOUT_BODY = json.dumps({"error": {
 _HEADER_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                             b"connection: close\r\ncontent-length: " + str(len(_HEADER_TIMEOUT_BODY)).encode()
                             + b"\r\n\r\n" + _HEADER_TIMEOUT_BODY)
+
+
+_BUSY_BODY = json.dumps({"error": {
+    "message": "The gateway is at its concurrency limit; retry shortly.", "type": "server_error",
+    "param": None, "code": "server_busy"}}).encode()
+
+
+async def _busy(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(_BUSY_BODY)).encode()),
+        (b"retry-after", b"1"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
+
+
+# uvicorn answers past `limit_concurrency` with a plain-text app it looks up as a module
+# global when the headers are complete; every answer of ours is OpenAI-shaped, so is this.
+httptools_impl.service_unavailable = _busy  # type: ignore[assignment]
 
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers (nginx's large_client_header_buffers is 32 KiB)

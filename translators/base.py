@@ -61,6 +61,11 @@ class Translator:
     # Bare model names that route to this provider without a "provider/" prefix.
     model_prefixes: ClassVar[Mapping[ModelType, tuple[str, ...]]] = {}
 
+    def base_url_for(self, credential: Credential) -> str:
+        """Where calls made with `credential` go: its `base_url`, else the provider's default
+        (one place, so that the hosted pin and the call agree on the destination)."""
+        return credential.base_url or self.default_base_url
+
     def serves(self, model: str, model_type: ModelType) -> bool:
         if model in self.catalog.get(model_type, ()):
             return True

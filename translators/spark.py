@@ -292,6 +292,10 @@ class SparkTranslator(Translator):
                                "spark-4.0-ultra")}
     model_prefixes = {ModelType.LLM: ("spark-",)}
 
+    def base_url_for(self, credential: Credential) -> str:
+        # Two APIs on two hosts: the credential's fields say which one this call speaks.
+        return credential.base_url or (HTTP_BASE_URL if credential.get("api_password") else WS_BASE_URL)
+
     def serves(self, model: str, model_type: ModelType) -> bool:
         return model_type is ModelType.LLM and (model in MODELS or model.startswith("spark-"))
 
@@ -358,7 +362,7 @@ class SparkTranslator(Translator):
     # -- the HTTP API --------------------------------------------------------------------------
 
     def _http_url(self, ctx: CallContext) -> str:
-        return f"{ctx.credential.base_url or HTTP_BASE_URL}/chat/completions"
+        return f"{ctx.base_url.rstrip('/')}/chat/completions"
 
     def _http_headers(self, ctx: CallContext) -> dict[str, str]:
         return {"Authorization": f"Bearer {ctx.credential['api_password']}"}

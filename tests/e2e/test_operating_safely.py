@@ -203,15 +203,18 @@ def test_headers_dribbled_slower_than_the_deadline_get_408(guarded: GatewayProce
 
 def test_requests_beyond_the_concurrency_limit_get_503(tmp_path: Path) -> None:
     gw = GatewayProcess(tmp_path / "busy", workers=1, settings={"max_concurrency": 2})
-    def healthz_becomes(status: int) -> None:
+    def healthz_becomes(status: int) -> httpx.Response:
         deadline = time.monotonic() + 10  # until the worker has seen the idle connection come or go
-        while (got := httpx.get(gw.base_url + "/healthz").status_code) != status:
+        while (got := httpx.get(gw.base_url + "/healthz")).status_code != status:
             assert time.monotonic() < deadline, got
             time.sleep(0.1)
+        return got
 
     with running(gw):
         with socket.create_connection(("127.0.0.1", gw.port)):  # idle: it counts as well
-            healthz_becomes(503)
+            busy = healthz_becomes(503)
+            # OpenAI's shape, like every other answer of the gateway.
+            assert busy.json()["error"]["code"] == "server_busy" and busy.headers["retry-after"] == "1"
         healthz_becomes(200)
 
 

@@ -126,3 +126,16 @@ async def test_the_shared_session_is_not_reachable_and_the_shared_client_is_not_
     await client.close()
     async with tcp_server(OK) as port:
         assert (await http.post_json(f"http://127.0.0.1:{port}/", {})).status == 200
+
+
+@pytest.mark.parametrize(("fields", "host"), [
+    ({"app_id": "fake-app", "api_key": "fake-key", "api_secret": "fake-secret"}, "spark-api.xf-yun.com"),
+    ({"api_password": "fake-spark-password"}, "spark-api-open.xf-yun.com"),
+])
+def test_a_provider_with_two_apis_is_pinned_to_the_one_its_credential_speaks(fields: dict[str, str],
+                                                                            host: str) -> None:
+    # Spark's websocket and HTTP APIs live on different hosts: the pin must follow the
+    # credential, or a hosted HTTP-API Spark would be refused on every call.
+    entry = HostedSettings(credentials=fields, quota=1, models=["spark-lite"])
+    offer = build_offers({"spark": entry})["spark"]
+    assert {origin[1] for origin in offer.origins} == {host}
