@@ -76,22 +76,9 @@ def create_master_key_file(key_file: Path, key: bytes) -> None:
 
     Exclusive, so two rotations can never stage over each other's key.
     """
-    key_file = Path(key_file)
-    try:
-        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = _write_private_temp(key_file, _encoded(key))
-    except OSError as exc:
-        raise KeystoreError(f"cannot write master key file {key_file}: {exc.strerror}") from None
-    try:
-        os.link(tmp, key_file)
-    except FileExistsError:
+    if not _publish_new(Path(key_file), key, "write"):
         raise KeystoreError(f"{key_file} already exists (another rotation running, or one interrupted); "
-                            "nothing was changed") from None
-    except OSError as exc:
-        raise KeystoreError(f"cannot write master key file {key_file}: {exc.strerror}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(key_file.parent)
+                            "nothing was changed")
 
 
 def write_master_key(key_file: Path, key: bytes) -> None:
@@ -134,23 +121,32 @@ def read_master_key_file(key_file: Path) -> bytes:
 
 def _create_key_file(key_file: Path) -> bytes:
     key = new_master_key()
+    if not _publish_new(key_file, key, "create"):
+        return read_master_key_file(key_file)  # a racing worker won: its key is the key
+    return key
+
+
+def _publish_new(key_file: Path, key: bytes, verb: str) -> bool:
+    """Create key_file holding key (0600), only if it does not exist; False if it did.
+
+    link() publishes the fully written file or fails if it exists, so a racing reader
+    never sees a half-written key and nobody overwrites a key already published.
+    """
     try:
         key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = _write_private_temp(key_file, _encoded(key))
     except OSError as exc:
-        raise KeystoreError(f"cannot create master key file {key_file}: {exc.strerror}") from None
+        raise KeystoreError(f"cannot {verb} master key file {key_file}: {exc.strerror}") from None
     try:
-        # link() publishes the fully written file or fails if it exists, so a racing
-        # worker never reads a half-written key and never overwrites the winner's key.
         os.link(tmp, key_file)
     except FileExistsError:
-        return read_master_key_file(key_file)
+        return False
     except OSError as exc:
-        raise KeystoreError(f"cannot create master key file {key_file}: {exc.strerror}") from None
+        raise KeystoreError(f"cannot {verb} master key file {key_file}: {exc.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(key_file.parent)
-    return key
+    return True
 
 
 def _encoded(key: bytes) -> bytes:
