@@ -46,7 +46,8 @@ def ws_ctx(http: UpstreamClient, fake: FakeSpark, model: str = "spark-max", **cr
 
 def http_ctx(http: UpstreamClient, fake: FakeSpark, password: str = API_PASSWORD) -> CallContext:
     credential = Credential({"api_password": password, "base_url": fake.http_url})
-    return CallContext(http, credential, "spark-pro", fake.ws_url, "req_test")
+    # Where the gateway sends it (proxy/gateway.py): the translator says, from the credential.
+    return CallContext(http, credential, "spark-pro", SPARK.base_url_for(credential), "req_test")
 
 
 def chat(stream: bool = False, **body: Any) -> ChatRequest:
