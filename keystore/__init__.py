@@ -32,6 +32,7 @@ from .master import (
     read_master_key_file,
     staged_key_path,
     write_master_key,
+    write_private_temp,
 )
 from .models import (
     BASE_URL_FIELD,
@@ -78,4 +79,5 @@ __all__ = [
     "verify_master_key",
     "wrap_private_key",
     "write_master_key",
+    "write_private_temp",
 ]

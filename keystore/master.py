@@ -17,7 +17,7 @@ from .crypto import KeystoreError, encode_master_key, new_master_key, parse_mast
 
 __all__ = [
     "MASTER_KEY_ENV", "create_master_key_file", "load_master_key", "master_key_from_env", "master_key_source",
-    "read_master_key_file", "staged_key_path", "write_master_key",
+    "read_master_key_file", "staged_key_path", "write_master_key", "write_private_temp",
 ]
 
 MASTER_KEY_ENV = "MODELPORT_MASTER_KEY"
@@ -25,8 +25,8 @@ log = logging.getLogger("modelport")
 _warned_empty = False
 
 
-def master_key_from_env() -> bool:
-    """True when $MODELPORT_MASTER_KEY holds a value (set-but-empty counts as unset)."""
+def master_key_from_env() -> str | None:
+    """The value of $MODELPORT_MASTER_KEY, stripped; None when unset (set-but-empty counts as unset)."""
     env = os.environ.get(MASTER_KEY_ENV)
     if env is not None and not env.strip():
         # `export MODELPORT_MASTER_KEY=` or a compose file passing through an unset
@@ -36,13 +36,13 @@ def master_key_from_env() -> bool:
         if not _warned_empty:  # once per process: workers re-read the key while following a rotation
             _warned_empty = True
             log.warning("$%s is set but empty; ignoring it and using the master key file", MASTER_KEY_ENV)
-        return False
-    return env is not None
+        return None
+    return None if env is None else env.strip()
 
 
 def master_key_source(key_file: Path) -> str:
     """Where load_master_key reads the key from, for error messages (never the key)."""
-    return f"${MASTER_KEY_ENV}" if os.environ.get(MASTER_KEY_ENV, "").strip() else f"key file {key_file}"
+    return f"${MASTER_KEY_ENV}" if master_key_from_env() else f"key file {key_file}"
 
 
 def staged_key_path(key_file: Path) -> Path:
@@ -57,8 +57,9 @@ def load_master_key(key_file: Path, *, create: bool) -> bytes:
     With create=True a missing key file is generated (mode 0600). Several workers
     starting at once on a fresh install all end up with the same key.
     """
-    if master_key_from_env():
-        return _parse(os.environ[MASTER_KEY_ENV].strip(), f"${MASTER_KEY_ENV}")
+    env = master_key_from_env()
+    if env is not None:
+        return _parse(env, f"${MASTER_KEY_ENV}")
     key_file = Path(key_file)
     try:
         return read_master_key_file(key_file)
@@ -90,7 +91,7 @@ def write_master_key(key_file: Path, key: bytes) -> None:
     data = _encoded(key)
     try:
         key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = _write_private_temp(key_file, data)
+        tmp = write_private_temp(key_file, data)
         try:
             os.replace(tmp, key_file)
         except BaseException:
@@ -134,7 +135,7 @@ def _publish_new(key_file: Path, key: bytes, verb: str) -> bool:
     """
     try:
         key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = _write_private_temp(key_file, _encoded(key))
+        tmp = write_private_temp(key_file, _encoded(key))
     except OSError as exc:
         raise KeystoreError(f"cannot {verb} master key file {key_file}: {exc.strerror}") from None
     try:
@@ -153,8 +154,10 @@ def _encoded(key: bytes) -> bytes:
     return (encode_master_key(key) + "\n").encode("ascii")
 
 
-def _write_private_temp(target: Path, data: bytes) -> Path:
-    # mkstemp opens with O_CREAT | O_EXCL and mode 0600, so the key is never readable
+def write_private_temp(target: Path, data: bytes) -> Path:
+    """`data` in a new temporary file beside `target`, fsynced, for the caller to rename
+    or link into place (secrets: master keys, the admin token)."""
+    # mkstemp opens with O_CREAT | O_EXCL and mode 0600, so the file is never readable
     # by anyone else, not even between creation and a later chmod.
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:

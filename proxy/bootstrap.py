@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from keystore import KeystoreError
+from keystore import KeystoreError, write_private_temp
 from keystore.store import Keystore
 from proxy.auth import ADMIN_TOKEN_PREFIX, hash_admin_token
 from proxy.rotation import open_keystore
@@ -45,26 +45,14 @@ async def open_store_and_keystore(settings: Settings) -> tuple[Store, Keystore]:
 ADMIN_TOKEN_FILE = "admin-token"
 
 
-def _write_private(path: Path, text: str) -> Path:
-    """`text` in a new 0600 file beside `path` (O_EXCL: never readable by anyone else, not
-    even for a moment); the caller renames it into place once the token is committed."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return tmp
-
-
 async def _new_admin_token(settings: Settings, commit: Callable[[str], Awaitable[bool]]) -> Path | None:
     """Make a token, commit its hash, and on success put the token in the admin-token file.
     The file is written before the commit, so a token the database accepts is never one
     that was only ever in memory (and so in nobody's hands)."""
     token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
     path = settings.data_dir / ADMIN_TOKEN_FILE
-    tmp = _write_private(path, token)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = write_private_temp(path, (token + "\n").encode())  # 0600 from creation, renamed below
     try:
         if not await commit(hash_admin_token(token)):
             return None

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from keystore import MASTER_KEY_ENV
+from keystore import MASTER_KEY_ENV, master_key_from_env
 from keystore.crypto import KeystoreError
 from proxy.bootstrap import (
     StartupError,
@@ -78,7 +78,7 @@ def _handoff(settings: Settings) -> tuple[int, dict[str, str]]:
     or the command line), and the environment to exec with: ours without the master key
     and without any variable holding another secret of the settings (a hosted credential
     given as `${VAR}`, the admin token)."""
-    master = os.environ.get(MASTER_KEY_ENV, "").strip() or None
+    master = master_key_from_env()
     payload = orjson.dumps({"settings": settings.model_dump(mode="json"), "master_key": master})
     if hasattr(os, "memfd_create"):  # Linux: memory only, never a name on any file system
         fd = os.memfd_create("modelport-settings", 0)

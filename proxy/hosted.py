@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from keystore import CredentialError, validate_credential
@@ -41,6 +41,7 @@ from translators.errors import ApiError, UpstreamError, not_sent
 from translators.types import ModelType
 
 log = logging.getLogger("modelport")
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from proxy.settings import HostedSettings
@@ -151,32 +152,30 @@ class PinnedClient(UpstreamClient):
             raise
 
     @asynccontextmanager
-    async def stream(self, method: str, url: str, *args: Any, **kwargs: Any) -> AsyncIterator[UpstreamStream]:
+    async def _attempt(self, url: str, opening: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+        """One counted attempt to open a stream or websocket: given back if it never opened
+        (an error from the caller's block, after it opened, is no news about the connection)."""
         self._check(url)
         self.attempts += 1
         opened = False
         try:
-            async with self._inner.stream(method, url, *args, **kwargs) as resp:
+            async with opening as value:
                 opened = True
-                yield resp
-        except Exception as exc:
-            if not opened:  # an error from the caller's block is no news about the connection
-                self._given_back(exc)
-            raise
-
-    @asynccontextmanager
-    async def websocket(self, url: str, *args: Any, **kwargs: Any) -> AsyncIterator[UpstreamWebSocket]:
-        self._check(url)
-        self.attempts += 1
-        opened = False
-        try:
-            async with self._inner.websocket(url, *args, **kwargs) as ws:
-                opened = True
-                yield ws
+                yield value
         except Exception as exc:
             if not opened:
                 self._given_back(exc)
             raise
+
+    @asynccontextmanager
+    async def stream(self, method: str, url: str, *args: Any, **kwargs: Any) -> AsyncIterator[UpstreamStream]:
+        async with self._attempt(url, self._inner.stream(method, url, *args, **kwargs)) as resp:
+            yield resp
+
+    @asynccontextmanager
+    async def websocket(self, url: str, *args: Any, **kwargs: Any) -> AsyncIterator[UpstreamWebSocket]:
+        async with self._attempt(url, self._inner.websocket(url, *args, **kwargs)) as ws:
+            yield ws
 
 
 def _offer(provider: str, entry: HostedSettings) -> HostedOffer:

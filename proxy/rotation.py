@@ -144,7 +144,7 @@ async def _verified_key(store: Store, settings: Settings, check: str, staged: Pa
         return master, True
     staged_key = _read_staged(staged)
     staged_matches = _matches(staged_key, check)
-    if staged_matches and not master_key_from_env():
+    if staged_matches and master_key_from_env() is None:
         assert staged_key is not None
         # COMMIT happened, the rename did not (a crash in between): finish it.
         finish_rename(staged, key_path, staged_key)
@@ -202,7 +202,7 @@ async def rotate_master(settings: Settings) -> None:
         keystore = await open_keystore(store, settings)
         key_path = settings.master_key_path
         staged = staged_key_path(key_path)
-        from_env = master_key_from_env()
+        from_env = master_key_from_env() is not None
         new_key = new_master_key()
         new_id = master_key_id(new_key)
         async with store.key_rotation() as txn:

@@ -194,6 +194,13 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int, host: str) -> byt
     return b"".join(parts)
 
 
+def _refuse_redirect_response(resp: aiohttp.ClientResponse, host: str) -> None:
+    """A 3xx (not followed: `allow_redirects=False`) ends the call, its body unread."""
+    if 300 <= resp.status < 400:
+        resp.close()
+        raise upstream_redirect(resp.status, host)
+
+
 class DestinationRefused(aiohttp.ClientConnectionError):
     """Raised by the connector before a refused address is connected to (not an OSError,
     so aiohttp passes it through instead of wrapping it as a DNS failure)."""
@@ -335,9 +342,7 @@ class UpstreamClient:
         try:
             async with self.session.request(method, url, data=data, headers=hdrs, allow_redirects=False,
                                             timeout=self._timeout(False)) as resp:
-                if 300 <= resp.status < 400:
-                    resp.close()
-                    raise upstream_redirect(resp.status, host)
+                _refuse_redirect_response(resp, host)
                 return UpstreamResponse(resp.status, resp.headers,
                                         await _read_body(resp, self.limits.max_body_bytes, host))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -384,9 +389,7 @@ class UpstreamClient:
                                               timeout=self._timeout(True))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _transport_error(exc, host) from None
-        if 300 <= resp.status < 400:
-            resp.close()
-            raise upstream_redirect(resp.status, host)
+        _refuse_redirect_response(resp, host)
         try:
             yield UpstreamStream(resp, host, self.limits)
         finally:

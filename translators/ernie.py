@@ -61,7 +61,7 @@ from translators.ernie_convert import (
     incomplete,
     to_vendor_request,
 )
-from translators.errors import ApiError
+from translators.errors import ApiError, scrubbing
 from translators.types import (
     ChatRequest,
     EmbeddingRequest,
@@ -233,8 +233,8 @@ class ErnieTranslator(Translator):
                 stale = token
                 continue
             if resp.status != 200 or code is not None:
-                # The token is derived from the key: the stored-secret scrubbing can't know it.
-                raise error_from_response(resp.status, parsed, resp.headers).scrubbed((token,))
+                with scrubbing(token):  # derived from the key: the stored-secret scrubbing can't know it
+                    raise error_from_response(resp.status, parsed, resp.headers)
             return parsed
         raise AssertionError("unreachable")
 
@@ -250,40 +250,42 @@ class ErnieTranslator(Translator):
         for attempt in range(2):
             token = await access_token(ctx, stale)
             url = f"{self.chat_url(ctx)}?access_token={token}"
-            async with ctx.http.stream("POST", url, json=body) as resp:
-                if resp.status != 200:
-                    raise error_from_response(resp.status, _json_or_none(await resp.read()),
-                                              resp.headers).scrubbed((token,))
-                chunks = resp.chunks()
-                head = b""
-                if "json" not in resp.headers.get("Content-Type", ""):
-                    async for data in chunks:  # sniff: events, or a bare JSON error body?
-                        head += data
-                        if head.lstrip():
-                            break
-                if "json" in resp.headers.get("Content-Type", "") or head.lstrip().startswith(b"{"):
-                    parsed = await _json_error_body(head, chunks)
-                    if error_code(parsed) in TOKEN_ERRORS and attempt == 0:
-                        stale = token
-                        continue
-                    raise error_from_response(200, parsed, resp.headers).scrubbed((token,))
-                state = StreamState(ctx.model)
-                decoder = SSEDecoder(resp.max_event_bytes)
-                for event in decoder.feed(head):
-                    for chunk in from_vendor_event(_json_or_none(event.data), state):
-                        yield chunk
-                async for data in chunks:
-                    for event in decoder.feed(data):
+            # The token is derived from the key: the stored-secret scrubbing can't know it.
+            with scrubbing(token):
+                async with ctx.http.stream("POST", url, json=body) as resp:
+                    if resp.status != 200:
+                        raise error_from_response(resp.status, _json_or_none(await resp.read()),
+                                                  resp.headers)
+                    chunks = resp.chunks()
+                    head = b""
+                    if "json" not in resp.headers.get("Content-Type", ""):
+                        async for data in chunks:  # sniff: events, or a bare JSON error body?
+                            head += data
+                            if head.lstrip():
+                                break
+                    if "json" in resp.headers.get("Content-Type", "") or head.lstrip().startswith(b"{"):
+                        parsed = await _json_error_body(head, chunks)
+                        if error_code(parsed) in TOKEN_ERRORS and attempt == 0:
+                            stale = token
+                            continue
+                        raise error_from_response(200, parsed, resp.headers)
+                    state = StreamState(ctx.model)
+                    decoder = SSEDecoder(resp.max_event_bytes)
+                    for event in decoder.feed(head):
                         for chunk in from_vendor_event(_json_or_none(event.data), state):
                             yield chunk
-                    if state.finished:
-                        return
-                for event in decoder.flush():
-                    for chunk in from_vendor_event(_json_or_none(event.data), state):
-                        yield chunk
-                if not state.finished:
-                    raise incomplete()
-                return
+                    async for data in chunks:
+                        for event in decoder.feed(data):
+                            for chunk in from_vendor_event(_json_or_none(event.data), state):
+                                yield chunk
+                        if state.finished:
+                            return
+                    for event in decoder.flush():
+                        for chunk in from_vendor_event(_json_or_none(event.data), state):
+                            yield chunk
+                    if not state.finished:
+                        raise incomplete()
+                    return
 
     async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:
         endpoint = EMBEDDING_ENDPOINTS.get(ctx.model)

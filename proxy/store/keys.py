@@ -19,6 +19,13 @@ from proxy.store.base import SQLiteBase
 from translators.errors import ApiError
 
 
+async def current_key_id(db: aiosqlite.Connection) -> str | None:
+    """The database's master key id, read on `db` (inside the caller's transaction)."""
+    async with db.execute("SELECT value FROM meta WHERE key = ?", (MASTER_ID_META,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
 class StaleMasterKey(ApiError):
     """A tenant's key was wrapped under a master key the database has rotated away from."""
 
@@ -36,9 +43,7 @@ class KeyRotation:
         self._db = db
 
     async def current_key_id(self) -> str | None:
-        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (MASTER_ID_META,)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else str(row[0])
+        return await current_key_id(self._db)
 
     async def wrapped_keys(self) -> list[tuple[str, bytes]]:
         async with self._db.execute("SELECT tenant_id, wrapped_key FROM tenant_private_keys ORDER BY tenant_id") as cur:
@@ -68,8 +73,7 @@ class MasterKeyQueries(SQLiteBase):
     async def adopt_master_key_id(self, key_id: str) -> bool:
         """Record the id of the (verified) master key on a database from before key ids,
         and on its wrapped keys. A no-op, with no write, once recorded."""
-        row = await self._one("SELECT value FROM meta WHERE key = ?", (MASTER_ID_META,))
-        if row is not None:
+        if await self._one("SELECT 1 FROM meta WHERE key = ?", (MASTER_ID_META,)) is not None:
             return False
         async with self._write() as db:
             cur = await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (MASTER_ID_META, key_id))

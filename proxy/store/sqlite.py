@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from keystore.store import WrappedKey
 from proxy.store.accounting import AccountingQueries
-from proxy.store.keys import MASTER_ID_META, MasterKeyQueries, StaleMasterKey
+from proxy.store.keys import MasterKeyQueries, StaleMasterKey, current_key_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +81,8 @@ class Store(MasterKeyQueries, AccountingQueries):
             if key_id is not None:
                 # Under the write lock: a rotation either committed before (then refuse a key
                 # wrapped under the old master key) or will re-wrap this tenant's key too.
-                async with db.execute("SELECT value FROM meta WHERE key = ?", (MASTER_ID_META,)) as cur:
-                    current = await cur.fetchone()
-                if current is not None and current[0] != key_id:
+                current = await current_key_id(db)
+                if current is not None and current != key_id:
                     raise StaleMasterKey()
             await db.execute("INSERT INTO tenants (id, name, public_key, created_at) VALUES (?, ?, ?, ?)",
                              (row.id, row.name, row.public_key, row.created_at))
