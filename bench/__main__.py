@@ -4,11 +4,13 @@
     python -m bench --quick               # smoke run: 1 round, 1 s, a 200-stream soak
     python -m bench --scenarios chat,stream --rounds 5 --duration 10
     python -m bench --profile             # also py-spy the workers under load (top costs)
+    python -m bench --scenarios tenants --tenants 1000   # cost with many tenants (bench/tenants.py)
 
 Each round starts a fresh `modelport serve` (2 workers; start-up is timed to the first
 served request), then for every scenario and connection count runs the same bounded
 load direct to the fake upstream and through the gateway, back to back (the order
-alternates between rounds). Results: a table on stdout and bench/results/<time>.json.
+alternates between rounds). The `tenants` scenario runs once, after the rounds, on its
+own gateway (bench/tenants.py). Results: tables on stdout and bench/results/<time>.json.
 See bench/README.md.
 """
 
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fake, profile, report, wrk
+from bench import fake, profile, report, tenants, wrk
 from bench.gateway import Gateway, anthropic_translator
 from bench.procs import Procs, Watch, background_cores, wait_quiet
 from bench.scenarios import Scenario, ensure_tools, machine, scenarios
@@ -48,6 +50,9 @@ class Bench:
         self.notes: list[str] = []
         self.anthropic: dict[str, Any] | None = None
         self.profiles: dict[str, Any] = {}
+        self.tenants: dict[str, Any] | None = None
+        # The direct/gateway scenarios; `tenants` runs on its own gateway (bench/tenants.py).
+        self.standard = [s for s in args.scenarios if s != "tenants"]
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -67,7 +72,10 @@ class Bench:
             print(f"bench: {msg}", flush=True)
             self.notes.append(msg)
             wanted.remove("anthropic")
+            self.standard.remove("anthropic")
         self.scenarios = scenarios("claude-sonnet-4-5")
+        if not self.standard:
+            return  # no rounds: no gateway with the CLI-made tenants needed
         self.gateway = Gateway(self.procs, self.root / "gateway", workers=self.args.workers)
         up = self.upstream
         tenants: dict[str, dict[str, str]] = {"bench": {"openai": up.url("/v1")},
@@ -198,7 +206,7 @@ class Bench:
 
     def run(self) -> None:
         a = self.args
-        for rnd in range(1, a.rounds + 1):
+        for rnd in range(1, (a.rounds if self.standard else 0) + 1):
             print(f"bench: round {rnd}/{a.rounds}", flush=True)
             self.start_gateway()
             try:
@@ -206,7 +214,7 @@ class Bench:
                 with idle:
                     time.sleep(0.2)
                 print(f"  gateway RSS at start: {idle.result['gateway'].peak_rss / 2**20:.0f} MiB", flush=True)
-                for name in a.scenarios:
+                for name in self.standard:
                     s = self.scenarios[name]
                     self.preflight(s)
                     conns_list = (a.soak_streams,) if name == "soak" else s.conns
@@ -219,6 +227,8 @@ class Bench:
                             self.measure(rnd, s, target, conns)
             finally:
                 self.gateway.stop()  # type: ignore[union-attr]
+        if "tenants" in a.scenarios:
+            self.tenants = tenants.run(a, self.procs, self.root, self.upstream)
 
     def run_profile(self, out_dir: Path) -> str:
         """One fresh gateway; py-spy on every worker during a few loads."""
@@ -260,7 +270,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each (default 1)")
     p.add_argument("--scenarios", default="chat,anthropic,embeddings,stream,soak",
                    help="comma-separated subset of chat,anthropic,embeddings,stream,soak (default: all "
-                        "of them), and embeddings-1536 (a real-sized embedding; not in the default set)")
+                        "of them), embeddings-1536 (a real-sized embedding) and tenants (N tenants, steady "
+                        "vs admin writes vs tenant creations; runs once, on its own gateway); the last two "
+                        "are not in the default set")
+    p.add_argument("--tenants", type=int, default=1000, help="tenants scenario: tenants seeded (default 1000)")
+    p.add_argument("--tenant-evict-cache", type=int, default=100,
+                   help="tenants scenario: cache size (tenants, private keys) of the eviction run, where "
+                        "nearly every request is a cold tenant (default 100; 0 = no eviction run)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 s loads, 200-stream soak")
     p.add_argument("--soak-streams", type=int, default=1000, help="concurrent slow streams in the soak")
     p.add_argument("--soak-duration", type=float, default=6.0, help="seconds of soak (each stream lasts ~2 s)")
@@ -282,9 +298,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.quick:
         a.rounds, a.duration, a.warmup, a.soak_streams, a.soak_duration = 1, 1.0, 1.0, 200, 2.5
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    known = {"chat", "anthropic", "embeddings", "embeddings-1536", "stream", "soak"}
+    known = {"chat", "anthropic", "embeddings", "embeddings-1536", "stream", "soak", "tenants"}
     if set(a.scenarios) - known:
         p.error(f"unknown scenario(s): {', '.join(sorted(set(a.scenarios) - known))}")
+    if a.tenants < 1:
+        p.error("--tenants must be at least 1")
     return a
 
 
@@ -314,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.setup()
         bench.run()
         profile_text = ""
-        if args.profile:
+        if args.profile and bench.standard:
             prof_dir = RESULTS / f"{stamp}-profile"
             prof_dir.mkdir(parents=True, exist_ok=True)
             profile_text = bench.run_profile(prof_dir)
@@ -330,41 +348,49 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: logs and configs kept in {root}", flush=True)
 
     rows = report.summarize(bench.measurements, bench.startups)
-    targets = report.evaluate(rows)
-    print()
-    print(report.table(rows))
-    print()
-    print(report.targets_table(targets))
-    headroom = []
-    for r in rows:
-        if r["scenario"] not in ("startup", "soak") and r["conns"] and r["conns"] > 1 and r["gateway_rps"]:
-            headroom.append(f"{r['scenario']}@{r['conns']}: {r['direct_rps'] / r['gateway_rps']:.1f}x "
-                            f"(the fake used {r['upstream_busy_during_gateway']:.2f} cores during the gateway run)")
-        if r["scenario"] == "soak":
-            headroom.append(f"soak: direct {r['direct_requests']} streams, {r['direct_errors']} errors, p50 "
-                            f"{(r['direct_p50_ms'] or 0) / 1000:.2f} s; dribble server used "
-                            f"{r['upstream_busy_during_gateway']:.2f} cores during the gateway soak")
-    print("\nfake upstream headroom (direct req/s over gateway req/s; should be several x):")
-    for h in headroom:
-        print(f"  {h}")
-    low = [r for r in rows if r["scenario"] not in ("startup", "soak") and r["conns"] and r["conns"] > 1
-           and r["gateway_rps"] and r["direct_rps"] < 3 * r["gateway_rps"]]
-    if low:
-        print("  WARNING: the fake sustains less than 3x the gateway's rate in: "
-              + ", ".join(f"{r['scenario']}@{r['conns']}" for r in low))
-    RESULTS.mkdir(exist_ok=True)
-    md = [f"# modelport benchmark {started.isoformat()}", "",
-          f"{args.rounds} round(s), {args.duration:g} s per measurement, {args.workers} gateway workers; "
-          "medians over rounds. " + "; ".join(bench.notes), "", report.table(rows), "",
-          report.targets_table(targets), "", "Fake upstream headroom:", ""] + [f"- {h}" for h in headroom]
+    targets = report.evaluate(rows) if bench.standard else []
+    headroom: list[str] = []
+    md = [f"# modelport benchmark {started.isoformat()}", ""]
+    if not bench.standard and bench.notes:
+        md += ["; ".join(bench.notes), ""]
+    if bench.standard:
+        print()
+        print(report.table(rows))
+        print()
+        print(report.targets_table(targets))
+        for r in rows:
+            if r["scenario"] not in ("startup", "soak") and r["conns"] and r["conns"] > 1 and r["gateway_rps"]:
+                headroom.append(f"{r['scenario']}@{r['conns']}: {r['direct_rps'] / r['gateway_rps']:.1f}x "
+                                f"(the fake used {r['upstream_busy_during_gateway']:.2f} cores during the gateway run)")
+            if r["scenario"] == "soak":
+                headroom.append(f"soak: direct {r['direct_requests']} streams, {r['direct_errors']} errors, p50 "
+                                f"{(r['direct_p50_ms'] or 0) / 1000:.2f} s; dribble server used "
+                                f"{r['upstream_busy_during_gateway']:.2f} cores during the gateway soak")
+        print("\nfake upstream headroom (direct req/s over gateway req/s; should be several x):")
+        for h in headroom:
+            print(f"  {h}")
+        low = [r for r in rows if r["scenario"] not in ("startup", "soak") and r["conns"] and r["conns"] > 1
+               and r["gateway_rps"] and r["direct_rps"] < 3 * r["gateway_rps"]]
+        if low:
+            print("  WARNING: the fake sustains less than 3x the gateway's rate in: "
+                  + ", ".join(f"{r['scenario']}@{r['conns']}" for r in low))
+        md += [f"{args.rounds} round(s), {args.duration:g} s per measurement, {args.workers} gateway workers; "
+               "medians over rounds. " + "; ".join(bench.notes), "", report.table(rows), "",
+               report.targets_table(targets), "", "Fake upstream headroom:", ""] + [f"- {h}" for h in headroom]
+    if bench.tenants is not None:
+        tenants_text = report.tenants_report(bench.tenants)
+        print()
+        print(tenants_text)
+        md += ["", tenants_text]
     if profile_text:
         md += ["", profile_text]
+    RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.md").write_text("\n".join(md) + "\n")
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps({
         "started": started.isoformat(), "machine": machine(), "args": vars(args), "notes": bench.notes,
         "summary": rows, "targets": targets, "startups_s": bench.startups, "headroom": headroom,
-        "profiles": bench.profiles, "measurements": bench.measurements,
+        "profiles": bench.profiles, "measurements": bench.measurements, "tenants": bench.tenants,
     }, indent=1, default=str))
     print(f"\nbench: results in {out} (and {out.with_suffix('.md')})")
     return 0

@@ -153,3 +153,88 @@ def targets_table(results: list[dict[str, Any]]) -> str:
     for t in results:
         lines.append(f"| {t['target']} | {_f(t['value'], 3)} | {t['status']} |")
     return "\n".join(lines)
+
+
+# -- the tenants scenario (bench/tenants.py) -----------------------------------------------
+
+
+def tenants_verdict(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets for the write phases, against "steady" of the same run."""
+    phases = {p["phase"]: p for p in result.get("phases", [])}
+    steady = phases.get("steady")
+    out: list[dict[str, Any]] = []
+
+    def add(text: str, value: float | None, ok: bool | None) -> None:
+        status = "not measured" if ok is None else ("met" if ok else "NOT met")
+        out.append({"target": text, "value": value, "status": status})
+
+    for name in ("+1 admin write/s", "+2 tenant creations/s"):
+        p = phases.get(name)
+        rps = p["rps"] / steady["rps"] if p and steady and steady["rps"] else None
+        add(f"{name}: req/s within 10 % of steady (ratio)", rps, None if rps is None else rps >= 0.9)
+        p99 = p["p99_ms"] / steady["p99_ms"] if p and steady and steady["p99_ms"] else None
+        add(f"{name}: p99 at most 2x steady (ratio)", p99, None if p99 is None else p99 <= 2.0)
+    create = phases.get("+2 tenant creations/s")
+    # A stall is a request waiting behind a key generation (hundreds of ms); its mark is a
+    # max latency well above what the same load shows without creations.
+    stall = create["max_ms"] / steady["max_ms"] if create and steady and steady["max_ms"] else None
+    add("tenant creation never stalls other tenants' requests: max latency at most 2x steady's max (ratio)",
+        stall, None if stall is None else stall <= 2.0)
+    errors = sum(p["errors"] for p in result.get("phases", [])) + sum(
+        (p.get("writes") or {}).get("errors", 0) for p in result.get("phases", []))
+    add("no errors (requests and admin writes, all phases)", float(errors), errors == 0 if phases else None)
+    return out
+
+
+def tenants_report(result: dict[str, Any]) -> str:
+    n = result["tenants"]
+    lines = [(f"### Tenants: {n:,} tenants, {result['conns']} connections cycling over every tenant's token, "
+              f"{result['duration_s']:g} s per phase, {result['workers']} workers"), "",
+             ("| phase | req/s | vs steady | p50 ms | p99 ms | max ms | errors | gw CPU ms/req | writes | "
+              "write p50/max ms |"), "|" + "|".join("---" for _ in range(10)) + "|"]
+    phases = list(result.get("phases", []))
+    steady = next((p for p in phases if p["phase"] == "steady"), None)
+    evict = result.get("evict")
+    rows = phases + ([evict] if evict and "skipped" not in evict else [])
+    for p in rows:
+        w = p.get("writes")
+        ratio = p["rps"] / steady["rps"] if steady and steady["rps"] else None
+        lines.append("| " + " | ".join([
+            p["phase"] + (", nearly all cold" if p is evict else ""), _f(p["rps"]), _f(ratio), _f(p["p50_ms"]),
+            _f(p["p99_ms"]), _f(p["max_ms"]), str(p["errors"]), _f(p["gateway_cpu_ms_per_req"], 3),
+            "-" if not w else f"{w['count']} ({w['errors']} failed)",
+            "-" if not w else f"{_f(w['p50_ms'])} / {_f(w['max_ms'])}"]) + " |")
+    kinds = [f"{p['phase']}: " + ", ".join(f"{k} {v['count']}x p50 {_f(v['p50_ms'])} max {_f(v['max_ms'])} ms"
+                                         for k, v in p["writes"]["by_kind"].items())
+             for p in phases if p.get("writes")]
+    if kinds:
+        lines += ["", "Writes by kind: " + "; ".join(kinds) + "."]
+    cold = result.get("cold")
+    if cold:
+        lines += ["", (f"Cold tenant (each tenant's first request on each worker; one connection per worker, so no "
+                       f"queueing; {cold['cold_samples']:,} requests): p50 {_f(cold['cold_p50_ms'])} ms, p99 "
+                       f"{_f(cold['cold_p99_ms'])} ms, max {_f(cold['cold_max_ms'])} ms; the same tenants warm: p50 "
+                       f"{_f(cold['warm_p50_ms'])} ms, p99 {_f(cold['warm_p99_ms'])} ms; cold cost (p50 cold - warm) "
+                       f"{_f(cold.get('cold_cost_p50_ms'))} ms; errors {cold['errors']}.")]
+    if evict and "skipped" not in evict and steady:
+        extra = evict["gateway_cpu_ms_per_req"] - steady["gateway_cpu_ms_per_req"]
+        size = evict["cache"]
+        lines += ["", (f"Eviction run (`cache: {{tenants: {size}, private_keys: {size}}}`, the same "
+                       f"load over {n:,} tenants): {_f(evict['rps'])} req/s, {evict['gateway_cpu_ms_per_req']:.3f} ms "
+                       f"of gateway CPU per request, {extra:+.3f} ms over steady: the CPU cost of a cold tenant.")]
+    elif evict:
+        lines += ["", f"Eviction run skipped: {evict['skipped'][:300]}"]
+    warm, start = result.get("rss_warm"), result.get("rss_start")
+    if warm and start:
+        per = ", ".join(f"{int(v) / MiB:.0f}" for v in warm["per_worker"].values())
+        growth = ", ".join(f"{g:.1f}" for g in result.get("rss_growth_kib_per_tenant_per_worker", []))
+        lines += ["", (f"RSS with {n:,} warm tenants: {warm['total'] / MiB:.0f} MiB in total ({warm['processes']} "
+                       f"processes); workers (with their helper processes) {per} MiB; at start "
+                       f"{start['total'] / MiB:.0f} MiB; growth {growth} KiB per tenant per worker.")]
+    if result.get("seed"):
+        lines += ["", (f"Seeded in {result['seed']['seconds']:.1f} s (one RSA key pair shared by all tenants, "
+                       "each with its own wrapped copy: see bench/README.md).")]
+    for note in result.get("notes", []):
+        lines.append(f"Note: {note}")
+    lines += ["", targets_table(result.get("verdict") or tenants_verdict(result))]
+    return "\n".join(lines)

@@ -26,15 +26,17 @@ from dataclasses import dataclass, field
 
 from Crypto.Cipher import AES, PKCS1_OAEP
 from Crypto.Hash import SHA256
+from Crypto.IO import PKCS8
 from Crypto.PublicKey import RSA
 from Crypto.PublicKey.RSA import RsaKey
 from Crypto.Random import get_random_bytes
+from Crypto.Util.asn1 import DerSequence
 
 __all__ = [
     "DecryptionError", "KeyPair", "KeystoreError", "MasterKeyMismatch", "decrypt_secret",
     "encode_master_key", "encrypt_secret", "generate_key_pair", "load_private_key",
-    "load_public_key", "master_key_check", "master_key_id", "new_master_key", "parse_master_key",
-    "unwrap_private_key", "verify_master_key", "wrap_private_key",
+    "load_public_key", "load_unwrapped_private_key", "master_key_check", "master_key_id", "new_master_key",
+    "parse_master_key", "unwrap_private_key", "verify_master_key", "wrap_private_key",
 ]
 
 RSA_BITS = 2048
@@ -103,6 +105,33 @@ def load_private_key(der: bytes) -> RsaKey:
     if not key.has_private():
         raise KeystoreError("expected an RSA private key but got a public key")
     return key
+
+
+def load_unwrapped_private_key(der: bytes) -> RsaKey:
+    """A private key that `unwrap_private_key` has just opened, ~20x faster than
+    `load_private_key` (about 1 ms instead of 20+).
+
+    `RSA.import_key` runs a consistency check whose probabilistic primality tests of p
+    and q are nearly all of its cost. Those tests guard against a forged or corrupted
+    key; this one is PKCS#8 DER that `generate_key_pair` made and `wrap_private_key`
+    sealed with AES-GCM under the master key, bound to the tenant id, and it opened
+    with a valid tag: nobody without the master key could have chosen or altered it.
+    Only ever pass such keys here; anything else goes through `load_private_key`.
+    """
+    try:
+        oid, pkcs1, _ = PKCS8.unwrap(der)
+        if oid != RSA.oid:
+            raise ValueError
+        # RSAPrivateKey (RFC 8017): version, n, e, d, p, q, d mod (p-1), d mod (q-1), q^-1 mod p
+        fields = DerSequence().decode(pkcs1, nr_elements=9, only_ints_expected=True)
+        version, n, e, d, p, q = (int(fields[i]) for i in range(6))
+        # The one check kept costs a multiplication: it catches a wrong or truncated DER
+        # (a bug of ours), which would otherwise surface as garbled decryptions.
+        if version != 0 or p * q != n:
+            raise ValueError
+        return RSA.construct((n, e, d, p, q), consistency_check=False)
+    except (ValueError, IndexError, TypeError, EOFError):
+        raise KeystoreError("not a valid RSA private key") from None
 
 
 def _import_rsa(data: bytes, kind: str) -> RsaKey:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from proxy.logs import configure_logging
 from proxy.quotas import Quotas
 from proxy.routes import ROUTES
 from proxy.settings import CONFIG_ENV, Settings, load_settings
+from proxy.store.changes import Kind
 from proxy.tenants import Directory
 from proxy.usage_writer import UsageWriter
 
@@ -39,42 +42,51 @@ log = logging.getLogger("modelport")
 
 
 async def _watch_changes(gateway: Gateway) -> None:
-    """Poll the change counter; when it moves, drop the caches and re-read the admin token
-    (another process may have reset it)."""
-    while True:
+    """Poll the change log; drop what each change names, re-read the admin token when a
+    setting changed (another process may have reset it), and prune old log rows now and then."""
+    settings = gateway.settings
+    prune_every = max(1, int(60 / settings.change_poll_interval))  # about once a minute per worker
+    for polls in itertools.count():
         try:
-            if await gateway.directory.refresh_if_changed():
-                gateway.admin_hash = (await ensure_admin_token(gateway.store, gateway.settings))[0]
+            if Kind.META in await gateway.directory.refresh_if_changed():
+                gateway.admin_hash = (await ensure_admin_token(gateway.store, settings))[0]
+            if polls % prune_every == prune_every - 1:
+                await gateway.store.prune_changes(time.time() - settings.change_log_retention)
         except Exception:  # a locked or busy database must not end the watcher
-            log.warning("could not poll the change counter; will retry", exc_info=True)
-        await asyncio.sleep(gateway.settings.change_poll_interval)
+            log.warning("could not poll the change log; will retry", exc_info=True)
+        await asyncio.sleep(settings.change_poll_interval)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def build_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store, keystore = await open_store_and_keystore(settings)
-        admin_hash, _ = await ensure_admin_token(store, settings)
-        directory = Directory(store, keystore)
-        await directory.refresh_if_changed()
-        http = settings.upstream.client(settings.host, settings.port)  # destination policy, limits
-        offers = build_offers(settings.hosted)  # validated when the settings were loaded
-        usage = UsageWriter(store, retention_days=settings.usage_retention_days,
-                            interval=settings.usage_flush_interval)
-        app.state.gateway = Gateway(settings, store, keystore, directory, http, admin_hash, offers,
-                                    Quotas(store, offers), usage,
-                                    FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window))
-        watcher = asyncio.create_task(_watch_changes(app.state.gateway))
-        usage.start()
-        try:
+        async with contextlib.AsyncExitStack() as stack:  # closed in reverse, also when start-up fails
+            store, keystore = await open_store_and_keystore(settings, serving=True)
+            stack.push_async_callback(store.close)
+            # The RSA helper processes and the key-pair pool start with the first need for them.
+            stack.push_async_callback(keystore.close)
+            admin_hash, _ = await ensure_admin_token(store, settings)
+            directory = Directory(store, keystore, tenants=settings.cache.tenants, tokens=settings.cache.tokens)
+            await directory.refresh_if_changed()
+            http = settings.upstream.client(settings.host, settings.port)  # destination policy, limits
+            stack.push_async_callback(http.close)
+            offers = build_offers(settings.hosted)  # validated when the settings were loaded
+            usage = UsageWriter(store, retention_days=settings.usage_retention_days,
+                                interval=settings.usage_flush_interval)
+            app.state.gateway = Gateway(settings, store, keystore, directory, http, admin_hash, offers,
+                                        Quotas(store, offers), usage,
+                                        FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window))
+            usage.start()
+            stack.push_async_callback(usage.close)  # flushed after uvicorn drained the requests
+            watcher = asyncio.create_task(_watch_changes(app.state.gateway))
+            stack.push_async_callback(_cancel, watcher)
             yield
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await usage.close()
-            await http.close()
-            await store.close()
 
     return Starlette(routes=[*ROUTES, *ACCOUNT_ROUTES, *ADMIN_ROUTES], lifespan=lifespan,
                      exception_handlers={HTTPException: http_exception_handler},

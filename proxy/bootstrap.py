@@ -26,13 +26,15 @@ class StartupError(Exception):
     pass
 
 
-async def open_store_and_keystore(settings: Settings) -> tuple[Store, Keystore]:
+async def open_store_and_keystore(settings: Settings, *, serving: bool = False) -> tuple[Store, Keystore]:
+    """`serving`: the server's keystore (RSA in helper processes, pre-generated key pairs),
+    which the caller must `start()` and `await close()`; otherwise RSA runs inline."""
     store = Store(settings.database_path, busy_timeout=settings.database_busy_timeout)
     await store.open()
     try:
         # The master key's checks, an interrupted rotation's recovery and the
         # confirmation of a rotated key live in proxy/rotation.py.
-        keystore = await open_keystore(store, settings)
+        keystore = await open_keystore(store, settings, serving=serving)
     except KeystoreError as exc:
         await store.close()
         raise StartupError(str(exc)) from None

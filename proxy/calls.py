@@ -43,7 +43,7 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
     response, whose record finishes when the stream ends. Raises `ApiError` (secrets
     scrubbed) when the call fails, including the 429 of a spent trial."""
     record.provider, record.model, record.billing = route.provider, route.model, route.billing
-    ctx = gateway.context(tenant, route, record.request_id)
+    ctx = await gateway.context(tenant, route, record.request_id)
     secret_values = ctx.credential.secret_values()
     reservation: Reservation | None = None
     pinned: PinnedClient | None = None

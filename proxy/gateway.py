@@ -31,11 +31,11 @@ class Gateway:
     usage: UsageWriter
     auth_failures: FailureLimiter | None = None  # failed authentications per client address (auth.py)
 
-    def context(self, tenant: TenantState, route: Route, request_id: str) -> CallContext:
+    async def context(self, tenant: TenantState, route: Route, request_id: str) -> CallContext:
         if route.billing == "hosted":
             # The platform credential, from memory: never decrypted from (or stored in) tenant rows.
             credential = self.hosted[route.provider].credential
         else:
-            credential = self.directory.credential(tenant, route.provider, route.model if route.per_model else None)
+            credential = await self.directory.credential(tenant, route.provider, route.model if route.per_model else None)
         base_url = route.translator.base_url_for(credential)
         return CallContext(self.http, credential, route.model, base_url, request_id)

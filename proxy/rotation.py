@@ -37,6 +37,7 @@ from keystore import (
     staged_key_path,
     verify_master_key,
 )
+from keystore.offload import CryptoRunner, InlineCrypto, ProcessCrypto
 from keystore.store import MASTER_CHECK_META, MASTER_ID_META, Keystore
 from proxy.settings import Settings
 from proxy.store import Store
@@ -92,9 +93,21 @@ def finish_rename(staged: Path, key_path: Path, key: bytes) -> None:
     raise KeystoreError(f"the new master key is committed but neither {staged} nor {key_path} holds it")
 
 
-async def open_keystore(store: Store, settings: Settings) -> Keystore:
+def _keystore(master: bytes, reload: Callable[[], list[bytes]], settings: Settings, serving: bool) -> Keystore:
+    """Only a serving worker gets helper processes and pre-generated key pairs: a one-shot
+    CLI command would pay a process start-up (and wasted key pairs) for one operation.
+    Without helper processes (`crypto.processes: 0`) nothing is pre-generated either: made
+    inline, the pairs would block the event loop at start-up and after every tenant creation."""
+    processes = settings.crypto.processes if serving else 0
+    runner: CryptoRunner = ProcessCrypto(processes) if processes > 0 else InlineCrypto()
+    return Keystore(master, reload_master=reload, private_keys=settings.cache.private_keys, runner=runner,
+                    pregenerated_keys=settings.crypto.pregenerated_keys if processes > 0 else 0)
+
+
+async def open_keystore(store: Store, settings: Settings, *, serving: bool = False) -> Keystore:
     """The keystore for an open store; KeystoreError (a message naming the key's source
-    and files, never a key) when no usable master key is found."""
+    and files, never a key) when no usable master key is found. `serving`: for the
+    server, which must then `start()` it and `await close()` it (see `_keystore`)."""
     key_path = settings.master_key_path
     staged = staged_key_path(key_path)
     reload = _candidates(key_path, staged)
@@ -106,14 +119,14 @@ async def open_keystore(store: Store, settings: Settings) -> Keystore:
             master = load_master_key(key_path, create=True)
         except KeystoreError as exc:
             raise KeystoreError(f"cannot load the master key: {exc}") from None
-        keystore = Keystore(master, reload_master=reload)
+        keystore = _keystore(master, reload, settings, serving)
         await store.set_meta_if_absent(MASTER_CHECK_META, keystore.master_check())
         check = await store.get_meta(MASTER_CHECK_META)
         if check is None or not keystore.matches(check):
             raise KeystoreError(_mismatch(settings, key_path))
     else:
         master, is_current = await _verified_key(store, settings, check, staged)
-        keystore = Keystore(master, reload_master=reload)
+        keystore = _keystore(master, reload, settings, serving)
         if not is_current:
             # The previous key of an unconfirmed rotation: existing tenants are served
             # with the previous wrapped keys; new ones are wrapped with the staged key if

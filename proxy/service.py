@@ -8,7 +8,6 @@ secret masked. Failures are `ApiError`s: the admin API renders them, the CLI pri
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from collections.abc import Mapping
@@ -72,9 +71,9 @@ class Management:
         if await self.store.find_tenant(name) is not None:
             raise ApiError(409, f"tenant '{name}' already exists", "invalid_request_error", "conflict")
         tenant_id = "tn_" + secrets.token_hex(8)
-        # RSA key generation takes ~0.25-0.5 s of CPU: in a thread, so that the requests this
-        # worker is serving meanwhile wait for the GIL's next switch (ms), not for the key.
-        public, wrapped = await asyncio.to_thread(self.keystore.new_tenant_keys, tenant_id)
+        # RSA key generation takes ~0.25-0.5 s of CPU: a pre-generated pair, or one made in
+        # a helper process (a thread would not do: pycryptodome holds the GIL too often).
+        public, wrapped = await self.keystore.create_tenant_keys(tenant_id)
         row = await self.store.create_tenant(tenant_id, name, public, wrapped)
         return {"id": row.id, "name": row.name, "created_at": row.created_at}
 
@@ -132,7 +131,8 @@ class Management:
         translator = REGISTRY.get(provider)
         if wrapped is None or translator is None:
             return {}
-        return self.keystore.decrypt(tenant.id, wrapped, blob, translator.credential_fields).masked()
+        credential = await self.keystore.open_credential(tenant.id, wrapped, blob, translator.credential_fields)
+        return credential.masked()
 
     async def list_providers(self, ref: str) -> list[dict[str, Any]]:
         tenant = await self.tenant(ref)

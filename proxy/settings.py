@@ -77,6 +77,21 @@ class HostedSettings(_Strict):
     max_tokens: int = Field(default=1024, ge=1, le=1_000_000)  # default=: mypy sees a default
 
 
+class CacheSettings(_Strict):
+    """Per worker, least recently used first out (README "Scaling to many tenants")."""
+
+    tenants: int = Field(default=10_000, ge=1)        # tenant states: still-encrypted credentials, models, defaults
+    tokens: int = Field(default=100_000, ge=1)        # token hashes seen, valid and refused
+    private_keys: int = Field(default=10_000, ge=1)   # tenants' unwrapped private keys (~1.2 KB each)
+
+
+class CryptoSettings(_Strict):
+    """Where RSA runs: never on the event loop (see `keystore/offload.py`)."""
+
+    processes: int = Field(default=1, ge=0, le=16)      # helper processes per worker; 0 = inline (tests, tiny installs)
+    pregenerated_keys: int = Field(default=2, ge=0, le=64)  # tenant key pairs kept ready, refilled in the background
+
+
 class Settings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -101,6 +116,9 @@ class Settings(_Strict):
     auth_failure_limit: int = Field(20, ge=1)          # 401s per client address and window, then 429
     auth_failure_window: float = Field(60.0, gt=0)
     database_busy_timeout: float = Field(10.0, gt=0)   # waiting for another writer, then 503
+    cache: CacheSettings = CacheSettings()
+    crypto: CryptoSettings = CryptoSettings()
+    change_log_retention: float = Field(3600.0, ge=60)  # seconds a change-log row is kept for slow workers
 
     @field_validator("admin_token")
     @classmethod

@@ -1,9 +1,16 @@
 """What a worker knows about tenants, cached: token hashes, each tenant's credentials
 (still encrypted), per-model entries, defaults, and the credentials it decrypted.
 
-A request whose tenant is cached touches no database. Every write anywhere bumps the
-store's change counter; `watch_changes` polls it and drops everything cached when it
-moves, which is how a revoked token or a new credential reaches every worker in < 1 s.
+A request whose tenant is cached touches no database. Every write logs what it changed
+(`proxy/store/changes.py`); `refresh_if_changed`, polled by every worker, drops only
+the entries each change names: a revoked token's hash, one tenant's state. So a write
+for one tenant costs the others nothing, and a revoked token is refused within one poll
+interval. A tenant whose credentials or defaults changed keeps its unwrapped private key
+(in the keystore) and every decrypted credential whose ciphertext did not change; only a
+master-key rotation, or a gap in the log, drops everything.
+
+Every cache is a bounded LRU (`cache:` in the settings): memory does not grow with the
+number of tenants, and an evicted tenant is loaded again on its next request.
 """
 
 from __future__ import annotations
@@ -16,15 +23,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from cachetools import LRUCache
+
 from keystore.models import Credential
 from keystore.store import MASTER_ID_META, Keystore
 from proxy.store import ModelRow, Store
+from proxy.store.changes import Kind, LoggedChange
 from translators import REGISTRY
 from translators.types import ModelType
 
 log = logging.getLogger("modelport")
 T = TypeVar("T")
-_NEGATIVE_LIMIT = 10_000
+_REFUSED_LIMIT = 10_000   # refused token hashes remembered: a flood of random tokens evicts only these
+_LOG_BATCH = 10_000       # more changes than this in one poll: dropping everything is cheaper
+_EVERYTHING = frozenset(Kind)
 
 
 def hash_token(token: str) -> str:
@@ -40,6 +52,22 @@ class TenantState:
     models: dict[tuple[str, str], ModelRow]            # (provider, model) -> per-model entry
     defaults: dict[ModelType, tuple[str, str]]         # model type -> (provider, model)
     decrypted: dict[tuple[str, str], Credential] = field(default_factory=dict)
+    stale: bool = False  # its rows changed: reloaded on next use, keeping what did not change
+
+    def ciphertext(self, provider: str, model: str) -> bytes | None:
+        if not model:
+            return self.credentials.get(provider)
+        entry = self.models.get((provider, model))
+        return None if entry is None else entry.secret
+
+    def inherit(self, old: TenantState) -> None:
+        """Keep the credentials `old` decrypted whose ciphertexts are still the same."""
+        if old.wrapped_private != self.wrapped_private:
+            return
+        for (provider, model), cred in old.decrypted.items():
+            blob = self.ciphertext(provider, model)
+            if blob is not None and blob == old.ciphertext(provider, model):
+                self.decrypted[(provider, model)] = cred
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,28 +76,42 @@ class Caller:
     token_id: str
 
 
+@dataclass(slots=True)
+class CacheStats:
+    """Plain counters for tests and the benchmark: what the caches saved and cost."""
+
+    token_loads: int = 0
+    tenant_loads: int = 0
+    credential_decryptions: int = 0
+    flushes: int = 0
+
+
 class Directory:
-    def __init__(self, store: Store, keystore: Keystore) -> None:
+    def __init__(self, store: Store, keystore: Keystore, *, tenants: int = 10_000, tokens: int = 100_000) -> None:
         self.store = store
         self.keystore = keystore
-        self._tokens: dict[str, tuple[str, str] | None] = {}   # hash -> (token id, tenant id)
-        self._tenants: dict[str, TenantState] = {}
+        self._tokens: LRUCache[str, tuple[str, str]] = LRUCache(tokens)   # hash -> (token id, tenant id)
+        self._refused: LRUCache[str, bool] = LRUCache(min(tokens, _REFUSED_LIMIT))
+        self._tenants: LRUCache[str, TenantState] = LRUCache(tenants)
         self._loading: dict[str, asyncio.Future[object]] = {}
         self._seen_changes = -1
-        # Bumped by clear(): a load that began before a clear must not fill the cache
-        # after it (it may have read rows from before the change that caused the clear).
+        # Bumped by every invalidation: a load that began before one must not fill the
+        # cache after it (it may have read rows from before the change).
         self._generation = 0
         self._stale_key_id: str | None = None  # the database's key id while this worker cannot load it
+        self.stats = CacheStats()
 
     def clear(self) -> None:
         self._generation += 1
+        self.stats.flushes += 1
         self._tokens.clear()
+        self._refused.clear()
         self._tenants.clear()
         self.keystore.forget()
 
     async def _single_flight(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
-        """Concurrent first requests for the same key share one database load."""
-        key = f"{self._generation}:{key}"  # never join a load from before the last clear
+        """Concurrent first requests for the same key share one load."""
+        key = f"{self._generation}:{key}"  # never join a load from before the last invalidation
         pending = self._loading.get(key)
         if pending is not None:
             return await pending  # type: ignore[return-value]
@@ -86,35 +128,45 @@ class Directory:
         finally:
             del self._loading[key]
 
+    # -- the hot path -----------------------------------------------------------------
+
     async def caller(self, token: str) -> Caller | None:
         digest = hash_token(token)
-        if digest in self._tokens:
-            found = self._tokens[digest]
-        else:
-            found = await self._single_flight("tok:" + digest, lambda: self._load_token(digest))
+        found = self._tokens.get(digest)
         if found is None:
+            if digest in self._refused:
+                return None
+            found = await self._single_flight("tok:" + digest, lambda: self._load_token(digest))
+            if found is None:
+                return None
+        try:
+            return Caller(await self.tenant(found[1]), found[0])
+        except LookupError:  # the tenant was deleted since its token was cached
+            self._tokens.pop(digest, None)
             return None
-        return Caller(await self.tenant(found[1]), found[0])
 
     async def _load_token(self, digest: str) -> tuple[str, str] | None:
         generation = self._generation
+        self.stats.token_loads += 1
         row = await self.store.find_token(digest)
         # The row was found by its hash; compare again in constant time for good measure.
         found = (row[0], row[1]) if row is not None and hmac.compare_digest(row[2], digest) else None
-        if found is None and len(self._tokens) >= _NEGATIVE_LIMIT:
-            self._tokens.clear()  # bound memory against floods of random tokens
         if generation == self._generation:
-            self._tokens[digest] = found
+            if found is None:
+                self._refused[digest] = True
+            else:
+                self._tokens[digest] = found
         return found
 
     async def tenant(self, tenant_id: str) -> TenantState:
         state = self._tenants.get(tenant_id)
-        if state is None:
-            state = await self._single_flight("tn:" + tenant_id, lambda: self._load_tenant(tenant_id))
+        if state is None or state.stale:
+            state = await self._single_flight("tn:" + tenant_id, lambda: self._load_tenant(tenant_id, state))
         return state
 
-    async def _load_tenant(self, tenant_id: str) -> TenantState:
+    async def _load_tenant(self, tenant_id: str, old: TenantState | None) -> TenantState:
         generation = self._generation
+        self.stats.tenant_loads += 1
         row = await self.store.find_tenant(tenant_id)
         # The key wrapped under this worker's master key: after a rotation elsewhere, the
         # previous one (kept until the new key is confirmed) while this worker has the old key.
@@ -124,30 +176,82 @@ class Directory:
         models = {(m.provider, m.model): m for m in await self.store.models(tenant_id)}
         defaults = {ModelType(t): pm for t, pm in (await self.store.defaults(tenant_id)).items()}
         state = TenantState(row.id, row.name, wrapped, await self.store.credentials(tenant_id), models, defaults)
+        if old is not None:
+            state.inherit(old)
         if generation == self._generation:
             self._tenants[tenant_id] = state
         return state
 
-    def credential(self, state: TenantState, provider: str, model: str | None) -> Credential:
-        """The decrypted credential of a provider (model=None) or of a per-model entry."""
+    async def credential(self, state: TenantState, provider: str, model: str | None) -> Credential:
+        """The decrypted credential of a provider (model=None) or of a per-model entry.
+        RSA runs off the event loop (`Keystore.open_credential`), once per ciphertext."""
         key = (provider, model or "")
         cred = state.decrypted.get(key)
         if cred is None:
             blob = state.credentials[provider] if model is None else state.models[(provider, model)].secret
-            cred = self.keystore.decrypt(state.id, state.wrapped_private, blob, REGISTRY[provider].credential_fields)
+            cred = await self._single_flight(f"cred:{state.id}:{provider}:{key[1]}", lambda: self._decrypt(
+                state, provider, blob))
             state.decrypted[key] = cred
         return cred
 
-    async def refresh_if_changed(self) -> bool:
-        changes = await self.store.changes()
-        if changes != self._seen_changes or self._stale_key_id is not None:
+    async def _decrypt(self, state: TenantState, provider: str, blob: bytes) -> Credential:
+        self.stats.credential_decryptions += 1
+        return await self.keystore.open_credential(state.id, state.wrapped_private, blob,
+                                                   REGISTRY[provider].credential_fields)
+
+    # -- following writes ----------------------------------------------------------------
+
+    async def refresh_if_changed(self) -> frozenset[Kind]:
+        """Apply the changes logged since the last poll; the kinds applied (all of them
+        when everything was dropped), empty when nothing changed."""
+        if self._seen_changes == -1:  # the first poll: nothing cached yet, nothing to read
+            counter, changes = await self.store.changes(), list[LoggedChange]()
+        else:
+            counter, changes = await self.store.changes_since(self._seen_changes, _LOG_BATCH)
+        moved = counter != self._seen_changes
+        if moved or self._stale_key_id is not None:
             await self._follow_master_key()
-        if changes != self._seen_changes:
-            if self._seen_changes != -1:
-                self.clear()
-            self._seen_changes = changes
-            return True
-        return False
+        if not moved:
+            return frozenset()
+        seen, self._seen_changes = self._seen_changes, counter
+        if seen == -1:
+            return _EVERYTHING  # the first poll: nothing was cached before it
+        # Numbers are gap-free (`changes.py`), so the rows in (seen, counter] are all there
+        # unless some were pruned unread, more came than one batch, or the database was
+        # replaced (the counter went back).
+        if len(changes) != counter - seen:
+            return self._drop_everything(f"{counter - seen} change(s) since the last poll, {len(changes)} in the log")
+        kinds = {c.change.kind for c in changes}
+        if Kind.MASTER_KEY in kinds:
+            return self._drop_everything(None)
+        for logged in changes:
+            self._apply(logged)
+        return frozenset(kinds)
+
+    def _drop_everything(self, why: str | None) -> frozenset[Kind]:
+        if why:
+            log.warning("dropping every cached tenant: %s", why)
+        self.clear()
+        return _EVERYTHING
+
+    def _apply(self, logged: LoggedChange) -> None:
+        change = logged.change
+        kind, tenant_id = change.kind, change.tenant_id
+        if kind is Kind.TOKEN and change.detail:
+            self._generation += 1
+            self._tokens.pop(change.detail, None)
+            self._refused.pop(change.detail, None)
+        elif kind in (Kind.CREDENTIAL, Kind.MODEL, Kind.DEFAULT) and tenant_id:
+            self._generation += 1
+            state = self._tenants.get(tenant_id)
+            if state is not None:
+                state.stale = True
+        elif kind is Kind.TENANT_DELETED and tenant_id:
+            self._generation += 1
+            self._tenants.pop(tenant_id, None)
+            self.keystore.forget(tenant_id)
+            # Its cached tokens find no tenant on their next use and are dropped then (`caller`).
+        # TENANT (created), QUOTA and META leave tenants' cached entries as they are.
 
     async def _follow_master_key(self) -> None:
         """After a rotation elsewhere, load the new master key (from the key file, or the

@@ -143,5 +143,5 @@ class UsageWriter:
                 break
             await asyncio.sleep(0)
         if deleted:
-            log.info("usage: deleted %d records older than the retention period", deleted)
+            log.info("usage: deleted %d rows (records and daily totals) older than the retention period", deleted)
         return deleted

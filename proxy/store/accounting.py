@@ -1,8 +1,9 @@
 """Accounting queries: hosted-trial counters and usage records.
 
-All of them write through the quiet path (no change-counter bump): nothing a worker
-caches depends on these tables. The invariant that matters across workers, "no
-more than N hosted calls", lives entirely in one conditional UPDATE, never in memory.
+All of them but `quota_set_limit` (an operator's decision, logged as a change) write
+through the quiet path (no change-log row): nothing a worker caches depends on them.
+The invariant that matters across workers, "no more than N hosted calls", lives
+entirely in one conditional UPDATE, never in memory.
 """
 
 from __future__ import annotations
@@ -11,22 +12,20 @@ import sqlite3
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import aiosqlite
+
+from proxy.store import usage_rollup as rollup
 from proxy.store.base import SQLiteBase
+from proxy.store.changes import Change, Kind
+from proxy.store.usage_rollup import GROUP_KEYS
+
+__all__ = ["GROUP_KEYS", "AccountingQueries", "UsageGroup", "UsageRow"]
 
 # The whole reservation: SQLite runs one statement atomically under its writer lock,
 # so concurrent reservations from any number of workers can never overshoot.
 # COALESCE: a per-tenant override (quota set) wins over the configured quota.
 _RESERVE = ("UPDATE hosted_quota SET used = used + 1 WHERE tenant_id = ? AND provider = ? "
             "AND (COALESCE(limit_override, ?) < 0 OR used < COALESCE(limit_override, ?))")
-
-# Keys of `usage_summary`'s groups, chosen from a fixed table (never from client text).
-GROUP_KEYS: dict[str, str] = {
-    "model": "CASE WHEN u.provider = '' THEN u.model ELSE u.provider || '/' || u.model END",
-    "provider": "u.provider",
-    "day": "strftime('%Y-%m-%d', u.created_at, 'unixepoch')",
-    "tenant": "COALESCE(t.name, u.tenant_id)",
-}
-
 
 class UsageRow(NamedTuple):
     """One request, in the `usage` table's column order (a tuple: cheap to queue)."""
@@ -93,25 +92,33 @@ class AccountingQueries(SQLiteBase):
             "SELECT provider, used, limit_override FROM hosted_quota WHERE tenant_id = ?", (tenant_id,))}
 
     async def quota_set_limit(self, tenant_id: str, provider: str, limit: int | None) -> None:
-        """A per-tenant limit (None: back to the configured quota); `used` is kept."""
-        await self._quiet_statement(
-            "INSERT INTO hosted_quota (tenant_id, provider, used, limit_override) VALUES (?, ?, 0, ?) "
-            "ON CONFLICT(tenant_id, provider) DO UPDATE SET limit_override = excluded.limit_override",
-            (tenant_id, provider, limit))
+        """A per-tenant limit (None: back to the configured quota); `used` is kept. An
+        operator's decision, not accounting: logged as a change (nothing cached depends on
+        it today; the console and the change log's readers may)."""
+        async with self._write(Change(Kind.QUOTA, tenant_id, provider)) as db:
+            await db.execute(
+                "INSERT INTO hosted_quota (tenant_id, provider, used, limit_override) VALUES (?, ?, 0, ?) "
+                "ON CONFLICT(tenant_id, provider) DO UPDATE SET limit_override = excluded.limit_override",
+                (tenant_id, provider, limit))
 
     # -- usage records ----------------------------------------------------------------
 
     async def insert_usage(self, rows: list[UsageRow]) -> None:
-        """A batch in one transaction: one fsync for hundreds of requests."""
+        """A batch in one transaction: one fsync for hundreds of requests, and one more
+        statement that adds the batch into its days of the rollup."""
         async with self._quiet_write() as db:
+            last = await _last_id(db)
             await db.executemany(_INSERT_USAGE, rows)
+            await db.execute(rollup.ROLLUP_SINCE, (last,))
 
     async def insert_usage_each(self, rows: list[UsageRow]) -> list[tuple[UsageRow, str]]:
         """The rows one statement each, in one transaction: a row the database refuses
         (a value it cannot store) is skipped, not the batch. Returns the skipped rows with
-        the reason; raises when the database itself fails (locked, full, gone)."""
+        the reason; raises when the database itself fails (locked, full, gone). The
+        rollup gets the rows inserted, and only those (a refused row has no id)."""
         skipped: list[tuple[UsageRow, str]] = []
         async with self._quiet_write() as db:
+            last = await _last_id(db)
             for row in rows:
                 try:
                     await db.execute(_INSERT_USAGE, row)
@@ -119,27 +126,33 @@ class AccountingQueries(SQLiteBase):
                     raise  # the database, not the row
                 except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
                     skipped.append((row, type(exc).__name__))
+            await db.execute(rollup.ROLLUP_SINCE, (last,))
         return skipped
 
     async def prune_usage(self, before: float, limit: int) -> int:
-        """Delete up to `limit` rows older than `before`; small batches keep each lock short."""
-        return await self._quiet_statement(
-            "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE created_at < ? ORDER BY created_at LIMIT ?)",
-            (before, limit))
+        """Delete up to `limit` usage rows and up to `limit` rollup rows from before the
+        UTC midnight at or before `before` (whole days: every day left in the rollup
+        keeps all its raw rows, so edge days and whole days agree). Returns the rows
+        deleted from both; less than `limit` once both are done. Small batches, each its
+        own statement, keep every lock short."""
+        day = rollup.day_of(before)
+        raw = await self._quiet_statement(rollup.PRUNE_RAW, (day * rollup.DAY_SECONDS, limit))
+        return raw + await self._quiet_statement(rollup.PRUNE_DAILY, (day, limit))
 
     async def usage_summary(self, tenant_id: str | None, start: float, end: float, group_by: str,
                             per_tenant: bool = False) -> list[UsageGroup]:
-        """Totals per group of the requests in [start, end), for one tenant or all."""
-        key = GROUP_KEYS[group_by]
-        who = "COALESCE(t.name, u.tenant_id)" if per_tenant and group_by != "tenant" else "''"
-        where = "u.created_at >= ? AND u.created_at < ?" + (" AND u.tenant_id = ?" if tenant_id else "")
-        params: tuple[object, ...] = (start, end, tenant_id) if tenant_id else (start, end)
-        rows = await self._all(
-            f"SELECT {who}, {key}, COUNT(*), SUM(u.status >= 400), SUM(u.billing = 'hosted'), "
-            "SUM(u.prompt_tokens), SUM(u.completion_tokens), SUM(u.total_tokens), SUM(u.estimated), "
-            "AVG(u.latency_ms), AVG(u.ttft_ms) "
-            f"FROM usage u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2",
-            params)
+        """Totals per group of the requests in [start, end), for one tenant or all:
+        whole UTC days from the rollup, partial days at the edges from the raw rows."""
+        query = rollup.summary_query(tenant_id, start, end, group_by, per_tenant)
+        rows = [] if query is None else await self._all(*query)
         return [UsageGroup(str(r[0]), str(r[1] or ""), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]),
                            int(r[7]), int(r[8]), round(float(r[9]), 1),
                            None if r[10] is None else round(float(r[10]), 1)) for r in rows]
+
+
+async def _last_id(db: aiosqlite.Connection) -> int:
+    """The largest usage id, read inside the write transaction (so no row can slip in
+    between it and the insert)."""
+    async with db.execute(rollup.LAST_ID) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0

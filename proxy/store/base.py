@@ -10,9 +10,9 @@ Writes are serialised by one lock per process and by SQLite's writer lock across
 processes.
 
 There are two kinds of writes:
-- `_write()`: configuration (tenants, tokens, credentials, defaults). It bumps
-  `meta.changes` in the same transaction; every worker polls that counter and drops
-  its caches when it moves.
+- `_write(change)`: configuration (tenants, tokens, credentials, defaults). It bumps
+  `meta.changes` and logs what changed in the same transaction (`changes.py`); every
+  worker polls that counter and drops only the cache entries the change names.
 - `_quiet_write()` / `_quiet_statement()`: accounting (quota counters, usage rows).
   Nothing a worker caches depends on them, and they happen on every hosted call and
   every usage batch: bumping the counter there would empty every worker's caches
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from proxy.store.changes import Change, log_change
 from proxy.store.schema import MIGRATIONS
 from translators.errors import ApiError
 
@@ -126,31 +127,31 @@ class SQLiteBase:
         return self._writer
 
     @asynccontextmanager
-    async def _transaction(self, bump: bool) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, change: Change | None) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
             db = self.writer
             await db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
-                if bump:
-                    await db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
+                if change is not None:
+                    await log_change(db, change)
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One immediate transaction that also bumps the change counter."""
+    async def _write(self, change: Change) -> AsyncIterator[aiosqlite.Connection]:
+        """One immediate transaction that also logs `change` (and bumps the counter)."""
         with _typed_busy():
-            async with self._transaction(bump=True) as db:
+            async with self._transaction(change) as db:
                 yield db
 
     @asynccontextmanager
     async def _quiet_write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One immediate transaction that leaves the change counter alone (accounting)."""
         with _typed_busy():
-            async with self._transaction(bump=False) as db:
+            async with self._transaction(None) as db:
                 yield db
 
     async def _quiet_statement(self, sql: str, params: Iterable[object] = ()) -> int:

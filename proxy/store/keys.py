@@ -16,6 +16,7 @@ import aiosqlite
 
 from keystore.store import MASTER_CHECK_META, MASTER_ID_META
 from proxy.store.base import SQLiteBase
+from proxy.store.changes import Change, Kind
 from translators.errors import ApiError
 
 
@@ -67,7 +68,7 @@ class MasterKeyQueries(SQLiteBase):
     async def key_rotation(self) -> AsyncIterator[KeyRotation]:
         """One write transaction (bumping the change counter, so workers notice): commits
         when the block ends normally, rolls back if it raises."""
-        async with self._write() as db:
+        async with self._write(Change(Kind.MASTER_KEY)) as db:
             yield KeyRotation(db)
 
     async def adopt_master_key_id(self, key_id: str) -> bool:
@@ -75,7 +76,7 @@ class MasterKeyQueries(SQLiteBase):
         and on its wrapped keys. A no-op, with no write, once recorded."""
         if await self._one("SELECT 1 FROM meta WHERE key = ?", (MASTER_ID_META,)) is not None:
             return False
-        async with self._write() as db:
+        async with self._write(Change(Kind.META, detail=MASTER_ID_META)) as db:
             cur = await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (MASTER_ID_META, key_id))
             if cur.rowcount != 1:
                 return False
@@ -90,7 +91,7 @@ class MasterKeyQueries(SQLiteBase):
         wrapped keys kept since the rotation to it. Rows dropped (0, with no write, if none)."""
         if not await self._one("SELECT 1 FROM previous_private_keys LIMIT 1"):
             return 0
-        async with self._write() as db:
+        async with self._write(Change(Kind.META, detail="previous_private_keys")) as db:
             # Only if that key is still the current one (checked under the write lock).
             cur = await db.execute("DELETE FROM previous_private_keys WHERE EXISTS "
                                    "(SELECT 1 FROM meta WHERE key = ? AND value = ?)", (MASTER_ID_META, key_id))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from keystore.store import WrappedKey
 from proxy.store.accounting import AccountingQueries
+from proxy.store.changes import Change, Kind, LoggedChange, parse_rows
 from proxy.store.keys import MasterKeyQueries, StaleMasterKey, current_key_id
 
 
@@ -54,12 +55,26 @@ class Store(MasterKeyQueries, AccountingQueries):
         row = await self._one("SELECT value FROM meta WHERE key = 'changes'")
         return int(row[0]) if row else 0
 
+    async def changes_since(self, seq: int, limit: int) -> tuple[int, list[LoggedChange]]:
+        """The change counter and up to `limit` logged changes after `seq` (none when the
+        counter has not moved: the poll's common case is one indexed read)."""
+        counter = await self.changes()
+        if counter <= seq:
+            return counter, []
+        rows = await self._all("SELECT seq, tenant_id, kind, detail FROM change_log WHERE seq > ? AND seq <= ? "
+                               "ORDER BY seq LIMIT ?", (seq, counter, limit))
+        return counter, parse_rows(rows)
+
+    async def prune_changes(self, before: float) -> int:
+        """Drop change-log rows older than `before` (a quiet write: nothing to invalidate)."""
+        return await self._quiet_statement("DELETE FROM change_log WHERE created_at < ?", (before,))
+
     async def get_meta(self, key: str) -> str | None:
         row = await self._one("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else str(row[0])
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self._write() as db:
+        async with self._write(Change(Kind.META, detail=key)) as db:
             await db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
@@ -68,7 +83,7 @@ class Store(MasterKeyQueries, AccountingQueries):
         # that call this on every poll invalidate each other's caches for ever.
         if await self.get_meta(key) is not None:
             return False
-        async with self._write() as db:
+        async with self._write(Change(Kind.META, detail=key)) as db:
             cur = await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
             return cur.rowcount == 1
 
@@ -77,7 +92,7 @@ class Store(MasterKeyQueries, AccountingQueries):
     async def create_tenant(self, tenant_id: str, name: str, public_key: bytes, wrapped_key: bytes) -> TenantRow:
         row = TenantRow(tenant_id, name, public_key, _now())
         key_id = wrapped_key.master_key_id if isinstance(wrapped_key, WrappedKey) else None
-        async with self._write() as db:
+        async with self._write(Change(Kind.TENANT, tenant_id)) as db:
             if key_id is not None:
                 # Under the write lock: a rotation either committed before (then refuse a key
                 # wrapped under the old master key) or will re-wrap this tenant's key too.
@@ -100,10 +115,11 @@ class Store(MasterKeyQueries, AccountingQueries):
             "SELECT id, name, public_key, created_at FROM tenants ORDER BY name")]
 
     async def delete_tenant(self, tenant_id: str) -> bool:
-        async with self._write() as db:
+        async with self._write(Change(Kind.TENANT_DELETED, tenant_id)) as db:
             cur = await db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
             # usage has no foreign key (see schema 2); a deleted tenant's history goes too.
             await db.execute("DELETE FROM usage WHERE tenant_id = ?", (tenant_id,))
+            await db.execute("DELETE FROM usage_daily WHERE tenant_id = ?", (tenant_id,))
             return cur.rowcount == 1
 
     # -- tokens -------------------------------------------------------------------
@@ -111,7 +127,7 @@ class Store(MasterKeyQueries, AccountingQueries):
     async def create_token(self, token_id: str, tenant_id: str, name: str | None, token_hash: str,
                            hint: str) -> TokenRow:
         row = TokenRow(token_id, tenant_id, name, hint, _now(), None)
-        async with self._write() as db:
+        async with self._write(Change(Kind.TOKEN, tenant_id, token_hash)) as db:
             await db.execute("INSERT INTO tokens (id, tenant_id, name, token_hash, hint, created_at) "
                              "VALUES (?, ?, ?, ?, ?, ?)", (token_id, tenant_id, name, token_hash, hint, row.created_at))
         return row
@@ -128,7 +144,11 @@ class Store(MasterKeyQueries, AccountingQueries):
             "ORDER BY created_at, id", (tenant_id,))]
 
     async def revoke_token(self, token_id: str) -> TokenRow | None:
-        async with self._write() as db:
+        # The hash names the cache entry every worker drops; a token's hash never changes.
+        found = await self._one("SELECT tenant_id, token_hash FROM tokens WHERE id = ?", (token_id,))
+        if found is None:
+            return None
+        async with self._write(Change(Kind.TOKEN, found[0], found[1])) as db:
             await db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                              (_now(), token_id))
         row = await self._one("SELECT id, tenant_id, name, hint, created_at, revoked_at FROM tokens WHERE id = ?",
@@ -138,7 +158,7 @@ class Store(MasterKeyQueries, AccountingQueries):
     # -- provider credentials and per-model entries ----------------------------------
 
     async def set_credential(self, tenant_id: str, provider: str, secret: bytes) -> None:
-        async with self._write() as db:
+        async with self._write(Change(Kind.CREDENTIAL, tenant_id, provider)) as db:
             await db.execute("INSERT INTO provider_credentials (tenant_id, provider, secret, updated_at) "
                              "VALUES (?, ?, ?, ?) ON CONFLICT(tenant_id, provider) DO UPDATE SET "
                              "secret = excluded.secret, updated_at = excluded.updated_at",
@@ -149,13 +169,13 @@ class Store(MasterKeyQueries, AccountingQueries):
             "SELECT provider, secret FROM provider_credentials WHERE tenant_id = ? ORDER BY provider", (tenant_id,))}
 
     async def remove_credential(self, tenant_id: str, provider: str) -> bool:
-        async with self._write() as db:
+        async with self._write(Change(Kind.CREDENTIAL, tenant_id, provider)) as db:
             cur = await db.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ?",
                                    (tenant_id, provider))
             return cur.rowcount == 1
 
     async def add_model(self, tenant_id: str, provider: str, model: str, model_type: str, secret: bytes) -> None:
-        async with self._write() as db:
+        async with self._write(Change(Kind.MODEL, tenant_id, f"{provider}/{model}")) as db:
             await db.execute("INSERT INTO tenant_models (tenant_id, provider, model, model_type, secret, updated_at) "
                              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(tenant_id, provider, model) DO UPDATE SET "
                              "model_type = excluded.model_type, secret = excluded.secret, "
@@ -168,7 +188,7 @@ class Store(MasterKeyQueries, AccountingQueries):
             "ORDER BY provider, model", (tenant_id,))]
 
     async def remove_model(self, tenant_id: str, provider: str, model: str) -> bool:
-        async with self._write() as db:
+        async with self._write(Change(Kind.MODEL, tenant_id, f"{provider}/{model}")) as db:
             cur = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ?",
                                    (tenant_id, provider, model))
             return cur.rowcount == 1
@@ -176,7 +196,7 @@ class Store(MasterKeyQueries, AccountingQueries):
     # -- defaults -----------------------------------------------------------------
 
     async def set_default(self, tenant_id: str, model_type: str, provider: str, model: str) -> None:
-        async with self._write() as db:
+        async with self._write(Change(Kind.DEFAULT, tenant_id, model_type)) as db:
             await db.execute("INSERT INTO default_models (tenant_id, model_type, provider, model) VALUES (?, ?, ?, ?) "
                              "ON CONFLICT(tenant_id, model_type) DO UPDATE SET provider = excluded.provider, "
                              "model = excluded.model", (tenant_id, model_type, provider, model))
@@ -186,7 +206,7 @@ class Store(MasterKeyQueries, AccountingQueries):
             "SELECT model_type, provider, model FROM default_models WHERE tenant_id = ?", (tenant_id,))}
 
     async def clear_default(self, tenant_id: str, model_type: str) -> bool:
-        async with self._write() as db:
+        async with self._write(Change(Kind.DEFAULT, tenant_id, model_type)) as db:
             cur = await db.execute("DELETE FROM default_models WHERE tenant_id = ? AND model_type = ?",
                                    (tenant_id, model_type))
             return cur.rowcount == 1

@@ -314,7 +314,7 @@ def stored_credential(offline: GatewayProcess, tenant: str, provider: str) -> di
             directory = Directory(store, keystore)
             row = await store.find_tenant(tenant)
             assert row is not None
-            return dict(directory.credential(await directory.tenant(row.id), provider, None))
+            return dict(await directory.credential(await directory.tenant(row.id), provider, None))
         finally:
             await store.close()
     return asyncio.run(read())

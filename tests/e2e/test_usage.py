@@ -257,4 +257,4 @@ def test_rows_are_flushed_on_shutdown_and_old_rows_pruned(tmp_path: Path, fake_o
         assert db.execute("SELECT COUNT(*) FROM usage WHERE tenant_id = 'tn_gone'").fetchone()[0] == 0
     finally:
         db.close()
-    assert "usage: deleted 5 records older than the retention period" in gw.log()
+    assert "usage: deleted 5 rows (records and daily totals) older than the retention period" in gw.log()

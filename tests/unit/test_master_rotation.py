@@ -266,7 +266,7 @@ def test_previous_wrapped_keys_serve_an_old_key_until_confirmed(tmp_path: Path, 
             await directory.refresh_if_changed()
             assert worker.key_id == master_key_id(load_master_key(settings.master_key_path, create=False))
             state = await directory.tenant((await store.find_tenant("acme")).id)  # type: ignore[union-attr]
-            assert directory.credential(state, "openai", None)["api_key"] == API_KEY
+            assert (await directory.credential(state, "openai", None))["api_key"] == API_KEY
         finally:
             await store.close()
 

@@ -14,6 +14,7 @@ from proxy.hosted import build_offers
 from proxy.quotas import Quotas
 from proxy.settings import HostedSettings
 from proxy.store import Store, UsageRow
+from proxy.store.changes import Kind
 from translators.errors import ApiError
 
 OFFERS = build_offers({"openai": HostedSettings(credentials={"api_key": "sk-platform-0123456789abcdef"}, quota=3,
@@ -73,7 +74,6 @@ async def test_accounting_writes_do_not_bump_the_change_counter(store: Store) ->
     before = await store.changes()
     await store.quota_reserve("tn_1", "openai", 3)
     await store.quota_refund("tn_1", "openai")
-    await store.quota_set_limit("tn_1", "openai", 9)
     row = UsageRow(0.0, "req", "tn_1", "tok", "chat.completions", "openai", "m", "llm", "own", False, 200,
                    1, 2, 3, False, 1.0, None)
     await store.insert_usage([row])
@@ -81,6 +81,10 @@ async def test_accounting_writes_do_not_bump_the_change_counter(store: Store) ->
     assert await store.changes() == before
     await store.create_token("tok_1", "tn_1", None, "hash", "mp-...abcd")  # configuration does bump
     assert await store.changes() == before + 1
+    await store.quota_set_limit("tn_1", "openai", 9)  # an operator's limit is configuration too
+    _, logged = await store.changes_since(before, 10)
+    assert [(c.change.kind, c.change.tenant_id, c.change.detail) for c in logged] == [
+        (Kind.TOKEN, "tn_1", "hash"), (Kind.QUOTA, "tn_1", "openai")]
 
 
 async def test_deleting_a_tenant_removes_its_counters_and_usage(store: Store) -> None:
