@@ -6,7 +6,8 @@ GIL between many small C calls, so with the loop thread busy a decrypt in a thre
 convoy). A process has its own GIL. `InlineCrypto` is for one-shot CLI commands, tests
 and `crypto.processes: 0`, where there is no loop worth protecting or it is accepted.
 
-The helpers are plain subprocesses (`python -m keystore.offload`) spoken to over pipes
+The helpers are plain subprocesses (`python -m keystore.crypto_helper`, which exits
+when idle) spoken to over pipes
 by the event loop itself. Not multiprocessing: its spawn copies the parent's environment,
 where a gateway worker keeps $MODELPORT_MASTER_KEY, and /proc/PID/environ shows it to
 whoever can read the helper's; and its executor's manager and feeder threads contend
@@ -32,15 +33,20 @@ import asyncio
 import logging
 import os
 import pickle
-import signal
-import struct
 import sys
 from asyncio.subprocess import PIPE
 from collections.abc import Callable
-from typing import BinaryIO, Protocol, TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
-from keystore import crypto
 from keystore.crypto import KeyPair, KeystoreError
+from keystore.crypto_helper import (
+    _HEADER,
+    _MAX_ANSWER,
+    IDLE_EXIT,
+    _Answer,
+    _decrypt,
+    _generate,
+)
 
 __all__ = ["CryptoRunner", "InlineCrypto", "ProcessCrypto"]
 
@@ -48,23 +54,11 @@ log = logging.getLogger("modelport")
 
 T = TypeVar("T")
 
-# Niceness of the helper processes: a key generation (a quarter second or more of CPU)
-# then yields the core to the serving workers, which are the latency-sensitive ones.
-_CHILD_NICENESS = 5
-
-# A frame: 4-byte big-endian length, then a pickle. Pickle is safe here only because
-# both ends are our own processes, started by us with our code, over private pipes.
-_HEADER = struct.Struct(">I")
-# A key pair is ~3 KB and a secret far less: anything bigger is a broken helper, and
-# the bound keeps one from making the parent buffer gigabytes.
-_MAX_ANSWER = 1 << 20
 _CLOSE_TIMEOUT = 5.0  # a key generation in progress finishes well within this
 
 # What the interpreter needs to run and to find temp files and locale; nothing else, so
 # no secret of the parent's (the master key, an API key in the environment) can leak.
 _KEPT_ENV = ("PATH", "LANG", "TMPDIR", "HOME", "SYSTEMROOT")
-
-_Answer = tuple[bool, object]
 
 
 class CryptoRunner(Protocol):
@@ -75,67 +69,6 @@ class CryptoRunner(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-# -- what runs in the child ---------------------------------------------------------------
-# Module-level so that they pickle by name; the child imports this module (and
-# keystore.crypto, pycryptodome) and nothing of the gateway.
-
-def _generate() -> KeyPair:
-    return crypto.generate_key_pair()
-
-
-def _decrypt(private_der: bytes, blob: bytes) -> bytes:
-    # The DER comes from an authenticated unwrap in the parent (see load_unwrapped_private_key).
-    return crypto.decrypt_secret(crypto.load_unwrapped_private_key(private_der), blob)
-
-
-def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
-    data = stream.read(size)
-    return data if len(data) == size else None
-
-
-def _answer(request: bytes) -> _Answer:
-    try:
-        fn, args = pickle.loads(request)
-        return True, fn(*args)
-    except KeystoreError as exc:
-        # Our own errors carry messages written to be shown (never a secret): the class
-        # too, so that a DecryptionError stays one.
-        return False, (type(exc), str(exc))
-    except Exception as exc:
-        # Anything else might quote its input, which may be key material: the type only.
-        return False, (None, type(exc).__name__)
-
-
-def _serve() -> None:
-    """One request at a time until stdin closes, which is how the parent stops us."""
-    try:
-        os.nice(_CHILD_NICENESS)
-    except (AttributeError, OSError):
-        pass  # best effort: an unprivileged process can always lower its priority, not every OS can
-    # Ctrl-C reaches the whole process group; the parent decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    requests = sys.stdin.buffer
-    # Frames go to a private copy of fd 1, and fd 1 becomes stderr: a stray print, from
-    # Python or C, cannot corrupt them.
-    answers = os.dup(1)
-    os.dup2(2, 1)
-    while (header := _read_exactly(requests, _HEADER.size)) is not None:
-        request = _read_exactly(requests, _HEADER.unpack(header)[0])
-        if request is None:
-            return
-        answer = _answer(request)
-        try:
-            frame = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            frame = pickle.dumps((False, (None, type(exc).__name__)), pickle.HIGHEST_PROTOCOL)
-        out = memoryview(_HEADER.pack(len(frame)) + frame)
-        try:
-            while out:
-                out = out[os.write(answers, out):]
-        except OSError:
-            return  # the parent is gone
 
 
 # -- the runners ------------------------------------------------------------------------------
@@ -253,6 +186,9 @@ class _Helper(asyncio.SubprocessProtocol):
             if pipe is not None:
                 pipe.close()
 
+    def returncode(self) -> int | None:
+        return None if self._transport is None else self._transport.get_returncode()
+
     def kill(self) -> None:
         if self._transport is not None and self._transport.get_returncode() is None:
             try:
@@ -284,10 +220,11 @@ class ProcessCrypto:
     replaced, and the call retried once; a second failure fails the call with a
     KeystoreError instead of retrying for ever, and the next call starts a new helper."""
 
-    def __init__(self, processes: int = 1) -> None:
+    def __init__(self, processes: int = 1, idle_exit: float | None = IDLE_EXIT) -> None:
         if processes < 1:
             raise ValueError("ProcessCrypto needs at least one process (use InlineCrypto for none)")
         self._processes = processes
+        self._idle_exit = idle_exit  # a helper exits after this long without work (None: never)
         # A slot per helper; None is one not started yet (or replaced after it broke).
         self._idle: asyncio.Queue[_Helper | None] = asyncio.Queue()
         for _ in range(processes):
@@ -333,7 +270,9 @@ class ProcessCrypto:
         if slot is not None and not slot.broken:
             slot.busy = True
             return slot
-        if slot is not None:  # broke while idle (killed when it broke; the loop reaps it)
+        if slot is not None and slot.returncode() == 0:
+            log.debug("the cryptography helper exited after %s s without work; starting a new one", self._idle_exit)
+        elif slot is not None:  # broke while idle (killed when it broke; the loop reaps it)
             log.warning("a cryptography helper process died while idle; starting a new one")
         helper = None
         try:
@@ -358,7 +297,8 @@ class ProcessCrypto:
             lambda: _Helper(self._idle.put_nowait),
             # -P: not the working directory first on the path; it might hold another
             # checkout whose `keystore` would shadow ours.
-            sys.executable, "-P", "-m", "keystore.offload",
+            sys.executable, "-P", "-m", "keystore.crypto_helper",
+            *([] if self._idle_exit is None else [str(self._idle_exit)]),
             stdin=PIPE, stdout=PIPE, stderr=None, env=_child_environment())
         self._helpers.add(helper)
         helper.finished.add_done_callback(lambda _: self._helpers.discard(helper))
@@ -393,7 +333,3 @@ def _result(answer: _Answer) -> object:
             error = KeystoreError(message)
         raise error
     raise KeystoreError(f"the cryptography helper failed: {message}")
-
-
-if __name__ == "__main__":
-    _serve()

@@ -538,3 +538,29 @@ async def test_open_credential_in_the_helper_equals_the_inline_decrypt(pairs: li
     opened = await served.open_credential("tn_2", wrapped, blob, SPEC)
     assert opened == Keystore(MASTER).decrypt("tn_2", wrapped, blob, SPEC)
     assert opened["api_key"] == "sk-2" and served.stats.rsa_decryptions == 1 and served.stats.unwraps == 1
+
+
+async def test_an_idle_helper_exits_and_the_next_call_starts_another(pair: KeyPair,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    runner = ProcessCrypto(1, idle_exit=0.3)
+    try:
+        first = await runner._call(os.getpid)
+        helper = _helper(runner)
+        await asyncio.wait_for(helper.finished, 10)  # it left on its own: nobody closed or killed it
+        assert helper.returncode() == 0 and _gone(first) and not runner._helpers
+        assert await _soon(runner.decrypt(pair.private_der, _seal(pair, "sk-after-idle"))) == b"sk-after-idle"
+        assert await runner._call(os.getpid) != first
+        assert "died" not in caplog.text  # an idle exit is no failure
+    finally:
+        await runner.close()
+
+
+async def test_a_busy_helper_does_not_exit_for_idleness(pair: KeyPair) -> None:
+    runner = ProcessCrypto(1, idle_exit=0.3)
+    try:
+        first = await runner._call(os.getpid)
+        for _ in range(6):  # 0.6 s in all, never 0.3 s without a request
+            await runner._call(time.sleep, 0.1)
+        assert await runner._call(os.getpid) == first
+    finally:
+        await runner.close()
