@@ -1,4 +1,4 @@
-"""The RSA helper process (`python -P -m keystore.crypto_helper [IDLE_SECONDS]`): the child
+"""The RSA helper process (started as `python -P -c LAUNCH IDLE_SECONDS NICENESS`): the child
 side of `keystore/offload.py`. It imports the keystore's cryptography and nothing of the
 gateway, answers one request at a time, and exits when its stdin closes (the parent
 stops it) or when no request came for IDLE_SECONDS: a worker whose tenants are all warm
@@ -24,9 +24,11 @@ _HEADER = struct.Struct(">I")
 # A key pair is ~3 KB and a secret far less: anything bigger is a broken helper, and
 # the bound keeps one from making the parent buffer gigabytes.
 _MAX_ANSWER = 1 << 20
-# Niceness of the helper processes: a key generation then yields the core to the
-# serving workers, which are the latency-sensitive ones.
-_CHILD_NICENESS = 5
+# Niceness added to the helper's: its RSA then yields the core to the serving workers,
+# which are the latency-sensitive ones. Decryptions (a cold tenant's request waits for
+# one) get a little less than the workers, key generation (an admin waits) much less.
+DECRYPT_NICENESS = 5
+KEYGEN_NICENESS = 10
 IDLE_EXIT = 120.0  # seconds without a request before a helper exits
 
 _Answer = tuple[bool, object]
@@ -70,12 +72,17 @@ def _answer(request: bytes) -> _Answer:
         return False, (None, type(exc).__name__)
 
 
+# How the parent starts a helper: lower the priority first, then import (the imports
+# are ~0.25 s of CPU that must not compete with the serving workers either).
+# argv: [-c, IDLE_SECONDS or "-", NICENESS].
+LAUNCH = ("import os, runpy, sys\n"
+          "try:\n    os.nice(int(sys.argv[2]))\n"
+          "except (AttributeError, OSError):\n    pass  # best effort\n"
+          "runpy.run_module('keystore.crypto_helper', run_name='__main__')\n")
+
+
 def _serve(idle: float | None) -> None:
     """One request at a time until stdin closes or `idle` seconds pass without one."""
-    try:
-        os.nice(_CHILD_NICENESS)
-    except (AttributeError, OSError):
-        pass  # best effort: an unprivileged process can always lower its priority, not every OS can
     # Ctrl-C reaches the whole process group; the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = sys.stdin.fileno()
@@ -101,4 +108,5 @@ def _serve(idle: float | None) -> None:
 
 
 if __name__ == "__main__":
-    _serve(float(sys.argv[1]) if len(sys.argv) > 1 else None)
+    _idle = sys.argv[1] if len(sys.argv) > 1 else "-"  # "-": never exit for idleness
+    _serve(None if _idle == "-" else float(_idle))

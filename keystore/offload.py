@@ -6,8 +6,8 @@ GIL between many small C calls, so with the loop thread busy a decrypt in a thre
 convoy). A process has its own GIL. `InlineCrypto` is for one-shot CLI commands, tests
 and `crypto.processes: 0`, where there is no loop worth protecting or it is accepted.
 
-The helpers are plain subprocesses (`python -m keystore.crypto_helper`, which exits
-when idle) spoken to over pipes
+The helpers are plain subprocesses (`keystore/crypto_helper.py`, which exits when
+idle) spoken to over pipes
 by the event loop itself. Not multiprocessing: its spawn copies the parent's environment,
 where a gateway worker keeps $MODELPORT_MASTER_KEY, and /proc/PID/environ shows it to
 whoever can read the helper's; and its executor's manager and feeder threads contend
@@ -42,7 +42,9 @@ from keystore.crypto import KeyPair, KeystoreError
 from keystore.crypto_helper import (
     _HEADER,
     _MAX_ANSWER,
+    DECRYPT_NICENESS,
     IDLE_EXIT,
+    LAUNCH,
     _Answer,
     _decrypt,
     _generate,
@@ -220,11 +222,13 @@ class ProcessCrypto:
     replaced, and the call retried once; a second failure fails the call with a
     KeystoreError instead of retrying for ever, and the next call starts a new helper."""
 
-    def __init__(self, processes: int = 1, idle_exit: float | None = IDLE_EXIT) -> None:
+    def __init__(self, processes: int = 1, idle_exit: float | None = IDLE_EXIT,
+                 niceness: int = DECRYPT_NICENESS) -> None:
         if processes < 1:
             raise ValueError("ProcessCrypto needs at least one process (use InlineCrypto for none)")
         self._processes = processes
         self._idle_exit = idle_exit  # a helper exits after this long without work (None: never)
+        self._niceness = niceness
         # A slot per helper; None is one not started yet (or replaced after it broke).
         self._idle: asyncio.Queue[_Helper | None] = asyncio.Queue()
         for _ in range(processes):
@@ -297,8 +301,8 @@ class ProcessCrypto:
             lambda: _Helper(self._idle.put_nowait),
             # -P: not the working directory first on the path; it might hold another
             # checkout whose `keystore` would shadow ours.
-            sys.executable, "-P", "-m", "keystore.crypto_helper",
-            *([] if self._idle_exit is None else [str(self._idle_exit)]),
+            sys.executable, "-P", "-c", LAUNCH,
+            "-" if self._idle_exit is None else str(self._idle_exit), str(self._niceness),
             stdin=PIPE, stdout=PIPE, stderr=None, env=_child_environment())
         self._helpers.add(helper)
         helper.finished.add_done_callback(lambda _: self._helpers.discard(helper))

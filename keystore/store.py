@@ -82,12 +82,14 @@ class Keystore:
     Only `follow` changes the wrapping key, so it never flips back to an older one.
 
     `private_keys` bounds the cache of unwrapped private keys (least recently used out);
-    `runner` is where RSA runs (None: inline); `pregenerated_keys` key pairs are kept
-    ready once `start` is called. `close` stops the pool and the runner."""
+    `runner` is where RSA decryption runs (None: inline), `key_runner` where key pairs are
+    generated (None: `runner`): apart, a cold tenant's decryption never waits behind a
+    key generation. `pregenerated_keys` pairs are kept ready once `start` is called or a
+    pair was taken. `close` stops the pool and the runners."""
 
     def __init__(self, master_key: bytes, reload_master: Callable[[], Iterable[bytes]] | None = None, *,
                  private_keys: int = 10_000, runner: CryptoRunner | None = None,
-                 pregenerated_keys: int = 0) -> None:
+                 key_runner: CryptoRunner | None = None, pregenerated_keys: int = 0) -> None:
         crypto.encode_master_key(master_key)  # checks the length once, here
         if private_keys < 1:
             raise ValueError("the private key cache needs room for at least one key")
@@ -100,7 +102,8 @@ class Keystore:
         self._lock = threading.Lock()
         self.stats = KeystoreStats()
         self._runner = _Counted(runner if runner is not None else InlineCrypto(), self.stats)
-        self._pool = KeyPairPool(self._runner, pregenerated_keys)
+        self._key_runner = self._runner if key_runner is None else _Counted(key_runner, self.stats)
+        self._pool = KeyPairPool(self._key_runner, pregenerated_keys)
 
     @property
     def runner(self) -> CryptoRunner:
@@ -118,9 +121,15 @@ class Keystore:
         """Begin pre-generating key pairs (needs a running event loop; a no-op without a pool)."""
         self._pool.start()
 
+    @property
+    def key_runner(self) -> CryptoRunner:
+        return self._key_runner.inner
+
     async def close(self) -> None:
         await self._pool.close()
         await self._runner.close()
+        if self._key_runner is not self._runner:
+            await self._key_runner.close()
 
     # -- the master key -------------------------------------------------------------
 

@@ -37,7 +37,8 @@ from keystore import (
     staged_key_path,
     verify_master_key,
 )
-from keystore.offload import CryptoRunner, InlineCrypto, ProcessCrypto
+from keystore.crypto_helper import KEYGEN_NICENESS
+from keystore.offload import ProcessCrypto
 from keystore.store import MASTER_CHECK_META, MASTER_ID_META, Keystore
 from proxy.settings import Settings
 from proxy.store import Store
@@ -99,9 +100,13 @@ def _keystore(master: bytes, reload: Callable[[], list[bytes]], settings: Settin
     Without helper processes (`crypto.processes: 0`) nothing is pre-generated either: made
     inline, the pairs would block the event loop at start-up and after every tenant creation."""
     processes = settings.crypto.processes if serving else 0
-    runner: CryptoRunner = ProcessCrypto(processes) if processes > 0 else InlineCrypto()
-    return Keystore(master, reload_master=reload, private_keys=settings.cache.private_keys, runner=runner,
-                    pregenerated_keys=settings.crypto.pregenerated_keys if processes > 0 else 0)
+    if processes == 0:
+        return Keystore(master, reload_master=reload, private_keys=settings.cache.private_keys)
+    # Two lanes: decryptions (a cold tenant's request waits) never queue behind a key
+    # generation (an admin waits), which also runs at a lower priority.
+    return Keystore(master, reload_master=reload, private_keys=settings.cache.private_keys,
+                    runner=ProcessCrypto(processes), key_runner=ProcessCrypto(1, niceness=KEYGEN_NICENESS),
+                    pregenerated_keys=settings.crypto.pregenerated_keys)
 
 
 async def open_keystore(store: Store, settings: Settings, *, serving: bool = False) -> Keystore:

@@ -90,10 +90,13 @@ def test_tenants_are_created_by_the_rsa_helper_while_requests_are_answered(one_w
                 answered += 1
             creating.join(timeout=60)
             assert created and created[0].status_code == 201, created and created[0].text
-    # Acme's requests were warm (no RSA): every CPU tick the helper spent since is key
-    # generation (the tenants' pairs and the pool's refills), which the worker did not do.
+    # Key generation has a helper of its own, started by the first creation; it did the
+    # work (3 pairs and the pool's refills: ~0.08 s of CPU each), not the worker. Acme's
+    # requests were warm: the decryption helper did nothing meanwhile.
     after = _rsa_helpers(gw)
-    assert set(after) == set(helpers), (helpers, after)
-    pid = next(iter(helpers))
-    assert after[pid] - helpers[pid] >= 0.1, (helpers, after)  # 3-5 RSA-2048 generations: ~0.08 s each
+    decrypter = next(iter(helpers))
+    generators = set(after) - {decrypter}
+    assert decrypter in after and len(generators) == 1, (helpers, after)
+    assert after[generators.pop()] >= 0.1, (helpers, after)
+    assert after[decrypter] - helpers[decrypter] < 0.05, (helpers, after)
     assert "Traceback" not in gw.log()

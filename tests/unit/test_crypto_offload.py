@@ -19,7 +19,8 @@ from Crypto.PublicKey import RSA
 from Crypto.Util.asn1 import DerSequence
 
 from keystore import crypto, offload
-from keystore.crypto import DecryptionError, KeyPair, KeystoreError
+from keystore.crypto import DecryptionError, KeyPair, KeystoreError, new_master_key
+from keystore.crypto_helper import DECRYPT_NICENESS
 from keystore.keypool import KeyPairPool
 from keystore.models import Credential, CredentialField
 from keystore.offload import CryptoRunner, InlineCrypto, ProcessCrypto
@@ -564,3 +565,21 @@ async def test_a_busy_helper_does_not_exit_for_idleness(pair: KeyPair) -> None:
         assert await runner._call(os.getpid) == first
     finally:
         await runner.close()
+
+
+async def test_key_generation_and_decryption_run_in_separate_lanes(pairs: list[KeyPair]) -> None:
+    decrypting, generating = ProcessCrypto(1), ProcessCrypto(1, niceness=7)
+    keystore = Keystore(new_master_key(), runner=decrypting, key_runner=generating)
+    try:
+        public, wrapped = await keystore.create_tenant_keys("tn_lanes")
+        blob = keystore.encrypt(public, Credential({"api_key": "sk-test-lanes-not-real-0000"}))
+        cred = await keystore.open_credential("tn_lanes", wrapped, blob, SPEC)
+        assert cred["api_key"] == "sk-test-lanes-not-real-0000"
+        (decrypter,), (generator,) = decrypting._helpers, generating._helpers
+        assert decrypter.pid != generator.pid  # each lane started its own helper, and only one
+        nice = [int(Path(f"/proc/{h.pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) for h in (decrypter, generator)]
+        assert nice[1] - nice[0] == 7 - DECRYPT_NICENESS  # the generator yields more to the workers
+        assert keystore.stats.keys_generated == 1 and keystore.stats.rsa_decryptions == 1
+    finally:
+        await keystore.close()
+    assert not decrypting._helpers and not generating._helpers  # close() stops both lanes

@@ -127,6 +127,11 @@ async def test_only_the_server_gets_helper_processes_and_a_pool(tmp_path: Path, 
         assert keystore._private.maxsize == 7  # cache.private_keys
         if isinstance(keystore.runner, ProcessCrypto):
             assert keystore.runner.processes == processes
+            # Key generation has a lane of its own, one process, at a lower priority.
+            assert isinstance(keystore.key_runner, ProcessCrypto) and keystore.key_runner is not keystore.runner
+            assert keystore.key_runner.processes == 1
+        else:
+            assert keystore.key_runner is keystore.runner
     finally:
         await keystore.close()
         await store.close()
