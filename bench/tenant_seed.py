@@ -62,7 +62,7 @@ def _rows(names: list[str], pair: crypto.KeyPair, public: RsaKey, master: bytes,
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         tokens.append(token)
         rows["tenants"].append((tenant_id, name, pair.public_pem, now))
-        # As Keystore.new_tenant_keys does: sealed under the master key, bound to the tenant id.
+        # As Keystore.create_tenant_keys does: sealed under the master key, bound to the tenant id.
         rows["keys"].append((tenant_id, crypto.wrap_private_key(master, pair.private_der, tenant_id.encode()),
                              key_id))
         rows["tokens"].append(("tok_" + secrets.token_hex(8), tenant_id, "bench", hash_token(token),

@@ -126,8 +126,8 @@ class Management:
         await self.store.set_credential(tenant.id, provider, self.keystore.encrypt(tenant.public_key, credential))
         return {"provider": provider, "fields": credential.masked()}
 
-    async def _decrypt_masked(self, tenant: TenantRow, provider: str, blob: bytes) -> dict[str, str]:
-        wrapped = await self.store.wrapped_private_key(tenant.id)
+    async def _decrypt_masked(self, tenant: TenantRow, wrapped: bytes | None, provider: str,
+                              blob: bytes) -> dict[str, str]:
         translator = REGISTRY.get(provider)
         if wrapped is None or translator is None:
             return {}
@@ -136,7 +136,8 @@ class Management:
 
     async def list_providers(self, ref: str) -> list[dict[str, Any]]:
         tenant = await self.tenant(ref)
-        return [{"provider": p, "fields": await self._decrypt_masked(tenant, p, blob)}
+        wrapped = await self.store.wrapped_private_key(tenant.id)  # once for the whole list
+        return [{"provider": p, "fields": await self._decrypt_masked(tenant, wrapped, p, blob)}
                 for p, blob in (await self.store.credentials(tenant.id)).items()]
 
     async def remove_provider(self, ref: str, provider: str) -> dict[str, Any]:
@@ -166,8 +167,9 @@ class Management:
 
     async def list_models(self, ref: str) -> list[dict[str, Any]]:
         tenant = await self.tenant(ref)
+        wrapped = await self.store.wrapped_private_key(tenant.id)
         return [{"provider": m.provider, "model": m.model, "type": m.model_type,
-                 "fields": await self._decrypt_masked(tenant, m.provider, m.secret)}
+                 "fields": await self._decrypt_masked(tenant, wrapped, m.provider, m.secret)}
                 for m in await self.store.models(tenant.id)]
 
     async def remove_model(self, ref: str, provider: str, model: str) -> dict[str, Any]:

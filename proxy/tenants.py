@@ -37,6 +37,7 @@ T = TypeVar("T")
 _REFUSED_LIMIT = 10_000   # refused token hashes remembered: a flood of random tokens evicts only these
 _LOG_BATCH = 10_000       # more changes than this in one poll: dropping everything is cheaper
 _EVERYTHING = frozenset(Kind)
+_MASTER_KEY_KINDS = frozenset({Kind.MASTER_KEY, Kind.META})  # a rotation; the key id adopted
 
 
 def hash_token(token: str) -> str:
@@ -188,7 +189,9 @@ class Directory:
         key = (provider, model or "")
         cred = state.decrypted.get(key)
         if cred is None:
-            blob = state.credentials[provider] if model is None else state.models[(provider, model)].secret
+            blob = state.ciphertext(*key)
+            if blob is None:
+                raise KeyError(key)  # routing only picks what the tenant has
             cred = await self._single_flight(f"cred:{state.id}:{provider}:{key[1]}", lambda: self._decrypt(
                 state, provider, blob))
             state.decrypted[key] = cred
@@ -208,25 +211,27 @@ class Directory:
             counter, changes = await self.store.changes(), list[LoggedChange]()
         else:
             counter, changes = await self.store.changes_since(self._seen_changes, _LOG_BATCH)
-        moved = counter != self._seen_changes
-        if moved or self._stale_key_id is not None:
-            await self._follow_master_key()
-        if not moved:
+        if counter == self._seen_changes:
+            if self._stale_key_id is not None:
+                await self._follow_master_key()
             return frozenset()
         seen, self._seen_changes = self._seen_changes, counter
-        if seen == -1:
-            return _EVERYTHING  # the first poll: nothing was cached before it
         # Numbers are gap-free (`changes.py`), so the rows in (seen, counter] are all there
         # unless some were pruned unread, more came than one batch, or the database was
         # replaced (the counter went back).
-        if len(changes) != counter - seen:
+        complete = seen != -1 and len(changes) == counter - seen
+        kinds = frozenset(c.change.kind for c in changes) if complete else _EVERYTHING
+        if kinds & _MASTER_KEY_KINDS or self._stale_key_id is not None:
+            await self._follow_master_key()  # one more read, only when the key may have moved
+        if seen == -1:
+            return _EVERYTHING  # the first poll: nothing was cached before it
+        if not complete:
             return self._drop_everything(f"{counter - seen} change(s) since the last poll, {len(changes)} in the log")
-        kinds = {c.change.kind for c in changes}
         if Kind.MASTER_KEY in kinds:
             return self._drop_everything(None)
         for logged in changes:
             self._apply(logged)
-        return frozenset(kinds)
+        return kinds
 
     def _drop_everything(self, why: str | None) -> frozenset[Kind]:
         if why:

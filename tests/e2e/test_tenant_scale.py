@@ -6,7 +6,6 @@ Real servers on loopback; the openai SDK and httpx as clients; the fake OpenAI u
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.procs import cpu_seconds, tree
 from tests.e2e.harness import ACME_KEY, GatewayProcess
 from tests.fakes.fixtures import FakeOpenAI
 
@@ -40,29 +40,14 @@ def one_worker(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[GatewayProce
         gw.stop()
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _rsa_helpers(gw: GatewayProcess) -> dict[int, float]:
     """The gateway's RSA helper processes and the CPU seconds each has used."""
     assert gw.proc is not None
     helpers = {}
-    for pid in _descendants(gw.proc.pid):
+    for pid in tree(gw.proc.pid):  # the /proc readers the benchmark uses
         with contextlib.suppress(OSError):
             if b"keystore.crypto_helper" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                helpers[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                helpers[pid] = cpu_seconds([pid])
     return helpers
 
 
