@@ -21,9 +21,11 @@ __all__ = [
     "CredentialError",
     "CredentialField",
     "deserialize_credential",
+    "label_for",
     "mask",
     "serialize_credential",
     "validate_credential",
+    "with_base_url",
 ]
 
 
@@ -33,6 +35,29 @@ class CredentialField:
     required: bool = True
     secret: bool = True
     description: str = ""
+    # What a form shows beside the input; empty: derived from `name` (see `label_for`).
+    # Set where the derivation reads badly or the vendor's console uses another word.
+    label: str = ""
+
+    @property
+    def display_label(self) -> str:
+        return self.label or label_for(self.name)
+
+
+# Words shown upper-cased in a derived label; whole names whose derivation reads badly.
+_ACRONYMS = frozenset({"api", "url", "uri", "id", "ak", "sk", "jwt", "http", "https", "ws"})
+_WHOLE_LABELS = {"base_url": "API base URL"}
+
+
+def label_for(name: str) -> str:
+    """A human label for a field name: ``api_key`` -> "API key", ``group_id`` -> "Group ID",
+    ``secret_key`` -> "Secret key" (sentence case, acronyms upper-cased)."""
+    if name in _WHOLE_LABELS:
+        return _WHOLE_LABELS[name]
+    words = [w.upper() if w.lower() in _ACRONYMS else w.lower() for w in name.replace("-", "_").split("_") if w]
+    if not words:
+        return name
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
 
 
 BASE_URL_FIELD = CredentialField(
@@ -40,6 +65,7 @@ BASE_URL_FIELD = CredentialField(
     required=False,
     secret=False,
     description="Overrides the provider's API endpoint (http, https, ws or wss URL).",
+    label="API base URL",
 )
 
 _URL_SCHEMES = frozenset({"http", "https", "ws", "wss"})
@@ -141,7 +167,7 @@ def validate_credential(
     truncates. The error names the field, never the value.
     """
     who = f"provider {provider!r}"
-    credential = _validate(who, _with_base_url(spec), values, allow_unknown=False)
+    credential = _validate(who, with_base_url(spec), values, allow_unknown=False)
     for name, value in credential.items():
         if any(ch < " " or ch == "\x7f" for ch in value):
             raise CredentialError(f"{who} field {name!r} must not contain line breaks, NUL or other control "
@@ -164,10 +190,11 @@ def deserialize_credential(data: bytes, spec: tuple[CredentialField, ...]) -> Cr
         values = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise CredentialError("stored credential is not valid JSON") from None
-    return _validate("stored credential", _with_base_url(spec), values, allow_unknown=True)
+    return _validate("stored credential", with_base_url(spec), values, allow_unknown=True)
 
 
-def _with_base_url(spec: tuple[CredentialField, ...]) -> tuple[CredentialField, ...]:
+def with_base_url(spec: tuple[CredentialField, ...]) -> tuple[CredentialField, ...]:
+    """A provider's fields as a form shows them: its own, then the optional base_url."""
     if any(f.name == BASE_URL_FIELD.name for f in spec):
         return tuple(spec)
     return (*spec, BASE_URL_FIELD)

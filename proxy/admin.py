@@ -1,5 +1,10 @@
-"""The admin API under /admin/v1: the management service over JSON, behind the admin
-token. Secrets go in, never out (responses carry masked values)."""
+"""The admin API under /admin/v1: the management service over JSON. Secrets go in, never
+out (responses carry masked values).
+
+Callers (`proxy/principals.py`): the operator (admin token), a tenant's administrator
+(console token, or the console's session cookie + CSRF header), each through the same
+routes; a tenant's calls are scoped to its tenant by `Management`. The console uses
+these routes and no others."""
 
 from __future__ import annotations
 
@@ -12,10 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.auth import check_admin
+from keystore.models import with_base_url
 from proxy.body import parse, read_json
 from proxy.errors import JSONResponse, error_response, internal_error
 from proxy.gateway import Gateway
+from proxy.principals import resolve
 from proxy.service import Management
 from translators import REGISTRY
 from translators.errors import ApiError
@@ -37,13 +43,16 @@ class TenantIn(_Body):
 
 class TokenIn(_Body):
     name: str | None = None
+    kind: str = "api"   # or "console"
 
 
 class CredentialIn(_Body):
     credentials: dict[str, str]
+    validate_: bool = Field(default=False, alias="validate")  # a real call first; nothing stored if it fails
+    keep_secrets: bool = False  # a secret left out keeps its stored value (the console's edit form)
 
 
-class ModelIn(_Body):
+class ModelIn(CredentialIn):
     provider: str
     model: str
     type: str
@@ -65,16 +74,20 @@ def _admin(handler: Handler, status: int = 200) -> Callable[[Request], Awaitable
     async def endpoint(request: Request) -> Response:
         gateway: Gateway = request.app.state.gateway
         try:
-            check_admin(request, gateway.admin_hash)
-            result = await handler(Management(gateway.store, gateway.keystore, gateway.hosted), request)
+            principal = await resolve(request, gateway)
+            management = Management(gateway.store, gateway.keystore, gateway.hosted, scope=principal.tenant_id,
+                                    http=gateway.http)
+            result = await handler(management, request)
             if isinstance(result, list):
                 result = {"object": "list", "data": result}
-            return JSONResponse(result, status_code=status)
+            response: Response = JSONResponse(result, status_code=status)
         except ApiError as err:
-            return error_response(err)
+            response = error_response(err)
         except Exception:
             log.exception("admin request failed")
-            return error_response(internal_error("admin"))
+            response = error_response(internal_error("admin"))
+        response.headers["Cache-Control"] = "no-store"  # masked keys and tokens: not for any cache
+        return response
     return endpoint
 
 
@@ -92,16 +105,31 @@ async def _create_tenant(m: Management, r: Request) -> Any:
 
 
 async def _create_token(m: Management, r: Request) -> Any:
-    return await m.create_token(_p(r, "tenant"), (await _body(r, TokenIn)).name)
+    body = await _body(r, TokenIn)
+    return await m.create_token(_p(r, "tenant"), body.name, body.kind)
 
 
 async def _set_provider(m: Management, r: Request) -> Any:
-    return await m.set_provider(_p(r, "tenant"), _p(r, "provider"), (await _body(r, CredentialIn)).credentials)
+    body = await _body(r, CredentialIn)
+    return await m.set_provider(_p(r, "tenant"), _p(r, "provider"), body.credentials, validate=body.validate_,
+                                keep_secrets=body.keep_secrets)
+
+
+async def _validate_provider(m: Management, r: Request) -> Any:
+    body = await _body(r, CredentialIn)
+    return await m.validate_provider(_p(r, "tenant"), _p(r, "provider"), body.credentials, body.keep_secrets)
 
 
 async def _add_model(m: Management, r: Request) -> Any:
     body = await _body(r, ModelIn)
-    return await m.add_model(_p(r, "tenant"), body.provider, body.model, body.type, body.credentials)
+    return await m.add_model(_p(r, "tenant"), body.provider, body.model, body.type, body.credentials,
+                             validate=body.validate_, keep_secrets=body.keep_secrets)
+
+
+async def _validate_model(m: Management, r: Request) -> Any:
+    body = await _body(r, ModelIn)
+    return await m.validate_model(_p(r, "tenant"), body.provider, body.model, body.type, body.credentials,
+                                  body.keep_secrets)
 
 
 async def _set_default(m: Management, r: Request) -> Any:
@@ -119,9 +147,12 @@ async def _usage(m: Management, r: Request) -> Any:
 
 async def _providers(m: Management, r: Request) -> Any:
     """The registry with each provider's credential schema, for a settings page to render."""
-    return [{"name": t.name, "per_model": t.per_model, "model_types": sorted(x.value for x in t.model_types),
-             "credential_fields": [{"name": f.name, "required": f.required, "secret": f.secret,
-                                    "description": f.description} for f in t.credential_fields]}
+    return [{"name": t.name, "display_name": t.display_name, "per_model": t.per_model, "key_url": t.key_url,
+             "model_types": sorted(x.value for x in t.model_types),
+             "catalog": {k.value: list(v) for k, v in t.catalog.items()},
+             "credential_fields": [{"name": f.name, "label": f.display_label, "required": f.required,
+                                    "secret": f.secret, "description": f.description}
+                                   for f in with_base_url(t.credential_fields)]}
             for t in REGISTRY.values()]
 
 
@@ -137,14 +168,17 @@ ADMIN_ROUTES = [
           methods=["DELETE"]),
     Route(T + "/providers", _admin(lambda m, r: m.list_providers(_p(r, "tenant"))), methods=["GET"]),
     Route(T + "/providers/{provider}", _admin(_set_provider), methods=["PUT"]),
+    Route(T + "/providers/{provider}/validate", _admin(_validate_provider), methods=["POST"]),
     Route(T + "/providers/{provider}", _admin(lambda m, r: m.remove_provider(_p(r, "tenant"), _p(r, "provider"))),
           methods=["DELETE"]),
     Route(T + "/models", _admin(lambda m, r: m.list_models(_p(r, "tenant"))), methods=["GET"]),
     Route(T + "/models", _admin(_add_model, 201), methods=["POST"]),
+    Route(T + "/models/validate", _admin(_validate_model), methods=["POST"]),
     Route(T + "/models/{provider}/{model:path}",
           _admin(lambda m, r: m.remove_model(_p(r, "tenant"), _p(r, "provider"), _p(r, "model"))),
           methods=["DELETE"]),
     Route(T + "/defaults", _admin(lambda m, r: m.show_defaults(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/defaults/choices", _admin(lambda m, r: m.default_choices(_p(r, "tenant"))), methods=["GET"]),
     Route(T + "/defaults/{type}", _admin(_set_default), methods=["PUT"]),
     Route(T + "/defaults/{type}", _admin(lambda m, r: m.clear_default(_p(r, "tenant"), _p(r, "type"))),
           methods=["DELETE"]),

@@ -26,6 +26,7 @@ from keystore import MASTER_KEY_ENV
 from proxy.account import ACCOUNT_ROUTES
 from proxy.admin import ADMIN_ROUTES
 from proxy.bootstrap import ensure_admin_token, open_store_and_keystore
+from proxy.console import CONSOLE_ROUTES
 from proxy.errors import http_exception_handler
 from proxy.gateway import Gateway
 from proxy.hosted import build_offers
@@ -33,6 +34,7 @@ from proxy.limits import BodyDeadline, FailureLimiter
 from proxy.logs import configure_logging
 from proxy.quotas import Quotas
 from proxy.routes import ROUTES
+from proxy.sessions import SESSION_ROUTES
 from proxy.settings import CONFIG_ENV, Settings, load_settings
 from proxy.store.changes import Kind
 from proxy.tenants import Directory
@@ -88,7 +90,8 @@ def build_app(settings: Settings) -> Starlette:
             stack.push_async_callback(_cancel, watcher)
             yield
 
-    return Starlette(routes=[*ROUTES, *ACCOUNT_ROUTES, *ADMIN_ROUTES], lifespan=lifespan,
+    return Starlette(routes=[*ROUTES, *ACCOUNT_ROUTES, *SESSION_ROUTES, *ADMIN_ROUTES, *CONSOLE_ROUTES],
+                     lifespan=lifespan,
                      exception_handlers={HTTPException: http_exception_handler},
                      middleware=[Middleware(BodyDeadline, timeout=settings.client_body_timeout)])
 

@@ -1,5 +1,6 @@
-"""Who is calling: the bearer token -> tenant (via the cached directory), and the
-admin token for /admin. The only module that reads the Authorization header.
+"""Who is calling /v1: the bearer token -> tenant (via the cached directory); the token
+helpers the admin API's principals use (`proxy/principals.py`). The only modules that
+read the Authorization header are these two.
 
 Failures are counted per client address (`proxy.limits.FailureLimiter`, kept on the
 app's gateway): past the burst, a failure is a 429 with Retry-After instead of a 401.
@@ -11,7 +12,6 @@ the limit is about load and noise, not about making them guessable).
 from __future__ import annotations
 
 import hashlib
-import hmac
 
 from starlette.requests import Request
 
@@ -22,13 +22,14 @@ from translators.errors import ApiError
 
 TOKEN_PREFIX = "mp-"
 ADMIN_TOKEN_PREFIX = "mpa-"
+CONSOLE_TOKEN_PREFIX = "mpc-"   # a tenant administrator's console token (never accepted by /v1)
 
 
-def _unauthorized(message: str) -> ApiError:
+def unauthorized(message: str) -> ApiError:
     return ApiError(401, message, "authentication_error", "invalid_api_key")
 
 
-def _limited(request: Request, err: ApiError) -> ApiError:
+def limited(request: Request, err: ApiError) -> ApiError:
     """`err` (a 401), or a 429 when the caller's address has failed too often."""
     limiter: FailureLimiter | None = getattr(getattr(request.app.state, "gateway", None), "auth_failures", None)
     if limiter is None or request.client is None:
@@ -43,11 +44,11 @@ def _limited(request: Request, err: ApiError) -> ApiError:
 def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
-        raise _unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer mp-...'.")
+        raise unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer mp-...'.")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise _unauthorized("Malformed Authorization header: expected 'Bearer <token>'.")
+        raise unauthorized("Malformed Authorization header: expected 'Bearer <token>'.")
     return token
 
 
@@ -55,23 +56,14 @@ async def authenticate(request: Request, directory: Directory) -> Caller:
     try:
         token = bearer_token(request)
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
-            raise _unauthorized("Malformed API key: modelport keys start with 'mp-'.")
+            raise unauthorized("Malformed API key: modelport keys start with 'mp-'.")
         caller = await directory.caller(token)
         if caller is None:
-            raise _unauthorized(f"Incorrect or revoked API key provided: {mask(token)}.")
+            raise unauthorized(f"Incorrect or revoked API key provided: {mask(token)}.")
     except ApiError as err:
-        raise _limited(request, err) from None
+        raise limited(request, err) from None
     return caller
 
 
 def hash_admin_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def check_admin(request: Request, admin_hash: str) -> None:
-    try:
-        token = bearer_token(request)
-        if not hmac.compare_digest(hash_admin_token(token), admin_hash):
-            raise _unauthorized("Incorrect admin token.")
-    except ApiError as err:
-        raise _limited(request, err) from None

@@ -122,7 +122,7 @@ _ACTIONS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Callable[[
     ("tenants", "create"): lambda a: lambda m: m.create_tenant(a.name),
     ("tenants", "list"): lambda a: lambda m: m.list_tenants(),
     ("tenants", "delete"): lambda a: lambda m: m.delete_tenant(a.tenant),
-    ("tokens", "create"): lambda a: lambda m: m.create_token(a.tenant, a.name),
+    ("tokens", "create"): lambda a: lambda m: m.create_token(a.tenant, a.name, "console" if a.console else "api"),
     ("tokens", "list"): lambda a: lambda m: m.list_tokens(a.tenant),
     ("tokens", "revoke"): lambda a: lambda m: m.revoke_token(a.token_id),
     ("providers", "set"): lambda a: lambda m: m.set_provider(a.tenant, a.provider, pairs(a.fields)),

@@ -98,10 +98,12 @@ def parser() -> argparse.ArgumentParser:
     tenants.add_parser("list")
     tenants.add_parser("delete").add_argument("tenant")
 
-    tokens = group("tokens", "API tokens of a tenant")
+    tokens = group("tokens", "API and console tokens of a tenant")
     create = tokens.add_parser("create")
     create.add_argument("tenant")
     create.add_argument("--name")
+    create.add_argument("--console", action="store_true",
+                        help="a console token: signs the tenant's administrator in to /console/, not an API token")
     tokens.add_parser("list").add_argument("tenant")
     tokens.add_parser("revoke").add_argument("token_id")
 

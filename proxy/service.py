@@ -4,6 +4,11 @@ Every operation takes a tenant by name or id, validates against the provider
 registry (credential fields, model types), writes through the store (which bumps
 the change counter so running workers notice), and returns plain data with every
 secret masked. Failures are `ApiError`s: the admin API renders them, the CLI prints them.
+
+A `Management` may be scoped to one tenant (a tenant administrator signed in to the
+console, or calling with a console token): every operation then goes through
+`tenant()`, which answers "not found" for any other tenant, and the operator-only
+operations (tenants, hosted quotas) are refused with a 403.
 """
 
 from __future__ import annotations
@@ -14,15 +19,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from keystore import CredentialError, validate_credential
+from keystore.models import Credential
 from keystore.store import Keystore
-from proxy.auth import TOKEN_PREFIX
+from proxy.auth import CONSOLE_TOKEN_PREFIX, TOKEN_PREFIX
 from proxy.hosted import NO_OFFERS, HostedOffer
+from proxy.model_choices import TenantModels, choices
 from proxy.quotas import Quotas
 from proxy.routing import not_on_trial
 from proxy.store import Store, TenantRow
 from proxy.tenants import hash_token
 from proxy.usage_report import ADMIN_GROUPS, summarize
+from proxy.validation import validate_live
 from translators import REGISTRY, Translator
+from translators._http import UpstreamClient
 from translators.errors import ApiError, bad_request
 from translators.types import ModelType
 
@@ -31,6 +40,9 @@ _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def _not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} not found", "invalid_request_error", "not_found")
+
+
+_TOKEN_KINDS = {"api": TOKEN_PREFIX, "console": CONSOLE_TOKEN_PREFIX}
 
 
 def _model_type(value: str) -> ModelType:
@@ -50,21 +62,31 @@ def _translator(provider: str) -> Translator:
 
 
 class Management:
-    def __init__(self, store: Store, keystore: Keystore, hosted: Mapping[str, HostedOffer] = NO_OFFERS) -> None:
+    def __init__(self, store: Store, keystore: Keystore, hosted: Mapping[str, HostedOffer] = NO_OFFERS, *,
+                 scope: str | None = None, http: UpstreamClient | None = None) -> None:
         self.store = store
         self.keystore = keystore
         self.hosted = hosted
         self.quotas = Quotas(store, hosted)
+        self.scope = scope   # a tenant id: this caller manages that tenant only
+        self.http = http     # for validation by a real call (the server's upstream client)
 
     async def tenant(self, ref: str) -> TenantRow:
         row = await self.store.find_tenant(ref)
-        if row is None:
+        # Another tenant is "not found", never "forbidden": its existence is not this caller's business.
+        if row is None or (self.scope is not None and row.id != self.scope):
             raise _not_found(f"tenant '{ref}'")
         return row
+
+    def _operator_only(self, what: str) -> None:
+        if self.scope is not None:
+            raise ApiError(403, f"{what} is for the gateway's operator (the admin token), not a tenant's console",
+                           "permission_error", "operator_only")
 
     # -- tenants ------------------------------------------------------------------
 
     async def create_tenant(self, name: str) -> dict[str, Any]:
+        self._operator_only("creating tenants")
         if not _TENANT_NAME.match(name) or name.startswith("tn_"):
             raise bad_request("tenant names are 1-64 letters, digits, '.', '_' or '-', start with a letter or "
                               "digit, and do not start with 'tn_'", "name")
@@ -78,28 +100,42 @@ class Management:
         return {"id": row.id, "name": row.name, "created_at": row.created_at}
 
     async def list_tenants(self) -> list[dict[str, Any]]:
-        return [{"id": r.id, "name": r.name, "created_at": r.created_at} for r in await self.store.list_tenants()]
+        rows = await self.store.list_tenants()
+        return [{"id": r.id, "name": r.name, "created_at": r.created_at} for r in rows
+                if self.scope is None or r.id == self.scope]
 
     async def delete_tenant(self, ref: str) -> dict[str, Any]:
+        self._operator_only("deleting tenants")
         row = await self.tenant(ref)
         await self.store.delete_tenant(row.id)
         return {"id": row.id, "name": row.name, "deleted": True}
 
     # -- tokens -------------------------------------------------------------------
 
-    async def create_token(self, ref: str, name: str | None = None) -> dict[str, Any]:
+    async def create_token(self, ref: str, name: str | None = None, kind: str = "api") -> dict[str, Any]:
+        """An API token (`mp-`, for /v1) or a console token (`mpc-`, signs the tenant's
+        administrator in to /console/); neither is accepted where the other belongs."""
         tenant = await self.tenant(ref)
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        prefix = _TOKEN_KINDS.get(kind)
+        if prefix is None:
+            raise bad_request("a token's kind is 'api' or 'console'", "kind", "invalid_value")
+        if name is not None and (len(name) > 100 or any(ch < " " or ch == "\x7f" for ch in name)):
+            raise bad_request("a token's name is at most 100 printable characters", "name", "invalid_value")
+        token = prefix + secrets.token_urlsafe(32)
         row = await self.store.create_token("tok_" + secrets.token_hex(8), tenant.id, name, hash_token(token),
-                                            f"{token[:5]}...{token[-4:]}")
-        return {"id": row.id, "tenant": tenant.name, "name": row.name, "token": token}
+                                            f"{token[:len(prefix) + 2]}...{token[-4:]}", kind)
+        return {"id": row.id, "tenant": tenant.name, "name": row.name, "kind": row.kind, "token": token}
 
     async def list_tokens(self, ref: str) -> list[dict[str, Any]]:
         tenant = await self.tenant(ref)
-        return [{"id": r.id, "name": r.name, "hint": r.hint, "created_at": r.created_at,
-                 "revoked": r.revoked_at is not None} for r in await self.store.list_tokens(tenant.id)]
+        return [{"id": r.id, "name": r.name, "kind": r.kind, "hint": r.hint, "created_at": r.created_at,
+                 "last_used_at": r.last_used_at, "revoked": r.revoked_at is not None}
+                for r in await self.store.list_tokens(tenant.id)]
 
     async def revoke_token(self, token_id: str) -> dict[str, Any]:
+        found = await self.store.token(token_id)
+        if found is None or (self.scope is not None and found.tenant_id != self.scope):
+            raise _not_found(f"token '{token_id}'")
         row = await self.store.revoke_token(token_id)
         if row is None:
             raise _not_found(f"token '{token_id}'")
@@ -107,7 +143,7 @@ class Management:
 
     # -- credentials ----------------------------------------------------------------
 
-    def _credential(self, translator: Translator, fields: dict[str, str]) -> Any:
+    def _credential(self, translator: Translator, fields: dict[str, str]) -> Credential:
         try:
             credential = validate_credential(translator.name, translator.credential_fields, fields)
         except CredentialError as exc:
@@ -115,14 +151,66 @@ class Management:
         translator.check_credential(credential)
         return credential
 
-    async def set_provider(self, ref: str, provider: str, fields: dict[str, str]) -> dict[str, Any]:
+    async def _stored(self, tenant: TenantRow, translator: Translator, blob: bytes | None) -> Credential | None:
+        wrapped = None if blob is None else await self.store.wrapped_private_key(tenant.id)
+        if blob is None or wrapped is None:
+            return None
+        return await self.keystore.open_credential(tenant.id, wrapped, blob, translator.credential_fields)
+
+    async def _incoming(self, tenant: TenantRow, translator: Translator, fields: dict[str, str],
+                        keep_secrets: bool, blob: bytes | None) -> Credential:
+        """The credential to check and store. With `keep_secrets` (the console's edit form,
+        which never shows a stored secret), a secret field left empty keeps its stored value,
+        but only while every other field stays as stored: a kept secret is never sent to a
+        changed endpoint or account (a stolen session must not redirect a key it cannot read)."""
+        stored = await self._stored(tenant, translator, blob) if keep_secrets else None
+        if stored is None:
+            return self._credential(translator, fields)
+        secret = {f.name for f in translator.credential_fields if f.secret}
+        merged = dict(fields)
+        kept = sorted(name for name in secret if not str(merged.get(name) or "").strip() and name in stored)
+        for name in kept:
+            merged[name] = stored[name]
+        credential = self._credential(translator, merged)
+        changed = sorted(name for name in set(credential) | set(stored)
+                         if name not in secret and credential.get(name) != stored.get(name))
+        if kept and changed:
+            raise bad_request(f"re-enter {', '.join(kept)} to change {', '.join(changed)}: a stored secret is only "
+                              "kept while the rest of the credential stays the same", kept[0], "secret_required")
+        return credential
+
+    async def _validate(self, translator: Translator, credential: Credential, model_type: ModelType | None = None,
+                        model: str | None = None) -> dict[str, Any]:
+        if self.http is None:
+            raise ApiError(503, "validation by a real call needs a running server (use the admin API)",
+                           "server_error", "validation_unavailable")
+        return await validate_live(translator, credential, self.http, model_type=model_type, model=model)
+
+    async def validate_provider(self, ref: str, provider: str, fields: dict[str, str],
+                                keep_secrets: bool = False) -> dict[str, Any]:
+        """The smallest real call with these fields (nothing stored): the console's live check."""
         tenant = await self.tenant(ref)
+        translator = self._own_model(tenant, provider)
+        credential = await self._incoming(tenant, translator, fields, keep_secrets,
+                                          (await self.store.credentials(tenant.id)).get(provider))
+        return await self._validate(translator, credential)
+
+    def _own_model(self, tenant: TenantRow, provider: str) -> Translator:
         translator = _translator(provider)
         if translator.per_model:
             raise bad_request(f"provider '{provider}' takes credentials per model: use "
                               f"`modelport models add {tenant.name} {provider} MODEL --type TYPE key=value ...`",
                               "provider", "per_model_provider")
-        credential = self._credential(translator, fields)
+        return translator
+
+    async def set_provider(self, ref: str, provider: str, fields: dict[str, str], *, validate: bool = False,
+                           keep_secrets: bool = False) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        translator = self._own_model(tenant, provider)
+        credential = await self._incoming(tenant, translator, fields, keep_secrets,
+                                          (await self.store.credentials(tenant.id)).get(provider))
+        if validate:
+            await self._validate(translator, credential)  # raises: nothing is stored
         await self.store.set_credential(tenant.id, provider, self.keystore.encrypt(tenant.public_key, credential))
         return {"provider": provider, "fields": credential.masked()}
 
@@ -148,9 +236,8 @@ class Management:
 
     # -- per-model entries --------------------------------------------------------
 
-    async def add_model(self, ref: str, provider: str, model: str, model_type: str,
-                        fields: dict[str, str]) -> dict[str, Any]:
-        tenant = await self.tenant(ref)
+    def _per_model(self, tenant: TenantRow, provider: str, model: str,
+                   model_type: str) -> tuple[Translator, ModelType]:
         translator = _translator(provider)
         kind = _model_type(model_type)
         if not translator.per_model:
@@ -160,7 +247,28 @@ class Management:
         if kind not in translator.model_types:
             raise bad_request(f"provider '{provider}' has no {kind.value} models", "type", "model_type_mismatch")
         translator.check_model(model)
-        credential = self._credential(translator, fields)
+        return translator, kind
+
+    async def _entry_blob(self, tenant: TenantRow, provider: str, model: str) -> bytes | None:
+        return next((m.secret for m in await self.store.models(tenant.id)
+                     if m.provider == provider and m.model == model), None)
+
+    async def validate_model(self, ref: str, provider: str, model: str, model_type: str, fields: dict[str, str],
+                             keep_secrets: bool = False) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        translator, kind = self._per_model(tenant, provider, model, model_type)
+        credential = await self._incoming(tenant, translator, fields, keep_secrets,
+                                          await self._entry_blob(tenant, provider, model))
+        return await self._validate(translator, credential, kind, model)
+
+    async def add_model(self, ref: str, provider: str, model: str, model_type: str, fields: dict[str, str], *,
+                        validate: bool = False, keep_secrets: bool = False) -> dict[str, Any]:
+        tenant = await self.tenant(ref)
+        translator, kind = self._per_model(tenant, provider, model, model_type)
+        credential = await self._incoming(tenant, translator, fields, keep_secrets,
+                                          await self._entry_blob(tenant, provider, model))
+        if validate:
+            await self._validate(translator, credential, kind, model)
         await self.store.add_model(tenant.id, provider, model, kind.value,
                                    self.keystore.encrypt(tenant.public_key, credential))
         return {"provider": provider, "model": model, "type": kind.value, "fields": credential.masked()}
@@ -209,6 +317,11 @@ class Management:
             if not own and offer is None:
                 raise bad_request(f"provider '{provider}' has no credential for tenant '{tenant.name}'; set one "
                                   f"first with `modelport providers set`", "model", "provider_not_configured")
+            if not own and offer is not None:
+                used, limit = await self.quotas.limit(tenant.id, provider)
+                if 0 <= limit <= used:
+                    raise bad_request(f"the hosted trial of '{provider}' has no calls left for tenant "
+                                      f"'{tenant.name}'; set its own credential first", "model", "insufficient_quota")
         await self.store.set_default(tenant.id, kind.value, provider, model)
         return {"type": kind.value, "model": target}
 
@@ -216,6 +329,22 @@ class Management:
         tenant = await self.tenant(ref)
         current = await self.store.defaults(tenant.id)
         return {t.value: ("/".join(current[t.value]) if t.value in current else None) for t in ModelType}
+
+    async def _tenant_models(self, tenant: TenantRow) -> TenantModels:
+        own = frozenset(await self.store.credentials(tenant.id))
+        left = [p for p in self.hosted if p not in own]
+        hosted_left = []
+        for provider in left:
+            used, limit = await self.quotas.limit(tenant.id, provider)
+            if limit < 0 or used < limit:
+                hosted_left.append(provider)
+        return TenantModels(own, tuple(await self.store.models(tenant.id)), frozenset(hosted_left),
+                            await self.store.defaults(tenant.id))
+
+    async def default_choices(self, ref: str) -> dict[str, Any]:
+        """Per model type: the current default, whether it is still usable, and every model
+        the tenant can pick now (what the console's pickers list)."""
+        return choices(await self._tenant_models(await self.tenant(ref)), self.hosted)
 
     async def clear_default(self, ref: str, model_type: str) -> dict[str, Any]:
         tenant = await self.tenant(ref)
@@ -232,6 +361,7 @@ class Management:
     async def set_quota(self, ref: str, provider: str, limit: int | None) -> dict[str, Any]:
         """The tenant's total number of hosted calls on `provider` (-1: unlimited; None: back
         to the configured quota). Calls already made still count, so raising it grants more."""
+        self._operator_only("setting hosted quotas")
         tenant = await self.tenant(ref)
         if provider not in self.hosted:
             hosted = ", ".join(sorted(self.hosted)) or "none"
@@ -247,6 +377,7 @@ class Management:
     async def usage(self, ref: str | None, start: str | None = None, end: str | None = None,
                     group_by: str | None = None) -> dict[str, Any]:
         """One tenant's usage, or every tenant's (ref None: groups per tenant)."""
+        ref = ref or self.scope
         tenant_id = (await self.tenant(ref)).id if ref else None
         return await summarize(self.store, tenant_id, start, end, group_by, allowed=ADMIN_GROUPS,
                                per_tenant=tenant_id is None)

@@ -92,6 +92,16 @@ class CryptoSettings(_Strict):
     pregenerated_keys: int = Field(default=2, ge=0, le=64)  # tenant key pairs kept ready, refilled in the background
 
 
+class ConsoleSettings(_Strict):
+    """The settings page at /console/ (README "The console")."""
+
+    enabled: bool = True
+    session_ttl: float = Field(default=8 * 3600.0, ge=60, le=30 * 86400)  # seconds a sign-in lasts
+    # Secure cookies: "auto" when the request came over https (as uvicorn sees it: behind
+    # a TLS-terminating proxy, set true).
+    secure_cookie: Literal["auto"] | bool = "auto"
+
+
 class Settings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -118,6 +128,7 @@ class Settings(_Strict):
     database_busy_timeout: float = Field(10.0, gt=0)   # waiting for another writer, then 503
     cache: CacheSettings = CacheSettings()
     crypto: CryptoSettings = CryptoSettings()
+    console: ConsoleSettings = ConsoleSettings()
     change_log_retention: float = Field(3600.0, ge=60)  # seconds a change-log row is kept for slow workers
 
     @field_validator("admin_token")

@@ -9,8 +9,10 @@ import inspect
 import pkgutil
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import translators
+from keystore.models import BASE_URL_FIELD, label_for
 from translators import REGISTRY
 from translators.base import Translator
 
@@ -47,6 +49,25 @@ def test_every_translator_class_is_registered_once() -> None:
     for name, translator in REGISTRY.items():
         assert type(translator) is found[name]
         assert translator.credential_fields and translator.model_types and translator.default_base_url
+
+
+def test_every_provider_describes_itself_for_people() -> None:
+    """The settings console renders providers from the registry alone: a name to show, the
+    vendor page where a key is made, and a label for every credential field."""
+    names = [t.display_name for t in REGISTRY.values()]
+    assert all(n.strip() == n and n for n in names) and len(set(names)) == len(names)
+    for name, translator in REGISTRY.items():
+        url = urlsplit(translator.key_url)
+        assert url.scheme == "https" and url.hostname and "." in url.hostname, f"{name}: key_url {translator.key_url!r}"
+        for field in (*translator.credential_fields, BASE_URL_FIELD):
+            assert field.display_label.strip(), f"{name}: credential field {field.name!r} has no label"
+
+
+def test_credential_labels_are_derived_readably() -> None:
+    assert [label_for(n) for n in ("api_key", "base_url", "secret_key", "app_id", "group_id", "api_version",
+                                   "endpoint_url", "organization")] == [
+        "API key", "API base URL", "Secret key", "App ID", "Group ID", "API version", "Endpoint URL", "Organization"]
+    assert REGISTRY["spark"].credential_fields[0].display_label == "APPID"  # an explicit label wins
 
 
 def test_proxy_never_names_a_vendor() -> None:

@@ -299,6 +299,8 @@ def _error_body(payload: bytes) -> Any:
 
 class AnthropicTranslator(Translator):
     name = PROVIDER
+    display_name = "Anthropic"
+    key_url = "https://console.anthropic.com/settings/keys"
     model_types = frozenset({ModelType.LLM})
     credential_fields = (CredentialField("api_key", description="Anthropic API key (sk-ant-...)"),)
     default_base_url = "https://api.anthropic.com"

@@ -213,6 +213,8 @@ def _needs_cleaning(data: bytes) -> bool:
 
 class AzureOpenAITranslator(OpenAICompatible):
     name = "azure_openai"
+    display_name = "Azure OpenAI"
+    key_url = "https://portal.azure.com/"
     model_types = frozenset(ModelType)
     per_model = True
     default_base_url = _PLACEHOLDER

@@ -50,6 +50,10 @@ def check_model_id(model: str) -> None:
 
 class Translator:
     name: ClassVar[str]
+    # For people (the settings console, docs): the vendor's own spelling, and the page of the
+    # vendor's console where a user creates the key that `credential_fields` ask for.
+    display_name: ClassVar[str]
+    key_url: ClassVar[str]
     model_types: ClassVar[frozenset[ModelType]]
     credential_fields: ClassVar[tuple[CredentialField, ...]]
     default_base_url: ClassVar[str]

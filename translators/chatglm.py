@@ -256,11 +256,15 @@ def _parsed(payload: bytes) -> Any:
 
 class ChatGLMTranslator(OpenAICompatible):
     name = PROVIDER
+    display_name = "ChatGLM"
+    # Self-hosted: no vendor issues keys; where the API server is documented.
+    key_url = "https://github.com/THUDM/ChatGLM2-6B/blob/main/README_EN.md#api-deployment"
     model_types = frozenset({ModelType.LLM})
     credential_fields = (
-        CredentialField("base_url", secret=False, description="The server's root URL, e.g. http://gpu-box:8000"),
+        CredentialField("base_url", secret=False, description="The server's root URL, e.g. http://gpu-box:8000",
+                        label="Server URL"),
         CredentialField("api_key", required=False, description="Bearer token for a proxy in front (optional)"),
-        CredentialField("api", required=False, secret=False,
+        CredentialField("api", required=False, secret=False, label="Server API",
                         description="'openai' (openai_api.py, the default) or 'native' (api.py)"),
     )
     default_base_url = "http://127.0.0.1:8000"  # never used: base_url is required

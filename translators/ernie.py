@@ -204,6 +204,8 @@ async def _json_error_body(head: bytes, rest: AsyncIterator[bytes]) -> Any:
 
 class ErnieTranslator(Translator):
     name = PROVIDER
+    display_name = "Baidu ERNIE"
+    key_url = "https://console.bce.baidu.com/qianfan/ais/console/applicationConsole/application"
     model_types = frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING})
     credential_fields = (
         CredentialField("api_key", description="API Key (AK, client_id) of a Qianfan app"),

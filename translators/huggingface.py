@@ -160,11 +160,13 @@ def _parse(data: bytes) -> Any:
 
 class HuggingFaceTranslator(Translator):
     name = PROVIDER
+    display_name = "Hugging Face"
+    key_url = "https://huggingface.co/settings/tokens"
     model_types = frozenset(ModelType)
     per_model = True
     default_base_url = "https://router.huggingface.co/hf-inference"
     credential_fields = (
-        CredentialField("api_token", description="Hugging Face access token (hf_...)"),
+        CredentialField("api_token", description="Hugging Face access token (hf_...)", label="Access token"),
         CredentialField("endpoint_url", required=False, secret=False,
                         description="Root URL of an Inference Endpoint or TGI/TEI server (default: serverless)"),
         CredentialField("task", required=False, secret=False,

@@ -288,6 +288,8 @@ def from_vendor_embeddings(body: Any) -> tuple[list[list[float]], int]:
 
 class MinimaxTranslator(OpenAICompatible):
     name = PROVIDER
+    display_name = "MiniMax"
+    key_url = "https://platform.minimaxi.com/user-center/basic-information/interface-key"
     model_types = frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING})
     credential_fields = (
         CredentialField("api_key", description="MiniMax API key"),

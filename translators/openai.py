@@ -14,10 +14,13 @@ from translators.types import ModelType
 
 class OpenAITranslator(OpenAICompatible):
     name = "openai"
+    display_name = "OpenAI"
+    key_url = "https://platform.openai.com/api-keys"
     model_types = frozenset(ModelType)
     credential_fields = (
         CredentialField("api_key", description="OpenAI API key"),
-        CredentialField("organization", required=False, secret=False, description="OpenAI organization id"),
+        CredentialField("organization", required=False, secret=False, description="OpenAI organization id",
+                        label="Organization ID"),
     )
     default_base_url = "https://api.openai.com/v1"
     catalog = {

@@ -212,10 +212,12 @@ def _error_body(payload: bytes) -> Any:
 
 class QwenTranslator(Translator):
     name = PROVIDER
+    display_name = "Alibaba Qwen"
+    key_url = "https://dashscope.console.aliyun.com/apiKey"
     model_types = frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING})
     credential_fields = (
         CredentialField("api_key", description="DashScope API key (sk-...)"),
-        CredentialField("workspace", required=False, secret=False,
+        CredentialField("workspace", required=False, secret=False, label="Workspace ID",
                         description="DashScope workspace id (sent as X-DashScope-WorkSpace)"),
     )
     default_base_url = "https://dashscope.aliyuncs.com/api/v1"

@@ -131,12 +131,14 @@ def _may_follow(url: str, base_url: str) -> bool:
 
 class ReplicateTranslator(Translator):
     name = PROVIDER
+    display_name = "Replicate"
+    key_url = "https://replicate.com/account/api-tokens"
     model_types = frozenset({ModelType.LLM, ModelType.SPEECH2TEXT})
     per_model = True
     default_base_url = "https://api.replicate.com/v1"
     credential_fields = (
         CredentialField("api_token", description="Replicate API token (r8_...)"),
-        CredentialField("version", required=False, secret=False,
+        CredentialField("version", required=False, secret=False, label="Model version",
                         description="Model version id (default: the model's latest deployment)"),
     )
 

@@ -279,12 +279,14 @@ def to_http_request(req: ChatRequest, model: str) -> JSONObject:
 
 class SparkTranslator(Translator):
     name = PROVIDER
+    display_name = "iFlytek Spark"
+    key_url = "https://console.xfyun.cn/services/cbm"
     model_types = frozenset({ModelType.LLM})
     credential_fields = (
-        CredentialField("app_id", required=False, secret=False, description="APPID (websocket API)"),
-        CredentialField("api_key", required=False, description="APIKey (websocket API)"),
-        CredentialField("api_secret", required=False, description="APISecret (websocket API)"),
-        CredentialField("api_password", required=False,
+        CredentialField("app_id", required=False, secret=False, description="APPID (websocket API)", label="APPID"),
+        CredentialField("api_key", required=False, description="APIKey (websocket API)", label="APIKey"),
+        CredentialField("api_secret", required=False, description="APISecret (websocket API)", label="APISecret"),
+        CredentialField("api_password", required=False, label="APIPassword",
                         description="APIPassword (HTTP API; used instead of the websocket when set)"),
     )
     default_base_url = WS_BASE_URL

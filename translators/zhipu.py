@@ -285,6 +285,8 @@ def embedding_batch_size(model: str) -> int:
 
 class ZhipuTranslator(OpenAICompatible):
     name = PROVIDER
+    display_name = "Zhipu AI"
+    key_url = "https://open.bigmodel.cn/usercenter/apikeys"
     model_types = frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING})
     credential_fields = (CredentialField("api_key", description="Zhipu API key (<id>.<secret>)"),)
     default_base_url = "https://open.bigmodel.cn/api/paas/v4"

@@ -67,6 +67,18 @@ class UsageGroup:
     avg_ttft_ms: float | None   # streams only
 
 
+async def _touch_tokens(db: aiosqlite.Connection, rows: list[UsageRow]) -> None:
+    """Each token's last use, from the batch: one UPDATE per token in it, inside the
+    batch's transaction (nothing on the request path)."""
+    last: dict[str, float] = {}
+    for row in rows:
+        if row.token_id and row.created_at > last.get(row.token_id, 0.0):
+            last[row.token_id] = row.created_at
+    if last:
+        await db.executemany("UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                             [(int(ts), token_id) for token_id, ts in last.items()])
+
+
 class AccountingQueries(SQLiteBase):
     # -- hosted-trial counters --------------------------------------------------------
 
@@ -110,6 +122,7 @@ class AccountingQueries(SQLiteBase):
             last = await _last_id(db)
             await db.executemany(_INSERT_USAGE, rows)
             await db.execute(rollup.ROLLUP_SINCE, (last,))
+            await _touch_tokens(db, rows)
 
     async def insert_usage_each(self, rows: list[UsageRow]) -> list[tuple[UsageRow, str]]:
         """The rows one statement each, in one transaction: a row the database refuses
@@ -127,6 +140,7 @@ class AccountingQueries(SQLiteBase):
                 except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
                     skipped.append((row, type(exc).__name__))
             await db.execute(rollup.ROLLUP_SINCE, (last,))
+            await _touch_tokens(db, rows)
         return skipped
 
     async def prune_usage(self, before: float, limit: int) -> int:

@@ -156,4 +156,25 @@ MIGRATIONS: tuple[str, ...] = (
            COUNT(ttft_ms)
     FROM usage GROUP BY 1, 2, 3, 4;
     """,
+    # 6: the console (issue 12). A token is an API token or a console token (a tenant
+    # administrator's sign-in to the settings page; never accepted by /v1). last_used_at
+    # is touched by the usage batches (API tokens) and by sign-in (console tokens).
+    # Console sessions live here, not in a worker's memory, so every worker of the server
+    # knows them; only the SHA-256 of the session id is stored. A tenant session names its
+    # token (revoking the token ends the session at once); an operator session names the
+    # admin token's hash at sign-in (a new admin token ends it).
+    """
+    ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api' CHECK (kind IN ('api', 'console'));
+    ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        tenant_id TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+        token_id TEXT REFERENCES tokens(id) ON DELETE CASCADE,
+        admin_hash TEXT,
+        csrf TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
+    """,
 )

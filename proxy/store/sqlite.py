@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from keystore.store import WrappedKey
 from proxy.store.accounting import AccountingQueries
 from proxy.store.changes import Change, Kind, LoggedChange, parse_rows
+from proxy.store.console import ConsoleQueries
 from proxy.store.keys import MasterKeyQueries, StaleMasterKey, current_key_id
 
 
@@ -30,6 +31,8 @@ class TokenRow:
     hint: str
     created_at: int
     revoked_at: int | None
+    kind: str = "api"              # "api" (the /v1 endpoints) or "console" (the settings page)
+    last_used_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +43,14 @@ class ModelRow:
     secret: bytes
 
 
+_TOKEN_COLUMNS = "id, tenant_id, name, hint, created_at, revoked_at, kind, last_used_at"
+
+
 def _now() -> int:
     return int(time.time())
 
 
-class Store(MasterKeyQueries, AccountingQueries):
+class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries):
     """Configuration queries (every write bumps the change counter); master-key queries
     come from `MasterKeyQueries`, accounting ones from `AccountingQueries`, the
     connection from `SQLiteBase`."""
@@ -125,23 +131,28 @@ class Store(MasterKeyQueries, AccountingQueries):
     # -- tokens -------------------------------------------------------------------
 
     async def create_token(self, token_id: str, tenant_id: str, name: str | None, token_hash: str,
-                           hint: str) -> TokenRow:
-        row = TokenRow(token_id, tenant_id, name, hint, _now(), None)
+                           hint: str, kind: str = "api") -> TokenRow:
+        row = TokenRow(token_id, tenant_id, name, hint, _now(), None, kind)
         async with self._write(Change(Kind.TOKEN, tenant_id, token_hash)) as db:
-            await db.execute("INSERT INTO tokens (id, tenant_id, name, token_hash, hint, created_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?)", (token_id, tenant_id, name, token_hash, hint, row.created_at))
+            await db.execute("INSERT INTO tokens (id, tenant_id, name, token_hash, hint, created_at, kind) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (token_id, tenant_id, name, token_hash, hint, row.created_at, kind))
         return row
 
-    async def find_token(self, token_hash: str) -> tuple[str, str, str] | None:
-        """(token id, tenant id, stored hash) of a live token."""
+    async def find_token(self, token_hash: str, kind: str = "api") -> tuple[str, str, str] | None:
+        """(token id, tenant id, stored hash) of a live token of `kind`: an API token is
+        never a console token, whatever its text (the prefixes differ too)."""
         row = await self._one("SELECT id, tenant_id, token_hash FROM tokens "
-                              "WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,))
+                              "WHERE token_hash = ? AND revoked_at IS NULL AND kind = ?", (token_hash, kind))
         return None if row is None else (row[0], row[1], row[2])
+
+    async def token(self, token_id: str) -> TokenRow | None:
+        row = await self._one(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,))
+        return None if row is None else TokenRow(*row)
 
     async def list_tokens(self, tenant_id: str) -> list[TokenRow]:
         return [TokenRow(*r) for r in await self._all(
-            "SELECT id, tenant_id, name, hint, created_at, revoked_at FROM tokens WHERE tenant_id = ? "
-            "ORDER BY created_at, id", (tenant_id,))]
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE tenant_id = ? ORDER BY created_at, id", (tenant_id,))]
 
     async def revoke_token(self, token_id: str) -> TokenRow | None:
         # The hash names the cache entry every worker drops; a token's hash never changes.
@@ -151,9 +162,9 @@ class Store(MasterKeyQueries, AccountingQueries):
         async with self._write(Change(Kind.TOKEN, found[0], found[1])) as db:
             await db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                              (_now(), token_id))
-        row = await self._one("SELECT id, tenant_id, name, hint, created_at, revoked_at FROM tokens WHERE id = ?",
-                              (token_id,))
-        return None if row is None else TokenRow(*row)
+            # A console token's sessions end with it (the session check reads the token too).
+            await db.execute("DELETE FROM console_sessions WHERE token_id = ?", (token_id,))
+        return await self.token(token_id)
 
     # -- provider credentials and per-model entries ----------------------------------
 

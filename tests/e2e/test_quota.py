@@ -216,6 +216,24 @@ def test_hosted_default(gw: GatewayProcess, fake_openai: FakeOpenAI) -> None:
     assert fake_openai.state.last_request.headers["authorization"] == f"Bearer {HOSTED_OPENAI_KEY}"
 
 
+def test_the_pickers_offer_a_trial_only_while_it_has_calls_left(gw: GatewayProcess) -> None:
+    """The console's default pickers (GET .../defaults/choices) and `defaults set` agree:
+    a hosted trial's listed models are choices until its calls are spent, then refused."""
+    tenant, _ = new_tenant(gw)
+    admin = httpx.Client(base_url=gw.base_url + "/admin/v1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                         timeout=10)
+    with admin:
+        llm = admin.get(f"/tenants/{tenant}/defaults/choices").json()["llm"]["options"]
+        assert {(o["provider"], o["model"], o["source"]) for o in llm} >= {("openai", "gpt-3.5-turbo", "hosted")}
+        assert admin.put(f"/tenants/{tenant}/defaults/llm", json={"model": "openai/gpt-3.5-turbo"}).status_code == 200
+        gw.cli("quota", "set", tenant, "openai", "0")
+        after = admin.get(f"/tenants/{tenant}/defaults/choices").json()["llm"]
+        assert not [o for o in after["options"] if o["provider"] == "openai"]
+        assert after["current"] == "openai/gpt-3.5-turbo" and after["usable"] is False
+        refused = admin.put(f"/tenants/{tenant}/defaults/llm", json={"model": "openai/gpt-3.5-turbo"})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "insufficient_quota"
+
+
 # -- reporting and management --------------------------------------------------------------
 
 

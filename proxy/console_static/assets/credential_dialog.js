@@ -1,0 +1,188 @@
+// The credential dialog, generated from the provider's credential_fields. Credentials are
+// checked live by a real vendor call (debounced, once every required field is filled) and
+// again by the server on Save, which stores nothing when the check fails.
+//
+// Editing never shows a stored secret: its input starts empty with the masked value as a
+// placeholder, and keep_secrets:true tells the server to keep a secret left empty.
+
+import { h, s, debounce, checkIcon, clear } from "./dom.js";
+import { post, put, tenantPath } from "./api.js";
+import { state, hooks, TYPE_NAMES } from "./state.js";
+import { openDialog, buttonRow, field, toast } from "./ui.js";
+
+const VALIDATE_DELAY_MS = 800;
+const AFFECTED = ["providers", "models", "quota", "choices"];
+
+function lockIcon() {
+  return s("svg", { class: "icon", viewBox: "0 0 16 16", "aria-hidden": "true", focusable: "false" },
+    s("rect", { x: "3", y: "7", width: "10", height: "7", rx: "1.5", fill: "currentColor" }),
+    s("path", { d: "M5 7V5a3 3 0 016 0v2", fill: "none", stroke: "currentColor", "stroke-width": "1.6" }));
+}
+
+/**
+ * provider: a registry entry. own: {provider, fields} when editing an own-model credential.
+ * entry: {provider, model, type, fields} when editing a per-model entry.
+ */
+export function openCredentialDialog({ provider, own = null, entry = null, opener }) {
+  const tenant = state.tenant;
+  const perModel = Boolean(provider.per_model);
+  const editing = perModel ? Boolean(entry) : Boolean(own);
+  const stored = (perModel ? entry?.fields : own?.fields) || {};
+  let closed = false;
+  let sequence = 0; // answers to older validation requests are ignored
+  let saving = false;
+
+  const d = openDialog({
+    title: perModel ? `Add model to ${provider.display_name}` : `Set up ${provider.display_name}`,
+    opener,
+    className: "dialog--form",
+    onClose: () => {
+      closed = true;
+      sequence += 1;
+      validateLater.cancel();
+    },
+  });
+
+  // -- fields --------------------------------------------------------------------------
+  const rows = [];
+  let modelInput = null;
+  let typeSelect = null;
+  if (perModel) {
+    modelInput = h("input", { type: "text", name: "model", class: "input mono", autocomplete: "off",
+      spellcheck: "false", value: entry?.model ?? "", readonly: editing });
+    typeSelect = h("select", { name: "type", class: "select" },
+      (provider.model_types || []).map((t) => h("option", { value: t, text: TYPE_NAMES[t] || t })));
+    if (entry?.type) typeSelect.value = entry.type;
+    rows.push(
+      field({ label: "Model name", control: modelInput, required: true,
+        help: editing ? "To use another model name, add it as a new model."
+          : "The model or deployment name as the vendor knows it." }),
+      field({ label: "Model type", control: typeSelect, required: true }));
+  }
+
+  const inputs = [];
+  for (const spec of provider.credential_fields || []) {
+    const keeps = editing && spec.secret && Boolean(stored[spec.name]);
+    const input = h("input", {
+      type: spec.secret ? "password" : "text",
+      name: spec.name,
+      class: ["input", spec.secret && "mono"],
+      // new-password: keep browsers from filling a saved site password into a vendor key field.
+      autocomplete: spec.secret ? "new-password" : "off",
+      spellcheck: "false",
+      autocapitalize: "off",
+      placeholder: keeps ? stored[spec.name] : (spec.placeholder || null),
+      value: editing && !spec.secret ? (stored[spec.name] ?? "") : "",
+    });
+    // Descriptions are written without a final full stop; a second sentence needs one between.
+    const described = spec.description && keeps ? spec.description.replace(/[.\s]*$/, ".") : spec.description;
+    const help = [described, keeps ? "Leave empty to keep the stored value." : null].filter(Boolean).join(" ");
+    // A kept secret is already there, so the field is not required for this save.
+    rows.push(field({ label: spec.label || spec.name, control: input, required: Boolean(spec.required) && !keeps,
+      help: help || undefined }));
+    inputs.push({ spec, input, keeps });
+  }
+
+  // -- validation status -----------------------------------------------------------------
+  const status = h("div", { class: "validation", "aria-live": "polite" });
+  const note = h("p", { class: "dialog__note" }, lockIcon(),
+    h("span", { text: "Your key is encrypted with this tenant's own RSA key pair (OAEP) and stored only " +
+      "in encrypted form; this page never shows it again." }));
+
+  function showStatus(kind, message) {
+    note.classList.toggle("is-error", kind === "error");
+    if (kind === "idle") clear(status);
+    else if (kind === "busy") clear(status, h("p", { class: "validation__busy" }, h("span", { class: "spinner", "aria-hidden": "true" }), message));
+    else if (kind === "ok") clear(status, h("p", { class: "validation__ok" }, checkIcon(), "Credentials are valid"));
+    else clear(status, h("p", { class: "validation__error", role: "alert", text: message }));
+  }
+
+  function missingRequired() {
+    const missing = [];
+    if (perModel && !modelInput.value.trim()) missing.push(modelInput);
+    for (const { spec, input, keeps } of inputs) {
+      if (spec.required && !keeps && !input.value.trim()) missing.push(input);
+    }
+    return missing;
+  }
+
+  function payload() {
+    const credentials = {};
+    for (const { spec, input } of inputs) {
+      const value = input.value.trim();
+      if (value) credentials[spec.name] = value;
+    }
+    const body = perModel
+      ? { provider: provider.name, model: modelInput.value.trim(), type: typeSelect.value, credentials }
+      : { credentials };
+    body.keep_secrets = editing;
+    return body;
+  }
+
+  async function validateNow() {
+    if (closed || saving || missingRequired().length) return;
+    const mine = ++sequence;
+    showStatus("busy", "Validating...");
+    try {
+      const path = perModel ? tenantPath(tenant.id, "models", "validate")
+        : tenantPath(tenant.id, "providers", provider.name, "validate");
+      await post(path, payload());
+      if (mine === sequence && !closed) showStatus("ok");
+    } catch (error) {
+      if (error.status === 401 || mine !== sequence || closed) return;
+      showStatus("error", error.message);
+    }
+  }
+  const validateLater = debounce(validateNow, VALIDATE_DELAY_MS);
+
+  const form = h("form", { class: "form", novalidate: true }, rows, status, note);
+  form.addEventListener("input", () => {
+    if (saving) return;
+    sequence += 1; // whatever was in flight no longer describes the form
+    showStatus("idle");
+    if (missingRequired().length) validateLater.cancel();
+    else validateLater();
+  });
+
+  // -- save ------------------------------------------------------------------------------
+  const save = h("button", { type: "submit", class: "btn btn--primary", text: "Save" });
+  const cancel = h("button", { type: "button", class: "btn", text: "Cancel", onClick: () => d.close() });
+  form.append(buttonRow(save, cancel));
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (saving) return;
+    const missing = missingRequired();
+    if (missing.length) {
+      const names = missing.map((el) => el.labels?.[0]?.firstChild?.textContent || el.name);
+      showStatus("error", `Fill in the required fields: ${names.join(", ")}.`);
+      missing[0].focus();
+      return;
+    }
+    validateLater.cancel();
+    sequence += 1;
+    saving = true;
+    save.disabled = true;
+    showStatus("busy", "Saving...");
+    const body = { ...payload(), validate: true };
+    try {
+      if (perModel) await post(tenantPath(tenant.id, "models"), body);
+      else await put(tenantPath(tenant.id, "providers", provider.name), body);
+    } catch (error) {
+      saving = false;
+      save.disabled = false;
+      if (error.status === 401) return;
+      if (!closed) showStatus("error", error.message);
+      return;
+    }
+    saving = false;
+    d.close();
+    toast(perModel ? `${body.model} saved to ${provider.display_name}` : `${provider.display_name} credentials saved`);
+    hooks.refresh(AFFECTED);
+  });
+
+  d.body.append(form);
+  const first = perModel && !editing ? modelInput : (inputs[0]?.input || modelInput);
+  if (first) first.focus();
+  return d;
+}
