@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import fake, profile, report, tenants, wrk
-from bench.gateway import Gateway, anthropic_translator
+from bench.gateway import FAKE_KEY, Gateway, anthropic_translator
 from bench.procs import Procs, Watch, background_cores, wait_quiet
 from bench.scenarios import Scenario, ensure_tools, machine, scenarios
 
@@ -83,11 +83,16 @@ class Bench:
                                              "bench-soak": {"openai": f"http://127.0.0.1:{up.dribble_port}/v1"}}
         if "embeddings-1536" in wanted:
             tenants["bench-large"] = {"openai": up.url("/large/v1")}
+        if "failover" in wanted:
+            tenants["bench-flaky"] = {"openai": up.url("/flaky/v1")}
         if self.anthropic is not None:
             base = str(self.anthropic["default_base_url"]).rstrip("/")
             tenants["bench"]["anthropic"] = up.url("/v1") if base.endswith("/v1") else up.url("")
         t0 = time.perf_counter()
         self.gateway.setup(tenants)
+        if "failover" in wanted:  # a second credential: retries prefer it (proxy/balancer.py)
+            self.gateway.cli("providers", "set", "bench-flaky", "openai", "--name", "second", f"api_key={FAKE_KEY}",
+                             f"base_url={up.url('/flaky/v1')}")
         print(f"bench: gateway data dir {self.gateway.data}: tenants {', '.join(tenants)} set up through the CLI "
               f"in {time.perf_counter() - t0:.1f} s", flush=True)
 
@@ -115,7 +120,10 @@ class Bench:
                   ("gateway", self.gateway.url(s.gateway_path), s.gateway_body, {"Authorization": f"Bearer {token}"},
                    s.expect)]
         for target, url, body, headers, expect in checks:
-            status, ctype, data = fake.post(url, json.dumps(body).encode(), headers, timeout=30)
+            for _ in range(5):  # the failover scenario's upstream fails 5% of requests on purpose
+                status, ctype, data = fake.post(url, json.dumps(body).encode(), headers, timeout=30)
+                if status == 200:
+                    break
             if status != 200 or expect.encode() not in data:
                 raise RuntimeError(f"{s.name} preflight {target} {url}: status {status} ({ctype}): {data[:400]!r}")
 
@@ -270,7 +278,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each (default 1)")
     p.add_argument("--scenarios", default="chat,anthropic,embeddings,stream,soak",
                    help="comma-separated subset of chat,anthropic,embeddings,stream,soak (default: all "
-                        "of them), embeddings-1536 (a real-sized embedding) and tenants (N tenants, steady "
+                        "of them), embeddings-1536 (a real-sized embedding), failover (2 credentials, 5%% of "
+                        "upstream answers a 503) and tenants (N tenants, steady "
                         "vs admin writes vs tenant creations; runs once, on its own gateway); the last two "
                         "are not in the default set")
     p.add_argument("--tenants", type=int, default=1000, help="tenants scenario: tenants seeded (default 1000)")
@@ -298,7 +307,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.quick:
         a.rounds, a.duration, a.warmup, a.soak_streams, a.soak_duration = 1, 1.0, 1.0, 200, 2.5
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    known = {"chat", "anthropic", "embeddings", "embeddings-1536", "stream", "soak", "tenants"}
+    known = {"chat", "anthropic", "embeddings", "embeddings-1536", "failover", "stream", "soak", "tenants"}
     if set(a.scenarios) - known:
         p.error(f"unknown scenario(s): {', '.join(sorted(set(a.scenarios) - known))}")
     if a.tenants < 1:

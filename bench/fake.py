@@ -10,6 +10,7 @@ nginx answers by path suffix, whatever the prefix (so any base_url layout works)
   /stream/.../chat/completions -> a ~20-chunk OpenAI SSE stream (text/event-stream)
   /stream/.../messages         -> anthropic/chat_stream.sse
   /large/.../embeddings        -> the embeddings fixture with a 1536-float vector
+  /flaky/.../chat/completions  -> like .../chat/completions, but 5% of answers are a 503
 Static files refuse POST with 405; `error_page 405 =200 $uri` turns that into an
 internal GET redirect (to the file's own URI after try_files) that serves the file
 with status 200 and the type its extension says (checked at start).
@@ -55,6 +56,8 @@ http {{
   scgi_temp_path {root}/tmp/scgi;
   types {{ application/json json; text/event-stream sse; }}
   default_type application/octet-stream;
+  # /flaky/: an upstream that answers 503 to 5% of requests, at random (the failover scenario).
+  split_clients "${{request_id}}" $flaky {{ 5% 1; * 0; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096 reuseport;
     root {root}/www;
@@ -62,6 +65,10 @@ http {{
     location ~ ^/stream/.*/chat/completions$ {{ try_files /openai_stream.sse =404; }}
     location ~ ^/stream/.*messages$          {{ try_files /anthropic_stream.sse =404; }}
     location ~ ^/large/.*/embeddings$        {{ try_files /openai_embeddings_1536.json =404; }}
+    location ~ ^/flaky/.*/chat/completions$ {{
+      if ($flaky) {{ return 503 '{{"error":{{"message":"The engine is overloaded.","type":"server_error"}}}}'; }}
+      try_files /openai_chat.json =404;
+    }}
     location ~ /chat/completions$ {{ try_files /openai_chat.json =404; }}
     location ~ /embeddings$       {{ try_files /openai_embeddings.json =404; }}
     location ~ /messages$         {{ try_files /anthropic_chat.json =404; }}

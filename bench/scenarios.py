@@ -65,6 +65,10 @@ def scenarios(anthropic_model: str) -> dict[str, Scenario]:
                  "TTFB at 1 connection, streams/s at 50 and 64",
                  "bench-stream", "/v1/chat/completions", stream, "/stream/v1/chat/completions", stream,
                  (1, 50, 64), "data: [DONE]", stream=True),
+        Scenario("failover", "non-stream chat on a provider with 2 credentials whose upstream answers 503 to 5% "
+                 "of requests at random: the gateway retries (on the other credential), the direct run sees them",
+                 "bench-flaky", "/v1/chat/completions", chat, "/flaky/v1/chat/completions", chat, (1, 64),
+                 '"chat.completion"'),
         Scenario("soak", "N concurrent slow streams (a chunk every 100 ms, ~2 s each): errors and peak RSS",
                  "bench-soak", "/v1/chat/completions", {**stream, "model": SOAK_MODEL}, "/v1/chat/completions",
                  {**stream, "model": SOAK_MODEL}, (1000,), "data: [DONE]", stream=True),

@@ -48,6 +48,8 @@ class TokenIn(_Body):
 
 class CredentialIn(_Body):
     credentials: dict[str, str]
+    name: str = "default"   # one of the provider's named credentials
+    weight: int = 1         # its share of the requests
     validate_: bool = Field(default=False, alias="validate")  # a real call first; nothing stored if it fails
     keep_secrets: bool = False  # a secret left out keeps its stored value (the console's edit form)
 
@@ -61,6 +63,17 @@ class ModelIn(CredentialIn):
 
 class DefaultIn(_Body):
     model: str
+
+
+class FallbacksIn(_Body):
+    fallbacks: list[str]
+
+
+class LimitIn(_Body):
+    token_id: str | None = None  # null: the whole tenant
+    model: str | None = None     # null: every model; else provider/model
+    rpm: int | None = None       # requests per minute; null: no request limit
+    tpm: int | None = None       # tokens per minute; null: no token limit
 
 
 class QuotaIn(_Body):
@@ -112,12 +125,13 @@ async def _create_token(m: Management, r: Request) -> Any:
 async def _set_provider(m: Management, r: Request) -> Any:
     body = await _body(r, CredentialIn)
     return await m.set_provider(_p(r, "tenant"), _p(r, "provider"), body.credentials, validate=body.validate_,
-                                keep_secrets=body.keep_secrets)
+                                keep_secrets=body.keep_secrets, name=body.name, weight=body.weight)
 
 
 async def _validate_provider(m: Management, r: Request) -> Any:
     body = await _body(r, CredentialIn)
-    return await m.validate_provider(_p(r, "tenant"), _p(r, "provider"), body.credentials, body.keep_secrets)
+    return await m.validate_provider(_p(r, "tenant"), _p(r, "provider"), body.credentials, body.keep_secrets,
+                                     body.name)
 
 
 async def _add_model(m: Management, r: Request) -> Any:
@@ -138,6 +152,20 @@ async def _set_default(m: Management, r: Request) -> Any:
 
 async def _set_quota(m: Management, r: Request) -> Any:
     return await m.set_quota(_p(r, "tenant"), _p(r, "provider"), (await _body(r, QuotaIn)).limit)
+
+
+async def _set_fallbacks(m: Management, r: Request) -> Any:
+    return await m.set_fallbacks(_p(r, "tenant"), _p(r, "model"), (await _body(r, FallbacksIn)).fallbacks)
+
+
+async def _set_limit(m: Management, r: Request) -> Any:
+    body = await _body(r, LimitIn)
+    return await m.set_rate_limit(_p(r, "tenant"), body.token_id, body.model, body.rpm, body.tpm)
+
+
+async def _clear_limit(m: Management, r: Request) -> Any:
+    q = r.query_params
+    return await m.clear_rate_limit(_p(r, "tenant"), q.get("token_id") or None, q.get("model") or None)
 
 
 async def _usage(m: Management, r: Request) -> Any:
@@ -169,8 +197,8 @@ ADMIN_ROUTES = [
     Route(T + "/providers", _admin(lambda m, r: m.list_providers(_p(r, "tenant"))), methods=["GET"]),
     Route(T + "/providers/{provider}", _admin(_set_provider), methods=["PUT"]),
     Route(T + "/providers/{provider}/validate", _admin(_validate_provider), methods=["POST"]),
-    Route(T + "/providers/{provider}", _admin(lambda m, r: m.remove_provider(_p(r, "tenant"), _p(r, "provider"))),
-          methods=["DELETE"]),
+    Route(T + "/providers/{provider}", _admin(lambda m, r: m.remove_provider(
+        _p(r, "tenant"), _p(r, "provider"), r.query_params.get("name"))), methods=["DELETE"]),
     Route(T + "/models", _admin(lambda m, r: m.list_models(_p(r, "tenant"))), methods=["GET"]),
     Route(T + "/models", _admin(_add_model, 201), methods=["POST"]),
     Route(T + "/models/validate", _admin(_validate_model), methods=["POST"]),
@@ -184,5 +212,12 @@ ADMIN_ROUTES = [
           methods=["DELETE"]),
     Route(T + "/quota", _admin(lambda m, r: m.show_quota(_p(r, "tenant"))), methods=["GET"]),
     Route(T + "/quota/{provider}", _admin(_set_quota), methods=["PUT"]),
+    Route(T + "/fallbacks", _admin(lambda m, r: m.show_fallbacks(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/fallbacks/{model:path}", _admin(_set_fallbacks), methods=["PUT"]),
+    Route(T + "/fallbacks/{model:path}", _admin(lambda m, r: m.clear_fallbacks(_p(r, "tenant"), _p(r, "model"))),
+          methods=["DELETE"]),
     Route("/admin/v1/usage", _admin(_usage), methods=["GET"]),
+    Route(T + "/limits", _admin(lambda m, r: m.show_rate_limits(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/limits", _admin(_set_limit), methods=["PUT"]),
+    Route(T + "/limits", _admin(_clear_limit), methods=["DELETE"]),
 ]

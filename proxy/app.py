@@ -25,6 +25,7 @@ from starlette.middleware import Middleware
 from keystore import MASTER_KEY_ENV
 from proxy.account import ACCOUNT_ROUTES
 from proxy.admin import ADMIN_ROUTES
+from proxy.balancer import Balancer
 from proxy.bootstrap import ensure_admin_token, open_store_and_keystore
 from proxy.console import CONSOLE_ROUTES
 from proxy.errors import http_exception_handler
@@ -52,8 +53,10 @@ async def _watch_changes(gateway: Gateway) -> None:
         try:
             if Kind.META in await gateway.directory.refresh_if_changed():
                 gateway.admin_hash = (await ensure_admin_token(gateway.store, settings))[0]
+            await gateway.balancer.refresh()  # credentials cooling down, as any worker saw them
             if polls % prune_every == prune_every - 1:
                 await gateway.store.prune_changes(time.time() - settings.change_log_retention)
+                await gateway.store.prune_cooldowns(time.time())
         except Exception:  # a locked or busy database must not end the watcher
             log.warning("could not poll the change log; will retry", exc_info=True)
         await asyncio.sleep(settings.change_poll_interval)
@@ -82,7 +85,7 @@ def build_app(settings: Settings) -> Starlette:
             usage = UsageWriter(store, retention_days=settings.usage_retention_days,
                                 interval=settings.usage_flush_interval)
             app.state.gateway = Gateway(settings, store, keystore, directory, http, admin_hash, offers,
-                                        Quotas(store, offers), usage,
+                                        Quotas(store, offers), usage, Balancer(store, settings.routing),
                                         FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window))
             usage.start()
             stack.push_async_callback(usage.close)  # flushed after uvicorn drained the requests

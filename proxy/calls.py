@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -38,12 +39,20 @@ StreamCall = Callable[[Translator, Any, CallContext], AsyncIterator[StreamChunk]
 
 
 async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: Any, record: RequestRecord,
-                     call: Call, call_stream: StreamCall | None, headers: dict[str, str]) -> Any:
+                     call: Call, call_stream: StreamCall | None, headers: dict[str, str],
+                     spent: list[Reservation] | None = None, tried: set[str] | None = None) -> Any:
     """The translator's result, or (when `call_stream` is given) the started stream's
     response, whose record finishes when the stream ends. Raises `ApiError` (secrets
-    scrubbed) when the call fails, including the 429 of a spent trial."""
+    scrubbed) when the call fails, including the 429 of a spent trial. A hosted call that
+    failed after reaching the upstream stays spent, and its reservation is added to
+    `spent`: the caller gives it back if another attempt follows (a request costs at most
+    one hosted call, the one that served or failed last). The credential used is added to
+    `tried`, and the next attempt prefers another; what failed is reported to the balancer."""
     record.provider, record.model, record.billing = route.provider, route.model, route.billing
-    ctx = await gateway.context(tenant, route, record.request_id)
+    record.attempts += 1
+    ctx, record.credential = await gateway.context(tenant, route, record.request_id, tried or ())
+    if tried is not None:
+        tried.add(record.credential)
     secret_values = ctx.credential.secret_values()
     reservation: Reservation | None = None
     pinned: PinnedClient | None = None
@@ -53,6 +62,7 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
         pinned = offer.pinned(ctx.http)
         ctx = dataclasses.replace(ctx, http=pinned)
         reservation = await gateway.quotas.reserve(tenant.id, tenant.name, route.provider)
+    started = time.perf_counter()
     try:
         if call_stream is not None:
             record.stream = True
@@ -63,12 +73,17 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
                 call_stream(route.translator, req, ctx), include_usage=req.include_usage, secrets=secret_values,
                 headers=headers, on_end=lambda outcome: record.finish(outcome.status, outcome.usage, outcome.chunks))
             record.first_token()
+            gateway.balancer.succeeded(tenant.id, route.provider, record.credential)
             return response
         try:
-            return await call(route.translator, req, ctx)
+            result = await call(route.translator, req, ctx)
         except ApiError as err:
             raise err.scrubbed(secret_values) from None
+        gateway.balancer.succeeded(tenant.id, route.provider, record.credential)
+        return result
     except Exception as exc:
+        if isinstance(exc, ApiError) and route.billing == "own" and not route.per_model:
+            await gateway.balancer.failed(tenant, route.provider, record.credential, exc)
         if reservation is None or pinned is None:
             raise
         # Spent once anything may have reached the vendor: a timeout after sending, a 5xx,
@@ -78,9 +93,14 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
         # `Exception` (cancellation): spent too.
         if pinned.attempts == 0:
             await reservation.refund()
+        elif spent is not None:
+            spent.append(reservation)
         if isinstance(exc, ApiError) and exc.code == "upstream_credential_rejected":
             raise _platform_rejected(route) from None
         raise
+    finally:
+        # Upstream time (to the first chunk, for a stream): what x-modelport-overhead-ms leaves out.
+        record.upstream_ms += (time.perf_counter() - started) * 1000
 
 
 def _platform_rejected(route: Route) -> ApiError:

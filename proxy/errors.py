@@ -24,8 +24,18 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+class HeaderedError(ApiError):
+    """An `ApiError` whose response carries headers of its own (a rate limit's
+    x-ratelimit-*, which OpenAI sends with its 429s too)."""
+
+    def __init__(self, status: int, message: str, type: str, code: str | None, *, headers: dict[str, str],
+                 retry_after: float | None = None) -> None:
+        super().__init__(status, message, type, code, None, retry_after)
+        self.headers = headers
+
+
 def error_response(err: ApiError) -> JSONResponse:
-    headers = {}
+    headers = dict(err.headers) if isinstance(err, HeaderedError) else {}
     if err.retry_after is not None:
         headers["Retry-After"] = str(int(err.retry_after + 0.999))
     if err.status == 401:

@@ -15,15 +15,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
+from proxy.attempts import serve_route
 from proxy.auth import authenticate
 from proxy.body import parse, read_form, read_json
-from proxy.calls import Call, StreamCall, call_route
+from proxy.calls import Call, StreamCall
 from proxy.errors import JSONResponse, error_response, internal_error
 from proxy.gateway import Gateway
+from proxy.ratelimits import MeteredRecord, admit
 from proxy.routing import listed_models, resolve
 from proxy.sse import SSEResponse
 from proxy.tenants import Caller
-from proxy.usage import RequestRecord
 from translators.errors import ApiError, bad_request
 from translators.types import (
     ChatRequest,
@@ -52,7 +53,7 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
                  prepare: Callable[[Request, Gateway], Awaitable[Any]], call: Call,
                  call_stream: StreamCall | None = None) -> Response | SSEResponse:
     gateway: Gateway = request.app.state.gateway
-    record = RequestRecord(_request_id(), endpoint, model_type.value, gateway.usage.submit)
+    record = MeteredRecord(_request_id(), endpoint, model_type.value, gateway.usage.submit)
     headers = {"x-request-id": record.request_id}
     try:
         caller = await authenticate(request, gateway.directory)
@@ -60,9 +61,13 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
         req = await prepare(request, gateway)
         record.request, record.model = req, req.model
         route = resolve(caller.tenant, model_type, req.model, gateway.hosted)
+        if caller.tenant.limits:  # checked here so that a tenant without limits pays nothing
+            record.admission = await admit(gateway.store, caller.tenant, caller.token_id, route.label, req)
+            if record.admission is not None:
+                headers.update(record.admission.headers)
         streaming = call_stream is not None and getattr(req, "stream", False)
-        result = await call_route(gateway, caller.tenant, route, req, record, call,
-                                  call_stream if streaming else None, headers)
+        result = await serve_route(gateway, caller.tenant, route, req, record, call,
+                                   call_stream if streaming else None, headers)
     except ApiError as err:
         record.finish(err.status)
         response = error_response(err)
@@ -76,8 +81,12 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
         return result  # a started stream: its record finishes when the stream ends
     if isinstance(result, TranscriptionResult):
         record.finish(200, None, result)
+        if record.admission is not None:
+            await record.admission.settled()
         return Response(result.content, media_type=result.media_type, headers=headers)
     record.finish(200, Usage.from_openai(result.get("usage")), result)
+    if record.admission is not None:
+        await record.admission.settled()  # the caller's next request sees the real usage
     return JSONResponse(result, headers=headers)
 
 

@@ -18,19 +18,23 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from keystore import CredentialError, validate_credential
-from keystore.models import Credential
 from keystore.store import Keystore
 from proxy.auth import CONSOLE_TOKEN_PREFIX, TOKEN_PREFIX
 from proxy.hosted import NO_OFFERS, HostedOffer
 from proxy.model_choices import TenantModels, choices
 from proxy.quotas import Quotas
 from proxy.routing import not_on_trial
+from proxy.service_credentials import (
+    CredentialsManagement,
+    not_found,
+    parse_model_type,
+    translator_of,
+)
+from proxy.service_fallbacks import FallbacksManagement
+from proxy.service_limits import LimitsManagement
 from proxy.store import Store, TenantRow
 from proxy.tenants import hash_token
 from proxy.usage_report import ADMIN_GROUPS, summarize
-from proxy.validation import validate_live
-from translators import REGISTRY, Translator
 from translators._http import UpstreamClient
 from translators.errors import ApiError, bad_request
 from translators.types import ModelType
@@ -38,30 +42,8 @@ from translators.types import ModelType
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def _not_found(what: str) -> ApiError:
-    return ApiError(404, f"{what} not found", "invalid_request_error", "not_found")
-
-
 _TOKEN_KINDS = {"api": TOKEN_PREFIX, "console": CONSOLE_TOKEN_PREFIX}
-
-
-def _model_type(value: str) -> ModelType:
-    try:
-        return ModelType(value)
-    except ValueError:
-        raise bad_request(f"unknown model type '{value}'; use one of: llm, text-embedding, speech2text",
-                          "type") from None
-
-
-def _translator(provider: str) -> Translator:
-    translator = REGISTRY.get(provider)
-    if translator is None:
-        raise bad_request(f"unknown provider '{provider}'; known providers: {', '.join(sorted(REGISTRY))}",
-                          "provider", "unknown_provider")
-    return translator
-
-
-class Management:
+class Management(CredentialsManagement, FallbacksManagement, LimitsManagement):
     def __init__(self, store: Store, keystore: Keystore, hosted: Mapping[str, HostedOffer] = NO_OFFERS, *,
                  scope: str | None = None, http: UpstreamClient | None = None) -> None:
         self.store = store
@@ -75,7 +57,7 @@ class Management:
         row = await self.store.find_tenant(ref)
         # Another tenant is "not found", never "forbidden": its existence is not this caller's business.
         if row is None or (self.scope is not None and row.id != self.scope):
-            raise _not_found(f"tenant '{ref}'")
+            raise not_found(f"tenant '{ref}'")
         return row
 
     def _operator_only(self, what: str) -> None:
@@ -135,166 +117,21 @@ class Management:
     async def revoke_token(self, token_id: str) -> dict[str, Any]:
         found = await self.store.token(token_id)
         if found is None or (self.scope is not None and found.tenant_id != self.scope):
-            raise _not_found(f"token '{token_id}'")
+            raise not_found(f"token '{token_id}'")
         row = await self.store.revoke_token(token_id)
         if row is None:
-            raise _not_found(f"token '{token_id}'")
+            raise not_found(f"token '{token_id}'")
         return {"id": row.id, "revoked": True}
-
-    # -- credentials ----------------------------------------------------------------
-
-    def _credential(self, translator: Translator, fields: dict[str, str]) -> Credential:
-        try:
-            credential = validate_credential(translator.name, translator.credential_fields, fields)
-        except CredentialError as exc:
-            raise bad_request(str(exc), exc.field, "invalid_credential") from None
-        translator.check_credential(credential)
-        return credential
-
-    async def _stored(self, tenant: TenantRow, translator: Translator, blob: bytes | None) -> Credential | None:
-        wrapped = None if blob is None else await self.store.wrapped_private_key(tenant.id)
-        if blob is None or wrapped is None:
-            return None
-        return await self.keystore.open_credential(tenant.id, wrapped, blob, translator.credential_fields)
-
-    async def _incoming(self, tenant: TenantRow, translator: Translator, fields: dict[str, str],
-                        keep_secrets: bool, blob: bytes | None) -> Credential:
-        """The credential to check and store. With `keep_secrets` (the console's edit form,
-        which never shows a stored secret), a secret field left empty keeps its stored value,
-        but only while every other field stays as stored: a kept secret is never sent to a
-        changed endpoint or account (a stolen session must not redirect a key it cannot read)."""
-        stored = await self._stored(tenant, translator, blob) if keep_secrets else None
-        if stored is None:
-            return self._credential(translator, fields)
-        secret = {f.name for f in translator.credential_fields if f.secret}
-        merged = dict(fields)
-        kept = sorted(name for name in secret if not str(merged.get(name) or "").strip() and name in stored)
-        for name in kept:
-            merged[name] = stored[name]
-        credential = self._credential(translator, merged)
-        changed = sorted(name for name in set(credential) | set(stored)
-                         if name not in secret and credential.get(name) != stored.get(name))
-        if kept and changed:
-            raise bad_request(f"re-enter {', '.join(kept)} to change {', '.join(changed)}: a stored secret is only "
-                              "kept while the rest of the credential stays the same", kept[0], "secret_required")
-        return credential
-
-    async def _validate(self, translator: Translator, credential: Credential, model_type: ModelType | None = None,
-                        model: str | None = None) -> dict[str, Any]:
-        if self.http is None:
-            raise ApiError(503, "validation by a real call needs a running server (use the admin API)",
-                           "server_error", "validation_unavailable")
-        return await validate_live(translator, credential, self.http, model_type=model_type, model=model)
-
-    async def validate_provider(self, ref: str, provider: str, fields: dict[str, str],
-                                keep_secrets: bool = False) -> dict[str, Any]:
-        """The smallest real call with these fields (nothing stored): the console's live check."""
-        tenant = await self.tenant(ref)
-        translator = self._own_model(tenant, provider)
-        credential = await self._incoming(tenant, translator, fields, keep_secrets,
-                                          (await self.store.credentials(tenant.id)).get(provider))
-        return await self._validate(translator, credential)
-
-    def _own_model(self, tenant: TenantRow, provider: str) -> Translator:
-        translator = _translator(provider)
-        if translator.per_model:
-            raise bad_request(f"provider '{provider}' takes credentials per model: use "
-                              f"`modelport models add {tenant.name} {provider} MODEL --type TYPE key=value ...`",
-                              "provider", "per_model_provider")
-        return translator
-
-    async def set_provider(self, ref: str, provider: str, fields: dict[str, str], *, validate: bool = False,
-                           keep_secrets: bool = False) -> dict[str, Any]:
-        tenant = await self.tenant(ref)
-        translator = self._own_model(tenant, provider)
-        credential = await self._incoming(tenant, translator, fields, keep_secrets,
-                                          (await self.store.credentials(tenant.id)).get(provider))
-        if validate:
-            await self._validate(translator, credential)  # raises: nothing is stored
-        await self.store.set_credential(tenant.id, provider, self.keystore.encrypt(tenant.public_key, credential))
-        return {"provider": provider, "fields": credential.masked()}
-
-    async def _decrypt_masked(self, tenant: TenantRow, wrapped: bytes | None, provider: str,
-                              blob: bytes) -> dict[str, str]:
-        translator = REGISTRY.get(provider)
-        if wrapped is None or translator is None:
-            return {}
-        credential = await self.keystore.open_credential(tenant.id, wrapped, blob, translator.credential_fields)
-        return credential.masked()
-
-    async def list_providers(self, ref: str) -> list[dict[str, Any]]:
-        tenant = await self.tenant(ref)
-        wrapped = await self.store.wrapped_private_key(tenant.id)  # once for the whole list
-        return [{"provider": p, "fields": await self._decrypt_masked(tenant, wrapped, p, blob)}
-                for p, blob in (await self.store.credentials(tenant.id)).items()]
-
-    async def remove_provider(self, ref: str, provider: str) -> dict[str, Any]:
-        tenant = await self.tenant(ref)
-        if not await self.store.remove_credential(tenant.id, provider):
-            raise _not_found(f"provider '{provider}' for tenant '{tenant.name}'")
-        return {"provider": provider, "removed": True}
-
-    # -- per-model entries --------------------------------------------------------
-
-    def _per_model(self, tenant: TenantRow, provider: str, model: str,
-                   model_type: str) -> tuple[Translator, ModelType]:
-        translator = _translator(provider)
-        kind = _model_type(model_type)
-        if not translator.per_model:
-            raise bad_request(f"provider '{provider}' serves all its models with one credential: use "
-                              f"`modelport providers set {tenant.name} {provider} key=value ...`",
-                              "provider", "own_model_provider")
-        if kind not in translator.model_types:
-            raise bad_request(f"provider '{provider}' has no {kind.value} models", "type", "model_type_mismatch")
-        translator.check_model(model)
-        return translator, kind
-
-    async def _entry_blob(self, tenant: TenantRow, provider: str, model: str) -> bytes | None:
-        return next((m.secret for m in await self.store.models(tenant.id)
-                     if m.provider == provider and m.model == model), None)
-
-    async def validate_model(self, ref: str, provider: str, model: str, model_type: str, fields: dict[str, str],
-                             keep_secrets: bool = False) -> dict[str, Any]:
-        tenant = await self.tenant(ref)
-        translator, kind = self._per_model(tenant, provider, model, model_type)
-        credential = await self._incoming(tenant, translator, fields, keep_secrets,
-                                          await self._entry_blob(tenant, provider, model))
-        return await self._validate(translator, credential, kind, model)
-
-    async def add_model(self, ref: str, provider: str, model: str, model_type: str, fields: dict[str, str], *,
-                        validate: bool = False, keep_secrets: bool = False) -> dict[str, Any]:
-        tenant = await self.tenant(ref)
-        translator, kind = self._per_model(tenant, provider, model, model_type)
-        credential = await self._incoming(tenant, translator, fields, keep_secrets,
-                                          await self._entry_blob(tenant, provider, model))
-        if validate:
-            await self._validate(translator, credential, kind, model)
-        await self.store.add_model(tenant.id, provider, model, kind.value,
-                                   self.keystore.encrypt(tenant.public_key, credential))
-        return {"provider": provider, "model": model, "type": kind.value, "fields": credential.masked()}
-
-    async def list_models(self, ref: str) -> list[dict[str, Any]]:
-        tenant = await self.tenant(ref)
-        wrapped = await self.store.wrapped_private_key(tenant.id)
-        return [{"provider": m.provider, "model": m.model, "type": m.model_type,
-                 "fields": await self._decrypt_masked(tenant, wrapped, m.provider, m.secret)}
-                for m in await self.store.models(tenant.id)]
-
-    async def remove_model(self, ref: str, provider: str, model: str) -> dict[str, Any]:
-        tenant = await self.tenant(ref)
-        if not await self.store.remove_model(tenant.id, provider, model):
-            raise _not_found(f"model '{provider}/{model}' for tenant '{tenant.name}'")
-        return {"provider": provider, "model": model, "removed": True}
 
     # -- defaults -----------------------------------------------------------------
 
     async def set_default(self, ref: str, model_type: str, target: str) -> dict[str, Any]:
         tenant = await self.tenant(ref)
-        kind = _model_type(model_type)
+        kind = parse_model_type(model_type)
         provider, sep, model = target.partition("/")
         if not sep or not model:
             raise bad_request("name the default as PROVIDER/MODEL", "model")
-        translator = _translator(provider)
+        translator = translator_of(provider)
         if kind not in translator.model_types:
             raise bad_request(f"provider '{provider}' has no {kind.value} models", "model", "model_type_mismatch")
         if translator.per_model:
@@ -348,7 +185,7 @@ class Management:
 
     async def clear_default(self, ref: str, model_type: str) -> dict[str, Any]:
         tenant = await self.tenant(ref)
-        kind = _model_type(model_type)
+        kind = parse_model_type(model_type)
         await self.store.clear_default(tenant.id, kind.value)
         return {"type": kind.value, "model": None}
 

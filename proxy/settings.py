@@ -92,6 +92,20 @@ class CryptoSettings(_Strict):
     pregenerated_keys: int = Field(default=2, ge=0, le=64)  # tenant key pairs kept ready, refilled in the background
 
 
+class RoutingSettings(_Strict):
+    """Retries and fallbacks (`proxy/attempts.py`, README "Staying up when vendors fail")."""
+
+    retries: int = Field(default=2, ge=0, le=10)               # more attempts per model after the first
+    backoff_base: float = Field(default=0.25, gt=0, le=30)     # seconds; doubled per retry, full jitter
+    backoff_max: float = Field(default=4.0, gt=0, le=120)      # one wait is never longer
+    max_retry_after: float = Field(default=10.0, ge=0, le=600)  # a longer Retry-After moves on to a fallback
+    # A provider's credentials (proxy/balancer.py): how long one sits out after a 429
+    # without Retry-After, or after `failures_to_cool` failures in a row within `failure_window`.
+    cooldown: float = Field(default=60.0, ge=0, le=86_400)
+    failures_to_cool: int = Field(default=3, ge=1, le=100)
+    failure_window: float = Field(default=60.0, gt=0, le=3600)
+
+
 class ConsoleSettings(_Strict):
     """The settings page at /console/ (README "The console")."""
 
@@ -129,6 +143,7 @@ class Settings(_Strict):
     cache: CacheSettings = CacheSettings()
     crypto: CryptoSettings = CryptoSettings()
     console: ConsoleSettings = ConsoleSettings()
+    routing: RoutingSettings = RoutingSettings()
     change_log_retention: float = Field(3600.0, ge=60)  # seconds a change-log row is kept for slow workers
 
     @field_validator("admin_token")

@@ -29,6 +29,8 @@ from keystore.models import Credential
 from keystore.store import MASTER_ID_META, Keystore
 from proxy.store import ModelRow, Store
 from proxy.store.changes import Kind, LoggedChange
+from proxy.store.credentials import DEFAULT_NAME, CredentialRow
+from proxy.store.limits import LimitRow
 from translators import REGISTRY
 from translators.types import ModelType
 
@@ -40,6 +42,10 @@ _EVERYTHING = frozenset(Kind)
 _MASTER_KEY_KINDS = frozenset({Kind.MASTER_KEY, Kind.META})  # a rotation; the key id adopted
 
 
+# Changes that make a cached tenant state stale (reloaded on next use).
+_TENANT_KINDS = frozenset({Kind.CREDENTIAL, Kind.MODEL, Kind.DEFAULT, Kind.LIMIT, Kind.FALLBACK})
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -49,15 +55,17 @@ class TenantState:
     id: str
     name: str
     wrapped_private: bytes
-    credentials: dict[str, bytes]                      # provider -> encrypted credential
+    credentials: dict[str, tuple[CredentialRow, ...]]  # provider -> its named, encrypted credentials
     models: dict[tuple[str, str], ModelRow]            # (provider, model) -> per-model entry
     defaults: dict[ModelType, tuple[str, str]]         # model type -> (provider, model)
-    decrypted: dict[tuple[str, str], Credential] = field(default_factory=dict)
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # provider/model -> models to try next
+    limits: tuple[LimitRow, ...] = ()                  # rate limits (empty: nothing to count)
+    decrypted: dict[tuple[str, str, str], Credential] = field(default_factory=dict)  # (provider, model, name)
     stale: bool = False  # its rows changed: reloaded on next use, keeping what did not change
 
-    def ciphertext(self, provider: str, model: str) -> bytes | None:
+    def ciphertext(self, provider: str, model: str, name: str = DEFAULT_NAME) -> bytes | None:
         if not model:
-            return self.credentials.get(provider)
+            return next((row.secret for row in self.credentials.get(provider, ()) if row.name == name), None)
         entry = self.models.get((provider, model))
         return None if entry is None else entry.secret
 
@@ -65,10 +73,10 @@ class TenantState:
         """Keep the credentials `old` decrypted whose ciphertexts are still the same."""
         if old.wrapped_private != self.wrapped_private:
             return
-        for (provider, model), cred in old.decrypted.items():
-            blob = self.ciphertext(provider, model)
-            if blob is not None and blob == old.ciphertext(provider, model):
-                self.decrypted[(provider, model)] = cred
+        for key, cred in old.decrypted.items():
+            blob = self.ciphertext(*key)
+            if blob is not None and blob == old.ciphertext(*key):
+                self.decrypted[key] = cred
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,23 +184,25 @@ class Directory:
             raise LookupError(tenant_id)
         models = {(m.provider, m.model): m for m in await self.store.models(tenant_id)}
         defaults = {ModelType(t): pm for t, pm in (await self.store.defaults(tenant_id)).items()}
-        state = TenantState(row.id, row.name, wrapped, await self.store.credentials(tenant_id), models, defaults)
+        state = TenantState(row.id, row.name, wrapped, await self.store.credentials(tenant_id), models, defaults,
+                            await self.store.fallbacks(tenant_id), await self.store.rate_limits(tenant_id))
         if old is not None:
             state.inherit(old)
         if generation == self._generation:
             self._tenants[tenant_id] = state
         return state
 
-    async def credential(self, state: TenantState, provider: str, model: str | None) -> Credential:
-        """The decrypted credential of a provider (model=None) or of a per-model entry.
-        RSA runs off the event loop (`Keystore.open_credential`), once per ciphertext."""
-        key = (provider, model or "")
+    async def credential(self, state: TenantState, provider: str, model: str | None,
+                         name: str = DEFAULT_NAME) -> Credential:
+        """The decrypted credential of a provider (model=None; one of its named ones) or of a
+        per-model entry. RSA runs off the event loop (`Keystore.open_credential`), once per ciphertext."""
+        key = (provider, model or "", name)
         cred = state.decrypted.get(key)
         if cred is None:
             blob = state.ciphertext(*key)
             if blob is None:
                 raise KeyError(key)  # routing only picks what the tenant has
-            cred = await self._single_flight(f"cred:{state.id}:{provider}:{key[1]}", lambda: self._decrypt(
+            cred = await self._single_flight(f"cred:{state.id}:{provider}:{key[1]}:{name}", lambda: self._decrypt(
                 state, provider, blob))
             state.decrypted[key] = cred
         return cred
@@ -246,7 +256,7 @@ class Directory:
             self._generation += 1
             self._tokens.pop(change.detail, None)
             self._refused.pop(change.detail, None)
-        elif kind in (Kind.CREDENTIAL, Kind.MODEL, Kind.DEFAULT) and tenant_id:
+        elif kind in _TENANT_KINDS and tenant_id:
             self._generation += 1
             state = self._tenants.get(tenant_id)
             if state is not None:

@@ -100,8 +100,15 @@ class RequestRecord:
     # The parsed request, kept only to estimate prompt tokens when the vendor reports none.
     request: Any = field(default=None, repr=False)
     ttft_ms: float | None = None
+    attempts: int = 0               # upstream attempts made (retries and fallbacks included)
+    credential: str | None = None   # the name of the credential of the last attempt
+    upstream_ms: float = 0.0        # time spent waiting on upstreams (and between retries)
     started: float = field(default_factory=time.perf_counter)
     created: float = field(default_factory=time.time)
+
+    def overhead_ms(self) -> float:
+        """Time spent in the gateway so far: everything but upstream waits and retry backoff."""
+        return max(0.0, (time.perf_counter() - self.started) * 1000 - self.upstream_ms)
 
     def first_token(self) -> None:
         self.ttft_ms = (time.perf_counter() - self.started) * 1000
@@ -120,13 +127,14 @@ class RequestRecord:
         u = self.usage
         if log.isEnabledFor(logging.INFO):
             log.info("request %s %s tenant=%s token=%s route=%s/%s billing=%s stream=%s status=%d tokens=%s%s "
-                     "ms=%.1f", self.request_id, self.endpoint, self.tenant_id, self.token_id, self.provider,
-                     self.model, self.billing, self.stream, self.status,
+                     "attempts=%d ms=%.1f", self.request_id, self.endpoint, self.tenant_id, self.token_id,
+                     self.provider, self.model, self.billing, self.stream, self.status,
                      f"{u.prompt_tokens}+{u.completion_tokens}" if u else "-", "~" if self.estimated else "",
-                     latency_ms)
+                     self.attempts, latency_ms)
         if self.sink is not None and self.tenant_id:  # no tenant, nobody to account to (a 401)
             self.sink(UsageRow(self.created, self.request_id, self.tenant_id, self.token_id, self.endpoint,
                                self.provider, self.model, self.model_type, self.billing, self.stream,
                                self.status, u.prompt_tokens if u else 0, u.completion_tokens if u else 0,
                                u.total_tokens if u else 0, self.estimated, round(latency_ms, 2),
-                               None if self.ttft_ms is None else round(self.ttft_ms, 2)))
+                               None if self.ttft_ms is None else round(self.ttft_ms, 2), self.attempts,
+                               self.credential))

@@ -47,6 +47,8 @@ class UsageRow(NamedTuple):
     estimated: bool
     latency_ms: float
     ttft_ms: float | None
+    attempts: int = 1            # upstream attempts (retries and fallbacks included)
+    credential: str | None = None  # the name of the credential that served ("hosted" for a trial)
 
 
 _INSERT_USAGE = f"INSERT INTO usage ({', '.join(UsageRow._fields)}) VALUES ({', '.join('?' * len(UsageRow._fields))})"

@@ -29,6 +29,8 @@ class Kind(StrEnum):
     MODEL = "model"                      # detail: provider/model (per-model entry)
     DEFAULT = "default"                  # detail: the model type
     QUOTA = "quota"                      # detail: the provider (a hosted-trial limit)
+    LIMIT = "limit"                      # detail: token id/model of a rate limit
+    FALLBACK = "fallback"                # detail: the model whose fallbacks changed
     MASTER_KEY = "master_key"            # a rotation: every wrapped key changed
     META = "meta"                        # detail: the meta key (admin token, master key id, ...)
 

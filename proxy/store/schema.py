@@ -177,4 +177,63 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
     """,
+    # 7: staying up and limits (issue 13). rate_limits: requests and tokens per minute, per
+    # tenant ('' token) or per API token, for all models ('') or one. rate_windows: the
+    # counters, one row per limit, kind and minute (accounting: quiet writes). fallbacks:
+    # per tenant, a model (as provider/model) and the models to try, in order, when its
+    # provider fails retryably. usage gets the attempts a request took and the name of
+    # the credential that served it.
+    """
+    CREATE TABLE rate_limits (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        token_id TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL DEFAULT '',
+        rpm INTEGER CHECK (rpm IS NULL OR rpm >= 0),
+        tpm INTEGER CHECK (tpm IS NULL OR tpm >= 0),
+        PRIMARY KEY (tenant_id, token_id, model)
+    );
+    CREATE TABLE rate_windows (
+        scope TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        PRIMARY KEY (scope, minute)
+    ) WITHOUT ROWID;
+    CREATE TABLE fallbacks (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        fallbacks TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, model)
+    );
+    ALTER TABLE usage ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE usage ADD COLUMN credential TEXT;
+    """,
+    # 8: several named credentials per provider (issue 13): weighted, and marked invalid
+    # (invalid_at) when the vendor rejects them, until they are changed. The table is
+    # rebuilt for its new key; existing credentials become "default". Cooldowns (a 429's
+    # Retry-After, repeated failures) are rows every worker reads on its change poll.
+    """
+    CREATE TABLE provider_credentials_8 (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        provider TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT 'default',
+        weight INTEGER NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 1000),
+        secret BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        invalid_at INTEGER,
+        PRIMARY KEY (tenant_id, provider, name)
+    );
+    INSERT INTO provider_credentials_8 (tenant_id, provider, secret, updated_at)
+        SELECT tenant_id, provider, secret, updated_at FROM provider_credentials;
+    DROP TABLE provider_credentials;
+    ALTER TABLE provider_credentials_8 RENAME TO provider_credentials;
+    CREATE TABLE credential_cooldowns (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        provider TEXT NOT NULL,
+        name TEXT NOT NULL,
+        until REAL NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, provider, name)
+    );
+    CREATE INDEX credential_cooldowns_until ON credential_cooldowns(until);
+    """,
 )

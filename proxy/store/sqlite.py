@@ -8,11 +8,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import orjson
+
 from keystore.store import WrappedKey
 from proxy.store.accounting import AccountingQueries
 from proxy.store.changes import Change, Kind, LoggedChange, parse_rows
 from proxy.store.console import ConsoleQueries
+from proxy.store.credentials import CredentialQueries
 from proxy.store.keys import MasterKeyQueries, StaleMasterKey, current_key_id
+from proxy.store.limits import LimitQueries
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,7 @@ def _now() -> int:
     return int(time.time())
 
 
-class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries):
+class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, CredentialQueries):
     """Configuration queries (every write bumps the change counter); master-key queries
     come from `MasterKeyQueries`, accounting ones from `AccountingQueries`, the
     connection from `SQLiteBase`."""
@@ -166,24 +170,7 @@ class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries):
             await db.execute("DELETE FROM console_sessions WHERE token_id = ?", (token_id,))
         return await self.token(token_id)
 
-    # -- provider credentials and per-model entries ----------------------------------
-
-    async def set_credential(self, tenant_id: str, provider: str, secret: bytes) -> None:
-        async with self._write(Change(Kind.CREDENTIAL, tenant_id, provider)) as db:
-            await db.execute("INSERT INTO provider_credentials (tenant_id, provider, secret, updated_at) "
-                             "VALUES (?, ?, ?, ?) ON CONFLICT(tenant_id, provider) DO UPDATE SET "
-                             "secret = excluded.secret, updated_at = excluded.updated_at",
-                             (tenant_id, provider, secret, _now()))
-
-    async def credentials(self, tenant_id: str) -> dict[str, bytes]:
-        return {r[0]: bytes(r[1]) for r in await self._all(
-            "SELECT provider, secret FROM provider_credentials WHERE tenant_id = ? ORDER BY provider", (tenant_id,))}
-
-    async def remove_credential(self, tenant_id: str, provider: str) -> bool:
-        async with self._write(Change(Kind.CREDENTIAL, tenant_id, provider)) as db:
-            cur = await db.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ?",
-                                   (tenant_id, provider))
-            return cur.rowcount == 1
+    # -- per-model entries (provider credentials: `credentials.py`) ---------------------
 
     async def add_model(self, tenant_id: str, provider: str, model: str, model_type: str, secret: bytes) -> None:
         async with self._write(Change(Kind.MODEL, tenant_id, f"{provider}/{model}")) as db:
@@ -220,4 +207,21 @@ class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries):
         async with self._write(Change(Kind.DEFAULT, tenant_id, model_type)) as db:
             cur = await db.execute("DELETE FROM default_models WHERE tenant_id = ? AND model_type = ?",
                                    (tenant_id, model_type))
+            return cur.rowcount == 1
+
+    # -- fallbacks ----------------------------------------------------------------------
+
+    async def set_fallbacks(self, tenant_id: str, model: str, fallbacks: list[str]) -> None:
+        async with self._write(Change(Kind.FALLBACK, tenant_id, model)) as db:
+            await db.execute("INSERT INTO fallbacks (tenant_id, model, fallbacks) VALUES (?, ?, ?) "
+                             "ON CONFLICT(tenant_id, model) DO UPDATE SET fallbacks = excluded.fallbacks",
+                             (tenant_id, model, orjson.dumps(fallbacks).decode()))
+
+    async def fallbacks(self, tenant_id: str) -> dict[str, tuple[str, ...]]:
+        return {r[0]: tuple(orjson.loads(r[1])) for r in await self._all(
+            "SELECT model, fallbacks FROM fallbacks WHERE tenant_id = ? ORDER BY model", (tenant_id,))}
+
+    async def clear_fallbacks(self, tenant_id: str, model: str) -> bool:
+        async with self._write(Change(Kind.FALLBACK, tenant_id, model)) as db:
+            cur = await db.execute("DELETE FROM fallbacks WHERE tenant_id = ? AND model = ?", (tenant_id, model))
             return cur.rowcount == 1

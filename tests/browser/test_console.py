@@ -25,11 +25,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from playwright.sync_api import Locator, Page, expect
 
+from tests.browser.admin_api import AdminAPI
 from tests.browser.conftest import MOBILE, Tab
 from tests.e2e.harness import GatewayProcess
 from tests.fakes.fixtures import FakeOpenAI
@@ -40,20 +40,6 @@ HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}
 VALIDATION_TIMEOUT_MS = 10_000  # ~800 ms debounce + a call to the fake through the gateway
 
 expect.set_options(timeout=10_000)
-
-
-class AdminAPI:
-    """The admin API with the operator's bearer token (the test's view of the truth)."""
-
-    def __init__(self, gw: GatewayProcess, token: str) -> None:
-        self.base = gw.base_url + "/admin/v1"
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str) -> Any:
-        response = httpx.get(self.base + path, headers=self.headers, timeout=15)
-        assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
-        body = response.json()
-        return body["data"] if isinstance(body, dict) and body.get("object") == "list" else body
 
 
 def eventually(check: Callable[[], Any], seconds: float, what: str) -> Any:

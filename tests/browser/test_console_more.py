@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from tests.browser.admin_api import AdminAPI
 from tests.browser.conftest import Tab
 from tests.browser.test_console import (
     HI,
@@ -69,21 +69,11 @@ expect.set_options(timeout=10_000)
 # -- the admin API (the test's view of the truth) ------------------------------------------
 
 
-class Admin:
-    """The admin API with a bearer token; every call checks its status."""
+class Admin(AdminAPI):
+    """The admin API with a bearer token (the hosted gateway's fixed admin token by default)."""
 
     def __init__(self, gw: GatewayProcess, token: str = ADMIN_TOKEN) -> None:
-        self.base = gw.base_url + "/admin/v1"
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def call(self, method: str, path: str, json: Any = None, status: int = 200) -> Any:
-        response = httpx.request(method, self.base + path, headers=self.headers, json=json, timeout=15)
-        assert response.status_code == status, f"{method} {path}: {response.status_code} {response.text}"
-        body = response.json()
-        return body["data"] if isinstance(body, dict) and body.get("object") == "list" else body
-
-    def get(self, path: str) -> Any:
-        return self.call("GET", path)
+        super().__init__(gw, token)
 
 
 @dataclass

@@ -81,7 +81,10 @@ class GatewayProcess:
                   # Every test client is 127.0.0.1: the per-address 401 limit would turn
                   # one test's deliberate failures into another's 429s.
                   "auth_failure_limit": 1_000_000,
-                  "upstream": {"connect_timeout": 2, "read_timeout": 2, "total_timeout": 5}}
+                  "upstream": {"connect_timeout": 2, "read_timeout": 2, "total_timeout": 5},
+                  # One attempt per request: most tests script exactly one upstream failure and
+                  # check how it reaches the client; tests/e2e/test_retries.py turns retries on.
+                  "routing": {"retries": 0}}
         config.update(self.settings)
         self.config_path.write_text(yaml.safe_dump(config))
 
@@ -134,6 +137,15 @@ class GatewayProcess:
             self.proc.kill()
             self.proc.wait(timeout=5)
         self.proc = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[GatewayProcess]:
+        """Started for the block, stopped after it (a module fixture's body)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

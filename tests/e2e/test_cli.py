@@ -183,8 +183,17 @@ def test_providers_set_list_remove_masks_secrets(offline: GatewayProcess, tenant
     listed = offline.cli("providers", "list", tenant).out
     assert KEY not in listed and KEY[3:-4] not in listed and masked in listed and "org-cli" in listed
     entries = json.loads(offline.cli("--json", "providers", "list", tenant).out)
-    assert entries == [{"provider": "openai", "fields": {"api_key": masked, "organization": "org-cli",
-                                                          "base_url": "http://127.0.0.1:9/v1"}}]
+    assert entries == [{"provider": "openai", "name": "default", "weight": 1, "invalid": False,
+                        "cooling_down_until": None,
+                        "fields": {"api_key": masked, "organization": "org-cli", "base_url": "http://127.0.0.1:9/v1"}}]
+    # A second, named credential with a weight (issue 13); removed by name, or all at once.
+    offline.cli("providers", "set", tenant, "openai", "--name", "backup", "--weight", "3", "api_key=sk-test-backup-0001")
+    entries = json.loads(offline.cli("--json", "providers", "list", tenant).out)
+    assert [(e["name"], e["weight"]) for e in entries] == [("default", 1), ("backup", 3)]
+    assert "removed=True" in offline.cli("providers", "remove", tenant, "openai", "--name", "backup").out
+    assert [e["name"] for e in json.loads(offline.cli("--json", "providers", "list", tenant).out)] == ["default"]
+    assert offline.cli("providers", "set", tenant, "openai", "--name", "bad name", "api_key=sk-x-0001",
+                       check=False).code == 1
     assert "removed=True" in offline.cli("providers", "remove", tenant, "openai").out
     assert json.loads(offline.cli("--json", "providers", "list", tenant).out) == []
     again = offline.cli("providers", "remove", tenant, "openai", check=False)

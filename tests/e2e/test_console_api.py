@@ -201,3 +201,13 @@ def test_the_console_page_comes_with_a_strict_policy(gw: GatewayProcess) -> None
     assert page.headers["referrer-policy"] == "no-referrer"
     assert "<script>" not in page.text.replace(" ", "").lower()  # modules from files only
     assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere
+
+
+def test_an_operator_session_ends_when_the_admin_token_is_reset(gw: GatewayProcess) -> None:
+    with httpx.Client(base_url=gw.base_url + "/admin/v1", timeout=10) as browser:
+        signed_in = browser.post("/session", json={"token": gw.admin_token()})
+        assert signed_in.status_code == 200 and signed_in.json()["principal"] == {"kind": "operator"}
+        assert browser.get("/tenants").status_code == 200
+        new_token = gw.cli("admin-token", "reset").out.strip()
+        within(3.0, lambda: browser.get("/tenants").status_code == 401)
+        assert Admin(gw, new_token)("GET", "/tenants").status_code == 200

@@ -26,9 +26,8 @@ from tests.e2e.hosted_setup import (
     wait_until,
 )
 from tests.e2e.test_endpoints import wav_bytes
-from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.openai import FakeOpenAIState, create_app
-from tests.fakes.server import ServedApp, free_port
+from tests.fakes.fixtures import FakeOpenAI, served_fake_openai
+from tests.fakes.server import free_port
 
 MAX_TOKENS = 64
 DEAD_PORT = free_port()  # nothing listens here: a connection that is never made
@@ -37,9 +36,8 @@ DEAD_PORT = free_port()  # nothing listens here: a connection that is never made
 @pytest.fixture(scope="module")
 def attacker() -> Iterator[FakeOpenAI]:
     """A second OpenAI-compatible server, standing for any URL a tenant controls."""
-    state = FakeOpenAIState()
-    with ServedApp(create_app(state)) as served:
-        yield FakeOpenAI(state=state, served=served)
+    with served_fake_openai() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -114,8 +114,8 @@ def test_one_tenants_key_pair_cannot_decrypt_anothers_credential(gw: GatewayProc
             acme_wrapped, beta_wrapped = (await store.wrapped_private_key(acme.id),
                                           await store.wrapped_private_key(beta.id))
             assert acme_wrapped is not None and beta_wrapped is not None
-            acme_blob = (await store.credentials(acme.id))["openai"]
-            beta_blob = (await store.credentials(beta.id))["openai"]
+            acme_blob = (await store.credentials(acme.id))["openai"][0].secret
+            beta_blob = (await store.credentials(beta.id))["openai"][0].secret
         finally:
             await store.close()
         # Control: each tenant's own key pair opens its own credential.

@@ -9,6 +9,7 @@ the fixtures into a test module). Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,11 +51,18 @@ class FakeOpenAI:
         return openai.OpenAI(**options)
 
 
-@pytest.fixture(scope="session")
-def fake_openai_server() -> Iterator[FakeOpenAI]:
+@contextlib.contextmanager
+def served_fake_openai() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI of its own (another account, another server), stopped on exit."""
     state = FakeOpenAIState()
     with ServedApp(create_app(state)) as served:
         yield FakeOpenAI(state=state, served=served)
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    with served_fake_openai() as fake:
+        yield fake
 
 
 @pytest.fixture

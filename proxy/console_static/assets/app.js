@@ -10,6 +10,7 @@ import { renderTenantBar } from "./tenants.js";
 import { buildDefaultsSection, renderDefaults } from "./defaults.js";
 import { buildProvidersSection, renderProviders } from "./providers.js";
 import { buildTokensSection, renderTokens } from "./tokens.js";
+import { buildLimitsSection, renderLimits } from "./limits.js";
 import { buildUsageSection, renderUsage, last30Days } from "./usage.js";
 
 const root = document.getElementById("app");
@@ -22,6 +23,7 @@ const LOADERS = {
   quota: (t) => get(tenantPath(t, "quota")).then(list),
   choices: (t) => get(tenantPath(t, "defaults", "choices")),
   tokens: (t) => get(tenantPath(t, "tokens")).then(list),
+  limits: (t) => get(tenantPath(t, "limits")).then(list),
   usageDay: (t) => get(usagePath(t, last30Days()[0], "day")),
   usageModel: (t) => get(usagePath(t, last30Days()[0], "model")),
 };
@@ -33,6 +35,7 @@ function renderSections(keys) {
   if (touched("choices")) renderDefaults(sections.defaults);
   if (touched("providers", "models", "quota", "registry")) renderProviders(sections.providers);
   if (touched("tokens")) renderTokens(sections.tokens);
+  if (touched("limits")) renderLimits(sections.limits);
   const usageParts = [touched("usageDay") && "chart", touched("usageModel") && "models", touched("quota") && "quota"];
   if (usageParts.some(Boolean)) renderUsage(sections.usage, usageParts.filter(Boolean));
 }
@@ -115,9 +118,10 @@ function renderMain() {
     defaults: buildDefaultsSection(),
     providers: buildProvidersSection(),
     tokens: buildTokensSection(),
+    limits: buildLimitsSection(),
     usage: buildUsageSection(),
   };
-  clear(main, sections.defaults, sections.providers, sections.tokens, sections.usage);
+  clear(main, sections.defaults, sections.providers, sections.tokens, sections.limits, sections.usage);
   renderSections([...ALL, "registry"]); // paints "Loading…" placeholders
 }
 

@@ -4,10 +4,14 @@
 //
 // Editing never shows a stored secret: its input starts empty with the masked value as a
 // placeholder, and keep_secrets:true tells the server to keep a secret left empty.
+//
+// Own-model providers may hold several named credentials (requests spread by weight): the
+// dialog also asks for the credential's name (fixed once stored) and its weight.
 
-import { h, s, debounce, checkIcon, clear } from "./dom.js";
+import { h, s, debounce, checkIcon, clear, uid } from "./dom.js";
 import { post, put, tenantPath } from "./api.js";
-import { state, hooks, TYPE_NAMES } from "./state.js";
+import { state, hooks, TYPE_NAMES, credentialsOf, DEFAULT_CREDENTIAL, CREDENTIAL_NAME_RE, WEIGHT_MIN,
+  WEIGHT_MAX } from "./state.js";
 import { openDialog, buttonRow, field, toast } from "./ui.js";
 
 const VALIDATE_DELAY_MS = 800;
@@ -19,21 +23,47 @@ function lockIcon() {
     s("path", { d: "M5 7V5a3 3 0 016 0v2", fill: "none", stroke: "currentColor", "stroke-width": "1.6" }));
 }
 
+/** A message under a field, tied to its control by aria-describedby and aria-invalid. */
+function fieldError(wrapper, control) {
+  const el = h("p", { class: "field__error", id: uid("error"), hidden: true });
+  wrapper.append(el);
+  const described = control.getAttribute("aria-describedby");
+  control.setAttribute("aria-describedby", [described, el.id].filter(Boolean).join(" "));
+  return (message) => {
+    el.textContent = message || "";
+    el.hidden = !message;
+    if (message) control.setAttribute("aria-invalid", "true");
+    else control.removeAttribute("aria-invalid");
+  };
+}
+
+function dialogTitle(provider, perModel, own, others) {
+  const display = provider.display_name;
+  if (perModel) return `Add model to ${display}`;
+  // The only credential keeps the provider's own "Set up" title, as before several existed.
+  if (!others.length) return `Set up ${display}`;
+  return own ? `Edit credential ${own.name} of ${display}` : `Add a credential to ${display}`;
+}
+
 /**
- * provider: a registry entry. own: {provider, fields} when editing an own-model credential.
- * entry: {provider, model, type, fields} when editing a per-model entry.
+ * provider: a registry entry. own: {provider, name, weight, fields} when editing one of an
+ * own-model provider's credentials (none: a new one). entry: {provider, model, type, fields}
+ * when editing a per-model entry.
  */
 export function openCredentialDialog({ provider, own = null, entry = null, opener }) {
   const tenant = state.tenant;
   const perModel = Boolean(provider.per_model);
   const editing = perModel ? Boolean(entry) : Boolean(own);
   const stored = (perModel ? entry?.fields : own?.fields) || {};
+  // The provider's other credentials: whether this is its first, and names already taken.
+  const othersNow = () => (perModel ? [] : credentialsOf(provider.name).filter((c) => c.name !== own?.name));
+  const others = othersNow();
   let closed = false;
   let sequence = 0; // answers to older validation requests are ignored
   let saving = false;
 
   const d = openDialog({
-    title: perModel ? `Add model to ${provider.display_name}` : `Set up ${provider.display_name}`,
+    title: dialogTitle(provider, perModel, own, others),
     opener,
     className: "dialog--form",
     onClose: () => {
@@ -58,6 +88,28 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
         help: editing ? "To use another model name, add it as a new model."
           : "The model or deployment name as the vendor knows it." }),
       field({ label: "Model type", control: typeSelect, required: true }));
+  }
+
+  let nameInput = null;
+  let weightInput = null;
+  let showNameError = () => {};
+  let showWeightError = () => {};
+  if (!perModel) {
+    nameInput = h("input", { type: "text", name: "name", class: "input mono", autocomplete: "off",
+      spellcheck: "false", autocapitalize: "off", maxlength: "64", pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}",
+      value: own ? own.name : (others.length ? "" : DEFAULT_CREDENTIAL),
+      placeholder: others.length && !own ? "e.g. backup" : null, readonly: editing });
+    weightInput = h("input", { type: "number", name: "weight", class: "input input--narrow", inputmode: "numeric",
+      min: String(WEIGHT_MIN), max: String(WEIGHT_MAX), step: "1", value: String(own?.weight ?? 1) });
+    // Fixed once stored: no "required" mark on a read-only field.
+    const nameField = field({ label: "Credential name", control: nameInput, required: !editing,
+      help: editing ? "A credential keeps its name: to use another one, add a new credential."
+        : "Letters, digits, '.', '_' or '-', up to 64 characters, starting with a letter or digit." });
+    const weightField = field({ label: "Weight", control: weightInput, required: true,
+      help: "Share of requests when the provider has several credentials" });
+    showNameError = fieldError(nameField, nameInput);
+    showWeightError = fieldError(weightField, weightInput);
+    rows.push(nameField, weightField);
   }
 
   const inputs = [];
@@ -89,7 +141,9 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
     h("span", { text: "Your key is encrypted with this tenant's own RSA key pair (OAEP) and stored only " +
       "in encrypted form; this page never shows it again." }));
 
+  let statusKind = "idle";
   function showStatus(kind, message) {
+    statusKind = kind;
     note.classList.toggle("is-error", kind === "error");
     if (kind === "idle") clear(status);
     else if (kind === "busy") clear(status, h("p", { class: "validation__busy" }, h("span", { class: "spinner", "aria-hidden": "true" }), message));
@@ -100,10 +154,53 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
   function missingRequired() {
     const missing = [];
     if (perModel && !modelInput.value.trim()) missing.push(modelInput);
+    if (!perModel && !nameInput.value.trim()) missing.push(nameInput);
+    if (!perModel && weightInput.value.trim() === "" && !weightInput.validity.badInput) missing.push(weightInput);
     for (const { spec, input, keeps } of inputs) {
       if (spec.required && !keeps && !input.value.trim()) missing.push(input);
     }
     return missing;
+  }
+
+  function nameProblem() {
+    const name = nameInput.value.trim();
+    if (!name || editing) return null;
+    if (!CREDENTIAL_NAME_RE.test(name)) {
+      return "A credential's name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.";
+    }
+    if (othersNow().some((c) => c.name === name)) {
+      return `${provider.display_name} already has a credential named ${name}: edit it, or pick another name.`;
+    }
+    return null;
+  }
+
+  function weightValue() {
+    const text = weightInput.value.trim();
+    return /^\d+$/.test(text) ? Number(text) : NaN;
+  }
+
+  function weightProblem() {
+    if (weightInput.value.trim() === "" && !weightInput.validity.badInput) return null; // reported as missing
+    const weight = weightValue();
+    return weight >= WEIGHT_MIN && weight <= WEIGHT_MAX ? null
+      : `The weight is a whole number from ${WEIGHT_MIN} to ${WEIGHT_MAX}.`;
+  }
+
+  /** Problems the page can tell without the server: [{control, message}]. */
+  function localProblems() {
+    if (perModel) return [];
+    const found = [];
+    const name = nameProblem();
+    if (name) found.push({ control: nameInput, message: name });
+    const weight = weightProblem();
+    if (weight) found.push({ control: weightInput, message: weight });
+    return found;
+  }
+
+  function showLocalProblems() {
+    if (perModel) return;
+    showNameError(nameProblem());
+    showWeightError(weightProblem());
   }
 
   function payload() {
@@ -114,13 +211,13 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
     }
     const body = perModel
       ? { provider: provider.name, model: modelInput.value.trim(), type: typeSelect.value, credentials }
-      : { credentials };
+      : { credentials, name: nameInput.value.trim() };
     body.keep_secrets = editing;
     return body;
   }
 
   async function validateNow() {
-    if (closed || saving || missingRequired().length) return;
+    if (closed || saving || missingRequired().length || localProblems().length) return;
     const mine = ++sequence;
     showStatus("busy", "Validating...");
     try {
@@ -136,12 +233,22 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
   const validateLater = debounce(validateNow, VALIDATE_DELAY_MS);
 
   const form = h("form", { class: "form", novalidate: true }, rows, status, note);
-  form.addEventListener("input", () => {
+  form.addEventListener("input", (event) => {
     if (saving) return;
+    showLocalProblems();
+    const ready = !missingRequired().length && !localProblems().length;
+    if (event.target === weightInput || event.target === nameInput) {
+      // The vendor's check does not depend on these: a result (or a check under way) stands.
+      if (statusKind === "ok" || statusKind === "busy") return;
+      showStatus("idle");
+      if (ready) validateLater();
+      else validateLater.cancel();
+      return;
+    }
     sequence += 1; // whatever was in flight no longer describes the form
     showStatus("idle");
-    if (missingRequired().length) validateLater.cancel();
-    else validateLater();
+    if (ready) validateLater();
+    else validateLater.cancel();
   });
 
   // -- save ------------------------------------------------------------------------------
@@ -159,12 +266,20 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
       missing[0].focus();
       return;
     }
+    const problems = localProblems();
+    if (problems.length) {
+      showLocalProblems();
+      showStatus("error", problems.map((p) => p.message).join(" "));
+      problems[0].control.focus();
+      return;
+    }
     validateLater.cancel();
     sequence += 1;
     saving = true;
     save.disabled = true;
     showStatus("busy", "Saving...");
     const body = { ...payload(), validate: true };
+    if (!perModel) body.weight = weightValue();
     try {
       if (perModel) await post(tenantPath(tenant.id, "models"), body);
       else await put(tenantPath(tenant.id, "providers", provider.name), body);
@@ -177,12 +292,17 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
     }
     saving = false;
     d.close();
-    toast(perModel ? `${body.model} saved to ${provider.display_name}` : `${provider.display_name} credentials saved`);
+    toast(perModel ? `${body.model} saved to ${provider.display_name}`
+      : othersNow().length ? `Credential ${body.name} of ${provider.display_name} saved`
+        : `${provider.display_name} credentials saved`);
     hooks.refresh(AFFECTED);
   });
 
   d.body.append(form);
-  const first = perModel && !editing ? modelInput : (inputs[0]?.input || modelInput);
+  // A new credential beside others needs a name first; otherwise the key is what to type.
+  const first = perModel && !editing ? modelInput
+    : !perModel && !editing && others.length ? nameInput
+      : (inputs[0]?.input || modelInput || nameInput);
   if (first) first.focus();
   return d;
 }

@@ -43,6 +43,27 @@ export function providerInfo(name) {
     || { name, display_name: name, per_model: false, model_types: [], credential_fields: [], catalog: {} };
 }
 
+/**
+ * The tenant's credentials for an own-model provider, as GET T/providers lists them (one
+ * row per named credential, "default" first): [{provider, name, weight, fields, invalid,
+ * cooling_down_until}].
+ */
+export function credentialsOf(provider) {
+  return (state.data.providers || []).filter((row) => row.provider === provider);
+}
+
+/** The name a provider's first credential gets, and the rule the server applies to names. */
+export const DEFAULT_CREDENTIAL = "default";
+export const CREDENTIAL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+export const WEIGHT_MIN = 1;
+export const WEIGHT_MAX = 1000;
+
+/** When a credential's cooldown ends (unix seconds), or null when it is not cooling down now. */
+export function coolingUntil(row, now = Date.now() / 1000) {
+  const until = row?.cooling_down_until;
+  return typeof until === "number" && Number.isFinite(until) && until > now ? until : null;
+}
+
 export function displayName(name) {
   return providerInfo(name).display_name || name;
 }
