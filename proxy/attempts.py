@@ -52,14 +52,13 @@ def retryable(err: ApiError) -> bool:
     return isinstance(err, UpstreamError) and err.status in RETRYABLE_STATUS and err.code not in _FINAL_CODES
 
 
-def _untried_key(gateway: Gateway, tenant: TenantState, route: Route, tried: set[str]) -> bool:
-    """Whether the provider has a credential this request has not tried yet, valid and not
-    cooling down: the next attempt goes there, without waiting for the last one's Retry-After."""
+def _untried_key(tenant: TenantState, route: Route, tried: set[str]) -> bool:
+    """Whether the provider has a valid credential this request has not tried yet: the next
+    attempt goes there at once (the balancer prefers one not cooling down). Even a cooling
+    one beats waiting to retry the key that just failed: the balancer would pick it anyway."""
     if route.billing != "own" or route.per_model:
         return False
-    return any(r.name not in tried and r.invalid_at is None
-               and gateway.balancer.cooling_until(tenant.id, route.provider, r.name) is None
-               for r in tenant.credentials.get(route.provider, ()))
+    return any(r.name not in tried and r.invalid_at is None for r in tenant.credentials.get(route.provider, ()))
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -98,7 +97,7 @@ async def serve_route(gateway: Gateway, tenant: TenantState, route: Route, req: 
                 if retry:
                     # Another key (another account) goes at once; the same key waits its backoff
                     # and Retry-After.
-                    other = _untried_key(gateway, tenant, current, tried)
+                    other = _untried_key(tenant, current, tried)
                     retry_after = None if other or last is None else last.retry_after
                     wait = 0.0 if other else backoff(retry, settings.backoff_base, settings.backoff_max, retry_after)
                     if (retry_after or 0) > settings.max_retry_after or time.perf_counter() + wait >= deadline:
@@ -112,8 +111,7 @@ async def serve_route(gateway: Gateway, tenant: TenantState, route: Route, req: 
                                               spent, tried)
                 except ApiError as err:
                     # A rejected key (401/403) is no hiccup, but another of the provider's may serve.
-                    rejected = err.code == "upstream_credential_rejected" and _untried_key(gateway, tenant, current,
-                                                                                           tried)
+                    rejected = err.code == "upstream_credential_rejected" and _untried_key(tenant, current, tried)
                     if not (retryable(err) or rejected):
                         raise
                     last = err
