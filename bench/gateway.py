@@ -56,7 +56,7 @@ class Tenant:
 
 
 class Gateway:
-    def __init__(self, procs: Procs, root: Path, workers: int = 2) -> None:
+    def __init__(self, procs: Procs, root: Path, workers: int = 2, extra_config: str = "") -> None:
         self.procs = procs
         self.root = root
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -68,7 +68,8 @@ class Gateway:
         self.tenants: dict[str, Tenant] = {}
         self.log = root / "gateway.log"
         self.config.write_text(
-            f"host: 127.0.0.1\nport: {self.port}\nworkers: {workers}\ndata_dir: {self.data}\nlog_level: warning\n")
+            f"host: 127.0.0.1\nport: {self.port}\nworkers: {workers}\ndata_dir: {self.data}\nlog_level: warning\n"
+            + extra_config)
 
     def cli(self, *args: str) -> str:
         argv = [*modelport_argv(), "--config", str(self.config), *args]

@@ -137,13 +137,14 @@ async def _validate_provider(m: Management, r: Request) -> Any:
 async def _add_model(m: Management, r: Request) -> Any:
     body = await _body(r, ModelIn)
     return await m.add_model(_p(r, "tenant"), body.provider, body.model, body.type, body.credentials,
-                             validate=body.validate_, keep_secrets=body.keep_secrets)
+                             validate=body.validate_, keep_secrets=body.keep_secrets, name=body.name,
+                             weight=body.weight)
 
 
 async def _validate_model(m: Management, r: Request) -> Any:
     body = await _body(r, ModelIn)
     return await m.validate_model(_p(r, "tenant"), body.provider, body.model, body.type, body.credentials,
-                                  body.keep_secrets)
+                                  body.keep_secrets, body.name)
 
 
 async def _set_default(m: Management, r: Request) -> Any:
@@ -203,7 +204,8 @@ ADMIN_ROUTES = [
     Route(T + "/models", _admin(_add_model, 201), methods=["POST"]),
     Route(T + "/models/validate", _admin(_validate_model), methods=["POST"]),
     Route(T + "/models/{provider}/{model:path}",
-          _admin(lambda m, r: m.remove_model(_p(r, "tenant"), _p(r, "provider"), _p(r, "model"))),
+          _admin(lambda m, r: m.remove_model(_p(r, "tenant"), _p(r, "provider"), _p(r, "model"),
+                                             r.query_params.get("name"))),
           methods=["DELETE"]),
     Route(T + "/defaults", _admin(lambda m, r: m.show_defaults(_p(r, "tenant"))), methods=["GET"]),
     Route(T + "/defaults/choices", _admin(lambda m, r: m.default_choices(_p(r, "tenant"))), methods=["GET"]),

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from proxy import sse
+from proxy.balancer import rows_of
 from proxy.calls import Call, StreamCall, call_route
 from proxy.gateway import Gateway
 from proxy.quotas import Reservation
@@ -56,9 +57,10 @@ def _untried_key(tenant: TenantState, route: Route, tried: set[str]) -> bool:
     """Whether the provider has a valid credential this request has not tried yet: the next
     attempt goes there at once (the balancer prefers one not cooling down). Even a cooling
     one beats waiting to retry the key that just failed: the balancer would pick it anyway."""
-    if route.billing != "own" or route.per_model:
+    if route.billing != "own":
         return False
-    return any(r.name not in tried and r.invalid_at is None for r in tenant.credentials.get(route.provider, ()))
+    rows = rows_of(tenant, route.provider, route.model if route.per_model else None)
+    return any(r.name not in tried and r.invalid_at is None for r in rows)
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:

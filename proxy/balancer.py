@@ -15,6 +15,9 @@
   change: every worker's tenant state reloads) and stays out until it is changed.
 A credential is never skipped when nothing else is left: the vendor's answer is then
 better than a made-up one.
+
+The same holds for the named credentials of a per-model entry (a model added one by one
+with its own credentials): their "slot" is `provider/model` where a provider's is `provider`.
 """
 
 from __future__ import annotations
@@ -22,20 +25,29 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from cachetools import LRUCache
 
 from proxy.settings import RoutingSettings
-from proxy.store import Store
+from proxy.store import ModelRow, Store
 from proxy.store.credentials import Cooldown, CredentialRow
 from proxy.tenants import TenantState
 from translators.errors import ApiError, UpstreamError
 
 log = logging.getLogger("modelport")
 
-Key = tuple[str, str, str]  # (tenant id, provider, credential name)
+Key = tuple[str, str, str]  # (tenant id, slot, credential name)
 _FAILING_STATUS = frozenset({500, 502, 503, 504, 529})
+
+
+def slot(provider: str, model: str | None) -> str:
+    """Where a credential's cooldown is kept: the provider's, or a per-model entry's."""
+    return f"{provider}/{model}" if model else provider
+
+
+def rows_of(tenant: TenantState, provider: str, model: str | None) -> Sequence[CredentialRow | ModelRow]:
+    return tenant.models.get((provider, model), ()) if model else tenant.credentials.get(provider, ())
 
 
 class Balancer:
@@ -46,28 +58,31 @@ class Balancer:
         self._cooling: dict[Key, float] = {}        # until (unix time), as the store last said
         self._failures: LRUCache[Key, deque[float]] = LRUCache(size)
 
-    def cooling_until(self, tenant_id: str, provider: str, name: str) -> float | None:
-        until = self._cooling.get((tenant_id, provider, name))
+    def cooling_until(self, tenant_id: str, slot: str, name: str) -> float | None:
+        until = self._cooling.get((tenant_id, slot, name))
         return until if until is not None and until > time.time() else None
 
-    def pick(self, tenant: TenantState, provider: str, avoid: Collection[str] = ()) -> str:
-        rows = tenant.credentials[provider]
+    def pick(self, tenant: TenantState, provider: str, avoid: Collection[str] = (), model: str | None = None) -> str:
+        """The credential for the next attempt: one of the provider's, or (model given) one
+        of that per-model entry's."""
+        rows = rows_of(tenant, provider, model)
         if len(rows) == 1:
             return rows[0].name
+        where = slot(provider, model)
         now = time.time()
         valid = [r for r in rows if r.invalid_at is None] or list(rows)
         fresh = [r for r in valid if r.name not in avoid] or valid
-        ready = [r for r in fresh if self._cooling.get((tenant.id, provider, r.name), 0.0) <= now]
+        ready = [r for r in fresh if self._cooling.get((tenant.id, where, r.name), 0.0) <= now]
         if not ready:  # every one cools down: the one that comes back first
-            return min(fresh, key=lambda r: self._cooling.get((tenant.id, provider, r.name), 0.0)).name
-        return self._weighted(tenant.id, provider, ready)
+            return min(fresh, key=lambda r: self._cooling.get((tenant.id, where, r.name), 0.0)).name
+        return self._weighted(tenant.id, where, ready)
 
-    def _weighted(self, tenant_id: str, provider: str, rows: list[CredentialRow]) -> str:
-        scores = self._scores.get((tenant_id, provider))
+    def _weighted(self, tenant_id: str, where: str, rows: list[CredentialRow | ModelRow]) -> str:
+        scores = self._scores.get((tenant_id, where))
         if scores is None:
-            scores = self._scores[(tenant_id, provider)] = {}
+            scores = self._scores[(tenant_id, where)] = {}
         total = 0
-        best: CredentialRow | None = None
+        best: CredentialRow | ModelRow | None = None
         for row in rows:
             scores[row.name] = scores.get(row.name, 0) + row.weight
             total += row.weight
@@ -77,20 +92,22 @@ class Balancer:
         scores[best.name] -= total
         return best.name
 
-    async def failed(self, tenant: TenantState, provider: str, name: str, err: ApiError) -> None:
+    async def failed(self, tenant: TenantState, provider: str, name: str, err: ApiError,
+                     model: str | None = None) -> None:
         """Learn from an attempt with this credential that failed."""
         if not isinstance(err, UpstreamError):
             return  # the gateway's own refusal says nothing about the key
-        key = (tenant.id, provider, name)
+        key = (tenant.id, slot(provider, model), name)
         now = time.time()
         if err.code == "upstream_credential_rejected":
-            blob = tenant.ciphertext(provider, "", name)
-            row = next((r for r in tenant.credentials.get(provider, ()) if r.name == name), None)
+            row = next((r for r in rows_of(tenant, provider, model) if r.name == name), None)
             if row is None or row.invalid_at is not None:
                 return  # marked already (this worker has reloaded since)
-            if blob is not None and await self.store.mark_invalid(tenant.id, provider, name, blob):
+            marked = (await self.store.mark_model_invalid(tenant.id, provider, model, name, row.secret) if model
+                      else await self.store.mark_invalid(tenant.id, provider, name, row.secret))
+            if marked:
                 log.warning("tenant %s: the %s credential %r was rejected by the vendor; it stays out of "
-                            "rotation until it is changed", tenant.id, provider, name)
+                            "rotation until it is changed", tenant.id, key[1], name)
             return
         if err.status == 429:
             await self._cool(key, now + (err.retry_after or self.settings.cooldown), "rate_limited")
@@ -104,10 +121,10 @@ class Balancer:
                 window.clear()
                 await self._cool(key, now + self.settings.cooldown, "failing")
 
-    def succeeded(self, tenant_id: str, provider: str, name: str) -> None:
-        """A success ends a run of failures (cheap: one dict removal, usually of nothing)."""
+    def succeeded(self, tenant_id: str, provider: str, name: str, model: str | None = None) -> None:
+        """A success ends a run of failures (cheap: nothing to do unless some key is failing)."""
         if self._failures:
-            self._failures.pop((tenant_id, provider, name), None)
+            self._failures.pop((tenant_id, slot(provider, model), name), None)
 
     async def _cool(self, key: Key, until: float, reason: str) -> None:
         if self._cooling.get(key, 0.0) >= until - 1.0:

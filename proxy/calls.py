@@ -51,6 +51,7 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
     record.provider, record.model, record.billing = route.provider, route.model, route.billing
     record.attempts += 1
     ctx, record.credential = await gateway.context(tenant, route, record.request_id, tried or ())
+    entry = route.model if route.per_model else None  # whose credentials the balancer learns about
     if tried is not None:
         tried.add(record.credential)
     secret_values = ctx.credential.secret_values()
@@ -73,17 +74,17 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
                 call_stream(route.translator, req, ctx), include_usage=req.include_usage, secrets=secret_values,
                 headers=headers, on_end=lambda outcome: record.finish(outcome.status, outcome.usage, outcome.chunks))
             record.first_token()
-            gateway.balancer.succeeded(tenant.id, route.provider, record.credential)
+            gateway.balancer.succeeded(tenant.id, route.provider, record.credential, entry)
             return response
         try:
             result = await call(route.translator, req, ctx)
         except ApiError as err:
             raise err.scrubbed(secret_values) from None
-        gateway.balancer.succeeded(tenant.id, route.provider, record.credential)
+        gateway.balancer.succeeded(tenant.id, route.provider, record.credential, entry)
         return result
     except Exception as exc:
-        if isinstance(exc, ApiError) and route.billing == "own" and not route.per_model:
-            await gateway.balancer.failed(tenant, route.provider, record.credential, exc)
+        if isinstance(exc, ApiError) and route.billing == "own":
+            await gateway.balancer.failed(tenant, route.provider, record.credential, exc, entry)
         if reservation is None or pinned is None:
             raise
         # Spent once anything may have reached the vendor: a timeout after sending, a 5xx,

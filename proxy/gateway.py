@@ -13,7 +13,6 @@ from proxy.quotas import Quotas
 from proxy.routing import Route
 from proxy.settings import Settings
 from proxy.store import Store
-from proxy.store.credentials import DEFAULT_NAME
 from proxy.tenants import Directory, TenantState
 from proxy.usage_writer import UsageWriter
 from translators._http import UpstreamClient
@@ -41,11 +40,9 @@ class Gateway:
         if route.billing == "hosted":
             # The platform credential, from memory: never decrypted from (or stored in) tenant rows.
             credential, name = self.hosted[route.provider].credential, "hosted"
-        elif route.per_model:
-            name = DEFAULT_NAME
-            credential = await self.directory.credential(tenant, route.provider, route.model)
         else:
-            name = self.balancer.pick(tenant, route.provider, avoid)
-            credential = await self.directory.credential(tenant, route.provider, None, name)
+            model = route.model if route.per_model else None  # a per-model entry's credentials, or the provider's
+            name = self.balancer.pick(tenant, route.provider, avoid, model)
+            credential = await self.directory.credential(tenant, route.provider, model, name)
         base_url = route.translator.base_url_for(credential)
         return CallContext(self.http, credential, route.model, base_url, request_id), name

@@ -57,8 +57,9 @@ def _options(models: TenantModels, hosted: Mapping[str, HostedOffer], model_type
         elif name in models.hosted_left:
             offer = hosted[name]
             found.extend((name, m, "hosted") for m in offer.models if offer.model_type(m) == model_type)
+    # An entry with several named credentials is one choice.
     return [{"provider": p, "display_name": REGISTRY[p].display_name, "model": m, "source": source}
-            for p, m, source in found]
+            for p, m, source in dict.fromkeys(found)]
 
 
 def choices(models: TenantModels, hosted: Mapping[str, HostedOffer]) -> dict[str, Any]:

@@ -100,8 +100,8 @@ def resolve(tenant: TenantState, model_type: ModelType, name: str,
 
 def _candidates(tenant: TenantState, model_type: ModelType, name: str,
                 hosted: Mapping[str, HostedOffer]) -> list[Route]:
-    found = [Route(p, REGISTRY[p], m, True) for (p, m), row in tenant.models.items()
-             if m == name and row.model_type == model_type.value and p in REGISTRY]
+    found = [Route(p, REGISTRY[p], m, True) for (p, m), rows in tenant.models.items()
+             if m == name and rows[0].model_type == model_type.value and p in REGISTRY]
     for provider in tenant.credentials:
         translator = REGISTRY.get(provider)
         if translator is not None and not translator.per_model and model_type in translator.model_types \
@@ -124,12 +124,12 @@ def explicit(tenant: TenantState, model_type: ModelType, provider: str, model: s
     if model_type not in translator.model_types:
         raise bad_request(f"Provider '{provider}' has no {model_type.value} models.", "model", "model_type_mismatch")
     if translator.per_model:
-        row = tenant.models.get((provider, model))
-        if row is None:
+        rows = tenant.models.get((provider, model))
+        if not rows:
             raise model_not_found(label, f" Add it with `modelport models add {tenant.name} {provider} {model} "
                                          f"--type {model_type.value} ...`.")
-        if row.model_type != model_type.value:
-            raise bad_request(f"The model '{label}' is configured as a {row.model_type} model, "
+        if rows[0].model_type != model_type.value:
+            raise bad_request(f"The model '{label}' is configured as a {rows[0].model_type} model, "
                               f"not {model_type.value}.", "model", "model_type_mismatch")
         return Route(provider, translator, model, True)
     translator.check_model(model)
@@ -147,9 +147,9 @@ def listed_models(tenant: TenantState,
     """(id, owner, type) of every model this tenant can name, bare ids where unambiguous;
     hosted models only for providers the tenant has no credential of its own for."""
     entries: list[tuple[str, str, ModelType]] = []
-    for (provider, model), row in tenant.models.items():
+    for (provider, model), rows in tenant.models.items():
         if provider in REGISTRY:
-            entries.append((model, provider, ModelType(row.model_type)))
+            entries.append((model, provider, ModelType(rows[0].model_type)))
     for provider in tenant.credentials:
         translator = REGISTRY.get(provider)
         if translator is None or translator.per_model:

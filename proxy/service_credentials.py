@@ -182,39 +182,57 @@ class CredentialsManagement:
         translator.check_model(model)
         return translator, kind
 
-    async def _entry_blob(self, tenant: TenantRow, provider: str, model: str) -> bytes | None:
+    async def _entry_blob(self, tenant: TenantRow, provider: str, model: str, name: str) -> bytes | None:
         return next((m.secret for m in await self.store.models(tenant.id)
-                     if m.provider == provider and m.model == model), None)
+                     if m.provider == provider and m.model == model and m.name == name), None)
 
     async def validate_model(self, ref: str, provider: str, model: str, model_type: str, fields: dict[str, str],
-                             keep_secrets: bool = False) -> dict[str, Any]:
+                             keep_secrets: bool = False, name: str = DEFAULT_NAME) -> dict[str, Any]:
         tenant = await self.tenant(ref)
         translator, kind = self._per_model(tenant, provider, model, model_type)
         credential = await self._incoming(tenant, translator, fields, keep_secrets,
-                                          await self._entry_blob(tenant, provider, model))
+                                          await self._entry_blob(tenant, provider, model, credential_name(name)))
         return await self._validate(translator, credential, kind, model)
 
     async def add_model(self, ref: str, provider: str, model: str, model_type: str, fields: dict[str, str], *,
-                        validate: bool = False, keep_secrets: bool = False) -> dict[str, Any]:
+                        validate: bool = False, keep_secrets: bool = False, name: str = DEFAULT_NAME,
+                        weight: int = 1) -> dict[str, Any]:
+        """Add a per-model entry, or one more named credential of it (requests spread over
+        an entry's credentials by weight, as over a provider's)."""
         tenant = await self.tenant(ref)
         translator, kind = self._per_model(tenant, provider, model, model_type)
+        name = credential_name(name)
+        if not 1 <= weight <= 1000:
+            raise bad_request("a credential's weight is 1 to 1000", "weight", "invalid_value")
+        others = [m for m in await self.store.models(tenant.id)
+                  if m.provider == provider and m.model == model and m.name != name]
+        if others and others[0].model_type != kind.value:
+            raise bad_request(f"model '{provider}/{model}' is a {others[0].model_type} model (its other credentials "
+                              f"say so); remove it first to add it as {kind.value}", "type", "model_type_mismatch")
         credential = await self._incoming(tenant, translator, fields, keep_secrets,
-                                          await self._entry_blob(tenant, provider, model))
+                                          await self._entry_blob(tenant, provider, model, name))
         if validate:
             await self._validate(translator, credential, kind, model)
         await self.store.add_model(tenant.id, provider, model, kind.value,
-                                   self.keystore.encrypt(tenant.public_key, credential))
-        return {"provider": provider, "model": model, "type": kind.value, "fields": credential.masked()}
+                                   self.keystore.encrypt(tenant.public_key, credential), name, weight)
+        return {"provider": provider, "model": model, "type": kind.value, "name": name, "weight": weight,
+                "fields": credential.masked(), "invalid": False, "cooling_down_until": None}
 
     async def list_models(self, ref: str) -> list[dict[str, Any]]:
+        """Every credential of every per-model entry, with its state (as `list_providers`)."""
         tenant = await self.tenant(ref)
         wrapped = await self.store.wrapped_private_key(tenant.id)
-        return [{"provider": m.provider, "model": m.model, "type": m.model_type,
-                 "fields": await self._decrypt_masked(tenant, wrapped, m.provider, m.secret)}
+        cooling = {(c.provider, c.name): c.until for c in await self.store.cooldowns(time.time(), tenant.id)}
+        return [{"provider": m.provider, "model": m.model, "type": m.model_type, "name": m.name, "weight": m.weight,
+                 "fields": await self._decrypt_masked(tenant, wrapped, m.provider, m.secret),
+                 "invalid": m.invalid_at is not None, "cooling_down_until": cooling.get((f"{m.provider}/{m.model}",
+                                                                                          m.name))}
                 for m in await self.store.models(tenant.id)]
 
-    async def remove_model(self, ref: str, provider: str, model: str) -> dict[str, Any]:
+    async def remove_model(self, ref: str, provider: str, model: str, name: str | None = None) -> dict[str, Any]:
+        """One named credential of the entry, or (no name) the whole entry."""
         tenant = await self.tenant(ref)
-        if not await self.store.remove_model(tenant.id, provider, model):
-            raise not_found(f"model '{provider}/{model}' for tenant '{tenant.name}'")
-        return {"provider": provider, "model": model, "removed": True}
+        if not await self.store.remove_model(tenant.id, provider, model, None if name is None else credential_name(name)):
+            what = f"model '{provider}/{model}'" + ("" if name is None else f" credential '{name}'")
+            raise not_found(f"{what} for tenant '{tenant.name}'")
+        return {"provider": provider, "model": model, "name": name, "removed": True}

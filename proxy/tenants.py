@@ -56,7 +56,7 @@ class TenantState:
     name: str
     wrapped_private: bytes
     credentials: dict[str, tuple[CredentialRow, ...]]  # provider -> its named, encrypted credentials
-    models: dict[tuple[str, str], ModelRow]            # (provider, model) -> per-model entry
+    models: dict[tuple[str, str], tuple[ModelRow, ...]]  # (provider, model) -> the entry's named credentials
     defaults: dict[ModelType, tuple[str, str]]         # model type -> (provider, model)
     fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # provider/model -> models to try next
     limits: tuple[LimitRow, ...] = ()                  # rate limits (empty: nothing to count)
@@ -66,8 +66,7 @@ class TenantState:
     def ciphertext(self, provider: str, model: str, name: str = DEFAULT_NAME) -> bytes | None:
         if not model:
             return next((row.secret for row in self.credentials.get(provider, ()) if row.name == name), None)
-        entry = self.models.get((provider, model))
-        return None if entry is None else entry.secret
+        return next((row.secret for row in self.models.get((provider, model), ()) if row.name == name), None)
 
     def inherit(self, old: TenantState) -> None:
         """Keep the credentials `old` decrypted whose ciphertexts are still the same."""
@@ -182,7 +181,9 @@ class Directory:
         wrapped = await self.store.wrapped_private_key(tenant_id, self.keystore.key_id)
         if row is None or wrapped is None:
             raise LookupError(tenant_id)
-        models = {(m.provider, m.model): m for m in await self.store.models(tenant_id)}
+        models: dict[tuple[str, str], tuple[ModelRow, ...]] = {}
+        for m in await self.store.models(tenant_id):
+            models[(m.provider, m.model)] = (*models.get((m.provider, m.model), ()), m)
         defaults = {ModelType(t): pm for t, pm in (await self.store.defaults(tenant_id)).items()}
         state = TenantState(row.id, row.name, wrapped, await self.store.credentials(tenant_id), models, defaults,
                             await self.store.fallbacks(tenant_id), await self.store.rate_limits(tenant_id))

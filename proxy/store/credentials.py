@@ -76,6 +76,18 @@ class CredentialQueries(SQLiteBase):
                                    (int(time.time()), tenant_id, provider, name, secret))
             return cur.rowcount == 1
 
+    async def mark_model_invalid(self, tenant_id: str, provider: str, model: str, name: str, secret: bytes) -> bool:
+        """`mark_invalid` for a per-model entry's credential."""
+        if await self._one("SELECT 1 FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ? AND "
+                           "name = ? AND secret = ? AND invalid_at IS NULL",
+                           (tenant_id, provider, model, name, secret)) is None:
+            return False
+        async with self._write(Change(Kind.MODEL, tenant_id, f"{provider}/{model}")) as db:
+            cur = await db.execute("UPDATE tenant_models SET invalid_at = ? WHERE tenant_id = ? AND provider = ? AND "
+                                   "model = ? AND name = ? AND secret = ? AND invalid_at IS NULL",
+                                   (int(time.time()), tenant_id, provider, model, name, secret))
+            return cur.rowcount == 1
+
     # -- cooldowns (accounting-like: quiet writes, read by every worker's poll) ------------
 
     async def set_cooldown(self, cooldown: Cooldown) -> None:

@@ -236,4 +236,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX credential_cooldowns_until ON credential_cooldowns(until);
     """,
+    # 9: several named credentials per per-model entry (issue 13), as migration 8 did for
+    # providers: the entry's rows share its model type; existing ones become "default".
+    """
+    CREATE TABLE tenant_models_9 (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT 'default',
+        model_type TEXT NOT NULL CHECK (model_type IN ('llm', 'text-embedding', 'speech2text')),
+        weight INTEGER NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 1000),
+        secret BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        invalid_at INTEGER,
+        PRIMARY KEY (tenant_id, provider, model, name)
+    );
+    INSERT INTO tenant_models_9 (tenant_id, provider, model, model_type, secret, updated_at)
+        SELECT tenant_id, provider, model, model_type, secret, updated_at FROM tenant_models;
+    DROP TABLE tenant_models;
+    ALTER TABLE tenant_models_9 RENAME TO tenant_models;
+    """,
 )

@@ -45,6 +45,9 @@ class ModelRow:
     model: str
     model_type: str
     secret: bytes
+    name: str = "default"          # one of the entry's named credentials (issue 13)
+    weight: int = 1
+    invalid_at: int | None = None  # the vendor rejected it (401/403) at this time
 
 
 _TOKEN_COLUMNS = "id, tenant_id, name, hint, created_at, revoked_at, kind, last_used_at"
@@ -172,24 +175,37 @@ class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, C
 
     # -- per-model entries (provider credentials: `credentials.py`) ---------------------
 
-    async def add_model(self, tenant_id: str, provider: str, model: str, model_type: str, secret: bytes) -> None:
+    async def add_model(self, tenant_id: str, provider: str, model: str, model_type: str, secret: bytes,
+                        name: str = "default", weight: int = 1) -> None:
+        """Add or replace one named credential of a per-model entry; a replaced one is valid
+        again and cools down no more. The entry's rows keep one model type."""
         async with self._write(Change(Kind.MODEL, tenant_id, f"{provider}/{model}")) as db:
-            await db.execute("INSERT INTO tenant_models (tenant_id, provider, model, model_type, secret, updated_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(tenant_id, provider, model) DO UPDATE SET "
-                             "model_type = excluded.model_type, secret = excluded.secret, "
-                             "updated_at = excluded.updated_at",
-                             (tenant_id, provider, model, model_type, secret, _now()))
+            await db.execute("INSERT INTO tenant_models (tenant_id, provider, model, name, model_type, weight, secret, "
+                             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(tenant_id, provider, model, name) "
+                             "DO UPDATE SET model_type = excluded.model_type, weight = excluded.weight, "
+                             "secret = excluded.secret, updated_at = excluded.updated_at, invalid_at = NULL",
+                             (tenant_id, provider, model, name, model_type, weight, secret, _now()))
+            await db.execute("UPDATE tenant_models SET model_type = ? WHERE tenant_id = ? AND provider = ? AND model = ?",
+                             (model_type, tenant_id, provider, model))
+            await db.execute("DELETE FROM credential_cooldowns WHERE tenant_id = ? AND provider = ? AND name = ?",
+                             (tenant_id, f"{provider}/{model}", name))
 
     async def models(self, tenant_id: str) -> list[ModelRow]:
-        return [ModelRow(r[0], r[1], r[2], bytes(r[3])) for r in await self._all(
-            "SELECT provider, model, model_type, secret FROM tenant_models WHERE tenant_id = ? "
-            "ORDER BY provider, model", (tenant_id,))]
+        """Every per-model entry's credentials, by entry ("default" first)."""
+        return [ModelRow(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in await self._all(
+            "SELECT provider, model, model_type, secret, name, weight, invalid_at FROM tenant_models "
+            "WHERE tenant_id = ? ORDER BY provider, model, name != 'default', name", (tenant_id,))]
 
-    async def remove_model(self, tenant_id: str, provider: str, model: str) -> bool:
+    async def remove_model(self, tenant_id: str, provider: str, model: str, name: str | None = None) -> bool:
+        """One named credential of the entry, or (name None) the whole entry."""
         async with self._write(Change(Kind.MODEL, tenant_id, f"{provider}/{model}")) as db:
-            cur = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ?",
-                                   (tenant_id, provider, model))
-            return cur.rowcount == 1
+            if name is None:
+                cur = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ?",
+                                       (tenant_id, provider, model))
+            else:
+                cur = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ? "
+                                       "AND name = ?", (tenant_id, provider, model, name))
+            return cur.rowcount >= 1
 
     # -- defaults -----------------------------------------------------------------
 

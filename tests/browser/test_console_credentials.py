@@ -349,3 +349,30 @@ def test_several_credentials(console_gateway: GatewayProcess, fake_openai_server
     finally:
         fake.state.api_keys.difference_update({default_key, backup_key})
         fake.state.fail_next.clear()
+
+
+def test_a_per_model_entry_with_two_credentials(console_gateway: GatewayProcess, tab: Tab) -> None:
+    """A Hugging Face model with a second named credential (`models add --name`): the card
+    names each, removing one keeps the model."""
+    gw = console_gateway
+    admin = AdminAPI(gw)
+    created = admin.call("POST", "/tenants", {"name": f"pm-{uuid.uuid4().hex[:8]}"}, status=201)
+    model = "BAAI/bge-small-en-v1.5"
+    for name, weight in (("default", 1), ("backup", 2)):
+        admin.call("POST", f"/tenants/{created['id']}/models",
+                   {"provider": "huggingface", "model": model, "type": "text-embedding", "name": name,
+                    "weight": weight, "credentials": {"api_token": f"hf_test_{name}_000000000000001"}}, status=201)
+    page = open_console(tab, gw, gw.admin_token(), created["id"], created["name"])
+    card = page.get_by_role("article", name="Hugging Face")
+    expect(card.get_by_role("button", name=f"Remove {model} credential backup")).to_be_visible()
+    expect(card.get_by_text("Weight 2")).to_be_visible()
+    card.get_by_role("button", name=f"Remove {model} credential backup").click()
+    dialog = open_dialog(page, "Remove credential backup")
+    expect(dialog).to_contain_text("go to its other credential(s): default")
+    dialog.get_by_role("button", name="Remove", exact=True).click()
+    no_open_dialog(page)
+    eventually(lambda: [m["name"] for m in admin.get(f"/tenants/{created['id']}/models")] == ["default"], 5,
+               "the backup credential was not removed")
+    expect(card.get_by_role("button", name=f"Remove {model}", exact=True)).to_be_visible()
+    tab.shot("per-model-one-left")
+    assert not tab.csp_violations() and not tab.left_loopback()

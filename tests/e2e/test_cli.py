@@ -248,9 +248,22 @@ def test_models_add_list_remove_for_a_per_model_provider(offline: GatewayProcess
                         f"endpoint={endpoint}", f"api_key={key}").out
     assert key not in added and mask(key) in added
     entries = json.loads(offline.cli("--json", "models", "list", tenant).out)
-    assert entries == [{"provider": "azure_openai", "model": "prod-chat", "type": "llm",
+    assert entries == [{"provider": "azure_openai", "model": "prod-chat", "type": "llm", "name": "default",
+                        "weight": 1, "invalid": False, "cooling_down_until": None,
                         "fields": {"endpoint": endpoint, "api_key": mask(key)}}]
     assert key not in offline.cli("models", "list", tenant).out
+    # A second, named credential of the same deployment (issue 13); the type stays the entry's.
+    offline.cli("models", "add", tenant, "azure_openai", "prod-chat", "--type", "llm", "--name", "backup",
+                "--weight", "2", f"endpoint={endpoint}", f"api_key={key}x")
+    entries = json.loads(offline.cli("--json", "models", "list", tenant).out)
+    assert [(e["model"], e["name"], e["weight"]) for e in entries] == [("prod-chat", "default", 1),
+                                                                        ("prod-chat", "backup", 2)]
+    other_type = offline.cli("models", "add", tenant, "azure_openai", "prod-chat", "--type", "text-embedding",
+                             "--name", "third", f"endpoint={endpoint}", f"api_key={key}", check=False)
+    assert other_type.code == 1 and "llm model" in other_type.err
+    assert "removed=True" in offline.cli("models", "remove", tenant, "azure_openai", "prod-chat", "--name",
+                                         "backup").out
+    assert [e["name"] for e in json.loads(offline.cli("--json", "models", "list", tenant).out)] == ["default"]
 
     missing = offline.cli("models", "add", tenant, "azure_openai", "other", "--type", "llm",
                           f"endpoint={endpoint}", check=False)

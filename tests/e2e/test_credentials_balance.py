@@ -6,6 +6,10 @@ account; the official openai SDK and httpx are the clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +20,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.harness import GatewayProcess
+from tests.fakes.azure_fixtures import FakeAzure
 from tests.fakes.fixtures import FakeOpenAI, served_fake_openai
 from tests.fakes.server import free_port
 
@@ -152,3 +157,70 @@ def test_a_rejected_key_is_marked_invalid_until_changed(gw: GatewayProcess, tena
     fake_openai.state.api_keys.add(KEY_A)
     setup(gw, tenant, ("a", KEY_A, fake_openai.v1_url, 1))
     assert listed()["a"]["invalid"] is False
+
+
+def test_a_per_model_entry_spreads_over_its_named_credentials(gw: GatewayProcess, tenant: str,
+                                                               fake_azure: FakeAzure) -> None:
+    """Azure deployments take their credentials one model at a time: several named ones
+    per deployment, balanced and marked like a provider's (slot `azure_openai/DEPLOYMENT`)."""
+    good, dead = "azure-balance-good-0000000000000001", "azure-balance-dead-0000000000000002"
+    fake_azure.state.api_keys.add(good)
+    for name, key in (("a", dead), ("b", good)):
+        gw.cli("models", "add", tenant, "azure_openai", "prod-chat", "--type", "llm", "--name", name,
+               f"endpoint={fake_azure.endpoint}", f"api_key={key}", "api_version=2024-10-21")
+    time.sleep(0.6)
+    with httpx.Client(base_url=gw.v1_url, headers={"Authorization": f"Bearer {gw.tokens[tenant]}"}, timeout=10) as c:
+        first = c.post("/chat/completions", json={"model": "azure_openai/prod-chat", "messages": HI})
+        assert first.status_code == 200, first.text
+        assert first.headers["x-modelport-attempts"] == "2"  # the dead key's 401, then the other key
+        with admin(gw) as client:
+            rows = {r["name"]: r for r in client.get(f"/tenants/{tenant}/models").json()["data"]}
+        assert rows["a"]["invalid"] is True and rows["b"]["invalid"] is False
+        time.sleep(0.6)  # every worker reloads the entry: key a is out of rotation
+        statuses = {c.post("/chat/completions", json={"model": "azure_openai/prod-chat", "messages": HI}
+                           ).headers["x-modelport-attempts"] for _ in range(4)}
+    assert statuses == {"1"}
+    keys = {r.headers.get("api-key") for r in fake_azure.state.requests}
+    assert keys == {good, dead}  # the dead key was tried once, then never again
+
+
+def test_a_key_whose_connections_are_reset_is_skipped_by_the_retry(gw: GatewayProcess, tenant: str,
+                                                                   fake_openai: FakeOpenAI) -> None:
+    """Key A's endpoint accepts each connection and resets it (RST) before answering."""
+    with resetting_server() as port:
+        setup(gw, tenant, ("a", KEY_A, f"http://127.0.0.1:{port}/v1", 1), ("b", KEY_B, fake_openai.v1_url, 1))
+        with httpx.Client(base_url=gw.v1_url, headers={"Authorization": f"Bearer {gw.tokens[tenant]}"},
+                          timeout=10) as c:
+            first = c.post("/chat/completions", json={"model": "default", "messages": HI})
+    assert first.status_code == 200, first.text
+    assert first.headers["x-modelport-attempts"] == "2"
+    assert set(keys_seen(fake_openai)) == {KEY_B}
+
+
+@contextlib.contextmanager
+def resetting_server() -> Iterator[int]:
+    """A loopback port whose every connection is read from, then reset."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError):
+                conn.settimeout(1)
+                conn.recv(65536)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()

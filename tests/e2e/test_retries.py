@@ -46,6 +46,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake_openai_server: FakeOpenAI,
     # Nothing listens there: every attempt is a connect error.
     gateway.cli("providers", "set", "rt-down", "openai", f"api_key={OPENAI_KEY}",
                 f"base_url=http://127.0.0.1:{free_port()}/v1")
+    gateway.cli("providers", "set", "rt-down", "openai", "--name", "second", f"api_key={OPENAI_KEY}",
+                f"base_url=http://127.0.0.1:{free_port()}/v1")  # both of OpenAI's keys are down
     gateway.cli("providers", "set", "rt-down", "anthropic", f"api_key={ANTHROPIC_KEY}",
                 f"base_url={fake_anthropic_server.base_url}")
     gateway.cli("fallbacks", "set", "rt-down", "openai/gpt-4o-mini", f"anthropic/{CLAUDE}")
@@ -147,7 +149,7 @@ def test_connect_errors_are_retried_then_the_fallback_answers(gw: GatewayProcess
     raw_response = sdk.chat.completions.with_raw_response.create(model="openai/gpt-4o-mini", messages=HI)
     assert raw_response.headers["x-modelport-provider"] == "anthropic"
     assert raw_response.headers["x-modelport-model"] == CLAUDE
-    assert raw_response.headers["x-modelport-attempts"] == "4"  # 3 tries on openai, 1 on anthropic
+    assert raw_response.headers["x-modelport-attempts"] == "4"  # 3 tries on openai's two keys, 1 on anthropic
     assert raw_response.parse().choices[0].message.content
     assert len(fake_anthropic.state.requests) == 1
     # Streams too: nothing was sent before the fallback answered.

@@ -88,8 +88,8 @@ def test_ambiguous_bare_name_names_candidates() -> None:
 
 
 def test_per_model_entries_route_by_name_and_type() -> None:
-    rows = {("hostedfake", "org/emb"): ModelRow("hostedfake", "org/emb", "text-embedding", b""),
-            ("hostedfake", "org/chat"): ModelRow("hostedfake", "org/chat", "llm", b"")}
+    rows = {("hostedfake", "org/emb"): (ModelRow("hostedfake", "org/emb", "text-embedding", b""),),
+            ("hostedfake", "org/chat"): (ModelRow("hostedfake", "org/chat", "llm", b""),)}
     t = tenant(models=rows)
     route = routing.resolve(t, ModelType.TEXT_EMBEDDING, "org/emb")
     assert (route.provider, route.per_model) == ("hostedfake", True)
@@ -118,13 +118,13 @@ def test_listed_models_disambiguates_duplicates() -> None:
     t = tenant(credentials={"openai": b"x", "ownfake": b"y"})
     ids = {name for name, _, _ in routing.listed_models(t)}
     assert "gpt-4o-mini" in ids and "text-embedding-3-small" in ids
-    rows = {("hostedfake", "gpt-4o"): ModelRow("hostedfake", "gpt-4o", "llm", b"")}
+    rows = {("hostedfake", "gpt-4o"): (ModelRow("hostedfake", "gpt-4o", "llm", b""),)}
     ids = {name for name, _, _ in routing.listed_models(tenant(models=rows))}
     assert {"openai/gpt-4o", "hostedfake/gpt-4o"} <= ids
 
 
 def test_hosted_model_id_that_starts_with_a_provider_name() -> None:
-    rows = {("hostedfake", "openai/whisper"): ModelRow("hostedfake", "openai/whisper", "speech2text", b"")}
+    rows = {("hostedfake", "openai/whisper"): (ModelRow("hostedfake", "openai/whisper", "speech2text", b""),)}
     route = routing.resolve(tenant(models=rows, credentials={}), ModelType.SPEECH2TEXT, "openai/whisper")
     assert (route.provider, route.model) == ("hostedfake", "openai/whisper")
     # The explicit reading still wins when it works.

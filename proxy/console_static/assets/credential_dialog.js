@@ -5,8 +5,8 @@
 // Editing never shows a stored secret: its input starts empty with the masked value as a
 // placeholder, and keep_secrets:true tells the server to keep a secret left empty.
 //
-// Own-model providers may hold several named credentials (requests spread by weight): the
-// dialog also asks for the credential's name (fixed once stored) and its weight.
+// A provider, or a per-model entry, may hold several named credentials (requests spread by
+// weight): the dialog also asks for the credential's name (fixed once stored) and its weight.
 
 import { h, s, debounce, checkIcon, clear, uid } from "./dom.js";
 import { post, put, tenantPath } from "./api.js";
@@ -55,8 +55,14 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
   const perModel = Boolean(provider.per_model);
   const editing = perModel ? Boolean(entry) : Boolean(own);
   const stored = (perModel ? entry?.fields : own?.fields) || {};
-  // The provider's other credentials: whether this is its first, and names already taken.
-  const othersNow = () => (perModel ? [] : credentialsOf(provider.name).filter((c) => c.name !== own?.name));
+  // The other credentials (of the provider, or of the same per-model entry): whether this is
+  // the first, and names already taken.
+  let modelInput = null;
+  const modelNow = () => (modelInput ? modelInput.value.trim() : entry?.model ?? "");
+  const othersNow = () => (perModel
+    ? (state.data.models || []).filter((m) => m.provider === provider.name && m.model === modelNow()
+      && m.name !== entry?.name)
+    : credentialsOf(provider.name).filter((c) => c.name !== own?.name));
   const others = othersNow();
   let closed = false;
   let sequence = 0; // answers to older validation requests are ignored
@@ -75,7 +81,6 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
 
   // -- fields --------------------------------------------------------------------------
   const rows = [];
-  let modelInput = null;
   let typeSelect = null;
   if (perModel) {
     modelInput = h("input", { type: "text", name: "model", class: "input mono", autocomplete: "off",
@@ -94,13 +99,14 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
   let weightInput = null;
   let showNameError = () => {};
   let showWeightError = () => {};
-  if (!perModel) {
+  {
+    const current = own ?? entry;
     nameInput = h("input", { type: "text", name: "name", class: "input mono", autocomplete: "off",
       spellcheck: "false", autocapitalize: "off", maxlength: "64", pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}",
-      value: own ? own.name : (others.length ? "" : DEFAULT_CREDENTIAL),
-      placeholder: others.length && !own ? "e.g. backup" : null, readonly: editing });
+      value: current ? (current.name ?? DEFAULT_CREDENTIAL) : (others.length ? "" : DEFAULT_CREDENTIAL),
+      placeholder: others.length && !current ? "e.g. backup" : null, readonly: editing });
     weightInput = h("input", { type: "number", name: "weight", class: "input input--narrow", inputmode: "numeric",
-      min: String(WEIGHT_MIN), max: String(WEIGHT_MAX), step: "1", value: String(own?.weight ?? 1) });
+      min: String(WEIGHT_MIN), max: String(WEIGHT_MAX), step: "1", value: String(current?.weight ?? 1) });
     // Fixed once stored: no "required" mark on a read-only field.
     const nameField = field({ label: "Credential name", control: nameInput, required: !editing,
       help: editing ? "A credential keeps its name: to use another one, add a new credential."
@@ -154,8 +160,8 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
   function missingRequired() {
     const missing = [];
     if (perModel && !modelInput.value.trim()) missing.push(modelInput);
-    if (!perModel && !nameInput.value.trim()) missing.push(nameInput);
-    if (!perModel && weightInput.value.trim() === "" && !weightInput.validity.badInput) missing.push(weightInput);
+    if (!nameInput.value.trim()) missing.push(nameInput);
+    if (weightInput.value.trim() === "" && !weightInput.validity.badInput) missing.push(weightInput);
     for (const { spec, input, keeps } of inputs) {
       if (spec.required && !keeps && !input.value.trim()) missing.push(input);
     }
@@ -169,7 +175,8 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
       return "A credential's name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.";
     }
     if (othersNow().some((c) => c.name === name)) {
-      return `${provider.display_name} already has a credential named ${name}: edit it, or pick another name.`;
+      const owner = perModel ? modelNow() : provider.display_name;
+      return `${owner} already has a credential named ${name}: edit it, or pick another name.`;
     }
     return null;
   }
@@ -188,7 +195,6 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
 
   /** Problems the page can tell without the server: [{control, message}]. */
   function localProblems() {
-    if (perModel) return [];
     const found = [];
     const name = nameProblem();
     if (name) found.push({ control: nameInput, message: name });
@@ -198,7 +204,6 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
   }
 
   function showLocalProblems() {
-    if (perModel) return;
     showNameError(nameProblem());
     showWeightError(weightProblem());
   }
@@ -210,7 +215,8 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
       if (value) credentials[spec.name] = value;
     }
     const body = perModel
-      ? { provider: provider.name, model: modelInput.value.trim(), type: typeSelect.value, credentials }
+      ? { provider: provider.name, model: modelInput.value.trim(), type: typeSelect.value, credentials,
+        name: nameInput.value.trim() }
       : { credentials, name: nameInput.value.trim() };
     body.keep_secrets = editing;
     return body;
@@ -279,7 +285,7 @@ export function openCredentialDialog({ provider, own = null, entry = null, opene
     save.disabled = true;
     showStatus("busy", "Saving...");
     const body = { ...payload(), validate: true };
-    if (!perModel) body.weight = weightValue();
+    body.weight = weightValue();
     try {
       if (perModel) await post(tenantPath(tenant.id, "models"), body);
       else await put(tenantPath(tenant.id, "providers", provider.name), body);

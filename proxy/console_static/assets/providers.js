@@ -107,17 +107,26 @@ function removeCredential(provider, credential, siblings, opener) {
   });
 }
 
+/** The entry's named credentials (an entry may hold several, like a provider). */
+function entryRows(provider, model) {
+  return (state.data.models || []).filter((m) => m.provider === provider.name && m.model === model);
+}
+
 function removeModel(provider, entry, opener) {
   const tenant = state.tenant;
+  const rows = entryRows(provider, entry.model);
+  const one = rows.length > 1; // one of several: only that credential goes
+  const path = `${tenantPath(tenant.id, "models", provider.name)}/${modelSegment(entry.model)}`;
   confirmDialog({
-    title: `Remove ${entry.model}?`,
-    message: [
-      `${entry.model} and its credentials are removed from ${provider.display_name} for ${tenant.name}.`,
-      ...defaultWarnings(defaultsUsing(provider.name, entry.model)),
-    ],
+    title: one ? `Remove credential ${entry.name} of ${entry.model}?` : `Remove ${entry.model}?`,
+    message: one
+      ? [`Requests for ${entry.model} go to its other credential(s): ${rows.filter((r) => r.name !== entry.name)
+        .map((r) => r.name).join(", ")}.`]
+      : [`${entry.model} and its credentials are removed from ${provider.display_name} for ${tenant.name}.`,
+        ...defaultWarnings(defaultsUsing(provider.name, entry.model))],
     confirmLabel: "Remove",
     opener,
-    action: () => del(`${tenantPath(tenant.id, "models", provider.name)}/${modelSegment(entry.model)}`),
+    action: () => del(one ? `${path}?${new URLSearchParams({ name: entry.name })}` : path),
     after: () => {
       toast(`${entry.model} removed`);
       hooks.refresh(AFFECTED);
@@ -126,19 +135,26 @@ function removeModel(provider, entry, opener) {
 }
 
 function modelItem(provider, entry) {
-  const id = `${provider.name}/${entry.model}`;
+  const named = entryRows(provider, entry.model).length > 1 || (entry.name && entry.name !== "default");
+  // One credential: the names the page always had; several: each says which one it is.
+  const which = named ? `${entry.model} credential ${entry.name}` : entry.model;
+  const id = `${provider.name}/${entry.model}/${entry.name || "default"}`;
   const edit = h("button", { type: "button", class: "btn btn--small", text: "Edit",
-    "aria-label": `Edit ${entry.model}`, "data-focus-key": `model-edit:${id}` });
+    "aria-label": `Edit ${which}`, "data-focus-key": `model-edit:${id}` });
   edit.addEventListener("click", () => openCredentialDialog({ provider, entry, opener: edit }));
   const remove = h("button", { type: "button", class: "btn btn--small btn--danger-outline", text: "Remove",
-    "aria-label": `Remove ${entry.model}`, "data-focus-key": `model-remove:${id}` });
+    "aria-label": `Remove ${which}`, "data-focus-key": `model-remove:${id}` });
   remove.addEventListener("click", () => removeModel(provider, entry, remove));
   const secret = firstSecret(provider, entry.fields);
+  const badge = stateBadge(entry, named);
   return h("li", { class: "model-item" },
     h("div", { class: "model-item__main" },
       h("span", { class: "model-item__name mono", text: entry.model }),
       h("span", { class: "badge", text: TYPE_NAMES[entry.type] || entry.type }),
-      secret ? h("span", { class: "model-item__key mono muted", text: secret }) : null),
+      named ? h("span", { class: "badge mono", text: entry.name }) : null,
+      named && entry.weight > 1 ? h("span", { class: "badge", text: `Weight ${entry.weight}` }) : null,
+      secret ? h("span", { class: "model-item__key mono muted", text: secret }) : null,
+      badge),
     h("div", { class: "model-item__actions" }, edit, remove));
 }
 
