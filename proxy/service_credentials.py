@@ -153,7 +153,7 @@ class CredentialsManagement:
         vendor rejected it; out of rotation until changed) and `cooling_down_until`."""
         tenant = await self.tenant(ref)
         wrapped = await self.store.wrapped_private_key(tenant.id)  # once for the whole list
-        cooling = {(c.provider, c.name): c.until for c in await self.store.cooldowns(time.time(), tenant.id)}
+        cooling = await self._cooling(tenant)
         return [{"provider": p, "name": row.name, "weight": row.weight,
                  "fields": await self._decrypt_masked(tenant, wrapped, p, row.secret),
                  "invalid": row.invalid_at is not None, "cooling_down_until": cooling.get((p, row.name))}
@@ -181,6 +181,10 @@ class CredentialsManagement:
             raise bad_request(f"provider '{provider}' has no {kind.value} models", "type", "model_type_mismatch")
         translator.check_model(model)
         return translator, kind
+
+    async def _cooling(self, tenant: TenantRow) -> dict[tuple[str, str], float]:
+        """(slot, credential name) -> until, for the tenant's credentials cooling down now."""
+        return {(c.provider, c.name): c.until for c in await self.store.cooldowns(time.time(), tenant.id)}
 
     async def _entry_blob(self, tenant: TenantRow, provider: str, model: str, name: str) -> bytes | None:
         return next((m.secret for m in await self.store.models(tenant.id)
@@ -222,7 +226,7 @@ class CredentialsManagement:
         """Every credential of every per-model entry, with its state (as `list_providers`)."""
         tenant = await self.tenant(ref)
         wrapped = await self.store.wrapped_private_key(tenant.id)
-        cooling = {(c.provider, c.name): c.until for c in await self.store.cooldowns(time.time(), tenant.id)}
+        cooling = await self._cooling(tenant)
         return [{"provider": m.provider, "model": m.model, "type": m.model_type, "name": m.name, "weight": m.weight,
                  "fields": await self._decrypt_masked(tenant, wrapped, m.provider, m.secret),
                  "invalid": m.invalid_at is not None, "cooling_down_until": cooling.get((f"{m.provider}/{m.model}",

@@ -47,7 +47,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.e2e.harness import GatewayProcess
-from tests.fakes.server import free_port
 
 T = TypeVar("T")
 
@@ -314,11 +313,9 @@ def page(tab: Tab) -> Any:
 @pytest.fixture(scope="module")
 def console_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(tmp_path_factory.mktemp("console-gateway"), workers=2)
-    gw.port = free_port()
-    gw.start()
     try:
-        yield gw
+        with gw.running():
+            yield gw
     finally:
-        gw.stop()
         # The data directory holds the admin token: not left behind in the basetemp.
         shutil.rmtree(gw.data_dir, ignore_errors=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import struct
 import threading
@@ -82,7 +83,7 @@ def test_equal_keys_alternate_and_weights_share(gw: GatewayProcess, tenant: str,
         for _ in range(6):
             assert c.post("/chat/completions", json={"model": "default", "messages": HI}).status_code == 200
     seen = keys_seen(fake_openai)
-    assert all(x != y for x, y in zip(seen, seen[1:])), seen  # never the same key twice in a row
+    assert all(x != y for x, y in itertools.pairwise(seen)), seen  # never the same key twice in a row
     assert sorted(seen) == sorted([KEY_A, KEY_B] * 3)
     fake_openai.state.requests.clear()
     setup(gw, tenant, ("b", KEY_B, fake_openai.v1_url, 3))

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from tests.e2e.harness import ACME_KEY, GatewayProcess, ProviderTenant, provider_tenant
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.server import ServedApp, free_port
+from tests.fakes.server import ServedApp
 
 USER = [{"role": "user", "content": "the prompt must not travel"}]
 ANTHROPIC_KEY = "sk-ant-fake-e2e-redirect-0000000001"
@@ -36,12 +36,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     gw = GatewayProcess(tmp_path_factory.mktemp("guarded"), workers=1, settings={"upstream": {
         "connect_timeout": 2, "read_timeout": 5, "total_timeout": 10,
         "private_networks": "deny", "allow_hosts": ["localhost"]}})
-    gw.port = free_port()
-    gw.start()
-    try:
+    with gw.running():
         yield gw
-    finally:
-        gw.stop()
 
 
 class Recorder:
