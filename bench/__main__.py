@@ -5,13 +5,14 @@
     python -m bench --scenarios chat,stream --rounds 5 --duration 10
     python -m bench --profile             # also py-spy the workers under load (top costs)
     python -m bench --scenarios tenants --tenants 1000   # cost with many tenants (bench/tenants.py)
+    python -m bench --scenarios spread    # 64 connections at once: do both workers take some?
 
 Each round starts a fresh `modelport serve` (2 workers; start-up is timed to the first
 served request), then for every scenario and connection count runs the same bounded
 load direct to the fake upstream and through the gateway, back to back (the order
-alternates between rounds). The `tenants` scenario runs once, after the rounds, on its
-own gateway (bench/tenants.py). Results: tables on stdout and bench/results/<time>.json.
-See bench/README.md.
+alternates between rounds). `tenants` and `spread` run once, after the rounds, each on its
+own gateway (bench/tenants.py, bench/spread.py). Results: tables on stdout and
+bench/results/<time>.json. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fake, profile, report, tenants, wrk
+from bench import fake, profile, report, spread, tenants, wrk
 from bench.gateway import FAKE_KEY, Gateway, anthropic_translator
 from bench.procs import Procs, Watch, background_cores, wait_quiet
 from bench.scenarios import Scenario, ensure_tools, machine, scenarios
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Scenarios that run once, after the rounds, each on its own gateway: name -> (run, report).
+ALONE = {"tenants": (tenants.run, report.tenants_report), "spread": (spread.run, report.spread_report)}
 def raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Accept: */*"] + [f"{k}: {v}" for k, v in headers.items()]
@@ -50,9 +53,8 @@ class Bench:
         self.notes: list[str] = []
         self.anthropic: dict[str, Any] | None = None
         self.profiles: dict[str, Any] = {}
-        self.tenants: dict[str, Any] | None = None
-        # The direct/gateway scenarios; `tenants` runs on its own gateway (bench/tenants.py).
-        self.standard = [s for s in args.scenarios if s != "tenants"]
+        self.alone: dict[str, dict[str, Any]] = {}   # results of the ALONE scenarios
+        self.standard = [s for s in args.scenarios if s not in ALONE]  # the direct/gateway pairs
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -239,8 +241,8 @@ class Bench:
                             self.measure(rnd, s, target, conns)
             finally:
                 self.gateway.stop()  # type: ignore[union-attr]
-        if "tenants" in a.scenarios:
-            self.tenants = tenants.run(a, self.procs, self.root, self.upstream)
+        for name in (n for n in a.scenarios if n in ALONE):
+            self.alone[name] = ALONE[name][0](a, self.procs, self.root, self.upstream)
 
     def run_profile(self, out_dir: Path) -> str:
         """One fresh gateway; py-spy on every worker during a few loads."""
@@ -281,11 +283,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each (default 1)")
     p.add_argument("--scenarios", default="chat,anthropic,embeddings,stream,soak",
-                   help="comma-separated subset of chat,anthropic,embeddings,stream,soak (default: all "
-                        "of them), embeddings-1536 (a real-sized embedding), failover (2 credentials, 5%% of "
-                        "upstream answers a 503) and tenants (N tenants, steady "
-                        "vs admin writes vs tenant creations; runs once, on its own gateway); the last two "
-                        "are not in the default set")
+                   help="comma-separated subset of chat,anthropic,embeddings,stream,soak (default: all of "
+                        "them), embeddings-1536 (a real-sized embedding), failover (2 credentials, 5%% of upstream "
+                        "answers a 503), tenants (N tenants, steady vs admin writes vs tenant creations) and "
+                        "spread (64 connections opened at once: per-worker CPU); the last four are not in the "
+                        "default set; tenants and spread run once each, on their own gateway")
     p.add_argument("--tenants", type=int, default=1000, help="tenants scenario: tenants seeded (default 1000)")
     p.add_argument("--tenant-evict-cache", type=int, default=100,
                    help="tenants scenario: cache size (tenants, private keys) of the eviction run, where "
@@ -311,7 +313,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.quick:
         a.rounds, a.duration, a.warmup, a.soak_streams, a.soak_duration = 1, 1.0, 1.0, 200, 2.5
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    known = {"chat", "anthropic", "embeddings", "embeddings-1536", "failover", "stream", "soak", "tenants"}
+    known = {"chat", "anthropic", "embeddings", "embeddings-1536", "failover", "stream", "soak", *ALONE}
     if set(a.scenarios) - known:
         p.error(f"unknown scenario(s): {', '.join(sorted(set(a.scenarios) - known))}")
     if a.tenants < 1:
@@ -390,11 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         md += [f"{args.rounds} round(s), {args.duration:g} s per measurement, {args.workers} gateway workers; "
                "medians over rounds. " + "; ".join(bench.notes), "", report.table(rows), "",
                report.targets_table(targets), "", "Fake upstream headroom:", ""] + [f"- {h}" for h in headroom]
-    if bench.tenants is not None:
-        tenants_text = report.tenants_report(bench.tenants)
-        print()
-        print(tenants_text)
-        md += ["", tenants_text]
+    for name, result in bench.alone.items():
+        md += ["", ALONE[name][1](result)]
+        print(f"\n{md[-1]}")
     if profile_text:
         md += ["", profile_text]
     RESULTS.mkdir(exist_ok=True)
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({
         "started": started.isoformat(), "machine": machine(), "args": vars(args), "notes": bench.notes,
         "summary": rows, "targets": targets, "startups_s": bench.startups, "headroom": headroom,
-        "profiles": bench.profiles, "measurements": bench.measurements, "tenants": bench.tenants,
+        "profiles": bench.profiles, "measurements": bench.measurements, **{k: bench.alone.get(k) for k in ALONE},
     }, indent=1, default=str))
     print(f"\nbench: results in {out} (and {out.with_suffix('.md')})")
     return 0

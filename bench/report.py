@@ -60,7 +60,7 @@ def summarize(measurements: list[dict[str, Any]], startups: list[float]) -> list
         for metric in ("p50_ms", "p90_ms", "p99_ms", "ttfb_p50_ms", "ttfb_p99_ms"):
             deltas = [p[1][metric] - p[0][metric] for p in pairs
                       if p[0].get(metric) is not None and p[1].get(metric) is not None]
-            row[f"added_{metric}"] = _median(deltas)  # type: ignore[arg-type]
+            row[f"added_{metric}"] = _median(deltas)
         row["rps_ratio"] = (row["gateway_rps"] / row["direct_rps"]) if row["direct_rps"] else None
         row["gateway_cpu_ms_per_req"] = _median([p[1]["gateway_cpu_ms_per_req"] for p in pairs])
         row["upstream_cpu_ms_per_req"] = _median([p[0]["upstream_cpu_ms_per_req"] for p in pairs])
@@ -237,4 +237,23 @@ def tenants_report(result: dict[str, Any]) -> str:
     for note in result.get("notes", []):
         lines.append(f"Note: {note}")
     lines += ["", targets_table(result.get("verdict") or tenants_verdict(result))]
+    return "\n".join(lines)
+
+
+# -- the spread scenario (bench/spread.py) -------------------------------------------------
+
+
+def spread_report(result: dict[str, Any]) -> str:
+    d, g = result["direct"], result["gateway"]
+    lines = [(f"### Spread: {result['conns']} keep-alive connections opened at once, {result['workers']} workers, "
+              f"{result['duration_s']:g} s each way ({g['listening_sockets']} socket(s) listening on the port)"), "",
+             ("| target | req/s | p50 ms | p99 ms | errors | gw CPU ms/req | gw cores | per worker: cores "
+              "(connections held) | balance (min/max cores) |"), "|" + "|".join("---" for _ in range(9)) + "|",
+             f"| direct | {_f(d['rps'])} | {_f(d['p50_ms'])} | {_f(d['p99_ms'])} | {d['errors']} | - | - | - | - |"]
+    per = ", ".join(f"{w['cores']:.2f} ({w['connections'] if w['connections'] is not None else '?'})"
+                    for w in g["workers"])
+    lines.append(f"| gateway | {_f(g['rps'])} | {_f(g['p50_ms'])} | {_f(g['p99_ms'])} | {g['errors']} | "
+                 f"{_f(g['gateway_cpu_ms_per_req'], 3)} | {_f(g['gateway_cores'])} | {per} | {_f(g['balance'])} |")
+    for note in result.get("notes", []):
+        lines.append(f"Note: {note}")
     return "\n".join(lines)

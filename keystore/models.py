@@ -100,6 +100,10 @@ class Credential(Mapping[str, str]):
     """An immutable mapping of field name to value whose repr never shows a secret."""
 
     __slots__ = ("_values", "_spec", "_secret", "_secret_values")
+    _values: MappingProxyType[str, str]
+    _spec: tuple[CredentialField, ...]
+    _secret: frozenset[str]
+    _secret_values: tuple[str, ...]
 
     def __init__(self, values: Mapping[str, str], spec: tuple[CredentialField, ...] = ()) -> None:
         object.__setattr__(self, "_values", MappingProxyType(dict(values)))

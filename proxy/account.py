@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,27 +11,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.auth import authenticate
-from proxy.errors import JSONResponse, error_response, internal_error
+from proxy.errors import JSONResponse, internal_errors
 from proxy.gateway import Gateway
 from proxy.tenants import Caller
 from proxy.usage_report import summarize
-from translators.errors import ApiError
 
-log = logging.getLogger("modelport")
 Handler = Callable[[Gateway, Caller, Request], Awaitable[Any]]
 
 
 def _tenant_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         gateway: Gateway = request.app.state.gateway
-        try:
+        with internal_errors("account", "account request failed"):
             caller = await authenticate(request, gateway.directory)
             return JSONResponse(await handler(gateway, caller, request))
-        except ApiError as err:
-            return error_response(err)
-        except Exception:
-            log.exception("account request failed")
-            return error_response(internal_error("account"))
     return endpoint
 
 

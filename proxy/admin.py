@@ -8,7 +8,6 @@ these routes and no others."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,14 +18,11 @@ from starlette.routing import Route
 
 from keystore.models import with_base_url
 from proxy.body import parse, read_json
-from proxy.errors import JSONResponse, error_response, internal_error
+from proxy.errors import JSONResponse, internal_errors, response_headers
 from proxy.gateway import Gateway
 from proxy.principals import resolve
 from proxy.service import Management
 from translators import REGISTRY
-from translators.errors import ApiError
-
-log = logging.getLogger("modelport")
 
 
 class _Body(BaseModel):
@@ -86,21 +82,16 @@ Handler = Callable[[Management, Request], Awaitable[Any]]
 def _admin(handler: Handler, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         gateway: Gateway = request.app.state.gateway
-        try:
+        headers = response_headers(request)
+        headers["Cache-Control"] = "no-store"  # masked keys and tokens: not for any cache
+        with internal_errors("admin", "admin request failed"):
             principal = await resolve(request, gateway)
             management = Management(gateway.store, gateway.keystore, gateway.hosted, scope=principal.tenant_id,
                                     http=gateway.http)
             result = await handler(management, request)
             if isinstance(result, list):
                 result = {"object": "list", "data": result}
-            response: Response = JSONResponse(result, status_code=status)
-        except ApiError as err:
-            response = error_response(err)
-        except Exception:
-            log.exception("admin request failed")
-            response = error_response(internal_error("admin"))
-        response.headers["Cache-Control"] = "no-store"  # masked keys and tokens: not for any cache
-        return response
+            return JSONResponse(result, status_code=status, headers=headers)
     return endpoint
 
 

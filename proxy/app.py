@@ -28,7 +28,7 @@ from proxy.admin import ADMIN_ROUTES
 from proxy.balancer import Balancer
 from proxy.bootstrap import ensure_admin_token, open_store_and_keystore
 from proxy.console import CONSOLE_ROUTES
-from proxy.errors import http_exception_handler
+from proxy.errors import api_error_handler, http_exception_handler
 from proxy.gateway import Gateway
 from proxy.hosted import build_offers
 from proxy.limits import BodyDeadline, FailureLimiter
@@ -40,6 +40,7 @@ from proxy.settings import CONFIG_ENV, Settings, load_settings
 from proxy.store.changes import Kind
 from proxy.tenants import Directory
 from proxy.usage_writer import UsageWriter
+from translators.errors import ApiError
 
 log = logging.getLogger("modelport")
 
@@ -95,7 +96,7 @@ def build_app(settings: Settings) -> Starlette:
 
     return Starlette(routes=[*ROUTES, *ACCOUNT_ROUTES, *SESSION_ROUTES, *ADMIN_ROUTES, *CONSOLE_ROUTES],
                      lifespan=lifespan,
-                     exception_handlers={HTTPException: http_exception_handler},
+                     exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler},
                      middleware=[Middleware(BodyDeadline, timeout=settings.client_body_timeout)])
 
 

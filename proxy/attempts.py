@@ -30,9 +30,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from proxy import sse
 from proxy.balancer import rows_of
-from proxy.calls import Call, StreamCall, call_route
+from proxy.calls import Answer, Call, StreamCall, call_route
 from proxy.gateway import Gateway
 from proxy.quotas import Reservation
 from proxy.routing import Route, resolve
@@ -86,7 +85,7 @@ def _describe(headers: dict[str, str], route: Route, record: RequestRecord) -> N
 
 
 async def serve_route(gateway: Gateway, tenant: TenantState, route: Route, req: Any, record: RequestRecord,
-                      call: Call, call_stream: StreamCall | None, headers: dict[str, str]) -> Any:
+                      call: Call, call_stream: StreamCall | None, headers: dict[str, str]) -> Answer:
     settings = gateway.settings.routing
     deadline = record.started + gateway.settings.upstream.total_timeout
     spent: list[Reservation] = []
@@ -109,7 +108,7 @@ async def serve_route(gateway: Gateway, tenant: TenantState, route: Route, req: 
                 _describe(headers, current, record)
                 headers["x-modelport-attempts"] = str(record.attempts + 1)  # the stream's headers go out with it
                 try:
-                    result = await call_route(gateway, tenant, current, req, record, call, call_stream, headers,
+                    answer = await call_route(gateway, tenant, current, req, record, call, call_stream, headers,
                                               spent, tried)
                 except ApiError as err:
                     # A rejected key (401/403) is no hiccup, but another of the provider's may serve.
@@ -123,10 +122,10 @@ async def serve_route(gateway: Gateway, tenant: TenantState, route: Route, req: 
                 _describe(headers, current, record)
                 overhead = f"{record.overhead_ms():.2f}"
                 headers["x-modelport-overhead-ms"] = overhead
-                if isinstance(result, sse.SSEResponse):  # its headers were encoded when it opened
-                    result.raw_headers.append((b"x-modelport-overhead-ms", overhead.encode()))
+                if answer.stream is not None:  # its headers were encoded when it opened
+                    answer.stream.raw_headers.append((b"x-modelport-overhead-ms", overhead.encode()))
                 served = True
-                return result
+                return answer
         assert last is not None  # the routed model is always tried at least once
         raise last
     finally:

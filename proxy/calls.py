@@ -18,7 +18,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from proxy import sse
 from proxy.gateway import Gateway
@@ -30,19 +33,42 @@ from proxy.tenants import TenantState
 from proxy.usage import RequestRecord
 from translators.base import CallContext, Translator
 from translators.errors import ApiError
-from translators.types import StreamChunk
+from translators.types import JSONObject, StreamChunk, TranscriptionResult, Usage
 
 log = logging.getLogger("modelport")
 
-Call = Callable[[Translator, Any, CallContext], Awaitable[Any]]
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the attempt that served gives the route: a started stream (`stream`, whose record
+    finishes when it ends), or a whole answer: its encoded body, the vendor's token counts,
+    and the decoded output that token estimates read when the vendor sent no counts."""
+
+    stream: sse.SSEResponse | None = None
+    body: bytes = b""
+    media_type: str = "application/json"
+    usage: Usage | None = None
+    output: JSONObject | TranscriptionResult | None = None
+
+    @classmethod
+    def of_json(cls, body: JSONObject) -> Answer:
+        return cls(body=orjson.dumps(body), usage=Usage.from_openai(body.get("usage")), output=body)
+
+    @classmethod
+    def of_transcription(cls, result: TranscriptionResult) -> Answer:
+        return cls(body=result.content, media_type=result.media_type, output=result)
+
+
+# The request is the endpoint's own type (ChatRequest, EmbeddingRequest, ...); each
+# endpoint's call turns the translator's result into an `Answer`.
+Call = Callable[[Translator, Any, CallContext], Awaitable[Answer]]
 StreamCall = Callable[[Translator, Any, CallContext], AsyncIterator[StreamChunk]]
 
 
 async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: Any, record: RequestRecord,
                      call: Call, call_stream: StreamCall | None, headers: dict[str, str],
-                     spent: list[Reservation] | None = None, tried: set[str] | None = None) -> Any:
-    """The translator's result, or (when `call_stream` is given) the started stream's
-    response, whose record finishes when the stream ends. Raises `ApiError` (secrets
+                     spent: list[Reservation] | None = None, tried: set[str] | None = None) -> Answer:
+    """The answer, or (when `call_stream` is given) the started stream. Raises `ApiError` (secrets
     scrubbed) when the call fails, including the 429 of a spent trial. A hosted call that
     failed after reaching the upstream stays spent, and its reservation is added to
     `spent`: the caller gives it back if another attempt follows (a request costs at most
@@ -70,18 +96,18 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
             # open_stream returns once the first chunk is in: the stream has started and
             # counts; a failure before that raises here (and is refunded below only if
             # nothing reached the upstream).
-            response: sse.SSEResponse = await sse.open_stream(
+            response = await sse.open_stream(
                 call_stream(route.translator, req, ctx), include_usage=req.include_usage, secrets=secret_values,
                 headers=headers, on_end=lambda outcome: record.finish(outcome.status, outcome.usage, outcome.chunks))
             record.first_token()
             gateway.balancer.succeeded(tenant.id, route.provider, record.credential, entry)
-            return response
+            return Answer(stream=response)
         try:
-            result = await call(route.translator, req, ctx)
+            answer = await call(route.translator, req, ctx)
         except ApiError as err:
             raise err.scrubbed(secret_values) from None
         gateway.balancer.succeeded(tenant.id, route.provider, record.credential, entry)
-        return result
+        return answer
     except Exception as exc:
         if isinstance(exc, ApiError) and route.billing == "own":
             await gateway.balancer.failed(tenant, route.provider, record.credential, exc, entry)

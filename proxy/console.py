@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from proxy.errors import error_response
 from translators.errors import ApiError
 
 STATIC = Path(__file__).resolve().parent / "console_static"
@@ -33,8 +32,8 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
 
 
-def _not_found() -> Response:
-    return error_response(ApiError(404, "Not found.", "invalid_request_error", "not_found"))
+def _not_found() -> ApiError:
+    return ApiError(404, "Not found.", "invalid_request_error", "not_found")
 
 
 def _file(relative: str) -> Path | None:
@@ -55,10 +54,10 @@ def _file(relative: str) -> Path | None:
 
 async def _serve(request: Request) -> Response:
     if not request.app.state.gateway.settings.console.enabled:
-        return _not_found()
+        raise _not_found()
     path = _file(str(request.path_params.get("path", "")))
     if path is None:
-        return _not_found()
+        raise _not_found()
     response = FileResponse(path, media_type=_TYPES[path.suffix])
     # index.html must be revalidated (it names the assets); assets may be cached briefly.
     response.headers["Cache-Control"] = "no-cache" if path.suffix == ".html" else "max-age=300"

@@ -1,10 +1,18 @@
 """Rendering errors: every failure leaves the gateway as OpenAI's error body with a real
-status; an unexpected exception becomes a 500 that names the request id and nothing else."""
+status; an unexpected exception becomes a 500 that names the request id and nothing else.
+
+Endpoints raise `ApiError` and `api_error_handler`, registered on the app, renders it: one
+place decides an error's status, body and headers. Headers that every answer to a request
+carries, its error included (x-request-id, x-modelport-*, x-ratelimit-*, the admin API's
+Cache-Control), go in `response_headers(request)`; the handler adds them.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
 import orjson
 from pydantic import ValidationError
@@ -47,9 +55,43 @@ def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
+_RESPONSE_HEADERS = "modelport.response_headers"  # a key of the ASGI scope
+
+
+def response_headers(request: Request) -> dict[str, str]:
+    """The headers this request's answer carries whatever it is. The dict is the request's
+    own: filled in as the request goes on, it is read when the answer is made."""
+    headers = request.scope.get(_RESPONSE_HEADERS)
+    if headers is None:
+        headers = request.scope[_RESPONSE_HEADERS] = {}
+    return cast(dict[str, str], headers)
+
+
+async def api_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)  # registered for ApiError only
+    response = error_response(exc)
+    headers = request.scope.get(_RESPONSE_HEADERS)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
 def internal_error(request_id: str) -> ApiError:
     return ApiError(500, f"the gateway hit an internal error (request {request_id}); it has been logged",
                     "server_error", "internal_error")
+
+
+@contextmanager
+def internal_errors(what: str, log_message: str) -> Iterator[None]:
+    """Inside, an exception other than `ApiError` is logged with its traceback and becomes
+    the 500 naming `what`: a client never reads a traceback or Starlette's plain-text 500."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception:
+        log.exception(log_message)
+        raise internal_error(what) from None
 
 
 def param_path(loc: tuple[int | str, ...] | list[int | str]) -> str:

@@ -1,5 +1,6 @@
 """What a tenant may pick as a default model now, per model type: the console's pickers
-(`GET /admin/v1/tenants/T/defaults/choices`) and the check behind `defaults set`.
+(`GET /admin/v1/tenants/T/defaults/choices`) and whether the current default is still usable.
+`defaults set` asks routing itself (`Management.set_default`).
 
 Usable now means what routing would serve (`proxy/routing.py`, the same precedence): a
 per-model entry of that type; an own-model provider with the tenant's credential (its

@@ -18,11 +18,11 @@ from starlette.routing import Route as HTTPRoute
 from proxy.attempts import serve_route
 from proxy.auth import authenticate
 from proxy.body import parse, read_form, read_json
-from proxy.calls import Call, StreamCall
-from proxy.errors import JSONResponse, error_response, internal_error
+from proxy.calls import Answer, Call, StreamCall
+from proxy.errors import JSONResponse, internal_error, response_headers
 from proxy.gateway import Gateway
 from proxy.ratelimits import MeteredRecord, admit
-from proxy.routing import listed_models, resolve
+from proxy.routing import listed_models, model_not_found, resolve
 from proxy.sse import SSEResponse
 from proxy.tenants import Caller
 from translators.errors import ApiError, bad_request
@@ -30,10 +30,10 @@ from translators.types import (
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
+    JSONObject,
     ModelType,
     TranscriptionRequest,
     TranscriptionResult,
-    Usage,
 )
 
 log = logging.getLogger("modelport")
@@ -54,7 +54,8 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
                  call_stream: StreamCall | None = None) -> Response | SSEResponse:
     gateway: Gateway = request.app.state.gateway
     record = MeteredRecord(_request_id(), endpoint, model_type.value, gateway.usage.submit)
-    headers = {"x-request-id": record.request_id}
+    headers = response_headers(request)  # the error's too: x-modelport-*, x-ratelimit-*
+    headers["x-request-id"] = record.request_id
     try:
         caller = await authenticate(request, gateway.directory)
         record.tenant_id, record.token_id = caller.tenant.id, caller.token_id
@@ -66,28 +67,29 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
             if record.admission is not None:
                 headers.update(record.admission.headers)
         streaming = call_stream is not None and getattr(req, "stream", False)
-        result = await serve_route(gateway, caller.tenant, route, req, record, call,
+        answer = await serve_route(gateway, caller.tenant, route, req, record, call,
                                    call_stream if streaming else None, headers)
     except ApiError as err:
         record.finish(err.status)
-        response = error_response(err)
-        response.headers.update(headers)
-        return response
+        raise
     except Exception:
         log.exception("request %s failed", record.request_id)
         record.finish(500)
-        return error_response(internal_error(record.request_id))
-    if isinstance(result, SSEResponse):
-        return result  # a started stream: its record finishes when the stream ends
-    if isinstance(result, TranscriptionResult):
-        record.finish(200, None, result)
-        if record.admission is not None:
-            await record.admission.settled()
-        return Response(result.content, media_type=result.media_type, headers=headers)
-    record.finish(200, Usage.from_openai(result.get("usage")), result)
+        raise internal_error(record.request_id) from None
+    if answer.stream is not None:
+        return answer.stream  # its record finishes when the stream ends
+    record.finish(200, answer.usage, answer.output)
     if record.admission is not None:
         await record.admission.settled()  # the caller's next request sees the real usage
-    return JSONResponse(result, headers=headers)
+    return Response(answer.body, media_type=answer.media_type, headers=headers)
+
+
+async def _json(body: Awaitable[JSONObject]) -> Answer:
+    return Answer.of_json(await body)
+
+
+async def _transcription(result: Awaitable[TranscriptionResult]) -> Answer:
+    return Answer.of_transcription(await result)
 
 
 def _json_prepare(model: type[Any]) -> Callable[[Request, Gateway], Awaitable[Any]]:
@@ -109,24 +111,24 @@ async def _transcription_prepare(request: Request, gateway: Gateway) -> Transcri
     return parse(TranscriptionRequest, fields)
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request) -> Response | SSEResponse:
     return await _serve(request, "chat.completions", ModelType.LLM, _json_prepare(ChatRequest),
-                        lambda t, r, c: t.chat(r, c), lambda t, r, c: t.chat_stream(r, c))
+                        lambda t, r, c: _json(t.chat(r, c)), lambda t, r, c: t.chat_stream(r, c))
 
 
-async def completions(request: Request) -> Response:
+async def completions(request: Request) -> Response | SSEResponse:
     return await _serve(request, "completions", ModelType.LLM, _json_prepare(CompletionRequest),
-                        lambda t, r, c: t.complete(r, c), lambda t, r, c: t.complete_stream(r, c))
+                        lambda t, r, c: _json(t.complete(r, c)), lambda t, r, c: t.complete_stream(r, c))
 
 
-async def embeddings(request: Request) -> Response:
+async def embeddings(request: Request) -> Response | SSEResponse:
     return await _serve(request, "embeddings", ModelType.TEXT_EMBEDDING, _json_prepare(EmbeddingRequest),
-                        lambda t, r, c: t.embed(r, c))
+                        lambda t, r, c: _json(t.embed(r, c)))
 
 
-async def transcriptions(request: Request) -> Response:
+async def transcriptions(request: Request) -> Response | SSEResponse:
     return await _serve(request, "audio.transcriptions", ModelType.SPEECH2TEXT, _transcription_prepare,
-                        lambda t, r, c: t.transcribe(r, c))
+                        lambda t, r, c: _transcription(t.transcribe(r, c)))
 
 
 def _model_entries(gateway: Gateway, caller: Caller) -> list[dict[str, Any]]:
@@ -144,25 +146,18 @@ def _model_entries(gateway: Gateway, caller: Caller) -> list[dict[str, Any]]:
 
 async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    try:
-        caller = await authenticate(request, gateway.directory)
-        return JSONResponse({"object": "list", "data": _model_entries(gateway, caller)})
-    except ApiError as err:
-        return error_response(err)
+    caller = await authenticate(request, gateway.directory)
+    return JSONResponse({"object": "list", "data": _model_entries(gateway, caller)})
 
 
 async def retrieve_model(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    try:
-        caller = await authenticate(request, gateway.directory)
-        wanted = request.path_params["model"]
-        for entry in _model_entries(gateway, caller):
-            if entry["id"] == wanted:
-                return JSONResponse(entry)
-        raise ApiError(404, f"The model '{wanted}' does not exist or is not configured for this tenant.",
-                       "invalid_request_error", "model_not_found", "model")
-    except ApiError as err:
-        return error_response(err)
+    caller = await authenticate(request, gateway.directory)
+    wanted = request.path_params["model"]
+    for entry in _model_entries(gateway, caller):
+        if entry["id"] == wanted:
+            return JSONResponse(entry)
+    raise model_not_found(wanted)
 
 
 async def healthz(request: Request) -> Response:

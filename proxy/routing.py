@@ -15,11 +15,12 @@ the allowed ones, since the request is understood but not permitted on the trial
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from proxy.hosted import NO_OFFERS, HostedOffer
+from proxy.store import ModelRow
 from proxy.tenants import TenantState
 from translators import REGISTRY, Translator
 from translators.errors import ApiError, bad_request
@@ -37,6 +38,18 @@ class Route:
     @property
     def label(self) -> str:
         return f"{self.provider}/{self.model}"
+
+
+class Configured(Protocol):
+    """What `explicit` reads of a tenant: its cached `TenantState` when a request is routed,
+    its rows as read when the admin API checks a new default (`Management.set_default`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def credentials(self) -> Container[str]: ...  # the providers with the tenant's own credential
+    @property
+    def models(self) -> Mapping[tuple[str, str], Sequence[ModelRow]]: ...  # per-model entries
 
 
 def model_not_found(name: str, detail: str = "") -> ApiError:
@@ -113,7 +126,7 @@ def _candidates(tenant: TenantState, model_type: ModelType, name: str,
     return found
 
 
-def explicit(tenant: TenantState, model_type: ModelType, provider: str, model: str,
+def explicit(tenant: Configured, model_type: ModelType, provider: str, model: str,
              hosted: Mapping[str, HostedOffer] = NO_OFFERS) -> Route:
     translator = REGISTRY.get(provider)
     if translator is None:

@@ -13,6 +13,10 @@ It also adds the one slow-client guard uvicorn lacks: a deadline for the request
 and headers (uvicorn's keep-alive timer only runs between requests, so a client that
 dribbles headers could hold a connection for ever).
 
+With several workers on Linux, each worker listens on a socket of its own, bound to
+host:port with SO_REUSEPORT, so the kernel spreads new connections over the workers (see
+`serve_workers`); uvicorn's supervisor still starts, watches and restarts them.
+
 The supervisor imports only uvicorn and this module: everything else (translators,
 keystore, pydantic) would stay resident in it for nothing (see `_serve`).
 """
@@ -23,15 +27,20 @@ import argparse
 import asyncio
 import functools
 import json
+import logging
 import os
+import socket
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from uvicorn import Config, Server
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
+
+logger = logging.getLogger("uvicorn.error")
 
 # An OpenAI-shaped 408 for a client too slow to send its headers.
 _HEADER_TIMEOUT_BODY = json.dumps({"error": {
@@ -56,7 +65,7 @@ async def _busy(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallab
 
 # uvicorn answers past `limit_concurrency` with a plain-text app it looks up as a module
 # global when the headers are complete; every answer of ours is OpenAI-shaped, so is this.
-httptools_impl.service_unavailable = _busy  # type: ignore[assignment]
+httptools_impl.service_unavailable = _busy  # type: ignore[attr-defined]
 
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers (nginx's large_client_header_buffers is 32 KiB)
@@ -141,6 +150,106 @@ class HandoffConfig(Config):
         return functools.partial(app_from_handoff, self.handoff)
 
 
+# -- workers: one SO_REUSEPORT socket each ------------------------------------------------
+#
+# uvicorn's supervisor binds one socket and hands it to every worker. All workers then wait
+# on the same socket, and of a burst of connections (64 keep-alive connections opened at
+# once) the worker that wakes first may accept most or all: one worker busy, the others
+# idle, for as long as those connections live. With SO_REUSEPORT each
+# worker listens on a socket of its own and the kernel picks the socket of each new
+# connection by a hash of its addresses and ports, so connections spread evenly.
+#
+# The supervisor keeps no socket: a listening socket of its own in the group would get a
+# share of the connections and accept none. It first checks that host:port is free (as
+# uvicorn's own bind did: an error naming the address, exit code 3), because SO_REUSEPORT
+# lets a process of the same user join sockets already listening there: without the check
+# a second `modelport serve` on the same port would silently take half its connections.
+# A process of another user cannot join (Linux requires the same effective uid), nor can
+# a socket without SO_REUSEPORT. Left open: a second instance of the same user started
+# within the second or so between this check and our workers' listen() would share.
+#
+# Worker sockets are closed one by one (a worker's restart, SIGHUP, shutdown); connections
+# still in the closing socket's accept queue (not accepted yet: the workers accept at once)
+# are reset unless net.ipv4.tcp_migrate_req=1 moves them to the other sockets.
+
+
+def reuse_port(config: Config) -> bool:
+    """Whether workers can listen on a SO_REUSEPORT socket each: Linux (where the kernel
+    balances the sockets of a port; BSDs and macOS do not), a fixed TCP port (with port 0
+    each worker would get a different one), and a uvicorn whose supervisor has the
+    `Process.target` hook (0.30 and later). Otherwise: uvicorn's one shared socket."""
+    return (sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT") and bool(config.port)
+            and config.uds is None and config.fd is None
+            and callable(getattr(getattr(multiprocess, "Process", None), "target", None)))
+
+
+def _tcp_socket(host: str, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn's Config.bind_socket
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def check_port_free(config: Config) -> None:
+    """Exit 3, naming the address, when anything listens on host:port already (another
+    modelport included: the probe has no SO_REUSEPORT, so it cannot join their group).
+    It listens for an instant, then closes: nothing is kept in the supervisor."""
+    try:
+        with _tcp_socket(config.host, reuse_port=False) as probe:
+            probe.bind((config.host, config.port))
+            probe.listen(1)
+    except OSError as exc:
+        _cannot_listen(config, exc)
+    logger.info("Uvicorn running on http://%s (Press CTRL+C to quit)", _address(config))
+
+
+def _address(config: Config) -> str:
+    return f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+
+
+def _cannot_listen(config: Config, exc: OSError) -> NoReturn:
+    logger.error("cannot listen on %s: %s", _address(config), exc)
+    sys.exit(STARTUP_FAILURE)
+
+
+class ReusePortProcess(multiprocess.Process):
+    """A uvicorn worker that binds its own SO_REUSEPORT socket, in the worker, instead of
+    using one inherited from the supervisor. It listens when uvicorn starts serving on it
+    (after the app's start-up), so the kernel sends it no connection before it can answer.
+    A failure to bind or listen is a start-up failure (exit 3: the supervisor stops rather
+    than restarting the worker for ever), logged like uvicorn's own."""
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover (in the worker)
+        try:
+            sock = _tcp_socket(self.config.host, reuse_port=True)
+            sock.bind((self.config.host, self.config.port))
+        except OSError as exc:
+            _cannot_listen(self.config, exc)
+        try:
+            super().target([sock])
+        except OSError as exc:
+            if self.server.started:
+                raise
+            _cannot_listen(self.config, exc)  # listen() refused: a socket without SO_REUSEPORT came first
+
+
+def serve_workers(config: Config) -> None:
+    """uvicorn's supervisor over `config.workers` workers, each on its own SO_REUSEPORT
+    socket where `reuse_port` allows, else on one socket the supervisor binds and shares.
+    Exit 3 when a worker failed to start (uvicorn's supervisor stops then, but returns)."""
+    if reuse_port(config):
+        check_port_free(config)
+        multiprocess.Process = ReusePortProcess  # type: ignore[misc]  # what the supervisor starts
+        supervisor = Multiprocess(config, sockets=[])
+    else:
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        sys.exit(STARTUP_FAILURE)
+
+
 def read_handoff(fd: int) -> bytes:
     with os.fdopen(fd, "rb") as f:  # closes it: nothing else may inherit it
         return f.read()
@@ -159,7 +268,7 @@ def run(handoff: bytes) -> None:
         timeout_graceful_shutdown=s["shutdown_grace_seconds"])
     server = Server(config)
     if config.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        serve_workers(config)
     else:
         server.run()
         if not server.started:

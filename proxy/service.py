@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from keystore.store import Keystore
@@ -23,7 +24,7 @@ from proxy.auth import CONSOLE_TOKEN_PREFIX, TOKEN_PREFIX
 from proxy.hosted import NO_OFFERS, HostedOffer
 from proxy.model_choices import TenantModels, choices
 from proxy.quotas import Quotas
-from proxy.routing import not_on_trial
+from proxy.routing import explicit
 from proxy.service_credentials import (
     CredentialsManagement,
     not_found,
@@ -32,8 +33,8 @@ from proxy.service_credentials import (
 )
 from proxy.service_fallbacks import FallbacksManagement
 from proxy.service_limits import LimitsManagement
-from proxy.store import Store, TenantRow
-from proxy.tenants import hash_token
+from proxy.store import ModelRow, Store, TenantRow
+from proxy.tenants import by_entry, hash_token
 from proxy.usage_report import ADMIN_GROUPS, summarize
 from translators._http import UpstreamClient
 from translators.errors import ApiError, bad_request
@@ -43,6 +44,17 @@ _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 _TOKEN_KINDS = {"api": TOKEN_PREFIX, "console": CONSOLE_TOKEN_PREFIX}
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantRows:
+    """A tenant's rows as routing reads them (`proxy.routing.Configured`)."""
+
+    name: str
+    credentials: Mapping[str, object]
+    models: Mapping[tuple[str, str], Sequence[ModelRow]]
+
+
 class Management(CredentialsManagement, FallbacksManagement, LimitsManagement):
     def __init__(self, store: Store, keystore: Keystore, hosted: Mapping[str, HostedOffer] = NO_OFFERS, *,
                  scope: str | None = None, http: UpstreamClient | None = None) -> None:
@@ -126,39 +138,27 @@ class Management(CredentialsManagement, FallbacksManagement, LimitsManagement):
     # -- defaults -----------------------------------------------------------------
 
     async def set_default(self, ref: str, model_type: str, target: str) -> dict[str, Any]:
+        """Set when routing would serve it now (a hosted trial: while it has calls left)."""
         tenant = await self.tenant(ref)
         kind = parse_model_type(model_type)
         provider, sep, model = target.partition("/")
         if not sep or not model:
             raise bad_request("name the default as PROVIDER/MODEL", "model")
-        translator = translator_of(provider)
-        if kind not in translator.model_types:
-            raise bad_request(f"provider '{provider}' has no {kind.value} models", "model", "model_type_mismatch")
-        if translator.per_model:
-            entry = next((m for m in await self.store.models(tenant.id)
-                          if m.provider == provider and m.model == model), None)
-            if entry is None:
-                raise bad_request(f"model '{target}' is not added for tenant '{tenant.name}'; add it first with "
-                                  f"`modelport models add`", "model", "model_not_found")
-            if entry.model_type != kind.value:
-                raise bad_request(f"model '{target}' is a {entry.model_type} model, not {kind.value}", "model",
-                                  "model_type_mismatch")
-        else:
-            translator.check_model(model)
-            # The tenant's own credential serves every model; without one, a hosted trial
-            # serves its listed models (the same precedence as `proxy/routing.py`).
-            offer = self.hosted.get(provider)
-            own = provider in await self.store.credentials(tenant.id)
-            if not own and offer is not None and model not in offer.models:
-                raise not_on_trial(offer, model, tenant.name)
-            if not own and offer is None:
-                raise bad_request(f"provider '{provider}' has no credential for tenant '{tenant.name}'; set one "
-                                  f"first with `modelport providers set`", "model", "provider_not_configured")
-            if not own and offer is not None:
-                used, limit = await self.quotas.limit(tenant.id, provider)
-                if 0 <= limit <= used:
-                    raise bad_request(f"the hosted trial of '{provider}' has no calls left for tenant "
-                                      f"'{tenant.name}'; set its own credential first", "model", "insufficient_quota")
+        translator_of(provider)  # an unknown provider: the 400 that lists the known ones
+        rows = _TenantRows(tenant.name, await self.store.credentials(tenant.id),
+                           by_entry(await self.store.models(tenant.id)))
+        try:
+            route = explicit(rows, kind, provider, model, self.hosted)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            # A request for a model that is not there is a 404; here the model is a bad value in the body.
+            raise ApiError(400, err.message, err.type, err.code, "model") from None
+        if route.billing == "hosted":
+            used, limit = await self.quotas.limit(tenant.id, provider)
+            if 0 <= limit <= used:
+                raise bad_request(f"the hosted trial of '{provider}' has no calls left for tenant "
+                                  f"'{tenant.name}'; set its own credential first", "model", "insufficient_quota")
         await self.store.set_default(tenant.id, kind.value, provider, model)
         return {"type": kind.value, "model": target}
 

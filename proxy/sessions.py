@@ -11,9 +11,9 @@ put in a URL; an API token cannot sign in.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from proxy.auth import TOKEN_PREFIX, limited, unauthorized
 from proxy.body import parse, read_json
-from proxy.errors import JSONResponse, error_response, internal_error
+from proxy.errors import JSONResponse, internal_errors, response_headers
 from proxy.gateway import Gateway
 from proxy.principals import (
     COOKIE_PATH,
@@ -37,7 +37,6 @@ from proxy.principals import (
 from proxy.store.console import SessionRow
 from translators.errors import ApiError
 
-log = logging.getLogger("modelport")
 _SIGN_IN_BYTES = 16_384
 
 
@@ -109,20 +108,17 @@ async def _sign_out(request: Request, gateway: Gateway) -> Response:
     return response
 
 
-def _endpoint(handler: Any) -> Any:
+def _endpoint(handler: Callable[[Request, Gateway], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         gateway: Gateway = request.app.state.gateway
-        try:
+        headers = response_headers(request)
+        headers["Cache-Control"] = "no-store"
+        with internal_errors("session", "console session request failed"):
             refused = _disabled(gateway)
             if refused is not None:
                 raise refused
-            response: Response = await handler(request, gateway)
-        except ApiError as err:
-            response = error_response(err)
-        except Exception:
-            log.exception("console session request failed")
-            response = error_response(internal_error("session"))
-        response.headers["Cache-Control"] = "no-store"
+            response = await handler(request, gateway)
+        response.headers.update(headers)
         return response
     return endpoint
 

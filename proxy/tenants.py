@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -48,6 +48,14 @@ _TENANT_KINDS = frozenset({Kind.CREDENTIAL, Kind.MODEL, Kind.DEFAULT, Kind.LIMIT
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def by_entry(rows: Iterable[ModelRow]) -> dict[tuple[str, str], tuple[ModelRow, ...]]:
+    """Per-model rows grouped by entry, (provider, model) -> its named credentials, in order."""
+    models: dict[tuple[str, str], tuple[ModelRow, ...]] = {}
+    for m in rows:
+        models[(m.provider, m.model)] = (*models.get((m.provider, m.model), ()), m)
+    return models
 
 
 @dataclass(slots=True)
@@ -181,9 +189,7 @@ class Directory:
         wrapped = await self.store.wrapped_private_key(tenant_id, self.keystore.key_id)
         if row is None or wrapped is None:
             raise LookupError(tenant_id)
-        models: dict[tuple[str, str], tuple[ModelRow, ...]] = {}
-        for m in await self.store.models(tenant_id):
-            models[(m.provider, m.model)] = (*models.get((m.provider, m.model), ()), m)
+        models = by_entry(await self.store.models(tenant_id))
         defaults = {ModelType(t): pm for t, pm in (await self.store.defaults(tenant_id)).items()}
         state = TenantState(row.id, row.name, wrapped, await self.store.credentials(tenant_id), models, defaults,
                             await self.store.fallbacks(tenant_id), await self.store.rate_limits(tenant_id))

@@ -8,32 +8,39 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from translators._compatible import CompatibleTranslator
 from translators.anthropic import AnthropicTranslator
-from translators.azure_openai import AzureOpenAITranslator
+from translators.azure_openai import SPEC as AZURE_OPENAI
 from translators.base import CallContext, Translator
 from translators.chatglm import ChatGLMTranslator
+from translators.deepseek import SPEC as DEEPSEEK
 from translators.ernie import ErnieTranslator
 from translators.huggingface import HuggingFaceTranslator
-from translators.minimax import MinimaxTranslator
-from translators.openai import OpenAITranslator
+from translators.minimax import SPEC as MINIMAX
+from translators.moonshot import SPEC as MOONSHOT
+from translators.openai import SPEC as OPENAI
+from translators.openai_compatible import SPEC as OPENAI_COMPATIBLE
 from translators.qwen import QwenTranslator
 from translators.replicate import ReplicateTranslator
 from translators.spark import SparkTranslator
-from translators.zhipu import ZhipuTranslator
+from translators.zhipu import SPEC as ZHIPU
 
 REGISTRY: MappingProxyType[str, Translator] = MappingProxyType({
     t.name: t for t in (
-        OpenAITranslator(),
+        CompatibleTranslator(OPENAI),
         AnthropicTranslator(),
-        AzureOpenAITranslator(),
+        CompatibleTranslator(AZURE_OPENAI),
         HuggingFaceTranslator(),
         ReplicateTranslator(),
         SparkTranslator(),
         ErnieTranslator(),
         QwenTranslator(),
-        MinimaxTranslator(),
+        CompatibleTranslator(MINIMAX),
         ChatGLMTranslator(),
-        ZhipuTranslator(),
+        CompatibleTranslator(ZHIPU),
+        CompatibleTranslator(DEEPSEEK),
+        CompatibleTranslator(MOONSHOT),
+        CompatibleTranslator(OPENAI_COMPATIBLE),
     )
 })
 

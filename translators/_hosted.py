@@ -22,8 +22,7 @@ one text prompt, report few or no token counts and answer speech with plain text
 
   Only text is accepted: image parts, tool calls and tool results are refused with a 400
   naming the field.
-- Token estimates, for vendors that count nothing: `ceil(characters / 4)`, OpenAI's rule
-  of thumb for English text. Estimates are only used where the vendor reported no count.
+- Token estimates are `translators/_estimate.py`'s, used only where the vendor reported no count.
 - Transcriptions in OpenAI's formats from timestamped segments: srt, vtt and verbose_json
   need timestamps; without them the answer is a 400 that names `response_format`.
 """
@@ -44,21 +43,17 @@ from translators._refusals import (
     refuse_response_format,
     text_only,
 )
-from translators._shapes import (
-    embedding_items,  # re-exported: Hugging Face and its tests use it from here
-)
 from translators.errors import ApiError, UpstreamError, bad_request, unsupported
 from translators.types import (
     ChatRequest,
     Message,
     TranscriptionRequest,
     TranscriptionResult,
-    Usage,
 )
 
 __all__ = ["Segment", "audio_content_type", "check_transcription", "deadline_of", "dialogue_prompt",
-           "embedding_items", "estimate_tokens", "estimated_usage", "needs_timestamps", "refuse_chat_features",
-           "remaining", "render_transcription", "split_system", "stop_list", "timed_out"]
+           "needs_timestamps", "refuse_chat_features", "remaining", "render_transcription", "split_system",
+           "stop_list", "timed_out"]
 
 
 # -- deadlines ---------------------------------------------------------------------------------------
@@ -124,15 +119,6 @@ def dialogue_prompt(turns: Sequence[tuple[str, str]], system: str | None = None)
 def stop_list(stop: str | list[str] | None) -> list[str]:
     items = [stop] if isinstance(stop, str) else list(stop or ())
     return [s for s in items if s]
-
-
-def estimate_tokens(text: str) -> int:
-    return (len(text) + 3) // 4
-
-
-def estimated_usage(prompt: str, completion: str) -> Usage:
-    p, c = estimate_tokens(prompt), estimate_tokens(completion)
-    return Usage(p, c, p + c)
 
 
 # -- transcriptions ------------------------------------------------------------------------------------

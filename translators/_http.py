@@ -20,8 +20,8 @@ What an upstream call may do is bounded here, once for every vendor (issue 10):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,10 +101,8 @@ class UpstreamStream:
 
     async def read(self) -> bytes:
         """The whole body (an error body, a JSON answer where a stream was asked for), bounded."""
-        try:
+        with transport_errors(self._host):
             return await _read_body(self._resp, self._limits.max_body_bytes, self._host)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_error(exc, self._host) from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. A line longer than `max_event_bytes` ends it with a 502:
@@ -112,7 +110,7 @@ class UpstreamStream:
         sniffing the first bytes) can be made to buffer one endless line."""
         limit = self._limits.max_event_bytes
         run = 0  # bytes since the last line break
-        try:
+        with transport_errors(self._host):
             async for data in self._resp.content.iter_any():
                 cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
                 run = len(data) - cut - 1 if cut >= 0 else run + len(data)
@@ -120,8 +118,6 @@ class UpstreamStream:
                     self._resp.close()
                     raise upstream_too_large("a stream line", limit, "max_event_bytes", self._host)
                 yield data
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_error(exc, self._host) from None
 
 
 class WebSocketRejected(UpstreamError):
@@ -147,13 +143,11 @@ class UpstreamWebSocket:
         self._limit = limit  # aiohttp enforces it (max_msg_size); kept for the message
 
     async def send_json(self, payload: Any) -> None:
-        try:
+        with transport_errors(self._host):
             await self._ws.send_str(orjson.dumps(payload).decode())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-            raise _transport_error(exc, self._host) from None
 
     async def texts(self) -> AsyncIterator[str]:
-        try:
+        with transport_errors(self._host):
             async for msg in self._ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     yield msg.data
@@ -164,8 +158,6 @@ class UpstreamWebSocket:
                     if isinstance(exc, aiohttp.WebSocketError) and exc.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
                         raise upstream_too_large("a websocket message", self._limit, "max_event_bytes", self._host)
                     raise _transport_error(exc or ConnectionError(), self._host)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
-            raise _transport_error(exc, self._host) from None
 
 
 def _host_of(url: str) -> str:
@@ -247,6 +239,16 @@ async def _refuse_redirect(session: aiohttp.ClientSession, ctx: Any,
     # before following it, and an exception here stops it there.
     params.response.close()
     raise _RedirectRefused(params.response.status)
+
+
+@contextmanager
+def transport_errors(host: str) -> Iterator[None]:
+    """Transport failures inside become the gateway's errors (`_transport_error`): the one
+    place where aiohttp's and the socket's exceptions are caught."""
+    try:
+        yield
+    except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+        raise _transport_error(exc, host) from None
 
 
 def _transport_error(exc: BaseException, host: str) -> ApiError:
@@ -339,14 +341,12 @@ class UpstreamClient:
                 form.add_field(part.field, part.content, filename=part.filename, content_type=part.content_type)
             data = form
         host = _host_of(url)
-        try:
+        with transport_errors(host):
             async with self.session.request(method, url, data=data, headers=hdrs, allow_redirects=False,
                                             timeout=self._timeout(False)) as resp:
                 _refuse_redirect_response(resp, host)
                 return UpstreamResponse(resp.status, resp.headers,
                                         await _read_body(resp, self.limits.max_body_bytes, host))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_error(exc, host) from None
 
     async def post_json(self, url: str, payload: Any, headers: Headers | None = None) -> UpstreamResponse:
         return await self.request("POST", url, headers=headers, json=payload)
@@ -384,11 +384,9 @@ class UpstreamClient:
             data = orjson.dumps(json)
             hdrs.setdefault("Content-Type", "application/json")
         host = _host_of(url)
-        try:
+        with transport_errors(host):
             resp = await self.session.request(method, url, data=data, headers=hdrs, allow_redirects=False,
                                               timeout=self._timeout(True))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _transport_error(exc, host) from None
         _refuse_redirect_response(resp, host)
         try:
             yield UpstreamStream(resp, host, self.limits)

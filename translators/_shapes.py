@@ -16,7 +16,12 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from translators.errors import UpstreamError, bad_request, upstream_status_error
+from translators.errors import (
+    UpstreamError,
+    bad_request,
+    bad_response,
+    upstream_status_error,
+)
 from translators.types import EmbeddingRequest, JSONObject, StreamChunk, Usage
 
 
@@ -96,8 +101,7 @@ async def embed_in_batches(texts: Sequence[str], size: int, provider: str,
     for batch in batches(texts, size):
         got, used = await fetch(list(batch))
         if len(got) != len(batch):
-            raise UpstreamError(502, f"{provider} returned {len(got)} embeddings for {len(batch)} texts",
-                                "server_error", "upstream_bad_response")
+            raise bad_response(provider, f"{len(got)} embeddings for {len(batch)} texts")
         vectors += got
         tokens += used
     return vectors, tokens

@@ -49,17 +49,20 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
 from keystore.models import Credential, CredentialField
+from translators._compatible import (
+    OPENAI_PATHS,
+    CompatibleSpec,
+    PassState,
+    compatible_codec,
+    openai_error_fields,
+    openai_stream_error,
+)
 from translators._http import Headers
-from translators._json import loads as bounded_json
-from translators._sse import DONE_DATA
-from translators.base import CallContext
+from translators.base import CallContext, check_model_id
 from translators.errors import (
     ApiError,
     UpstreamError,
@@ -67,15 +70,9 @@ from translators.errors import (
     parse_retry_after,
     upstream_status_error,
 )
-from translators.openai_compatible import OpenAICompatible, openai_error_fields
-from translators.types import (
-    JSONObject,
-    ModelType,
-    StreamChunk,
-    TranscriptionRequest,
-    TranscriptionResult,
-)
+from translators.types import JSONObject, ModelType
 
+PROVIDER = "azure_openai"
 DEFAULT_API_VERSION = "2024-10-21"
 STREAM_OPTIONS_SINCE = "2024-08-01"   # first api-version that accepts `stream_options`
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
@@ -83,7 +80,6 @@ _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _PLACEHOLDER = "https://{resource}.openai.azure.com"   # never called: the endpoint is per deployment
-_OBJECTS = {"chat/completions": "chat.completion", "completions": "text_completion", "embeddings": "list"}
 
 
 # -- pure functions ---------------------------------------------------------------------------
@@ -122,11 +118,25 @@ def endpoint_root(endpoint: str, field: str = "endpoint") -> str:
     return endpoint.rstrip("/")
 
 
+def check_deployment(model: str) -> None:
+    check_model_id(model)
+    if not _DEPLOYMENT.match(model):
+        raise bad_request(f"Azure deployment name {model!r} is not allowed: use 1-64 letters, digits, "
+                          "'_', '-' or '.', starting with a letter or digit", "model", "invalid_model_id")
+
+
 def _has_content(choice: Any) -> bool:
     return isinstance(choice, dict) and ("delta" in choice or "text" in choice)
 
 
-def from_vendor_event(chunk: JSONObject) -> JSONObject | None:
+def needs_cleaning(data: bytes) -> bool:
+    """Whether an event's bytes may hold what `fixup_event` removes: the others (nearly all
+    content chunks) pass as the bytes they came as, unparsed."""
+    return ((b'"delta"' not in data and b'"text"' not in data) or b"content_filter_offsets" in data
+            or b"prompt_filter_results" in data or b"prompt_annotations" in data)
+
+
+def fixup_event(chunk: JSONObject, state: PassState) -> JSONObject | None:
     """One parsed Azure chunk -> the OpenAI chunk to forward, or None to drop it.
 
     Drops the prompt-filter chunk and delta-less annotation choices (see the module
@@ -147,18 +157,31 @@ def from_vendor_event(chunk: JSONObject) -> JSONObject | None:
     return {**chunk, "choices": kept}
 
 
-def from_vendor_response(body: JSONObject, endpoint: str, model: str) -> JSONObject:
-    """Fill what Azure's answers may leave out (`object`, `model`); nothing else changes."""
-    obj = _OBJECTS.get(endpoint)
-    if obj is not None and not body.get("object"):
-        body["object"] = obj
-    if not body.get("model"):
-        body["model"] = model
-    if endpoint == "embeddings":
-        for item in body.get("data") or ():
+def _object_of(body: JSONObject) -> str | None:
+    if "data" in body:
+        return "list"
+    choices = body.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(first, dict):
+        return None
+    return "text_completion" if "text" in first else "chat.completion"
+
+
+def from_vendor_response(body: Any, model: str) -> JSONObject:
+    """Fill what Azure's answers may leave out (`object`, by the answer's shape, and `model`);
+    nothing else changes."""
+    answer: JSONObject = body
+    if not answer.get("object"):
+        obj = _object_of(answer)
+        if obj is not None:
+            answer["object"] = obj
+    if not answer.get("model"):
+        answer["model"] = model
+    if answer.get("object") == "list":
+        for item in answer.get("data") or ():
             if isinstance(item, dict):
                 item.setdefault("object", "embedding")
-    return body
+    return answer
 
 
 def _filtered(err: Any) -> str:
@@ -191,6 +214,16 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
     return upstream_status_error("azure_openai", status, message, code, param, retry_after)
 
 
+_MID_STREAM = openai_stream_error(PROVIDER)
+
+
+def stream_error(err: Any) -> ApiError:
+    """An error event after the 200: a filtered completion is the client's 400, as before it."""
+    if isinstance(err, dict) and err.get("code") == "content_filter":
+        return error_from_response(400, {"error": err}, None)
+    return _MID_STREAM(err)
+
+
 def for_deployment(err: ApiError, deployment: str) -> ApiError:
     """Name the deployment in a 404, which only the call (not the error body) knows."""
     if err.status != 404 or err.code not in ("model_not_found", "upstream_not_found"):
@@ -203,22 +236,45 @@ def for_deployment(err: ApiError, deployment: str) -> ApiError:
     return UpstreamError(404, message, err.type, err.code, err.param)
 
 
-def _needs_cleaning(data: bytes) -> bool:
-    return ((b'"delta"' not in data and b'"text"' not in data) or b"content_filter_offsets" in data
-            or b"prompt_filter_results" in data or b"prompt_annotations" in data)
+CODEC = compatible_codec(PROVIDER, error_from_response=error_from_response, stream_error=stream_error,
+                         fixup=fixup_event, fixup_when=needs_cleaning)
 
 
-# -- the translator -----------------------------------------------------------------------------
+# -- the call's hooks -----------------------------------------------------------------------------
 
 
-class AzureOpenAITranslator(OpenAICompatible):
-    name = "azure_openai"
-    display_name = "Azure OpenAI"
-    key_url = "https://portal.azure.com/"
-    model_types = frozenset(ModelType)
-    per_model = True
-    default_base_url = _PLACEHOLDER
-    credential_fields = (
+def headers(ctx: CallContext) -> dict[str, str]:
+    return {"api-key": ctx.credential["api_key"]}
+
+
+def url(ctx: CallContext, path: str) -> str:
+    check_deployment(ctx.model)  # again before every dispatch: the name is a path segment
+    root = (endpoint_root(ctx.base_url, "base_url") if ctx.base_url != _PLACEHOLDER
+            else endpoint_root(ctx.credential.get("endpoint", "")))
+    return f"{root}/openai/deployments/{ctx.model}/{path}?api-version={api_version(ctx.credential)}"
+
+
+def check_credential(credential: Credential) -> None:
+    endpoint_root(credential["endpoint"])
+    if credential.base_url:
+        endpoint_root(credential.base_url, "base_url")
+    api_version(credential)
+
+
+def prepare(body: JSONObject, ctx: CallContext) -> JSONObject:
+    if "stream_options" in body and not supports_stream_options(api_version(ctx.credential)):
+        del body["stream_options"]
+    return body
+
+
+SPEC = CompatibleSpec(
+    name=PROVIDER,
+    display_name="Azure OpenAI",
+    key_url="https://portal.azure.com/",
+    model_types=frozenset(ModelType),
+    per_model=True,
+    default_base_url=_PLACEHOLDER,
+    credential_fields=(
         CredentialField("endpoint", secret=False,
                         description="The resource's URL, e.g. https://RESOURCE.openai.azure.com"),
         CredentialField("api_key", description="The resource's API key (sent as the api-key header)"),
@@ -226,75 +282,14 @@ class AzureOpenAITranslator(OpenAICompatible):
                         description=f"API version, e.g. 2024-10-21 (default {DEFAULT_API_VERSION})"),
         CredentialField("base_model", required=False, secret=False,
                         description="The model behind the deployment, e.g. gpt-4o (informational)"),
-    )
-
-    def check_model(self, model: str) -> None:
-        super().check_model(model)
-        if not _DEPLOYMENT.match(model):
-            raise bad_request(f"Azure deployment name {model!r} is not allowed: use 1-64 letters, digits, "
-                              "'_', '-' or '.', starting with a letter or digit", "model", "invalid_model_id")
-
-    def check_credential(self, credential: Credential) -> None:
-        endpoint_root(credential["endpoint"])
-        if credential.base_url:
-            endpoint_root(credential.base_url, "base_url")
-        api_version(credential)
-
-    def headers(self, ctx: CallContext) -> dict[str, str]:
-        return {"api-key": ctx.credential["api_key"]}
-
-    def url(self, ctx: CallContext, endpoint: str) -> str:
-        self.check_model(ctx.model)
-        root = (endpoint_root(ctx.base_url, "base_url") if ctx.base_url != _PLACEHOLDER
-                else endpoint_root(ctx.credential.get("endpoint", "")))
-        return f"{root}/openai/deployments/{ctx.model}/{endpoint}?api-version={api_version(ctx.credential)}"
-
-    def request_body(self, raw: JSONObject, ctx: CallContext) -> JSONObject:
-        if "stream_options" in raw and not supports_stream_options(api_version(ctx.credential)):
-            del raw["stream_options"]
-        return super().request_body(raw, ctx)
-
-    def error_from_response(self, status: int, body: Any, headers: Headers) -> ApiError:
-        return error_from_response(status, body, headers)
-
-    def stream_error(self, err: Any) -> ApiError:
-        if isinstance(err, dict) and err.get("code") == "content_filter":
-            return error_from_response(400, {"error": err}, None)
-        return super().stream_error(err)
-
-    def _pass_chunk(self, data: bytes) -> StreamChunk | tuple[JSONObject, Any] | object | None:
-        if data and data != DONE_DATA and _needs_cleaning(data):
-            try:
-                parsed = bounded_json(data)
-            except orjson.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, dict):
-                cleaned = from_vendor_event(parsed)
-                if cleaned is None:
-                    return None
-                if cleaned is not parsed:
-                    data = orjson.dumps(cleaned)
-        return super()._pass_chunk(data)
-
-    async def _post(self, endpoint: str, raw: JSONObject, ctx: CallContext) -> JSONObject:
-        try:
-            body = await super()._post(endpoint, raw, ctx)
-        except ApiError as err:
-            raise for_deployment(err, ctx.model) from None
-        return from_vendor_response(body, endpoint, ctx.credential.get("base_model") or ctx.model)
-
-    async def _stream(self, endpoint: str, raw: JSONObject, ctx: CallContext) -> AsyncIterator[StreamChunk]:
-        inner = super()._stream(endpoint, raw, ctx)
-        try:
-            async for chunk in inner:
-                yield chunk
-        except ApiError as err:
-            raise for_deployment(err, ctx.model) from None
-        finally:
-            await inner.aclose()  # type: ignore[attr-defined]
-
-    async def transcribe(self, req: TranscriptionRequest, ctx: CallContext) -> TranscriptionResult:
-        try:
-            return await super().transcribe(req, ctx)
-        except ApiError as err:
-            raise for_deployment(err, ctx.model) from None
+    ),
+    paths=OPENAI_PATHS,
+    headers=headers,
+    url=url,
+    codec=CODEC,
+    check_credential=check_credential,
+    check_model=check_deployment,
+    prepare=prepare,
+    from_vendor_response=lambda body, ctx: from_vendor_response(body, ctx.credential.get("base_model") or ctx.model),
+    call_error=lambda err, ctx: for_deployment(err, ctx.model),
+)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 
 from keystore.models import Credential, CredentialField
 from translators._http import UpstreamClient
@@ -49,21 +48,21 @@ def check_model_id(model: str) -> None:
 
 
 class Translator:
-    name: ClassVar[str]
+    name: str
     # For people (the settings console, docs): the vendor's own spelling, and the page of the
     # vendor's console where a user creates the key that `credential_fields` ask for.
-    display_name: ClassVar[str]
-    key_url: ClassVar[str]
-    model_types: ClassVar[frozenset[ModelType]]
-    credential_fields: ClassVar[tuple[CredentialField, ...]]
-    default_base_url: ClassVar[str]
+    display_name: str
+    key_url: str
+    model_types: frozenset[ModelType]
+    credential_fields: tuple[CredentialField, ...]
+    default_base_url: str
     # True for providers whose models are added one by one with their own credentials
     # (Azure deployments, Hugging Face, Replicate); False for one credential, all models.
-    per_model: ClassVar[bool] = False
+    per_model: bool = False
     # Models listed by GET /v1/models for an own-model provider.
-    catalog: ClassVar[Mapping[ModelType, tuple[str, ...]]] = {}
+    catalog: Mapping[ModelType, tuple[str, ...]] = {}
     # Bare model names that route to this provider without a "provider/" prefix.
-    model_prefixes: ClassVar[Mapping[ModelType, tuple[str, ...]]] = {}
+    model_prefixes: Mapping[ModelType, tuple[str, ...]] = {}
 
     def base_url_for(self, credential: Credential) -> str:
         """Where calls made with `credential` go: its `base_url`, else the provider's default

@@ -7,15 +7,16 @@ Reference: ../shared/vendors/chatglm.md §A-§B.
 Credential: `base_url` (required: the server's root, e.g. http://gpu-box:8000; a trailing
 `/v1` is tolerated), optional `api_key` (sent as `Authorization: Bearer`, for a proxy in
 front: the servers have no auth), optional `api`: `openai` (the default: openai_api.py,
-`POST {root}/v1/chat/completions`) or `native` (api.py, `POST {root}/`).
-Chat only (legacy completions through the chat path); neither server embeds or transcribes.
+`POST {root}/v1/chat/completions`, the spec row `OPENAI_API`) or `native` (api.py,
+`POST {root}/`). Chat only (legacy completions through the chat path); neither server
+embeds or transcribes.
 
-Token counts: neither server reports usage, so the gateway counts locally and marks the
-usage object `"estimated": true`: one token per CJK (or kana, hangul) character, one per
-run of other letters and digits, one per other non-space character, which follows
-ChatGLM's SentencePiece tokenizer closely on mixed Chinese/English text. Prompt tokens
-count the text of every message, completion tokens the answer. Usage a server does send
-(ChatGLM3's openai_api_demo does) is used as it is.
+Token counts: neither server reports usage, so the gateway estimates it with its one
+estimator (translators/_estimate.py: a token per CJK character, one per four other
+characters) and marks the usage object `"estimated": true`. Prompt tokens count the text
+of every message, completion tokens the answer. The codec sees only the server's side, so
+the prompt's count is added where the request is known (`estimated`, the stream's state).
+Usage a server does send (ChatGLM3's openai_api_demo does) is used as it is.
 
 native (api.py): messages -> `prompt` + `history` pairs by one documented rule:
 system/developer texts are joined and put before the first user turn; the other turns pair
@@ -38,40 +39,33 @@ Dropped: every other parameter (openai_api.py ignores even the sampling ones, wh
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from keystore.models import Credential, CredentialField
+from translators._compatible import CHAT, CompatibleSpec, CompatibleTranslator
+from translators._estimate import TokenTally, estimate_tokens, estimated_usage
 from translators._http import Headers
 from translators._json import loads as bounded_json
 from translators._refusals import refuse_choices_and_logprobs, text_only
-from translators._shapes import chat_chunk, completion, new_id, now, usage_chunk
-from translators._sse import DONE_DATA, aiter_sse
+from translators._shapes import chat_chunk, completion, new_id, usage_chunk
+from translators._sse import DONE_DATA, SSEEvent
+from translators._stream import Codec, StreamState, exchange, stream_sse
 from translators.base import CallContext, Translator
 from translators.errors import (
     ApiError,
-    UpstreamError,
     bad_request,
-    body_text,
+    bad_response,
+    incomplete_stream,
     parse_retry_after,
     unsupported,
     upstream_status_error,
 )
-from translators.openai_compatible import OpenAICompatible
 from translators.types import ChatRequest, JSONObject, ModelType, StreamChunk, Usage
 
 PROVIDER = "chatglm"
 APIS = ("openai", "native")
-_ASIAN = "\u2e80-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
-_TOKEN = re.compile(f"[{_ASIAN}]|[^\\W{_ASIAN}]+|[^\\w\\s]")
-
-
-def estimate_tokens(text: str) -> int:
-    return len(_TOKEN.findall(text))
 
 
 # -- requests ---------------------------------------------------------------------------------------
@@ -83,7 +77,7 @@ def turns(req: ChatRequest) -> list[tuple[str, str]]:
     for key in ("tools", "functions"):
         if req.raw.get(key):
             raise unsupported(PROVIDER, "tools", key)
-    out = []
+    out: list[tuple[str, str]] = []
     for i, message in enumerate(req.messages):
         if message.role in ("tool", "function"):
             raise unsupported(PROVIDER, f"'{message.role}' messages (no tool calling)", f"messages[{i}].role")
@@ -147,177 +141,213 @@ def to_native_request(req: ChatRequest) -> JSONObject:
 # -- responses --------------------------------------------------------------------------------------
 
 
-def usage_of(raw: Any, prompt: int, answer: str) -> tuple[JSONObject, Usage]:
-    given = Usage.from_openai(raw) if isinstance(raw, dict) and raw.get("total_tokens") else None
-    if given is not None:
-        return given.as_dict(), given
-    usage = Usage(prompt, estimate_tokens(answer), prompt + estimate_tokens(answer))
-    return {**usage.as_dict(), "estimated": True}, usage
+def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiError:
+    """FastAPI's `{"detail": ...}` (a string, or 422's list), plain text, or (a status below
+    400) a 200 that is no answer."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):  # `error_body`'s shape for a plain-text body
+        err = err.get("message")
+    message = str(detail or err or (body if isinstance(body, str) and body else f"HTTP {status} from {PROVIDER}"))
+    if status < 400:
+        return bad_response(PROVIDER, f"something that is not an answer: {message[:200]}")
+    return upstream_status_error(PROVIDER, status, message, None, None, parse_retry_after(headers))
 
 
-def from_vendor_response(body: Any, model: str, prompt: int) -> JSONObject:
-    """openai_api.py's answer (no id, no usage) as an OpenAI chat completion."""
+def _no_error_in_body(body: Any, headers: Headers | None) -> ApiError | None:
+    return None  # neither server answers an error with a 200: a 200 that is no answer is a 502 (converters)
+
+
+def _given_usage(raw: Any) -> Usage | None:
+    return Usage.from_openai(raw) if isinstance(raw, dict) and raw.get("total_tokens") else None
+
+
+def from_vendor_response(body: Any, model: str) -> JSONObject:
+    """openai_api.py's answer (no id, no usage) as an OpenAI chat completion; usage only if
+    the server counted (see `estimated`)."""
     choices = body.get("choices") if isinstance(body, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    if not isinstance(body, dict) or not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise error_from_response(200, body, None)
     content = str((choices[0].get("message") or {}).get("content") or "")
-    usage, _ = usage_of(body.get("usage"), prompt, content)
+    given = _given_usage(body.get("usage"))
     return completion(str(body.get("id") or new_id()), str(body.get("model") or model),
                       {"role": "assistant", "content": content, "refusal": None},
-                      str(choices[0].get("finish_reason") or "stop"), usage, body.get("created") or None)
+                      str(choices[0].get("finish_reason") or "stop"), None if given is None else given.as_dict(),
+                      body.get("created") or None)
 
 
-def from_native_response(body: Any, model: str, prompt: int) -> JSONObject:
-    """api.py's `{"response", "history", "status", "time"}` as an OpenAI chat completion."""
+def from_native_response(body: Any, model: str) -> JSONObject:
+    """api.py's `{"response", "history", "status", "time"}` as an OpenAI chat completion (no usage)."""
     if not isinstance(body, dict) or not isinstance(body.get("response"), str):
         raise error_from_response(200, body, None)
-    usage, _ = usage_of(None, prompt, body["response"])
     return completion(new_id(), model, {"role": "assistant", "content": body["response"], "refusal": None},
-                      "stop", usage)
+                      "stop", None)
+
+
+def estimated(answer: JSONObject, prompt: int) -> JSONObject:
+    """`answer` with the gateway's estimate (`prompt` tokens for the request) where the server
+    counted nothing."""
+    if answer.get("usage") is None:
+        text = answer["choices"][0]["message"]["content"] or ""
+        answer["usage"] = {**estimated_usage(prompt, text).as_dict(), "estimated": True}
+    return answer
 
 
 def as_stream(result: JSONObject) -> list[StreamChunk]:
     """A whole answer as a stream: role, the text in one piece, finish, usage."""
     rid, created, model = result["id"], result["created"], result["model"]
     choice = result["choices"][0]
-    usage = result["usage"]
+    body = result["usage"]
     return [chat_chunk(rid, created, model, {"role": "assistant", "content": ""}),
             chat_chunk(rid, created, model, {"content": choice["message"]["content"]}),
             chat_chunk(rid, created, model, {}, choice["finish_reason"]),
-            usage_chunk(rid, created, model, usage, Usage.from_openai(usage))]  # type: ignore[arg-type]
+            usage_chunk(rid, created, model, body, Usage.from_openai(body) or Usage(0, 0, 0))]
+
+
+# -- the openai_api.py stream -------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class StreamState:
-    """What translating one openai_api.py stream must remember between events."""
+class ChatGLMState(StreamState):
+    """One openai_api.py stream (its chunks carry neither `id` nor `created`: the base's are used)."""
 
-    model: str
-    prompt_tokens: int
-    # The server's chunks carry neither `id` nor `created`: one of each for the whole stream.
-    id: str = field(default_factory=new_id)
-    created: int = field(default_factory=now)
+    prompt_tokens: int = 0  # the request's estimate: the codec never sees the request
     # The answer so far, to estimate completion tokens (the server reports none).
-    text: list[str] = field(default_factory=list)
+    tally: TokenTally = field(default_factory=TokenTally)
     usage: Any = None
     finish: str | None = None
 
 
-def from_vendor_event(event: Any, state: StreamState) -> list[StreamChunk]:
-    if not isinstance(event, dict) or (event.get("detail") or event.get("error")) and not event.get("choices"):
-        raise error_from_response(200, event, None)
-    if isinstance(event.get("usage"), dict):
-        state.usage = event["usage"]
+def finish_stream(state: ChatGLMState, done: bool) -> list[StreamChunk]:
+    """The end of the stream; `done`: the DONE sentinel came. openai_api.py reports a failure
+    once streaming by closing the connection, so an end with neither is an error."""
+    if state.finish is None and not (done and not state.tally.empty):
+        raise incomplete_stream(PROVIDER, "its last chunk")
+    state.finished = True
+    chunks = [] if state.finish is not None else [state.chunk({}, "stop")]
+    usage = _given_usage(state.usage)
+    if usage is not None:
+        return [*chunks, state.usage_chunk(usage)]
+    usage = estimated_usage(state.prompt_tokens, state.tally.tokens)
+    return [*chunks, state.usage_chunk(usage, {**usage.as_dict(), "estimated": True})]
+
+
+def from_vendor_event(event: SSEEvent, state: ChatGLMState) -> list[StreamChunk]:
+    if event.data == DONE_DATA:
+        return finish_stream(state, done=True)
+    if not event.data:
+        return []
+    try:
+        body = bounded_json(event.data)
+    except ValueError:
+        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
+    if not isinstance(body, dict) or (body.get("detail") or body.get("error")) and not body.get("choices"):
+        raise error_from_response(200, body, None)
+    if isinstance(body.get("usage"), dict):
+        state.usage = body["usage"]
     chunks = []
-    for choice in event.get("choices") or ():
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
         delta = {k: v for k, v in (choice.get("delta") or {}).items() if k in ("role", "content")}
         if isinstance(delta.get("content"), str):
-            state.text.append(delta["content"])
+            state.tally.add(delta["content"])
         finish = choice.get("finish_reason")
         if finish is not None:
             state.finish = str(finish)
         if delta or finish is not None:
-            chunks.append(chat_chunk(state.id, state.created, state.model, delta, finish))
+            chunks.append(state.chunk(delta, None if finish is None else str(finish)))
     return chunks
 
 
-def finish_stream(state: StreamState, done: bool) -> list[StreamChunk]:
-    """The end of the stream; `done`: the DONE sentinel came. openai_api.py reports a failure
-    once streaming by closing the connection, so an end with neither is an error."""
-    if state.finish is None and not (done and state.text):
-        raise UpstreamError(502, f"the {PROVIDER} stream ended before its last chunk", "server_error",
-                            "upstream_incomplete_stream")
-    chunks = [] if state.finish is not None else [chat_chunk(state.id, state.created, state.model, {}, "stop")]
-    body, usage = usage_of(state.usage, state.prompt_tokens, "".join(state.text))
-    return [*chunks, usage_chunk(state.id, state.created, state.model, body, usage)]
+def _at_eof(state: ChatGLMState) -> list[StreamChunk]:
+    return finish_stream(state, done=False)
 
 
-def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiError:
-    """FastAPI's `{"detail": ...}` (a string, or 422's list), plain text, or a 200 that is no answer."""
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, list):
-        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    message = str(detail or (body.get("error") if isinstance(body, dict) else None) or
-                  (body if isinstance(body, str) and body else f"HTTP {status} from {PROVIDER}"))
-    if status == 200:
-        return UpstreamError(502, f"{PROVIDER} returned something that is not an answer: {message[:200]}",
-                             "server_error", "upstream_bad_response")
-    return upstream_status_error(PROVIDER, status, message, None, None, parse_retry_after(headers))
+# uvicorn's plain "Internal Server Error" is the one line api.py's failures say.
+CODEC = Codec(PROVIDER, error_from_response, _no_error_in_body, ChatGLMState, from_vendor_event, _at_eof,
+              plain_text_errors=True)
 
 
-def _parsed(payload: bytes) -> Any:
-    try:
-        return bounded_json(payload) if payload else None
-    except orjson.JSONDecodeError:
-        return body_text(payload, plain_text=True)  # uvicorn's plain "Internal Server Error"
+# -- the spec row and the translator ----------------------------------------------------------------
 
 
-# -- the translator ---------------------------------------------------------------------------------
+def _root(ctx: CallContext) -> str:
+    return ctx.base_url.removesuffix("/v1")
 
 
-class ChatGLMTranslator(OpenAICompatible):
+def _headers(ctx: CallContext) -> dict[str, str]:
+    key = ctx.credential.get("api_key")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _check_credential(credential: Credential) -> None:
+    if credential.get("api", "openai") not in APIS:
+        raise bad_request("the chatglm credential's api must be 'openai' or 'native'", "api", "invalid_credential")
+
+
+DISPLAY_NAME = "ChatGLM"
+# Self-hosted: no vendor issues keys; where the API server is documented.
+KEY_URL = "https://github.com/THUDM/ChatGLM2-6B/blob/main/README_EN.md#api-deployment"
+CREDENTIAL_FIELDS = (
+    CredentialField("base_url", secret=False, description="The server's root URL, e.g. http://gpu-box:8000",
+                    label="Server URL"),
+    CredentialField("api_key", required=False, description="Bearer token for a proxy in front (optional)"),
+    CredentialField("api", required=False, secret=False, label="Server API",
+                    description="'openai' (openai_api.py, the default) or 'native' (api.py)"),
+)
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"  # never used: base_url is required
+
+OPENAI_API = CompatibleSpec(
+    name=PROVIDER, display_name=DISPLAY_NAME, key_url=KEY_URL, credential_fields=CREDENTIAL_FIELDS,
+    default_base_url=DEFAULT_BASE_URL,
+    url=lambda ctx, path: f"{_root(ctx)}/v1/{path}",
+    headers=_headers,
+    codec=CODEC,
+    to_vendor_request=to_vendor_request,
+    from_vendor_response=lambda body, ctx: from_vendor_response(body, ctx.model),
+    stream_usage_option=False,  # usage is estimated here: no server of these counts it
+    check_credential=_check_credential,
+)
+
+
+class ChatGLMTranslator(Translator):
+    """Two servers behind one provider: `api=openai` is the spec row `OPENAI_API`, `api=native`
+    api.py's own format through the same codec's errors."""
+
     name = PROVIDER
-    display_name = "ChatGLM"
-    # Self-hosted: no vendor issues keys; where the API server is documented.
-    key_url = "https://github.com/THUDM/ChatGLM2-6B/blob/main/README_EN.md#api-deployment"
+    display_name = DISPLAY_NAME
+    key_url = KEY_URL
     model_types = frozenset({ModelType.LLM})
-    credential_fields = (
-        CredentialField("base_url", secret=False, description="The server's root URL, e.g. http://gpu-box:8000",
-                        label="Server URL"),
-        CredentialField("api_key", required=False, description="Bearer token for a proxy in front (optional)"),
-        CredentialField("api", required=False, secret=False, label="Server API",
-                        description="'openai' (openai_api.py, the default) or 'native' (api.py)"),
-    )
-    default_base_url = "http://127.0.0.1:8000"  # never used: base_url is required
+    credential_fields = CREDENTIAL_FIELDS
+    default_base_url = DEFAULT_BASE_URL
     catalog = {ModelType.LLM: ("chatglm2-6b", "chatglm3-6b", "chatglm-6b")}
     model_prefixes = {ModelType.LLM: ("chatglm",)}
 
-    complete = Translator.complete
-    complete_stream = Translator.complete_stream
-    embed = Translator.embed
-    transcribe = Translator.transcribe
+    def __init__(self) -> None:
+        self.openai_api = CompatibleTranslator(OPENAI_API)
 
     def check_credential(self, credential: Credential) -> None:
-        if credential.get("api", "openai") not in APIS:
-            raise bad_request("the chatglm credential's api must be 'openai' or 'native'", "api",
-                              "invalid_credential")
-
-    def headers(self, ctx: CallContext) -> dict[str, str]:
-        key = ctx.credential.get("api_key")
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def url(self, ctx: CallContext, endpoint: str) -> str:
-        root = ctx.base_url.removesuffix("/v1")
-        return f"{root}/" if ctx.credential.get("api") == "native" else f"{root}/v1/{endpoint}"
-
-    async def _call(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
-        native = ctx.credential.get("api") == "native"
-        body = to_native_request(req) if native else {**to_vendor_request(req, ctx.model), "stream": False}
-        resp = await ctx.http.post_json(self.url(ctx, "chat/completions"), body, self.headers(ctx))
-        if resp.status != 200:
-            raise error_from_response(resp.status, _parsed(resp.body), resp.headers)
-        convert = from_native_response if native else from_vendor_response
-        return convert(_parsed(resp.body), ctx.model, prompt_tokens(req))
+        _check_credential(credential)
 
     async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
-        return await self._call(req, ctx)
+        if ctx.credential.get("api") != "native":
+            return estimated(await self.openai_api.chat(req, ctx), prompt_tokens(req))
+        body = await exchange(ctx.http, CODEC, f"{_root(ctx)}/", to_native_request(req), headers=_headers(ctx))
+        return estimated(from_native_response(body, ctx.model), prompt_tokens(req))
 
-    async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
+    def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
         if ctx.credential.get("api") == "native":
-            for chunk in as_stream(await self._call(req, ctx)):
-                yield chunk
-            return
-        body = {**to_vendor_request(req, ctx.model), "stream": True}
-        async with ctx.http.stream("POST", self.url(ctx, "chat/completions"), headers=self.headers(ctx),
-                                   json=body) as resp:
-            if resp.status != 200 or "json" in resp.headers.get("Content-Type", ""):
-                raise error_from_response(resp.status, _parsed(await resp.read()), resp.headers)
-            state = StreamState(ctx.model, prompt_tokens(req))
-            done = False
-            async for event in aiter_sse(resp.chunks(), resp.max_event_bytes):
-                if event.data == DONE_DATA:
-                    done = True
-                    break
-                for chunk in from_vendor_event(_parsed(event.data), state) if event.data else ():
-                    yield chunk
-            for chunk in finish_stream(state, done):
-                yield chunk
+            return self._native_stream(req, ctx)
+        # The spec row's URL, headers and codec; the recipe is called here because the state
+        # needs the request (the prompt's estimate), which a spec row's stream never sees.
+        body = to_vendor_request(req, ctx.model)
+        state = ChatGLMState(ctx.model, prompt_tokens=prompt_tokens(req))
+        return stream_sse(ctx.http, CODEC, ctx.model, self.openai_api.url(ctx, CHAT), headers=_headers(ctx),
+                          json=body, state=state)
+
+    async def _native_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
+        for chunk in as_stream(await self.chat(req, ctx)):  # api.py cannot stream
+            yield chunk

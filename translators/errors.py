@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from translators._json import loads as bounded_json
+
 # Secrets a vendor derives from the key and may echo back in an error (a token, a
 # signature, a URL it was sent on). The exact values are scrubbed where they are known
 # (`scrubbing()` in ernie/zhipu/spark); these shapes catch them wherever they turn up.
@@ -125,6 +127,36 @@ def body_text(payload: bytes, *, plain_text: bool = False) -> str:
         if 0 < len(text) <= 300 and text.isprintable() and "<" not in text:
             return text
     return NON_JSON_BODY
+
+
+def bad_response(provider: str, what: str = "a response that is not JSON") -> UpstreamError:
+    """The vendor answered, but not in a shape the gateway can read (`what` says how)."""
+    return UpstreamError(502, f"{provider} returned {what}", "server_error", "upstream_bad_response")
+
+
+def incomplete_stream(provider: str, before: str = "its last event") -> UpstreamError:
+    """The vendor's stream ended (EOF, a closed socket) before the event that ends it."""
+    return UpstreamError(502, f"the {provider} stream ended before {before}", "server_error",
+                         "upstream_incomplete_stream")
+
+
+def failed_mid_stream(provider: str, message: str, code: str | None = None) -> UpstreamError:
+    """An error event inside a stream whose status was already 200."""
+    return UpstreamError(502, f"{provider} failed mid-stream: {message}", "server_error", code or "upstream_error")
+
+
+def error_body(payload: bytes, *, plain_text: bool = False) -> Any:
+    """An upstream error body, parsed tolerantly: its JSON, None when empty, and for anything
+    else (an HTML page of a proxy in between, a plain-text 502) an object that carries what
+    may be shown (`body_text`) under both keys vendors use, `error.message` and `message`,
+    so each vendor's own `error_from_response` reads it like one of its own bodies."""
+    if not payload:
+        return None
+    try:
+        return bounded_json(payload)
+    except ValueError:  # orjson.JSONDecodeError (and TooDeep) are ValueErrors
+        text = body_text(payload, plain_text=plain_text)
+        return {"error": {"message": text}, "message": text}
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:

@@ -5,9 +5,11 @@ which v2 does not need but the embeddings endpoint does; it is harmless on v2), 
 `base_url` (default https://api.minimax.chat/v1; newer hosts: https://api.minimaxi.com/v1,
 international https://api.minimax.io/v1). Reference: ../shared/vendors/minimax.md.
 
-Chat uses `POST {base}/text/chatcompletion_v2` only, as the issue asks: the legacy
-`chatcompletion_pro` API (bot_setting/sender_type, full `reply` on its last chunk) is not
-spoken; v2 serves every model pro did. Legacy `/v1/completions` goes through the chat path.
+Chat is a `CompatibleSpec` row (`SPEC`) with MiniMax's own codec (`CODEC`): v2 is OpenAI's
+shape, but its errors and its final event do not fit a pass-through. It uses
+`POST {base}/text/chatcompletion_v2` only, as the issue asks: the legacy `chatcompletion_pro`
+API (bot_setting/sender_type, full `reply` on its last chunk) is not spoken; v2 serves every
+model pro did. Legacy `/v1/completions` goes through the chat path.
 
 What is absorbed:
 - errors arrive as HTTP 200 with `base_resp.status_code != 0` (bodies, stream events and a
@@ -39,14 +41,18 @@ are positional; base64 encoded here; `dimensions` is refused (fixed 1536 dimensi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from keystore.models import CredentialField
+from translators._compatible import (
+    CHAT,
+    EMBEDDINGS,
+    CompatibleSpec,
+    openai_error_fields,
+)
 from translators._http import Headers
 from translators._json import loads as bounded_json
 from translators._refusals import (
@@ -55,27 +61,26 @@ from translators._refusals import (
 )
 from translators._shapes import (
     as_int,
-    chat_chunk,
     embed_in_batches,
     embedding_list,
     input_texts,
     new_id,
     now,
-    usage_chunk,
     vendor_error,
 )
-from translators._sse import DONE_DATA, aiter_sse
-from translators.base import CallContext, Translator
+from translators._sse import DONE_DATA, SSEEvent
+from translators._stream import Codec, StreamState
+from translators.base import CallContext
 from translators.errors import (
     ApiError,
-    UpstreamError,
     bad_request,
-    body_text,
+    bad_response,
+    failed_mid_stream,
+    incomplete_stream,
     parse_retry_after,
     unsupported,
     upstream_status_error,
 )
-from translators.openai_compatible import OpenAICompatible, openai_error_fields
 from translators.types import (
     ChatRequest,
     EmbeddingRequest,
@@ -110,7 +115,7 @@ def base_resp_error(body: Any) -> ApiError | None:
     """The error a `base_resp` with a non-zero status_code stands for (None when it is success)."""
     base = body.get("base_resp") if isinstance(body, dict) else None
     code = base.get("status_code") if isinstance(base, dict) else None
-    if not isinstance(code, int) or code == 0:
+    if not isinstance(base, dict) or not isinstance(code, int) or code == 0:
         return None
     message = f"{base.get('status_msg') or 'error'} (base_resp {code})"
     status, ours = ERROR_CODES.get(code, (400 if 2000 <= code < 3000 else 500, None))
@@ -118,15 +123,18 @@ def base_resp_error(body: Any) -> ApiError | None:
 
 
 def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiError:
-    """An HTTP error, or (status 200) a body that is not an answer: `base_resp` decides first."""
+    """An HTTP error, or (a status below 400) a body that is not an answer: `base_resp` decides first."""
     err = base_resp_error(body)
     if err is not None and status < 500:
         return err
-    if status == 200:
-        return UpstreamError(502, f"{PROVIDER} returned a response without choices", "server_error",
-                             "upstream_bad_response")
+    if status < 400:
+        return bad_response(PROVIDER, "a response without choices")
     message, code, param = openai_error_fields(body, f"HTTP {status} from {PROVIDER}")
     return upstream_status_error(PROVIDER, status, message, code, param, parse_retry_after(headers))
+
+
+def error_in_body(body: Any, headers: Headers | None) -> ApiError | None:
+    return base_resp_error(body)  # a 200 without choices is left to the converters (a 502)
 
 
 # -- request ------------------------------------------------------------------------------------
@@ -166,7 +174,8 @@ def finish_reason(value: Any, body: Any) -> str | None:
 
 
 def _clean(message: Any) -> JSONObject:
-    out = {k: v for k, v in (message or {}).items() if k not in ("name", "audio_content")}
+    items = message.items() if isinstance(message, dict) else ()
+    out = {k: v for k, v in items if k not in ("name", "audio_content")}
     if out.get("role") == "":
         out["role"] = "assistant"
     return out
@@ -182,16 +191,15 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
             "model": body.get("model") or model, "choices": choices, "usage": usage_of(body.get("usage"))[0]}
 
 
-@dataclass(slots=True)
-class StreamState:
-    """What translating one MiniMax v2 stream must remember between events."""
+# -- the stream -------------------------------------------------------------------------------------
 
-    model: str
-    id: str = field(default_factory=new_id)
-    created: int = field(default_factory=now)
+
+@dataclass(slots=True)
+class MinimaxState(StreamState):
+    """What translating one MiniMax v2 stream remembers between events (`started`: the role,
+    said once although chunks may say `role: ""`)."""
+
     id_taken: bool = False  # the first event's id/created are kept for every chunk
-    # Chunks may say `role: ""`; OpenAI says "assistant" once, on the first chunk.
-    role_sent: bool = False
     # The streamed text: the final event repeats the whole message, only a tail it adds is new.
     text: list[str] = field(default_factory=list)
     tools_sent: bool = False
@@ -199,69 +207,85 @@ class StreamState:
     finish: str | None = None
     # The real usage arrives with the final event; chunks before it carry zeros.
     usage: Any = None
-    finished: bool = False
 
 
-def _chunk(state: StreamState, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-    return chat_chunk(state.id, state.created, state.model, delta, finish)
-
-
-def finish_stream(state: StreamState, done: bool = True) -> list[StreamChunk]:
+def finish_stream(state: MinimaxState, done: bool = True) -> list[StreamChunk]:
     """The end of the stream (`done`: the DONE sentinel or the final event; else EOF): the
     finish and usage chunks not yet sent. EOF before any finish reason is a cut stream."""
     if state.finished:
         return []
     if state.finish is None and not (done and (state.text or state.tools_sent)):
-        raise UpstreamError(502, f"the {PROVIDER} stream ended before its last event", "server_error",
-                            "upstream_incomplete_stream")
+        raise incomplete_stream(PROVIDER)
     state.finished = True
-    chunks = [] if state.finish is not None else [_chunk(state, {}, "stop")]
+    chunks = [] if state.finish is not None else [state.chunk({}, "stop")]
     body, usage = usage_of(state.usage)
-    return [*chunks, usage_chunk(state.id, state.created, state.model, body, usage)]
+    return [*chunks, state.usage_chunk(usage, body)]
 
 
-def from_vendor_event(event: Any, state: StreamState) -> list[StreamChunk]:
-    if not isinstance(event, dict) or base_resp_error(event):
-        raise error_from_response(200, event, None)
-    if event.get("error"):
-        message, code, _ = openai_error_fields(event, "error")
-        raise UpstreamError(502, f"{PROVIDER} failed mid-stream: {message}", "server_error", code or "upstream_error")
+def _delta(choice: JSONObject, final: bool, state: MinimaxState) -> JSONObject:
+    if not final:
+        delta = _clean(choice.get("delta"))
+        delta.pop("role", None)
+        return delta
+    message = _clean(choice.get("message"))
+    content, streamed = message.get("content") or "", "".join(state.text)
+    delta = {}
+    if isinstance(content, str) and content.startswith(streamed) and len(content) > len(streamed):
+        delta["content"] = content[len(streamed):]
+    if message.get("tool_calls") and not state.tools_sent:
+        delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]
+    return delta
+
+
+def from_vendor_event(event: SSEEvent, state: MinimaxState) -> list[StreamChunk]:
+    if event.data == DONE_DATA:
+        return finish_stream(state)
+    if not event.data:
+        return []
+    try:
+        body = bounded_json(event.data)
+    except ValueError:
+        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
+    if body is None:
+        return []
+    if not isinstance(body, dict) or base_resp_error(body):
+        raise error_from_response(200, body, None)
+    if body.get("error"):
+        message, code, _ = openai_error_fields(body, "error")
+        raise failed_mid_stream(PROVIDER, message, code)
     if state.finished:
         return []
-    if not state.id_taken and event.get("id"):
-        state.id, state.created, state.id_taken = str(event["id"]), as_int(event.get("created")) or state.created, True
-    usage = event.get("usage")
+    if not state.id_taken and body.get("id"):
+        state.id, state.created, state.id_taken = str(body["id"]), as_int(body.get("created")) or state.created, True
+    usage = body.get("usage")
     if isinstance(usage, dict) and as_int(usage.get("total_tokens")):
         state.usage = usage
-    choices = [c for c in event.get("choices") or () if isinstance(c, dict)]
-    final = event.get("object") == "chat.completion" or any("message" in c and "delta" not in c for c in choices)
+    choices = [c for c in body.get("choices") or () if isinstance(c, dict)]
+    final = body.get("object") == "chat.completion" or any("message" in c and "delta" not in c for c in choices)
     chunks: list[StreamChunk] = []
     for choice in choices[:1]:
-        finish = finish_reason(choice.get("finish_reason"), event)
-        if final:
-            message = _clean(choice.get("message"))
-            content, streamed = message.get("content") or "", "".join(state.text)
-            delta: JSONObject = {}
-            if isinstance(content, str) and content.startswith(streamed) and len(content) > len(streamed):
-                delta["content"] = content[len(streamed):]
-            if message.get("tool_calls") and not state.tools_sent:
-                delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]
-        else:
-            delta = _clean(choice.get("delta"))
-            delta.pop("role", None)
-        if not state.role_sent:
-            state.role_sent = True
+        delta = _delta(choice, final, state)
+        if not state.started:
+            state.started = True
             delta = {"role": "assistant", **delta}
         if isinstance(delta.get("content"), str) and delta["content"]:
             state.text.append(delta["content"])
         state.tools_sent = state.tools_sent or bool(delta.get("tool_calls"))
+        finish = finish_reason(choice.get("finish_reason"), body)
         send_finish = finish if state.finish is None else None
         state.finish = state.finish or send_finish
         if delta or send_finish:
-            chunks.append(_chunk(state, delta, send_finish))
+            chunks.append(state.chunk(delta, send_finish))
     if final:
         chunks += finish_stream(state)
     return chunks
+
+
+def _at_eof(state: MinimaxState) -> list[StreamChunk]:
+    return finish_stream(state, done=False)
+
+
+CODEC = Codec(PROVIDER, error_from_response, error_in_body, MinimaxState, from_vendor_event, _at_eof)
 
 
 # -- embeddings -----------------------------------------------------------------------------------
@@ -283,81 +307,48 @@ def from_vendor_embeddings(body: Any) -> tuple[list[list[float]], int]:
     return [list(v or ()) for v in body["vectors"]], as_int(body.get("total_tokens"))
 
 
-# -- the translator ---------------------------------------------------------------------------------
+# -- the spec row and its translator ----------------------------------------------------------------
 
 
-class MinimaxTranslator(OpenAICompatible):
-    name = PROVIDER
-    display_name = "MiniMax"
-    key_url = "https://platform.minimaxi.com/user-center/basic-information/interface-key"
-    model_types = frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING})
-    credential_fields = (
+def _url(ctx: CallContext, path: str) -> str:
+    return f"{ctx.base_url}/{path}?GroupId={quote(ctx.credential['group_id'], safe='')}"
+
+
+def _answer(body: JSONObject, ctx: CallContext) -> JSONObject:
+    return from_vendor_response(body, ctx.model)
+
+
+async def embed(req: EmbeddingRequest, model: str, post: Callable[[JSONObject], Awaitable[JSONObject]]) -> JSONObject:
+    """embo-01 embeddings are not OpenAI's shape (texts in, positional vectors out, in
+    batches): converted here rather than passed through."""
+    async def fetch(batch: list[str]) -> tuple[list[list[float]], int]:
+        return from_vendor_embeddings(await post(to_vendor_embeddings_request(batch, model, req)))
+
+    vectors, tokens = await embed_in_batches(input_texts(req, PROVIDER), EMBEDDING_BATCH, PROVIDER, fetch)
+    return embedding_list(vectors, model, tokens, req.encoding_format)
+
+
+SPEC = CompatibleSpec(
+    name=PROVIDER,
+    display_name="MiniMax",
+    key_url="https://platform.minimaxi.com/user-center/basic-information/interface-key",
+    model_types=frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING}),
+    credential_fields=(
         CredentialField("api_key", description="MiniMax API key"),
         CredentialField("group_id", secret=False, description="MiniMax GroupId (account page)"),
-    )
-    default_base_url = "https://api.minimax.chat/v1"
-    catalog = {
+    ),
+    default_base_url="https://api.minimax.chat/v1",
+    catalog={
         ModelType.LLM: ("MiniMax-M1", "MiniMax-Text-01", "abab6.5s-chat", "abab6.5-chat", "abab6.5g-chat",
                         "abab5.5-chat", "abab5.5s-chat"),
         ModelType.TEXT_EMBEDDING: ("embo-01",),
-    }
-    model_prefixes = {ModelType.LLM: ("abab", "MiniMax-")}
-
-    # Not OpenAI's native endpoints: legacy completions go through chat, no transcriptions.
-    complete = Translator.complete
-    complete_stream = Translator.complete_stream
-    transcribe = Translator.transcribe
-
-    def url(self, ctx: CallContext, endpoint: str) -> str:
-        return f"{ctx.base_url}/{endpoint}?GroupId={quote(ctx.credential['group_id'], safe='')}"
-
-    def error_from_response(self, status: int, body: Any, headers: Headers) -> ApiError:
-        return error_from_response(status, body, headers)
-
-    def _check(self, resp: Any) -> JSONObject:
-        if resp.status != 200:
-            raise error_from_response(resp.status, resp.json(), resp.headers)
-        return resp.json()  # type: ignore[no-any-return]
-
-    async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
-        body = to_vendor_request(req, ctx.model)
-        body["stream"] = False
-        return from_vendor_response(await self._post("text/chatcompletion_v2", body, ctx), ctx.model)
-
-    async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
-        body = to_vendor_request(req, ctx.model)
-        body["stream"] = True
-        async with ctx.http.stream("POST", self.url(ctx, "text/chatcompletion_v2"), headers=self.headers(ctx),
-                                   json=body) as resp:
-            if resp.status != 200 or "json" in resp.headers.get("Content-Type", ""):
-                payload = await resp.read()
-                try:
-                    parsed = bounded_json(payload) if payload else None
-                except orjson.JSONDecodeError:
-                    parsed = {"error": {"message": body_text(payload)}}
-                raise error_from_response(resp.status, parsed, resp.headers)
-            state = StreamState(ctx.model)
-            done = False
-            async for event in aiter_sse(resp.chunks(), resp.max_event_bytes):
-                if event.data == DONE_DATA:
-                    done = True
-                    break
-                try:
-                    parsed = bounded_json(event.data) if event.data else None
-                except orjson.JSONDecodeError:
-                    raise UpstreamError(502, f"{PROVIDER} sent a stream event that is not JSON", "server_error",
-                                        "upstream_bad_response") from None
-                for chunk in from_vendor_event(parsed, state) if parsed is not None else ():
-                    yield chunk
-                if state.finished:
-                    return
-            for chunk in finish_stream(state, done):
-                yield chunk
-
-    async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:
-        async def fetch(batch: list[str]) -> tuple[list[list[float]], int]:
-            return from_vendor_embeddings(
-                await self._post("embeddings", to_vendor_embeddings_request(batch, ctx.model, req), ctx))
-
-        vectors, tokens = await embed_in_batches(input_texts(req, PROVIDER), EMBEDDING_BATCH, PROVIDER, fetch)
-        return embedding_list(vectors, ctx.model, tokens, req.encoding_format)
+    },
+    model_prefixes={ModelType.LLM: ("abab", "MiniMax-")},
+    paths={CHAT: "text/chatcompletion_v2", EMBEDDINGS: "embeddings"},
+    url=_url,
+    codec=CODEC,
+    to_vendor_request=to_vendor_request,
+    from_vendor_response=_answer,
+    stream_usage_option=False,  # `stream_options` is one of the fields MiniMax does not take
+    embed=embed,
+)

@@ -1,4 +1,5 @@
-"""Zhipu AI's hosted GLM API (智谱, open.bigmodel.cn v4): OpenAI's format with Zhipu's differences.
+"""Zhipu AI's hosted GLM API (智谱, open.bigmodel.cn v4): OpenAI's format with Zhipu's differences,
+as a `CompatibleSpec` row.
 
 A provider of its own, `zhipu`, not a mode of `chatglm`: the issue names it so, with the
 credential `api_key` (`<id>.<secret>`), and the hosted API shares only the models' family
@@ -8,12 +9,13 @@ embeddings and errors are all different). Reference: ../shared/vendors/chatglm.m
 Credential: `api_key` (`id.secret`, checked when saved), optional `base_url` (default
 https://open.bigmodel.cn/api/paas/v4).
 
-Auth: `Authorization: Bearer <JWT>`, HS256-signed with the secret, header
-`{"alg":"HS256","sign_type":"SIGN"}`, payload `{"api_key": id, "exp", "timestamp"}` in
-**milliseconds**; valid 210 s, reused for 180 s (what Zhipu's SDK does). Tokens are cached
-per credential (keyed by a hash of the key, at most 1,024 entries). Minting is synchronous
-(an HMAC, no I/O), so no await can fall between the cache lookup and the store: concurrent
-first requests in a worker mint exactly one token (single-flight without a lock).
+Auth, a token step in front of every call: `Authorization: Bearer <JWT>`, HS256-signed with
+the secret, header `{"alg":"HS256","sign_type":"SIGN"}`, payload `{"api_key": id, "exp",
+"timestamp"}` in **milliseconds**; valid 210 s, reused for 180 s (what Zhipu's SDK does).
+Tokens live in `TOKENS` (the shared `TokenCache`, minted there: an HMAC, no I/O, so no await
+falls between the lookup and the store and concurrent first requests in a worker mint
+exactly one). The JWT and its signature are derived from the key, so the gateway's scrubbing
+of stored secrets cannot know them: they are scrubbed from every error of a call here.
 
 Endpoints: chat `POST {base}/chat/completions`; legacy `/v1/completions` through the chat
 path; embeddings `POST {base}/embeddings` (`embedding-2`, `embedding-3`; `dimensions` passes
@@ -32,29 +34,38 @@ is all Zhipu accepts); `temperature: 0` ->
 Responses: `object` added; the role Zhipu repeats on every delta is sent once, first;
 finish_reason `sensitive` -> `content_filter`, `network_error` (a failed inference) -> 502;
 usage taken from the last chunk, where Zhipu puts it beside the finish reason, and sent as
-the separate usage-only chunk OpenAI sends last.
-Errors: `{"error": {"code": "1301", "message"}}` with an HTTP status, or inside a stream;
-codes decide where the status cannot: 1000-1004 auth (-> 403 upstream_credential_rejected),
-1110-1113 account/balance (-> 429, 1113 insufficient_quota), 1210-1214 parameters (-> 400;
-1211 unknown model -> 404), 1261 prompt too long (-> 400), 1301 content filter (-> 400
-content_filter), 1302-1305 rate limits (-> 429).
+the separate usage-only chunk OpenAI sends last (the compatible codec's doing).
+Errors: `{"error": {"code": "1301", "message"}}` with an HTTP status, in a 200 body, or
+inside a stream; codes decide where the status cannot: 1000-1004 auth (-> 403
+upstream_credential_rejected), 1110-1113 account/balance (-> 429, 1113 insufficient_quota),
+1210-1214 parameters (-> 400; 1211 unknown model -> 404), 1261 prompt too long (-> 400),
+1301 content filter (-> 400 content_filter), 1302-1305 rate limits (-> 429).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 
 from keystore.models import Credential, CredentialField
-from translators._http import Headers, UpstreamResponse
-from translators._json import loads as bounded_json
+from translators._auth import TokenCache
+from translators._compatible import (
+    CHAT,
+    EMBEDDINGS,
+    OPENAI_PATHS,
+    CompatibleSpec,
+    PassState,
+    compatible_codec,
+    openai_error_fields,
+)
+from translators._http import Headers
 from translators._refusals import (
     refuse_choices_and_logprobs,
     refuse_deprecated_functions,
@@ -69,24 +80,24 @@ from translators._shapes import (
     now,
     vendor_error,
 )
-from translators._sse import DONE_DATA
-from translators.base import CallContext, Translator
+from translators.base import CallContext
 from translators.errors import (
     ApiError,
-    UpstreamError,
     bad_request,
+    bad_response,
     parse_retry_after,
-    scrubbing,
+    upstream_status_error,
 )
-from translators.openai_compatible import OpenAICompatible, openai_error_fields
 from translators.types import (
     ChatRequest,
     EmbeddingRequest,
     JSONObject,
     ModelType,
-    StreamChunk,
     Usage,
 )
+
+__all__ = ["CODEC", "SPEC", "TOKENS", "derived_secrets", "error_from_response", "from_vendor_embeddings",
+           "from_vendor_response", "headers", "jwt", "make_jwt", "to_vendor_request"]
 
 PROVIDER = "zhipu"
 TOKEN_TTL = 210.0    # seconds a minted JWT is valid
@@ -133,29 +144,31 @@ def make_jwt(api_key: str, issued_at: float, ttl: float = TOKEN_TTL) -> str:
     return f"{header}.{payload}.{_b64url(signature)}"
 
 
-class TokenCache:
-    """JWTs per credential, reused until shortly before they expire (see the module docstring)."""
+# Wall-clock time: the cache's clock also dates the tokens it mints.
+TOKENS = TokenCache(clock=time.time, max_entries=1024)
 
-    def __init__(self, clock: Callable[[], float] = time.time, max_entries: int = 1024) -> None:
-        self.clock = clock
-        self.max_entries = max_entries
-        self.minted = 0
-        self._tokens: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
 
-    def token(self, api_key: str) -> str:
-        key = hashlib.sha256(api_key.encode()).digest()
-        current = self.clock()
-        hit = self._tokens.get(key)
-        if hit is not None and hit[1] > current:
-            self._tokens.move_to_end(key)
-            return hit[0]
-        token = make_jwt(api_key, current)
-        self.minted += 1
-        self._tokens[key] = (token, current + TOKEN_REUSE)
-        self._tokens.move_to_end(key)
-        while len(self._tokens) > self.max_entries:
-            self._tokens.popitem(last=False)
-        return token
+def jwt(api_key: str, cache: TokenCache = TOKENS) -> str:
+    """The key's current JWT, minted when none is cached or it is due for renewal."""
+    return cache.mint((PROVIDER, api_key), lambda issued_at: (make_jwt(api_key, issued_at), TOKEN_REUSE))
+
+
+def headers(ctx: CallContext) -> dict[str, str]:
+    return {"Authorization": f"Bearer {jwt(ctx.credential['api_key'])}"}
+
+
+def derived_secrets(ctx: CallContext) -> tuple[str, str]:
+    """The JWT sent for this key (the cached one) and its signature, for scrubbing errors."""
+    token = jwt(ctx.credential["api_key"])
+    return token, token.rsplit(".", 1)[-1]
+
+
+def _scrubbed(err: ApiError, ctx: CallContext) -> ApiError:
+    return err.scrubbed(derived_secrets(ctx))
+
+
+def _check_credential(credential: Credential) -> None:
+    split_key(credential["api_key"])
 
 
 # -- errors and requests --------------------------------------------------------------------------
@@ -172,6 +185,11 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
         status = known[0]
     return vendor_error(PROVIDER, status, f"{message} (code {code})" if code else message, ours,
                         parse_retry_after(headers))
+
+
+def _error_in_body(body: Any, headers: Headers | None) -> ApiError | None:
+    """Zhipu's error object in a 200 (an answer or where a stream belongs): its code decides."""
+    return error_from_response(200, body, headers) if isinstance(body, dict) and body.get("error") else None
 
 
 def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
@@ -205,8 +223,7 @@ def finish_reason(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     if value == "network_error":
-        raise UpstreamError(502, f"{PROVIDER} failed while generating (finish_reason network_error)",
-                            "server_error", "upstream_error")
+        raise upstream_status_error(PROVIDER, 500, "the inference failed (finish_reason network_error)")
     return FINISH_REASONS.get(value, "stop")
 
 
@@ -224,11 +241,10 @@ def _calls(calls: Any, indexed: bool) -> list[JSONObject]:
 
 
 def from_vendor_response(body: Any, model: str) -> JSONObject:
-    if not isinstance(body, dict) or body.get("error") or not isinstance(body.get("choices"), list) \
-            or not body["choices"]:
-        raise error_from_response(200, body, None) if isinstance(body, dict) and body.get("error") else \
-            UpstreamError(502, f"{PROVIDER} returned a response without choices", "server_error",
-                          "upstream_bad_response")
+    if isinstance(body, dict) and body.get("error"):
+        raise error_from_response(200, body, None)
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
+        raise bad_response(PROVIDER, "a response without choices")
     choices = []
     for i, choice in enumerate(body["choices"]):
         message = dict(choice.get("message") or {})
@@ -245,27 +261,41 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
     return out
 
 
-def with_role(chunk: StreamChunk) -> StreamChunk:
-    """The stream's first chunk with `role: assistant` (once, as OpenAI sends it)."""
-    body = bounded_json(chunk.data)
-    for choice in body.get("choices") or ():
-        choice["delta"] = {"role": "assistant", **(choice.get("delta") or {})}
-    return StreamChunk.of(body)
+def _answer(body: JSONObject, ctx: CallContext) -> JSONObject:
+    # Chat answers are reshaped here; embeddings answers (`data`) are read by `_embed`.
+    return body if "data" in body and "choices" not in body else from_vendor_response(body, ctx.model)
 
 
-def from_vendor_event(chunk: Any) -> tuple[JSONObject, Usage | None]:
-    """One parsed Zhipu chunk -> (the OpenAI chunk without usage, the usage it carried)."""
-    if not isinstance(chunk, dict) or (chunk.get("error") is not None and not chunk.get("choices")):
-        raise error_from_response(200, chunk if isinstance(chunk, dict) else {}, None)
+def fix_event(chunk: JSONObject, state: PassState) -> JSONObject:
+    """One parsed Zhipu chunk as OpenAI's: `object` added, the role Zhipu repeats on every
+    delta sent once (first), tool calls and finish reasons mapped; usage stays on it for
+    the codec to send last."""
     out: JSONObject = {"id": str(chunk.get("id") or ""), "object": "chat.completion.chunk",
                        "created": chunk.get("created") or now(), "model": chunk.get("model") or "", "choices": []}
     for i, choice in enumerate(chunk.get("choices") or ()):
-        delta = {k: v for k, v in (choice.get("delta") or {}).items() if k != "role"}  # Zhipu repeats it
+        delta = {k: v for k, v in (choice.get("delta") or {}).items() if k != "role"}
+        if not state.started:
+            delta = {"role": "assistant", **delta}
         if delta.get("tool_calls"):
             delta["tool_calls"] = _calls(delta["tool_calls"], indexed=True)
         out["choices"].append({"index": choice.get("index", i), "delta": delta, "logprobs": None,
                                "finish_reason": finish_reason(choice.get("finish_reason"))})
-    return out, Usage.from_openai(chunk.get("usage"))
+    state.started = state.started or bool(out["choices"])
+    usage = Usage.from_openai(chunk["usage"]) if "usage" in chunk else None
+    if usage is not None:
+        out["usage"] = usage.as_dict()
+    return out
+
+
+def _stream_error(err: Any) -> ApiError:
+    return error_from_response(200, {"error": err}, None)
+
+
+CODEC = dataclasses.replace(compatible_codec(PROVIDER, error_from_response, _stream_error, fix_event),
+                            error_in_body=_error_in_body)
+
+
+# -- embeddings ------------------------------------------------------------------------------------
 
 
 def from_vendor_embeddings(body: Any) -> tuple[list[list[float]], int]:
@@ -276,112 +306,42 @@ def from_vendor_embeddings(body: Any) -> tuple[list[list[float]], int]:
         as_int(usage.get("prompt_tokens")) or as_int(usage.get("total_tokens"))
 
 
-# -- the translator ------------------------------------------------------------------------------------
-
-
 def embedding_batch_size(model: str) -> int:
     return 1 if model == "embedding-2" else 64
 
 
-class ZhipuTranslator(OpenAICompatible):
-    name = PROVIDER
-    display_name = "Zhipu AI"
-    key_url = "https://open.bigmodel.cn/usercenter/apikeys"
-    model_types = frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING})
-    credential_fields = (CredentialField("api_key", description="Zhipu API key (<id>.<secret>)"),)
-    default_base_url = "https://open.bigmodel.cn/api/paas/v4"
-    catalog = {
+async def _embed(req: EmbeddingRequest, model: str, post: Callable[[JSONObject], Awaitable[JSONObject]]) -> JSONObject:
+    async def fetch(batch: list[str]) -> tuple[list[list[float]], int]:
+        body: JSONObject = {"model": model, "input": batch}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        return from_vendor_embeddings(await post(body))
+
+    texts = input_texts(req, PROVIDER)
+    vectors, tokens = await embed_in_batches(texts, embedding_batch_size(model), PROVIDER, fetch)
+    return embedding_list(vectors, model, tokens, req.encoding_format)
+
+
+SPEC = CompatibleSpec(
+    name=PROVIDER,
+    display_name="Zhipu AI",
+    key_url="https://open.bigmodel.cn/usercenter/apikeys",
+    model_types=frozenset({ModelType.LLM, ModelType.TEXT_EMBEDDING}),
+    credential_fields=(CredentialField("api_key", description="Zhipu API key (<id>.<secret>)"),),
+    default_base_url="https://open.bigmodel.cn/api/paas/v4",
+    catalog={
         ModelType.LLM: ("glm-4-plus", "glm-4-air", "glm-4-airx", "glm-4-flash", "glm-4-long", "glm-4", "glm-4v",
                         "glm-4v-plus", "glm-4.5", "glm-4.5-air", "glm-z1-air"),
         ModelType.TEXT_EMBEDDING: ("embedding-2", "embedding-3"),
-    }
-    model_prefixes = {ModelType.LLM: ("glm-4", "glm-z1", "glm-3")}
-    tokens = TokenCache()
-
-    complete = Translator.complete
-    complete_stream = Translator.complete_stream
-    transcribe = Translator.transcribe
-
-    def check_credential(self, credential: Credential) -> None:
-        split_key(credential["api_key"])
-
-    def headers(self, ctx: CallContext) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens.token(ctx.credential['api_key'])}"}
-
-    def _derived(self, ctx: CallContext) -> tuple[str, str]:
-        """The JWT sent for this key (the cached one) and its signature, for scrubbing errors."""
-        token = self.tokens.token(ctx.credential["api_key"])
-        return token, token.rsplit(".", 1)[-1]
-
-    def request_body(self, raw: JSONObject, ctx: CallContext) -> JSONObject:
-        raw.pop("stream_options", None)  # set by the shared stream code; Zhipu always sends usage
-        raw["model"] = ctx.model
-        return raw
-
-    def error_from_response(self, status: int, body: Any, headers: Headers) -> ApiError:
-        return error_from_response(status, body, headers)
-
-    def stream_error(self, err: Any) -> ApiError:
-        return error_from_response(200, {"error": err}, None)
-
-    def _check(self, resp: UpstreamResponse) -> JSONObject:
-        body = resp.json()
-        if resp.status != 200 or (isinstance(body, dict) and body.get("error")):
-            raise error_from_response(resp.status, body, resp.headers)
-        return body if isinstance(body, dict) else {}
-
-    def _pass_chunk(self, data: bytes) -> Any:
-        if not data or data == DONE_DATA:
-            return super()._pass_chunk(data)
-        try:
-            parsed = bounded_json(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(502, f"{PROVIDER} sent a stream event that is not JSON", "server_error",
-                                "upstream_bad_response") from None
-        chunk, usage = from_vendor_event(parsed)
-        if usage is None:
-            return StreamChunk.of(chunk)
-        if not chunk["choices"]:
-            return StreamChunk.of({**chunk, "usage": usage.as_dict()}, usage)
-        # Zhipu's last chunk carries the finish reason and the usage: OpenAI sends usage last, alone.
-        return StreamChunk.of(chunk), ({k: v for k, v in chunk.items() if k != "choices"}, usage)
-
-    def _not_a_stream(self, body: bytes, headers: Headers) -> ApiError:
-        try:
-            parsed = bounded_json(body) if body else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        return error_from_response(200, parsed, headers) if isinstance(parsed, dict) and parsed.get("error") \
-            else super()._not_a_stream(body, headers)
-
-    async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
-        body = to_vendor_request(req, ctx.model)
-        body["stream"] = False
-        with scrubbing(*self._derived(ctx)):
-            return from_vendor_response(await self._post("chat/completions", body, ctx), ctx.model)
-
-    async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
-        body = to_vendor_request(req, ctx.model)
-        body["stream"] = True
-        inner = self._stream("chat/completions", body, ctx)
-        role_sent = False
-        try:
-            with scrubbing(*self._derived(ctx)):
-                async for chunk in inner:
-                    if not role_sent and chunk.usage is None:
-                        role_sent, chunk = True, with_role(chunk)
-                    yield chunk
-        finally:
-            await inner.aclose()  # type: ignore[attr-defined]
-
-    async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> JSONObject:
-        async def fetch(batch: list[str]) -> tuple[list[list[float]], int]:
-            body: JSONObject = {"model": ctx.model, "input": batch}
-            if req.dimensions is not None:
-                body["dimensions"] = req.dimensions
-            return from_vendor_embeddings(await self._post("embeddings", body, ctx))
-
-        texts = input_texts(req, PROVIDER)
-        with scrubbing(*self._derived(ctx)):
-            vectors, tokens = await embed_in_batches(texts, embedding_batch_size(ctx.model), PROVIDER, fetch)
-        return embedding_list(vectors, ctx.model, tokens, req.encoding_format)
+    },
+    model_prefixes={ModelType.LLM: ("glm-4", "glm-z1", "glm-3")},
+    paths={CHAT: OPENAI_PATHS[CHAT], EMBEDDINGS: OPENAI_PATHS[EMBEDDINGS]},
+    headers=headers,
+    codec=CODEC,
+    to_vendor_request=to_vendor_request,
+    stream_usage_option=False,  # Zhipu refuses `stream_options`; its last chunk has the usage anyway
+    check_credential=_check_credential,
+    from_vendor_response=_answer,
+    call_error=_scrubbed,
+    embed=_embed,
+)

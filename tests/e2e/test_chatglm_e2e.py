@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.fakes.chatglm import DEFAULT_REPLY
 from tests.fakes.chatglm_fixtures import FakeChatGLM
-from translators.chatglm import estimate_tokens
+from translators._estimate import estimate_tokens
 
 MODEL = "chatglm2-6b"
 USER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好 there"}]

@@ -175,7 +175,12 @@ class ChatPlan:
         reply_text: str,
         limit: int | None,
         tool_call: tuple[str, str] | None,
+        reasoning: str | None = None,
+        usage_in_choice: bool = False,
     ) -> None:
+        """`reasoning`: DeepSeek's reasoner thinks aloud first (`reasoning_content`, counted as
+        completion tokens); `usage_in_choice`: Moonshot's stream puts its usage in the finishing
+        choice, always, instead of a usage-only chunk."""
         self.id = new_id("chatcmpl")
         self.created = int(time.time())
         self.model = model
@@ -189,14 +194,19 @@ class ChatPlan:
         else:
             self.pieces, truncated = text_pieces(reply_text, limit)
             self.finish_reason = "length" if truncated else "stop"
-        self.completion_tokens = len([p for p in self.pieces if p.strip()])
+        self.reasoning_pieces = text_pieces(reasoning)[0] if reasoning else []
+        self.reasoning_tokens = len([p for p in self.reasoning_pieces if p.strip()])
+        self.usage_in_choice = usage_in_choice
+        self.completion_tokens = len([p for p in self.pieces if p.strip()]) + self.reasoning_tokens
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
 
     def usage(self) -> dict[str, Any]:
-        return usage(self.prompt_tokens, self.completion_tokens)
+        body = usage(self.prompt_tokens, self.completion_tokens)
+        body["completion_tokens_details"]["reasoning_tokens"] = self.reasoning_tokens
+        return body
 
     def response(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.text, "refusal": None}
@@ -208,6 +218,8 @@ class ChatPlan:
                  "function": {"name": name, "arguments": arguments}}
             ]
         message["annotations"] = []
+        if self.reasoning_pieces:
+            message["reasoning_content"] = "".join(self.reasoning_pieces)
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -249,8 +261,15 @@ class ChatPlan:
         else:
             first = {"role": "assistant", "content": "", "refusal": None}
             rest = [{"content": p} for p in self.pieces]
+        if self.reasoning_pieces:  # the role opens the thinking; the answer follows it
+            del first["role"]
+            thinking = [{"content": None, "reasoning_content": p} for p in self.reasoning_pieces]
+            first, rest = {"role": "assistant", "content": None, "reasoning_content": ""}, [*thinking, first, *rest]
         chunks = [self._chunk(first)] + [self._chunk(delta) for delta in rest]
         chunks.append(self._chunk({}, self.finish_reason))
+        if self.usage_in_choice:
+            chunks[-1]["choices"][0]["usage"] = usage(self.prompt_tokens, self.completion_tokens, details=False)
+            return chunks
         if include_usage:
             final = self._chunk({})
             final["choices"] = []

@@ -103,6 +103,11 @@ class FakeOpenAIState(FakeState):
     stream_error: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STREAM_ERROR))
     fail_next: list[FailSpec] = field(default_factory=list)  # popped one per request
     record_requests: bool = True  # False for long benchmark runs (requests list stays empty)
+    # -- OpenAI-compatible vendors this fake plays (tests/fakes/compatibles.py) --
+    require_key: bool = True  # False: a server started without a key (vLLM, Ollama) ignores Authorization
+    reasoning_models: frozenset[str] = frozenset()  # models that think aloud first (DeepSeek's reasoner)
+    reasoning_text: str = "The user wants a greeting. One short line will do."
+    usage_in_choice: bool = False  # Moonshot: a stream's usage in its finishing choice, always
     # -- observations (written by the server) --
     requests: list[RecordedRequest] = field(default_factory=list)
     organizations: list[str] = field(default_factory=list)  # OpenAI-Organization headers seen
@@ -114,6 +119,17 @@ class FakeOpenAIState(FakeState):
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         return [r for r in list(self.requests) if r.path == path]
+
+    def unauthorized(self, key: str | None) -> OpenAIHTTPError:
+        """The 401 for a missing (None) or unknown key, in the vendor's words."""
+        if key is None:
+            return OpenAIHTTPError(401, NO_KEY_MESSAGE)
+        return OpenAIHTTPError(
+            401,
+            f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+        )
 
 
 def mask_key(key: str) -> str:
@@ -154,17 +170,14 @@ async def _record(state: FakeOpenAIState, request: Request) -> RecordedRequest:
 
 
 def _check_auth(state: FakeOpenAIState, request: Request) -> None:
+    if not state.require_key:
+        return
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        raise OpenAIHTTPError(401, NO_KEY_MESSAGE)
+        raise state.unauthorized(None)
     if key not in state.api_keys:
-        raise OpenAIHTTPError(
-            401,
-            f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
-            "https://platform.openai.com/account/api-keys.",
-            code="invalid_api_key",
-        )
+        raise state.unauthorized(key)
     organization = request.headers.get("openai-organization")
     allowed = state.allowed_organizations
     if organization and allowed is not None and organization not in allowed:
@@ -230,6 +243,8 @@ def create_app(state: FakeOpenAIState) -> Starlette:
             reply_text=state.reply_text,
             limit=limit,
             tool_call=state.tool_call if use_tool else None,
+            reasoning=state.reasoning_text if model in state.reasoning_models else None,
+            usage_in_choice=state.usage_in_choice,
         )
         if stream:
             return SSEResponse(sse_stream(state, plan.chunks(include_usage)))

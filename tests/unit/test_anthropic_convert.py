@@ -28,15 +28,14 @@ from translators import REGISTRY
 from translators._sse import SSEDecoder, SSEEvent
 from translators.anthropic import (
     API_VERSION,
+    AnthropicState,
     AnthropicTranslator,
-    StreamState,
     default_max_tokens,
     error_from_response,
     from_vendor_event,
     from_vendor_response,
     to_vendor_request,
 )
-from translators.anthropic_response import parse_event
 from translators.errors import ApiError
 from translators.types import ChatRequest, ModelType, StreamChunk
 
@@ -72,10 +71,15 @@ def events_of(raw: bytes) -> list[SSEEvent]:
     return decoder.feed(raw) + decoder.flush()
 
 
-def translate(events: list[SSEEvent], model: str = MODEL) -> tuple[list[StreamChunk], StreamState]:
-    state = StreamState(model)
-    chunks = [c for e in events for c in from_vendor_event(parse_event(e), state)]
+def translate(events: list[SSEEvent], model: str = MODEL) -> tuple[list[StreamChunk], AnthropicState]:
+    state = AnthropicState(model)
+    chunks = [c for e in events for c in from_vendor_event(e, state)]
     return chunks, state
+
+
+def sse(event: Any) -> SSEEvent:
+    """An Anthropic event as it comes off the wire: named by its type."""
+    return SSEEvent(event["type"], orjson.dumps(event))
 
 
 def deltas(chunks: list[StreamChunk]) -> list[dict[str, Any]]:
@@ -400,7 +404,7 @@ def test_tool_use_stream_renumbers_the_tool_call_index() -> None:
 
 
 def test_two_tool_uses_around_text_get_indexes_0_and_1() -> None:
-    state = StreamState(MODEL)
+    state = AnthropicState(MODEL)
     events = [
         {"type": "message_start", "message": {"id": "msg_x", "model": MODEL, "usage": {"input_tokens": 3}}},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -412,14 +416,14 @@ def test_two_tool_uses_around_text_get_indexes_0_and_1() -> None:
         {"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
         {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"x\":1}"}},
     ]
-    calls = [tc for e in events for c in deltas(from_vendor_event(e, state)) if c["choices"]
+    calls = [tc for e in events for c in deltas(from_vendor_event(sse(e), state)) if c["choices"]
              for tc in c["choices"][0]["delta"].get("tool_calls") or ()]
     assert [(tc["index"], tc.get("id"), tc["function"].get("arguments")) for tc in calls] == \
         [(0, "t1", ""), (1, "t2", ""), (1, None, "{}"), (0, None, '{"x":1}')]
 
 
 def test_usage_is_replaced_never_summed() -> None:
-    state = StreamState(MODEL)
+    state = AnthropicState(MODEL)
     events = [
         {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 20, "cache_read_input_tokens": 4,
                                                                    "output_tokens": 1}}},
@@ -428,7 +432,7 @@ def test_usage_is_replaced_never_summed() -> None:
                                                                                     "input_tokens": 20}},
         {"type": "message_stop"},
     ]
-    chunks = [c for e in events for c in from_vendor_event(e, state)]
+    chunks = [c for e in events for c in from_vendor_event(sse(e), state)]
     assert chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (24, 9)
     finishes = [c["choices"][0]["finish_reason"] for c in deltas(chunks) if c["choices"]
@@ -437,10 +441,10 @@ def test_usage_is_replaced_never_summed() -> None:
 
 
 def test_stop_without_a_stop_reason_still_finishes_once_and_ignores_what_follows() -> None:
-    state = StreamState(MODEL)
+    state = AnthropicState(MODEL)
     events = [{"type": "message_start", "message": {"id": "m"}}, {"type": "message_stop"},
               {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "late"}}]
-    parsed = deltas([c for e in events for c in from_vendor_event(e, state)])
+    parsed = deltas([c for e in events for c in from_vendor_event(sse(e), state)])
     assert [c["choices"][0]["finish_reason"] for c in parsed if c["choices"]] == [None, "stop"]
     assert parsed[-1]["choices"] == [] and "late" not in json.dumps(parsed)
 
@@ -452,19 +456,24 @@ def test_stop_without_a_stop_reason_still_finishes_once_and_ignores_what_follows
     ({"type": "brand_new_error", "message": "?"}, 502),
 ])
 def test_error_event_raises(error: dict[str, str], status: int) -> None:
-    state = StreamState(MODEL)
-    from_vendor_event({"type": "message_start", "message": {"id": "m"}}, state)
+    state = AnthropicState(MODEL)
+    from_vendor_event(sse({"type": "message_start", "message": {"id": "m"}}), state)
     with pytest.raises(ApiError) as caught:
-        from_vendor_event(parse_event(SSEEvent("error", orjson.dumps({"type": "error", "error": error}))), state)
+        from_vendor_event(SSEEvent("error", orjson.dumps({"type": "error", "error": error})), state)
     assert caught.value.status == status and error["message"] in caught.value.message
 
 
-def test_parse_event_uses_the_event_name() -> None:
-    assert parse_event(SSEEvent("error", b"upstream exploded"))["error"]["message"] == "upstream exploded"
-    assert parse_event(SSEEvent("ping", b""))["type"] == "ping"
-    assert parse_event(SSEEvent("error", b'{"type":"message_stop"}'))["type"] == "error"
+def test_events_are_read_by_their_event_name() -> None:
+    state = AnthropicState(MODEL)
+    with pytest.raises(ApiError) as caught:  # not JSON, but an error event: its text is the message
+        from_vendor_event(SSEEvent("error", b"upstream exploded"), state)
+    assert "upstream exploded" in caught.value.message
+    assert from_vendor_event(SSEEvent("ping", b""), state) == []
+    with pytest.raises(ApiError):  # the SSE name wins: an error event is no message_stop
+        from_vendor_event(SSEEvent("error", b'{"type":"message_stop"}'), state)
+    assert not state.finished
     with pytest.raises(ApiError):
-        parse_event(SSEEvent("content_block_delta", b"{not json"))
+        from_vendor_event(SSEEvent("content_block_delta", b"{not json"), state)
 
 
 @pytest.mark.parametrize("cut", ["awkward", "bytewise"])
@@ -478,9 +487,9 @@ def test_fake_stream_in_awkward_pieces_keeps_utf8(cut: str) -> None:
     pieces = [p for f in frames for p in awkward_pieces(f)] if cut == "awkward" else \
         [bytes([b]) for f in frames for b in f]
     assert any(_splits_a_character(p) for p in pieces)
-    decoder, stream = SSEDecoder(), StreamState(MODEL)
-    chunks = [c for p in pieces for e in decoder.feed(p) for c in from_vendor_event(parse_event(e), stream)]
-    chunks += [c for e in decoder.flush() for c in from_vendor_event(parse_event(e), stream)]
+    decoder, stream = SSEDecoder(), AnthropicState(MODEL)
+    chunks = [c for p in pieces for e in decoder.feed(p) for c in from_vendor_event(e, stream)]
+    chunks += [c for e in decoder.flush() for c in from_vendor_event(e, stream)]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in deltas(chunks) if c["choices"])
     assert text == DEFAULT_REPLY and stream.finished
 

@@ -16,14 +16,25 @@ import pytest
 from keystore.models import Credential, validate_credential
 from tests.fixture_data import fixture
 from translators import REGISTRY
+from translators._compatible import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    TRANSCRIPTIONS,
+    CompatibleTranslator,
+    PassState,
+)
 from translators._http import UpstreamResponse
+from translators._sse import SSEEvent
 from translators.azure_openai import (
+    CODEC,
     DEFAULT_API_VERSION,
-    AzureOpenAITranslator,
+    SPEC,
     error_from_response,
+    fixup_event,
     for_deployment,
-    from_vendor_event,
     from_vendor_response,
+    headers,
     supports_stream_options,
 )
 from translators.base import CallContext
@@ -36,7 +47,8 @@ from translators.types import (
     StreamChunk,
 )
 
-T = AzureOpenAITranslator()
+T = REGISTRY["azure_openai"]
+assert isinstance(T, CompatibleTranslator)
 ENDPOINT = "https://contoso.openai.azure.com"
 KEY = "fake-azure-key-unit-000000000000"
 USER = [{"role": "user", "content": "hi"}]
@@ -76,8 +88,9 @@ class StubHTTP:
         self.calls: list[dict[str, Any]] = []
         self.streams: list[StubStream] = []
 
-    async def post_json(self, url: str, payload: Any, headers: Any = None) -> UpstreamResponse:
-        self.calls.append({"url": url, "json": payload, "headers": dict(headers or {})})
+    async def request(self, method: str, url: str, *, headers: Any = None, json: Any = None,
+                      **_: Any) -> UpstreamResponse:
+        self.calls.append({"url": url, "json": json, "headers": dict(headers or {})})
         return UpstreamResponse(self.status, self.headers, self.body)
 
     @asynccontextmanager
@@ -103,11 +116,18 @@ async def collect(chunks: AsyncIterator[StreamChunk]) -> list[StreamChunk]:
     return [c async for c in chunks]
 
 
+def events(*data: bytes) -> list[StreamChunk]:
+    """What the codec makes of these stream events (the stream's state kept across them)."""
+    state = PassState("prod-chat")
+    assert CODEC.from_vendor_event is not None
+    return [c for d in data for c in CODEC.from_vendor_event(SSEEvent(data=d), state)]
+
+
 # -- registry and credential schema ---------------------------------------------------------------
 
 
 def test_registered_per_model_for_every_type() -> None:
-    assert REGISTRY["azure_openai"] is not None and isinstance(REGISTRY["azure_openai"], AzureOpenAITranslator)
+    assert isinstance(T, CompatibleTranslator) and T.spec is SPEC
     assert T.per_model and T.model_types == frozenset(ModelType)
 
 
@@ -125,8 +145,8 @@ def test_credential_schema_secrets_and_optional_fields() -> None:
 
 
 @pytest.mark.parametrize(("endpoint", "expected"), [
-    ("chat/completions", "chat/completions"), ("completions", "completions"),
-    ("embeddings", "embeddings"), ("audio/transcriptions", "audio/transcriptions")])
+    (CHAT, "chat/completions"), (COMPLETIONS, "completions"),
+    (EMBEDDINGS, "embeddings"), (TRANSCRIPTIONS, "audio/transcriptions")])
 def test_url_per_operation_with_default_api_version(endpoint: str, expected: str) -> None:
     assert T.url(ctx(), endpoint) == \
         f"{ENDPOINT}/openai/deployments/prod-chat/{expected}?api-version={DEFAULT_API_VERSION}"
@@ -134,39 +154,39 @@ def test_url_per_operation_with_default_api_version(endpoint: str, expected: str
 
 def test_url_with_trailing_slash_and_given_version() -> None:
     c = ctx(endpoint=ENDPOINT + "/", api_version="2025-01-01-preview")
-    assert T.url(c, "embeddings") == f"{ENDPOINT}/openai/deployments/prod-chat/embeddings?api-version=2025-01-01-preview"
+    assert T.url(c, EMBEDDINGS) == f"{ENDPOINT}/openai/deployments/prod-chat/embeddings?api-version=2025-01-01-preview"
 
 
 def test_base_url_replaces_the_endpoint() -> None:
     c = ctx(base_url="https://apim.example.net/aoai/")
-    assert T.url(c, "chat/completions").startswith("https://apim.example.net/aoai/openai/deployments/prod-chat/")
+    assert T.url(c, CHAT).startswith("https://apim.example.net/aoai/openai/deployments/prod-chat/")
     # A context built with an explicit base_url (a test fake, a contract suite) wins too.
     c = ctx(context_base_url="http://127.0.0.1:9999")
-    assert T.url(c, "chat/completions").startswith("http://127.0.0.1:9999/openai/deployments/prod-chat/")
+    assert T.url(c, CHAT).startswith("http://127.0.0.1:9999/openai/deployments/prod-chat/")
 
 
 def test_headers_api_key_only() -> None:
-    assert T.headers(ctx()) == {"api-key": KEY}
+    assert headers(ctx()) == {"api-key": KEY}
 
 
 @pytest.mark.parametrize("endpoint", ["http://contoso.openai.azure.com", "ftp://contoso", "contoso.openai.azure.com",
                                       "https://user:pw@contoso.openai.azure.com", "https://c.example?x=1"])
 def test_bad_endpoint_is_refused_without_echoing_it(endpoint: str) -> None:
     with pytest.raises(ApiError) as caught:
-        T.url(ctx(endpoint=endpoint), "chat/completions")
+        T.url(ctx(endpoint=endpoint), CHAT)
     assert caught.value.status == 400 and caught.value.code == "invalid_credential"
     assert endpoint not in caught.value.message
 
 
 @pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8080", "http://localhost:1", "https://x.cognitiveservices.azure.com"])
 def test_loopback_http_and_other_azure_domains_are_fine(endpoint: str) -> None:
-    assert T.url(ctx(endpoint=endpoint), "embeddings").startswith(endpoint + "/openai/deployments/")
+    assert T.url(ctx(endpoint=endpoint), EMBEDDINGS).startswith(endpoint + "/openai/deployments/")
 
 
 @pytest.mark.parametrize("version", ["latest", "2024-10-21&x=1", "v1", "2024-10-21-beta"])
 def test_bad_api_version_is_refused(version: str) -> None:
     with pytest.raises(ApiError) as caught:
-        T.url(ctx(api_version=version), "chat/completions")
+        T.url(ctx(api_version=version), CHAT)
     assert caught.value.status == 400 and caught.value.code == "invalid_credential"
 
 
@@ -258,14 +278,14 @@ async def test_old_api_version_stream_head_is_cleaned() -> None:
 
 def test_plain_content_chunk_passes_as_the_same_bytes() -> None:
     data = recording("chat_stream.sse").split(b"\n\n")[2][len(b"data: "):]
-    out = T._pass_chunk(data)
-    assert isinstance(out, StreamChunk) and out.data is data
+    [out] = events(data)
+    assert out.data is data
 
 
 def test_prompt_filter_chunk_is_dropped() -> None:
     first = recording("chat_stream.sse").split(b"\n\n")[0][len(b"data: "):]
-    assert T._pass_chunk(first) is None
-    assert from_vendor_event(orjson.loads(first)) is None
+    assert events(first) == []
+    assert fixup_event(orjson.loads(first), PassState("prod-chat")) is None
 
 
 ANNOTATION = {"choices": [{"content_filter_offsets": {"check_offset": 35, "start_offset": 35, "end_offset": 44},
@@ -274,47 +294,46 @@ ANNOTATION = {"choices": [{"content_filter_offsets": {"check_offset": 35, "start
 
 
 def test_annotation_chunk_without_delta_is_dropped() -> None:
-    assert T._pass_chunk(orjson.dumps(ANNOTATION)) is None
+    assert events(orjson.dumps(ANNOTATION)) == []
 
 
 def test_annotation_choice_beside_a_content_choice_is_dropped_alone() -> None:
     chunk = {"id": "c", "object": "chat.completion.chunk", "choices": [
         {"index": 0, "delta": {"content": "x"}, "content_filter_results": {}}, ANNOTATION["choices"][0]]}
-    out = T._pass_chunk(orjson.dumps(chunk))
-    assert isinstance(out, StreamChunk)
+    [out] = events(orjson.dumps(chunk))
     assert orjson.loads(out.data)["choices"] == [chunk["choices"][0]]
 
 
 def test_deltaless_choice_with_a_finish_reason_keeps_the_finish() -> None:
     chat = {"id": "c", "object": "chat.completion.chunk",
             "choices": [{"index": 0, "finish_reason": "content_filter", "content_filter_results": {}}]}
-    assert from_vendor_event(chat)["choices"][0] == {**chat["choices"][0], "delta": {}}
+    assert fixup_event(chat, PassState("prod-chat"))["choices"][0] == {**chat["choices"][0], "delta": {}}
     completion = {**chat, "object": "text_completion"}
-    assert from_vendor_event(completion)["choices"][0]["text"] == ""
+    assert fixup_event(completion, PassState("prod-chat"))["choices"][0]["text"] == ""
 
 
 def test_completion_chunks_and_content_filter_finish_pass_untouched() -> None:
     text = b'{"id":"cmpl-1","object":"text_completion","choices":[{"text":"Hi","index":0,"finish_reason":null}]}'
-    out = T._pass_chunk(text)
-    assert isinstance(out, StreamChunk) and out.data is text
+    [out] = events(text)
+    assert out.data is text
     finish = (b'{"id":"c","choices":[{"content_filter_results":{"violence":{"filtered":true,"severity":"medium"}},'
               b'"delta":{},"finish_reason":"content_filter","index":0}]}')
-    out = T._pass_chunk(finish)
-    assert isinstance(out, StreamChunk) and out.data is finish
+    [out] = events(finish)
+    assert out.data is finish
 
 
 def test_usage_chunk_with_empty_choices_is_kept_and_marked() -> None:
     usage = b'{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}'
-    out = T._pass_chunk(usage)
-    assert isinstance(out, StreamChunk) and out.usage is not None and out.usage.total_tokens == 7
+    [out] = events(usage)
+    assert out.usage is not None and out.usage.total_tokens == 7
 
 
 def test_mid_stream_errors() -> None:
     with pytest.raises(ApiError) as caught:
-        T._pass_chunk(orjson.dumps({"error": {"message": "boom", "type": "server_error", "code": None}}))
+        events(orjson.dumps({"error": {"message": "boom", "type": "server_error", "code": None}}))
     assert caught.value.status == 502 and "boom" in caught.value.message
     with pytest.raises(ApiError) as caught:
-        T._pass_chunk(orjson.dumps(json.loads(recording("error_400_content_filter.json"))))
+        events(orjson.dumps(json.loads(recording("error_400_content_filter.json"))))
     assert (caught.value.status, caught.value.code) == (400, "content_filter")
 
 
@@ -393,10 +412,10 @@ def test_other_statuses() -> None:
 
 
 def test_chat_response_without_object_and_model_gets_them() -> None:
-    body = from_vendor_response(json.loads(recording("chat_response.json")), "chat/completions", "gpt-4o")
+    body = from_vendor_response(json.loads(recording("chat_response.json")), "gpt-4o")
     assert body["object"] == "chat.completion" and body["model"] == "gpt-4o"
     assert body["choices"][0]["message"]["content"].startswith("Bonjour! A croissant")
-    kept = from_vendor_response({"object": "chat.completion", "model": "gpt-4o-2024-08-06"}, "chat/completions", "x")
+    kept = from_vendor_response({"object": "chat.completion", "model": "gpt-4o-2024-08-06"}, "x")
     assert kept["model"] == "gpt-4o-2024-08-06"
 
 

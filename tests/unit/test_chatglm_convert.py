@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 
 from keystore.models import validate_credential
@@ -24,12 +23,13 @@ from tests.unit._vendor_data import (
     shared_recording,
 )
 from translators import REGISTRY
+from translators._estimate import estimate_tokens
 from translators.chatglm import (
+    ChatGLMState,
     ChatGLMTranslator,
-    StreamState,
     as_stream,
     error_from_response,
-    estimate_tokens,
+    estimated,
     finish_stream,
     from_native_response,
     from_vendor_event,
@@ -93,7 +93,7 @@ def test_sampling_zero_and_max_length() -> None:
     messages = [{"role": "user", "content": "你好 world"}]
     body = native(messages, temperature=0, top_p=0, max_tokens=100)
     assert (body["temperature"], body["top_p"]) == (0.01, 0.01)  # api.py reads 0 as "use the default"
-    assert body["max_length"] == prompt_tokens(request(messages)) + 100 == 3 + 100
+    assert body["max_length"] == prompt_tokens(request(messages)) + 100 == 4 + 100
 
 
 @pytest.mark.parametrize(("messages", "extra", "param"), [
@@ -119,14 +119,14 @@ def test_openai_server_request_has_string_contents() -> None:
                                      stream=True, temperature=0.2, max_tokens=10), MODEL)
     assert body == {"model": MODEL, "messages": [{"role": "system", "content": "Be brief."},
                                                  {"role": "user", "content": "a\nb"}],
-                    "stream": True, "temperature": 0.2, "max_length": 15}
+                    "stream": True, "temperature": 0.2, "max_length": 14}
 
 
-# -- token estimates ----------------------------------------------------------------------------------
+# -- token estimates (the one estimator: a CJK character is a token, else four characters) ---------
 
 
-@pytest.mark.parametrize(("text", "tokens"), [("", 0), ("hello world", 2), ("你好", 2), ("ChatGLM2-6B，你好！", 7),
-                                              ("こんにちは", 5), ("3.14", 3)])
+@pytest.mark.parametrize(("text", "tokens"), [("", 0), ("hello world", 3), ("你好", 2), ("ChatGLM2-6B，你好！", 7),
+                                              ("こんにちは", 5), ("3.14", 1)])
 def test_estimate_tokens(text: str, tokens: int) -> None:
     assert estimate_tokens(text) == tokens
 
@@ -136,7 +136,7 @@ def test_estimate_tokens(text: str, tokens: int) -> None:
 
 def test_native_response() -> None:
     body = fixture_json("chatglm", "chatglm2_api_response.json")
-    out = from_native_response(body, MODEL, 2)
+    out = estimated(from_native_response(body, MODEL), 2)
     check_schema("chat_completion_response.json", out)
     assert out["choices"][0]["message"]["content"] == body["response"] and out["choices"][0]["finish_reason"] == "stop"
     assert out["usage"] == {"prompt_tokens": 2, "completion_tokens": estimate_tokens(body["response"]),
@@ -146,25 +146,25 @@ def test_native_response() -> None:
 
 def test_openai_server_response_gets_an_id_and_usage() -> None:
     body = fixture_json("chatglm", "chatglm2_openai_response.json")
-    out = from_vendor_response(body, MODEL, 4)
+    out = estimated(from_vendor_response(body, MODEL), 4)
     check_schema("chat_completion_response.json", out)
     assert out["id"].startswith("chatcmpl-") and out["created"] == 1730769300 and out["model"] == "chatglm2-6b"
     assert out["usage"]["estimated"] is True and out["usage"]["prompt_tokens"] == 4
-    given = from_vendor_response({**body, "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}},
-                                 MODEL, 4)
+    given = estimated(from_vendor_response(
+        {**body, "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}, MODEL), 4)
     assert given["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}  # a server's own counts
 
 
-def crlf_stream(raw: bytes, state: StreamState, piece: int | None = None) -> list[StreamChunk]:
+def crlf_stream(raw: bytes, state: ChatGLMState, piece: int | None = None) -> list[StreamChunk]:
     events = events_of(raw, piece)
     assert events[-1].data == b"[DONE]"
-    chunks = [c for e in events[:-1] for c in from_vendor_event(orjson.loads(e.data), state)]
+    chunks = [c for e in events[:-1] for c in from_vendor_event(e, state)]
     return chunks + finish_stream(state, done=True)
 
 
 @pytest.mark.parametrize("piece", [None, 1, 4])
 def test_crlf_stream(piece: int | None) -> None:
-    state = StreamState(MODEL, prompt_tokens=1)
+    state = ChatGLMState(MODEL, prompt_tokens=1)
     raw = fixture("chatglm", "chatglm2_openai_stream.sse")
     assert raw.count(b"\r\n\r\n") == 5  # sse-starlette's CRLF separators
     chunks = crlf_stream(raw, state, piece)
@@ -179,7 +179,7 @@ def test_crlf_stream(piece: int | None) -> None:
 
 
 def test_native_answer_as_a_stream() -> None:
-    result = from_native_response({"response": "你好", "history": [], "status": 200}, MODEL, 1)
+    result = estimated(from_native_response({"response": "你好", "history": [], "status": 200}, MODEL), 1)
     chunks = as_stream(result)
     assert content_of(chunks) == "你好" and finishes(chunks) == ["stop"]
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 3
@@ -194,17 +194,17 @@ def test_errors() -> None:
     assert err.status == 400 and "str type expected" in err.message
     assert error_from_response(401, {"detail": "Not authenticated"}, {}).code == "upstream_credential_rejected"
     with pytest.raises(ApiError) as caught:
-        from_native_response({"status": 200}, MODEL, 1)  # a 200 that is no answer
+        from_native_response({"status": 200}, MODEL)  # a 200 that is no answer
     assert caught.value.status == 502
     with pytest.raises(ApiError):
-        finish_stream(StreamState(MODEL, 1), done=True)  # a stream that said nothing
+        finish_stream(ChatGLMState(MODEL, prompt_tokens=1), done=True)  # a stream that said nothing
 
 
 def test_a_cut_stream_is_an_error() -> None:
     """openai_api.py fails mid-stream by closing the connection: no finish chunk, no DONE."""
-    state = StreamState(MODEL, prompt_tokens=1)
+    state = ChatGLMState(MODEL, prompt_tokens=1)
     events = events_of(fixture("chatglm", "chatglm2_openai_stream.sse"))
-    chunks = [c for e in events[:2] for c in from_vendor_event(orjson.loads(e.data), state)]
+    chunks = [c for e in events[:2] for c in from_vendor_event(e, state)]
     assert content_of(chunks) == "晚安"
     with pytest.raises(ApiError) as caught:
         finish_stream(state, done=False)
@@ -218,12 +218,13 @@ def test_a_cut_stream_is_an_error() -> None:
 @needs_shared
 def test_the_real_recordings_translate_the_same_way() -> None:
     native = shared_json("chatglm", "chatglm2_api_response.json")
-    out = from_native_response(native, MODEL, 2)
+    out = estimated(from_native_response(native, MODEL), 2)
     check_schema("chat_completion_response.json", out)
     assert out["choices"][0]["message"]["content"] == native["response"]
     check_schema("chat_completion_response.json",
-                 from_vendor_response(shared_json("chatglm", "chatglm2_openai_response.json"), MODEL, 4))
-    chunks = crlf_stream(shared_recording("chatglm", "chatglm2_openai_stream.sse"), StreamState(MODEL, 1), 3)
+                 estimated(from_vendor_response(shared_json("chatglm", "chatglm2_openai_response.json"), MODEL), 4))
+    chunks = crlf_stream(shared_recording("chatglm", "chatglm2_openai_stream.sse"),
+                         ChatGLMState(MODEL, prompt_tokens=1), 3)
     assert content_of(chunks) and finishes(chunks) == ["stop"] and chunks[-1].usage is not None
     assert error_from_response(400, shared_json("chatglm", "chatglm2_openai_error_400.json"), {}).status == 400
     assert error_from_response(500, shared_recording("chatglm", "chatglm2_api_error_500.txt").decode(),

@@ -1,7 +1,7 @@
 """The ERNIE translator's pure functions against ernie.md and our fixtures: the history
 rule (every result checked by the fake's own validation), parameters, answers, streams
-with cumulative usage, errors in 200 bodies, embeddings; and the access-token cache. The real
-recordings are an extra check where ../shared is present."""
+with cumulative usage, errors in 200 bodies, embeddings; and the access token, through the
+shared token cache. The real recordings are an extra check where ../shared is present."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from keystore.models import Credential
 from tests.fakes.ernie import check_chat
 from tests.unit._vendor_data import (
     check_schema,
@@ -22,15 +23,18 @@ from tests.unit._vendor_data import (
     shared_json,
     shared_recording,
 )
-from translators._sse import SSEDecoder
+from translators._auth import TokenCache
+from translators._http import UpstreamResponse
+from translators._sse import SSEDecoder, SSEEvent
+from translators.base import CallContext
 from translators.ernie import (
     CHAT_ENDPOINTS,
     EMBEDDING_ENDPOINTS,
     ERROR_STATUS,
-    TokenCache,
+    access_token,
 )
-from translators.ernie_convert import (
-    StreamState,
+from translators.ernie.codec import (
+    ErnieState,
     conversation,
     embedding_batches,
     error_from_response,
@@ -105,7 +109,7 @@ def test_tool_turns_become_function_call_and_function_result() -> None:
 
 def test_a_tool_result_must_answer_a_call() -> None:
     with pytest.raises(ApiError) as caught:
-        to_vendor_request(request(messages=[*USER, {"role": "tool", "tool_call_id": "nope", "content": "1"}]))
+        to_vendor_request(request(messages=[*USER, {"role": "tool", "tool_call_id": "nope", "content": "1"}]), "m")
     assert caught.value.status == 400 and caught.value.param == "messages[1].tool_call_id"
 
 
@@ -132,7 +136,7 @@ def test_parameters_map_into_ernies_ranges() -> None:
 ])
 def test_what_ernie_cannot_honour_is_a_400_naming_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(ApiError) as caught:
-        to_vendor_request(request(**body))
+        to_vendor_request(request(**body), "m")
     assert caught.value.status == 400 and caught.value.param == param
 
 
@@ -177,10 +181,10 @@ def test_finish_reasons(fields: dict[str, Any], finish: str) -> None:
 
 
 def stream_chunks(raw: bytes, piece: int = 5) -> tuple[list[dict[str, Any]], list[StreamChunk]]:
-    decoder, state, out = SSEDecoder(), StreamState("ernie-4.0"), []
+    decoder, state, out = SSEDecoder(), ErnieState("ernie-4.0"), []
     events = [e for i in range(0, len(raw), piece) for e in decoder.feed(raw[i:i + piece])] + decoder.flush()
     for event in events:
-        out += from_vendor_event(orjson.loads(event.data), state)
+        out += from_vendor_event(event, state)
     assert state.finished
     return [orjson.loads(c.data) for c in out], out
 
@@ -203,7 +207,8 @@ def test_function_call_in_a_stream() -> None:
     event = {"id": "as-1", "is_end": True, "result": "", "finish_reason": "function_call",
              "function_call": {"name": "light_switch", "arguments": '{"switch":true}'},
              "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
-    parsed = [orjson.loads(c.data) for c in from_vendor_event(event, StreamState("m"))]
+    parsed = [orjson.loads(c.data) for c in from_vendor_event(SSEEvent("message", orjson.dumps(event)),
+                                                              ErnieState("m"))]
     assert parsed[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "light_switch"
     assert parsed[2]["choices"][0]["finish_reason"] == "tool_calls" and parsed[3]["usage"]["total_tokens"] == 8
 
@@ -212,15 +217,15 @@ def test_function_call_in_a_stream() -> None:
 
 
 def test_errors_in_200_bodies() -> None:
-    token = error_from_response(200, ours("error_200_access_token.json"))
+    token = error_from_response(200, ours("error_200_access_token.json"), None)
     assert (token.status, token.code) == (403, "upstream_credential_rejected") and "ernie" in token.message
     stream_error = orjson.loads(fixture("ernie", "chat_stream_error_body.txt"))
     with pytest.raises(ApiError) as caught:
-        from_vendor_event(stream_error, StreamState("m"))
+        from_vendor_event(SSEEvent("message", orjson.dumps(stream_error)), ErnieState("m"))
     assert (caught.value.status, caught.value.code) == (400, "336003") and "must alternate" in caught.value.message
     with pytest.raises(ApiError):
         from_vendor_response(stream_error, "m")
-    oauth = error_from_response(401, ours("oauth_token_error.json"))
+    oauth = error_from_response(401, ours("oauth_token_error.json"), None)
     assert oauth.code == "upstream_credential_rejected" and "unknown client id" in oauth.message
 
 
@@ -230,7 +235,7 @@ def test_errors_in_200_bodies() -> None:
     (123456, 502),
 ])
 def test_error_codes_map_by_meaning(code: int, status: int) -> None:
-    assert error_from_response(200, {"error_code": code, "error_msg": "m"}).status == status
+    assert error_from_response(200, {"error_code": code, "error_msg": "m"}, None).status == status
     assert code in ERROR_STATUS or code == 123456
 
 
@@ -280,46 +285,60 @@ def test_the_real_recordings_translate_the_same_way() -> None:
     assert parsed[-1]["usage"]["total_tokens"] == last["usage"]["total_tokens"]  # cumulative: the last, not a sum
     assert [c.usage is not None for c in chunks].count(True) == 1
     with pytest.raises(ApiError):
-        from_vendor_event(orjson.loads(shared_recording("ernie", "chat_stream_error_body.txt")), StreamState("m"))
-    assert error_from_response(200, shared_json("ernie", "error_200_access_token.json")).status == 403
-    assert error_from_response(401, shared_json("ernie", "oauth_token_error.json")).code == \
+        from_vendor_event(SSEEvent("message", shared_recording("ernie", "chat_stream_error_body.txt")), ErnieState("m"))
+    assert error_from_response(200, shared_json("ernie", "error_200_access_token.json"), None).status == 403
+    assert error_from_response(401, shared_json("ernie", "oauth_token_error.json"), None).code == \
         "upstream_credential_rejected"
     floats = from_embedding_responses([shared_json("ernie", "embeddings_response.json")], "embedding-v1", "float")
     check_schema("embedding_response.json", floats)
 
 
-# -- the access-token cache ----------------------------------------------------------------------
+# -- the access token, in the shared token cache -----------------------------------------------
+
+
+class TokenEndpoint:
+    """Stands in for the upstream client: answers ERNIE's token exchange, slowly, counting calls."""
+
+    def __init__(self, expires_in: float = 3600.0, fail_first: bool = False) -> None:
+        self.calls: list[str] = []
+        self.expires_in, self.fail_first = expires_in, fail_first
+
+    async def request(self, method: str, url: str, *, headers: Any = None, json: Any = None) -> UpstreamResponse:
+        self.calls.append(url)
+        await asyncio.sleep(0.05)
+        if self.fail_first and len(self.calls) == 1:
+            return UpstreamResponse(401, {}, b'{"error": "invalid_client", "error_description": "refused"}')
+        answer = {"access_token": f"token-{len(self.calls)}", "expires_in": self.expires_in}
+        return UpstreamResponse(200, {}, orjson.dumps(answer))
+
+
+def token_ctx(http: TokenEndpoint, api_key: str = "ak") -> CallContext:
+    credential = Credential({"api_key": api_key, "secret_key": "sk"})
+    return CallContext(http, credential, "ernie-4.0", "https://aip.example", "req")  # type: ignore[arg-type]
 
 
 async def test_token_cache_is_single_flight_and_refreshes_a_stale_token() -> None:
-    cache_, calls = TokenCache(), []
+    cache_, http = TokenCache(), TokenEndpoint()
+    ctx = token_ctx(http)
+    calls = http.calls
 
-    async def fetch() -> tuple[str, float]:
-        calls.append(1)
-        await asyncio.sleep(0.05)
-        return f"token-{len(calls)}", 3600.0
-
-    tokens = await asyncio.gather(*(cache_.get("k", fetch) for _ in range(100)))
+    tokens = await asyncio.gather(*(access_token(ctx, cache=cache_) for _ in range(100)))
     assert set(tokens) == {"token-1"} and len(calls) == 1
-    assert await cache_.get("k", fetch) == "token-1" and len(calls) == 1
-    refreshed = await asyncio.gather(*(cache_.get("k", fetch, stale="token-1") for _ in range(10)))
+    assert await access_token(ctx, cache=cache_) == "token-1" and len(calls) == 1
+    refreshed = await asyncio.gather(*(access_token(ctx, "token-1", cache_) for _ in range(10)))
     assert set(refreshed) == {"token-2"} and len(calls) == 2
-    assert await cache_.get("k", fetch, stale="token-1") == "token-2"  # someone else already refreshed it
-    assert await cache_.get("other", fetch) == "token-3"
+    assert await access_token(ctx, "token-1", cache_) == "token-2"  # someone else already refreshed it
+    assert await access_token(token_ctx(http, "other"), cache=cache_) == "token-3"
+    assert "client_secret=sk" in calls[0] and cache_.minted == 3
 
 
 async def test_token_cache_refreshes_shortly_before_expiry_and_never_caches_failures() -> None:
-    cache_, calls = TokenCache(), []
-
-    async def fetch() -> tuple[str, float]:
-        calls.append(1)
-        if len(calls) == 1:
-            raise ApiError(403, "refused")
-        return f"token-{len(calls)}", 0.5  # refreshed a tenth of the lifetime early: after 0.45 s
-
+    # refreshed a tenth of the lifetime early: after 0.45 s
+    cache_, http = TokenCache(), TokenEndpoint(expires_in=0.5, fail_first=True)
+    ctx = token_ctx(http)
     with pytest.raises(ApiError):
-        await cache_.get("k", fetch)
-    assert await cache_.get("k", fetch) == "token-2"
-    assert await cache_.get("k", fetch) == "token-2"
+        await access_token(ctx, cache=cache_)
+    assert await access_token(ctx, cache=cache_) == "token-2"
+    assert await access_token(ctx, cache=cache_) == "token-2"
     await asyncio.sleep(0.46)
-    assert await cache_.get("k", fetch) == "token-3" and len(calls) == 3
+    assert await access_token(ctx, cache=cache_) == "token-3" and len(http.calls) == 3

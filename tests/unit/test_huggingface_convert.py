@@ -21,32 +21,30 @@ from tests.unit._vendor_data import (
     fixture_json,
     parsed,
 )
-from translators._hosted import dialogue_prompt, embedding_items, render_transcription
+from translators._hosted import dialogue_prompt, render_transcription
+from translators._shapes import embedding_items
+from translators._sse import SSEEvent
 from translators.errors import ApiError
-from translators.huggingface import (
-    HuggingFaceTranslator,
-    endpoint_root,
-    loading_delay,
-    messages_api_request,
-)
-from translators.huggingface_tasks import (
-    GenerateState,
-    completion_request,
-    end_of_generate_stream,
-    from_asr,
-    generation_parameters,
-    pool,
-    to_vendor_request,
-)
-from translators.huggingface_tasks import from_vendor_event as from_generate_event
-from translators.huggingface_tasks import from_vendor_response as from_generate_response
-from translators.huggingface_wire import (
-    StreamState,
+from translators.huggingface import HuggingFaceTranslator, endpoint_root, loading_delay
+from translators.huggingface.codec import (
+    MessagesState,
     end_of_stream,
     error_from_response,
     error_in_body,
     from_vendor_event,
     from_vendor_response,
+    to_vendor_request,
+)
+from translators.huggingface.tasks import (
+    GenerateState,
+    completion_request,
+    end_of_generate_stream,
+    from_asr,
+    from_generate_event,
+    from_generate_response,
+    generate_request,
+    generation_parameters,
+    pool,
 )
 from translators.types import ChatRequest, CompletionRequest
 
@@ -56,6 +54,10 @@ USER = [{"role": "user", "content": "What is deep learning?"}]
 
 def chat(**fields: object) -> ChatRequest:
     return ChatRequest.parse({"model": "m", "messages": USER, **fields})
+
+
+def event(body: object) -> SSEEvent:
+    return SSEEvent("message", orjson.dumps(body))
 
 
 # -- Messages API ------------------------------------------------------------------------------------
@@ -87,8 +89,8 @@ def test_tgi_1_4_5_tool_call_is_normalised() -> None:
 @pytest.mark.parametrize("piece", [None, 1, 7, 64])
 def test_tgi_1_4_stream_without_done_is_normalised(piece: int | None) -> None:
     raw = fixture("huggingface", "tgi_chat_stream.sse")
-    state = StreamState(MODEL, prompt_estimate=5)
-    chunks = [c for e in events_of(raw, piece) for c in from_vendor_event(orjson.loads(e.data), state)]
+    state = MessagesState(MODEL, prompt_estimate=5)
+    chunks = [c for e in events_of(raw, piece) for c in from_vendor_event(e, state)]
     chunks += end_of_stream(state)
     events = parsed(chunks)
     for event in events:
@@ -109,9 +111,9 @@ def test_tgi_1_4_stream_without_done_is_normalised(piece: int | None) -> None:
 def test_a_cut_stream_is_an_error_not_a_short_answer() -> None:
     raw = fixture("huggingface", "tgi_chat_stream.sse")
     events = events_of(raw)[:5]
-    state = StreamState(MODEL)
+    state = MessagesState(MODEL)
     for e in events:
-        from_vendor_event(orjson.loads(e.data), state)
+        from_vendor_event(e, state)
     with pytest.raises(ApiError) as caught:
         end_of_stream(state)
     assert caught.value.status == 502 and caught.value.code == "upstream_incomplete_stream"
@@ -119,11 +121,12 @@ def test_a_cut_stream_is_an_error_not_a_short_answer() -> None:
 
 def test_current_tgi_usage_on_the_finish_chunk_becomes_the_last_chunk() -> None:
     head = {"id": "", "object": "chat.completion.chunk", "created": 1, "model": "tgi"}
-    state = StreamState("m")
-    chunks = from_vendor_event({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"},
-                                                     "finish_reason": None}]}, state)
-    chunks += from_vendor_event({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "eos_token"}],
-                                 "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}, state)
+    state = MessagesState("m")
+    chunks = from_vendor_event(event({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"},
+                                                           "finish_reason": None}]}), state)
+    chunks += from_vendor_event(event({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "eos_token"}],
+                                       "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}),
+                                state)
     chunks += end_of_stream(state)
     events = parsed(chunks)
     assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]] == [None, "stop"]
@@ -132,15 +135,15 @@ def test_current_tgi_usage_on_the_finish_chunk_becomes_the_last_chunk() -> None:
 
 
 def test_old_tgi_streamed_tool_call_pieces() -> None:
-    state = StreamState("m")
+    state = MessagesState("m")
     pieces = ['{"', "city", '":"', "Paris", '"}']
     chunks = []
     for p in pieces:  # TGI 1.4.x: tool_calls as one object, empty id, the name on every piece
-        chunks += from_vendor_event({"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": {
+        chunks += from_vendor_event(event({"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": {
             "index": 0, "id": "", "type": "function",
-            "function": {"description": None, "name": "get_weather", "arguments": p}}}, "finish_reason": None}]},
+            "function": {"description": None, "name": "get_weather", "arguments": p}}}, "finish_reason": None}]}),
             state)
-    chunks += from_vendor_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "eos_token"}]}, state)
+    chunks += from_vendor_event(event({"choices": [{"index": 0, "delta": {}, "finish_reason": "eos_token"}]}), state)
     calls = [tc for e in parsed(chunks) for tc in e["choices"][0]["delta"].get("tool_calls") or ()]
     assert [c.get("id") for c in calls][1:] == [None] * 4 and calls[0]["id"].startswith("call_")
     assert [c["function"].get("name") for c in calls] == ["get_weather", None, None, None, None]
@@ -150,12 +153,12 @@ def test_old_tgi_streamed_tool_call_pieces() -> None:
 
 def test_messages_api_request() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    body = messages_api_request(chat(max_completion_tokens=9, stream=True, response_format={
+    body = to_vendor_request(chat(max_completion_tokens=9, stream=True, response_format={
         "type": "json_schema", "json_schema": {"name": "x", "schema": schema}}), MODEL)
     assert body["model"] == MODEL and body["max_tokens"] == 9 and "max_completion_tokens" not in body
     assert body["response_format"] == {"type": "json_object", "value": schema}
     assert body["stream_options"] == {"include_usage": True}
-    assert messages_api_request(chat(response_format={"type": "json_object"}), MODEL)["response_format"] == \
+    assert to_vendor_request(chat(response_format={"type": "json_object"}), MODEL)["response_format"] == \
         {"type": "json_object", "value": {"type": "object"}}
 
 
@@ -167,7 +170,7 @@ def test_the_documented_prompt_template() -> None:
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello!"}, {"role": "developer", "content": "No emoji."},
         {"role": "user", "content": [{"type": "text", "text": "Who are you?"}]}]})
-    assert to_vendor_request(req, MODEL)["inputs"] == (
+    assert generate_request(req, MODEL)["inputs"] == (
         "System: Be brief.\n\nNo emoji.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: Who are you?\n\nAssistant:")
     assert dialogue_prompt([("user", "Hi")]) == "User: Hi\n\nAssistant:"
 
@@ -182,7 +185,7 @@ def test_the_documented_prompt_template() -> None:
     ({"stop": "###", "seed": 4, "top_k": 5}, {"do_sample": True, "stop": ["###"], "seed": 4, "top_k": 5}),
 ])
 def test_generation_parameters(fields: dict[str, object], expected: dict[str, object]) -> None:
-    body = to_vendor_request(chat(**fields), MODEL)
+    body = generate_request(chat(**fields), MODEL)
     assert body["parameters"] == {"return_full_text": False, "details": True, **expected}
 
 
@@ -197,7 +200,7 @@ def test_generation_parameters(fields: dict[str, object], expected: dict[str, ob
 ])
 def test_text_generation_refuses_what_it_cannot_honour(fields: dict[str, object], param: str) -> None:
     with pytest.raises(ApiError) as caught:
-        to_vendor_request(chat(**fields), MODEL)
+        generate_request(chat(**fields), MODEL)
     assert caught.value.status == 400 and caught.value.param == param
 
 
@@ -216,9 +219,9 @@ def test_generate_headers_give_the_counts() -> None:
 
 
 def test_generate_stream() -> None:
-    state = GenerateState(MODEL, "Hi")
+    state = GenerateState(MODEL, prompt="Hi")
     chunks = [c for e in events_of(fixture("huggingface", "generate_stream.sse"), 5)
-              for c in from_generate_event(orjson.loads(e.data), state)]
+              for c in from_generate_event(e, state)]
     chunks += end_of_generate_stream(state)
     for event in parsed(chunks):
         check_schema("chat_completion_chunk.json", event)
@@ -232,20 +235,21 @@ def test_token_stream_skips_special_tokens_and_reads_details() -> None:
               {"index": 2, "token": {"id": 6, "text": "lo", "special": False}, "generated_text": None, "details": None},
               {"index": 3, "token": {"id": 2, "text": "</s>", "special": True}, "generated_text": "Hello",
                "details": {"finish_reason": "eos_token", "generated_tokens": 3, "input_length": 7}}]
-    state = GenerateState(MODEL, "prompt")
-    chunks = [c for e in events for c in from_generate_event(e, state)] + end_of_generate_stream(state)
+    state = GenerateState(MODEL, prompt="prompt")
+    chunks = [c for e in events for c in from_generate_event(event(e), state)] + end_of_generate_stream(state)
     assert content_of(chunks) == "Hello" and finishes(chunks) == ["stop"]
     usage = chunks[-1].usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (7, 3)
     with pytest.raises(ApiError) as caught:
-        end_of_generate_stream(GenerateState(MODEL, "prompt"))
+        end_of_generate_stream(GenerateState(MODEL, prompt="prompt"))
     assert caught.value.status == 502
 
 
 def test_error_event_in_a_token_stream() -> None:
-    state = GenerateState(MODEL, "p")
+    state = GenerateState(MODEL, prompt="p")
     with pytest.raises(ApiError) as caught:
-        from_generate_event({"error": "Request failed during generation: OOM", "error_type": "generation"}, state)
+        from_generate_event(event({"error": "Request failed during generation: OOM", "error_type": "generation"}),
+                            state)
     assert caught.value.status == 502 and "OOM" in caught.value.message
 
 
@@ -258,11 +262,12 @@ def test_legacy_completion_maps_directly() -> None:
         with pytest.raises(ApiError) as caught:
             completion_request(CompletionRequest.parse({"model": "m", "prompt": "p", **fields}))
         assert caught.value.param == param
-    state = GenerateState(MODEL, "Once", completion=True, echo=True)
-    chunks = from_generate_event({"token": {"text": " upon", "special": False},
-                                  "details": {"finish_reason": "length", "generated_tokens": 1}}, state)
-    assert [c["choices"][0]["text"] for c in parsed(chunks)] == ["Once", " upon", ""]
-    assert parsed(chunks)[-1]["choices"][0]["finish_reason"] == "length"
+    state = GenerateState(MODEL, prompt="Once", completion=True, echo=True)
+    chunks = from_generate_event(event({"token": {"text": " upon", "special": False},
+                                        "details": {"finish_reason": "length", "generated_tokens": 1}}), state)
+    choices = [c["choices"][0] for c in parsed(chunks) if c["choices"]]  # then the usage chunk
+    assert [c["text"] for c in choices] == ["Once", " upon", ""]
+    assert choices[-1]["finish_reason"] == "length"
 
 
 # -- errors -----------------------------------------------------------------------------------------------
@@ -299,21 +304,22 @@ def test_statuses_are_trusted(status: int, body: object, expected: tuple[int, st
 
 
 def test_error_in_a_200_body_takes_the_status_of_its_error_type() -> None:
-    assert error_in_body({"error": "x", "error_type": "validation"}).status == 400
-    assert error_in_body({"error": "x", "error_type": "overloaded"}).status == 429
+    assert error_in_body({"error": "x", "error_type": "validation"}, None).status == 400  # type: ignore[union-attr]
+    assert error_in_body({"error": "x", "error_type": "overloaded"}, None).status == 429  # type: ignore[union-attr]
     with pytest.raises(ApiError):
         from_vendor_response({"error": "x", "error_type": "generation"}, MODEL)
 
 
 def test_loading_delay_is_bounded_by_the_deadline() -> None:
-    body = orjson.dumps({"error": "Model m is currently loading", "estimated_time": 1.5})
-    assert loading_delay(503, body, {}, time.monotonic() + 10) == 1.5
-    assert loading_delay(503, orjson.dumps({"error": "loading", "estimated_time": 0}), {}, time.monotonic() + 10) == 0.2
-    with pytest.raises(ApiError) as caught:
-        loading_delay(503, body, {}, time.monotonic() + 1.0)
-    assert caught.value.status == 503 and caught.value.retry_after == 1.5
-    assert loading_delay(503, b'{"error": "Service Unavailable"}', {}, time.monotonic() + 10) is None
-    assert loading_delay(500, body, {}, time.monotonic() + 10) is None
+    body = {"error": "Model m is currently loading", "estimated_time": 1.5}
+    loading = error_from_response(503, body, {})
+    assert loading_delay(loading, time.monotonic() + 10) == 1.5
+    assert loading_delay(error_from_response(503, {"error": "loading", "estimated_time": 0}, {}),
+                         time.monotonic() + 10) == 0.2
+    assert loading_delay(loading, time.monotonic() + 1.0) is None  # past the deadline: the error is the answer
+    assert loading.status == 503 and loading.retry_after == 1.5
+    assert loading_delay(error_from_response(503, {"error": "Service Unavailable"}, {}), time.monotonic() + 10) is None
+    assert loading_delay(error_from_response(500, body, {}), time.monotonic() + 10) is None
 
 
 # -- embeddings, speech ------------------------------------------------------------------------------------

@@ -23,11 +23,13 @@ from tests.unit._vendor_data import (
     shared_recording,
 )
 from translators import REGISTRY
+from translators._compatible import CompatibleTranslator
+from translators._sse import SSEEvent
 from translators.errors import ApiError
 from translators.minimax import (
     DEFAULT_MAX_TOKENS,
-    MinimaxTranslator,
-    StreamState,
+    SPEC,
+    MinimaxState,
     error_from_response,
     finish_stream,
     from_vendor_embeddings,
@@ -48,9 +50,13 @@ def vendor(**body: Any) -> dict[str, Any]:
     return to_vendor_request(ChatRequest.parse(body), MODEL)
 
 
-def translate(events: list[Any]) -> tuple[list[StreamChunk], StreamState]:
-    state = StreamState(MODEL)
-    chunks = [c for e in events for c in from_vendor_event(e, state)]
+def event(body: Any) -> SSEEvent:
+    return SSEEvent(data=orjson.dumps(body))
+
+
+def translate(events: list[Any]) -> tuple[list[StreamChunk], MinimaxState]:
+    state = MinimaxState(MODEL)
+    chunks = [c for e in events for c in from_vendor_event(event(e), state)]
     return chunks, state
 
 
@@ -67,7 +73,7 @@ def recorded_stream() -> list[Any]:
 
 def test_registered_with_group_id() -> None:
     translator = REGISTRY["minimax"]
-    assert isinstance(translator, MinimaxTranslator)
+    assert isinstance(translator, CompatibleTranslator) and translator.spec is SPEC
     assert [(f.name, f.required, f.secret) for f in translator.credential_fields] == \
         [("api_key", True, True), ("group_id", True, False)]
 
@@ -175,10 +181,10 @@ def test_final_event_gives_the_finish_reason_and_a_missing_tail_once() -> None:
 def test_base_resp_error_mid_stream_raises() -> None:
     events = recorded_stream()[:1] + [{"id": "", "choices": None,
                                        "base_resp": {"status_code": 1039, "status_msg": "token limit"}}]
-    state = StreamState(MODEL)
-    assert content_of(from_vendor_event(events[0], state)) == "晚上好"
+    state = MinimaxState(MODEL)
+    assert content_of(from_vendor_event(event(events[0]), state)) == "晚上好"
     with pytest.raises(ApiError) as caught:
-        from_vendor_event(events[1], state)
+        from_vendor_event(event(events[1]), state)
     assert caught.value.status == 429
 
 
@@ -192,7 +198,7 @@ def test_end_of_stream_without_the_final_event() -> None:
         finish_stream(cut, done=False)  # EOF with no finish reason anywhere: a cut stream
     assert cut_short.value.code == "upstream_incomplete_stream"
     with pytest.raises(ApiError) as caught:
-        finish_stream(StreamState(MODEL))
+        finish_stream(MinimaxState(MODEL))
     assert caught.value.status == 502
 
 

@@ -27,21 +27,19 @@ from tests.unit._vendor_data import (
 )
 from translators import REGISTRY
 from translators._shapes import embedding_list
+from translators._sse import SSEEvent
 from translators.errors import ApiError
 from translators.qwen import (
+    QwenState,
     QwenTranslator,
     embedding_batch_size,
-    is_vision,
-    to_vendor_embeddings_request,
-    to_vendor_request,
-)
-from translators.qwen_response import (
-    StreamState,
     error_from_response,
     from_vendor_embeddings,
     from_vendor_event,
     from_vendor_response,
-    parse_event,
+    is_vision,
+    to_vendor_embeddings_request,
+    to_vendor_request,
 )
 from translators.types import ChatRequest, EmbeddingRequest, ModelType, StreamChunk
 
@@ -67,10 +65,15 @@ def refused(**body: Any) -> ApiError:
     return caught.value
 
 
-def translate(data: bytes, cumulative: bool, piece: int | None = None) -> tuple[list[StreamChunk], StreamState]:
-    state = StreamState(MODEL, cumulative=cumulative)
-    chunks = [c for e in events_of(data, piece) for c in from_vendor_event(parse_event(e), state)]
+def translate(data: bytes, cumulative: bool, piece: int | None = None) -> tuple[list[StreamChunk], QwenState]:
+    state = QwenState(MODEL, cumulative=cumulative)
+    chunks = [c for e in events_of(data, piece) for c in from_vendor_event(e, state)]
     return chunks, state
+
+
+def sse(event: Any) -> SSEEvent:
+    """A DashScope event as it comes off the wire (`event:result`)."""
+    return SSEEvent("result", orjson.dumps(event))
 
 
 # -- request mapping ----------------------------------------------------------------------------
@@ -207,15 +210,15 @@ def test_cumulative_stream_never_repeats_text(piece: int | None) -> None:
 
 
 def test_incremental_final_event_repeating_the_answer_is_not_re_emitted() -> None:
-    state = StreamState(MODEL)
+    state = QwenState(MODEL)
     events = [{"output": {"choices": [{"message": {"content": t}, "finish_reason": f}]}, "usage": {}}
               for t, f in (("Hello", "null"), (" world", "null"), ("Hello world", "stop"))]
-    chunks = [c for e in events for c in from_vendor_event(e, state)]
+    chunks = [c for e in events for c in from_vendor_event(sse(e), state)]
     assert content_of(chunks) == "Hello world" and finishes(chunks) == ["stop"]
 
 
 def test_streamed_tool_call_fragments() -> None:
-    state = StreamState(MODEL)
+    state = QwenState(MODEL)
     fragments = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
                  {"index": 0, "id": "", "type": "function", "function": {"arguments": '{"city":'}},
                  {"index": 0, "id": "", "type": "function", "function": {"name": "", "arguments": '"杭州"}'}}]
@@ -223,7 +226,7 @@ def test_streamed_tool_call_fragments() -> None:
               for f in fragments]
     events.append({"output": {"choices": [{"message": {"content": ""}, "finish_reason": "tool_calls"}]},
                    "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}})
-    out = parsed([c for e in events for c in from_vendor_event(e, state)])
+    out = parsed([c for e in events for c in from_vendor_event(sse(e), state)])
     calls = [d for c in out if c["choices"] for d in c["choices"][0]["delta"].get("tool_calls") or ()]
     assert calls[0] == {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather",
                                                                                      "arguments": ""}}
@@ -236,7 +239,7 @@ def test_error_event_raises_the_mapped_error() -> None:
     [event] = events_of(fixture("qwen", "chat_stream_error.sse"))
     assert event.event == "error"
     with pytest.raises(ApiError) as caught:
-        parse_event(event)
+        from_vendor_event(event, QwenState(MODEL))
     assert (caught.value.status, caught.value.code) == (400, "content_filter")
     assert "inappropriate" in caught.value.message
 
@@ -313,7 +316,7 @@ def test_the_real_recordings_translate_the_same_way() -> None:
         assert finishes(chunks) == ["stop"] and state.finished and content_of(chunks)
         assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == last["usage"]["total_tokens"]
     with pytest.raises(ApiError) as caught:
-        parse_event(events_of(shared_recording("qwen", "chat_stream_error.sse"))[0])
+        from_vendor_event(events_of(shared_recording("qwen", "chat_stream_error.sse"))[0], QwenState(MODEL))
     assert caught.value.code == "content_filter"
     assert error_from_response(401, shared_json("qwen", "error_401.json"), {}).status == 403
     vectors, tokens = from_vendor_embeddings(shared_json("qwen", "embeddings_response.json"))

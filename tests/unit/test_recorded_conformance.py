@@ -5,7 +5,6 @@ also covered by one on our own fixtures (tests/fixtures/<vendor>/); these only r
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from tests.fixture_data import needs_shared
@@ -18,9 +17,10 @@ from tests.unit._vendor_data import (
     shared_json,
     shared_recording,
 )
-from translators import anthropic, huggingface_wire, replicate_wire
+from translators import anthropic
 from translators._sse import SSEDecoder
-from translators.anthropic_response import parse_event
+from translators.huggingface import codec as huggingface_codec
+from translators.replicate import codec as replicate_codec
 
 pytestmark = needs_shared
 
@@ -38,9 +38,9 @@ def test_decoder_gives_the_same_events_wherever_a_recording_is_cut(vendor: str, 
 
 @pytest.mark.parametrize("name", ["chat_stream.sse", "chat_stream_tool_use.sse"])
 def test_anthropic_recorded_streams(name: str) -> None:
-    state = anthropic.StreamState("claude-sonnet-4-5")
+    state = anthropic.AnthropicState("claude-sonnet-4-5")
     chunks = [c for e in events_of(shared_recording("anthropic", name), 11)
-              for c in anthropic.from_vendor_event(parse_event(e), state)]
+              for c in anthropic.from_vendor_event(e, state)]
     for chunk in parsed(chunks):
         check_schema("chat_completion_chunk.json", chunk)
     assert state.finished and chunks[-1].usage is not None and all(c.usage is None for c in chunks[:-1])
@@ -55,27 +55,27 @@ def test_anthropic_recorded_responses(name: str) -> None:
 
 def test_huggingface_recorded_tgi_stream_and_answers() -> None:
     model = "HuggingFaceH4/zephyr-7b-beta"
-    state = huggingface_wire.StreamState(model)
+    state = huggingface_codec.MessagesState(model)
     chunks = [c for e in events_of(shared_recording("huggingface", "tgi_chat_stream.sse"), 7)
-              for c in huggingface_wire.from_vendor_event(orjson.loads(e.data), state)]
-    chunks += huggingface_wire.end_of_stream(state)
+              for c in huggingface_codec.from_vendor_event(e, state)]
+    chunks += huggingface_codec.end_of_stream(state)
     for event in parsed(chunks):
         check_schema("chat_completion_chunk.json", event)
     assert content_of(chunks).startswith("Deep learning is a subfield") and finishes(chunks) == ["length"]
     for name in ("tgi_chat_response.json", "tgi_chat_response_tool_call_v1.4.5.json"):
         check_schema("chat_completion_response.json",
-                     huggingface_wire.from_vendor_response(shared_json("huggingface", name), model))
+                     huggingface_codec.from_vendor_response(shared_json("huggingface", name), model))
 
 
 def test_replicate_recorded_stream_matches_the_recorded_prediction() -> None:
     model = "meta/meta-llama-3-8b-instruct"
-    state = replicate_wire.StreamState(model, "Hi")
+    state = replicate_codec.ReplicateState(model, prompt="Hi")
     chunks = [c for e in events_of(shared_recording("replicate", "chat_stream.sse"), 5)
-              for c in replicate_wire.from_vendor_event(e, state)]
-    chunks += replicate_wire.end_of_stream(state)
+              for c in replicate_codec.from_vendor_event(e, state)]
+    chunks += replicate_codec.end_of_stream(state)
     for event in parsed(chunks):
         check_schema("chat_completion_chunk.json", event)
     tokens = shared_json("replicate", "prediction_prefer_wait_processing.json")["output"]
     assert content_of(chunks) == "".join(tokens) and finishes(chunks) == ["stop"]
-    out = replicate_wire.from_vendor_response(shared_json("replicate", "prediction_succeeded_llm.json"), model)
+    out = replicate_codec.from_vendor_response(shared_json("replicate", "prediction_succeeded_llm.json"), model)
     check_schema("chat_completion_response.json", out)

@@ -21,8 +21,8 @@ from tests.unit._vendor_data import (
 from translators._sse import SSEEvent
 from translators.errors import ApiError
 from translators.replicate import ReplicateTranslator
-from translators.replicate_wire import (
-    StreamState,
+from translators.replicate.codec import (
+    ReplicateState,
     end_of_stream,
     error_from_response,
     from_vendor_event,
@@ -42,8 +42,8 @@ def chat(messages: list[dict[str, object]] | None = None, **fields: object) -> C
     return ChatRequest.parse({"model": "m", "messages": messages or [{"role": "user", "content": "Hi"}], **fields})
 
 
-def stream_of(raw: bytes, piece: int | None) -> tuple[StreamState, list]:  # type: ignore[type-arg]
-    state = StreamState(MODEL, "Hi")
+def stream_of(raw: bytes, piece: int | None) -> tuple[ReplicateState, list]:  # type: ignore[type-arg]
+    state = ReplicateState(MODEL, prompt="Hi")
     chunks = [c for e in events_of(raw, piece) for c in from_vendor_event(e, state)]
     return state, chunks
 
@@ -100,7 +100,7 @@ def test_transcription_input_is_a_data_uri() -> None:
 
 def test_succeeded_prediction() -> None:
     prediction = fixture_json("replicate", "prediction_succeeded_llm.json")
-    out = from_vendor_response(prediction, MODEL, 500)
+    out = from_vendor_response(prediction, MODEL)
     check_schema("chat_completion_response.json", out)
     text = "".join(prediction["output"])
     assert out["choices"][0]["message"]["content"] == text
@@ -122,10 +122,11 @@ def test_prefer_wait_answer_is_not_final() -> None:
 def test_model_token_counts_are_used_when_given() -> None:
     prediction = {"id": "p1", "status": "succeeded", "input": {"prompt": "Hi"}, "output": ["a", "b"],
                   "metrics": {"input_token_count": 11, "output_token_count": 8}}
-    out = from_vendor_response(prediction, MODEL, max_tokens=8)
+    out = from_vendor_response({**prediction, "input": {"prompt": "Hi", "max_tokens": 8}}, MODEL)  # echoed input
     assert out["usage"] == {"prompt_tokens": 11, "completion_tokens": 8, "total_tokens": 19}
     assert out["choices"][0]["finish_reason"] == "length"
-    assert from_vendor_response(prediction, MODEL, max_tokens=9)["choices"][0]["finish_reason"] == "stop"
+    assert from_vendor_response({**prediction, "input": {"prompt": "Hi", "max_tokens": 9}},
+                                MODEL)["choices"][0]["finish_reason"] == "stop"
 
 
 @pytest.mark.parametrize(("prediction", "code", "words"), [
@@ -163,7 +164,7 @@ def test_stream_keeps_whitespace_and_newlines(piece: int | None) -> None:
 
 
 def test_stream_error_event() -> None:
-    state = StreamState(MODEL)
+    state = ReplicateState(MODEL)
     events = events_of(fixture("replicate", "chat_stream_error.sse"), 7)
     chunks = from_vendor_event(events[0], state)
     assert content_of(chunks) == "Once"
@@ -175,7 +176,7 @@ def test_stream_error_event() -> None:
 
 @pytest.mark.parametrize("reason", [b'{"reason":"canceled"}', b'{"reason":"error"}'])
 def test_done_with_a_reason_is_an_error(reason: bytes) -> None:
-    state = StreamState(MODEL)
+    state = ReplicateState(MODEL)
     from_vendor_event(SSEEvent("output", b"Hi", "1:0"), state)
     with pytest.raises(ApiError) as caught:
         from_vendor_event(SSEEvent("done", reason, "1:1"), state)
@@ -183,7 +184,7 @@ def test_done_with_a_reason_is_an_error(reason: bytes) -> None:
 
 
 def test_logs_are_skipped_and_a_stream_without_done_is_cut() -> None:
-    state = StreamState(MODEL)
+    state = ReplicateState(MODEL)
     chunks = from_vendor_event(SSEEvent("logs", b"loading weights", "1:0"), state)
     chunks += from_vendor_event(SSEEvent("output", b" x", "1:1"), state)
     assert content_of(chunks) == " x"

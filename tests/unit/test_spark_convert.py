@@ -25,12 +25,12 @@ from tests.unit._vendor_data import (
     shared_recording,
 )
 from translators import REGISTRY
-from translators._sse import DONE_DATA, SSEDecoder
+from translators._sse import SSEDecoder, SSEEvent
 from translators.errors import ApiError
 from translators.spark import (
     MODELS,
+    SparkState,
     SparkTranslator,
-    StreamState,
     error_from_frame,
     error_from_response,
     from_vendor_event,
@@ -39,12 +39,12 @@ from translators.spark import (
     signed_url,
     to_http_request,
     to_vendor_request,
+    with_app_id,
 )
-from translators.spark_response import (
-    HTTPStreamState,
+from translators.spark.http_codec import (
+    SparkHTTPState,
     from_http_event,
     from_http_response,
-    http_stream_end,
 )
 from translators.types import ChatRequest, StreamChunk
 
@@ -69,11 +69,20 @@ def request(**body: Any) -> ChatRequest:
     return ChatRequest.parse(body)
 
 
+def event(body: Any) -> SSEEvent:
+    """A websocket frame as the stream driver hands it to the codec."""
+    return SSEEvent(data=orjson.dumps(body))
+
+
+def frame_for(req: ChatRequest, model: str, app_id: str = "") -> dict[str, Any]:
+    return with_app_id(to_vendor_request(req, model), app_id)
+
+
 def chunks_of(frames: list[Any], model: str = "spark-max") -> list[dict[str, Any]]:
-    state = StreamState(model)
+    state = SparkState(model)
     out: list[StreamChunk] = []
     for frame in frames:
-        out += from_vendor_event(frame, state)
+        out += from_vendor_event(event(frame), state)
     assert state.finished
     return [orjson.loads(c.data) for c in out]
 
@@ -157,7 +166,7 @@ def test_credential_needs_the_websocket_triple_or_the_password() -> None:
 def test_request_frame_maps_fields_and_passes_the_fakes_checks() -> None:
     req = request(messages=[{"role": "system", "content": "Be brief."}, *USER], temperature=1.7, max_tokens=99999,
                   user="u" * 40, top_p=0.3, top_k=3, tools=[TOOL])
-    frame = to_vendor_request(req, "spark-max", "app-1")
+    frame = frame_for(req, "spark-max", "app-1")
     assert frame["header"] == {"app_id": "app-1", "uid": "u" * 32}
     assert frame["parameter"]["chat"] == {"domain": "generalv3.5", "temperature": 1.0, "max_tokens": 8192, "top_k": 3}
     assert frame["payload"]["message"]["text"] == [{"role": "system", "content": "Be brief."}, *USER]
@@ -165,12 +174,12 @@ def test_request_frame_maps_fields_and_passes_the_fakes_checks() -> None:
                                                       "parameters": TOOL["function"]["parameters"]}]
     state = FakeSparkState(credentials={KEY: (SECRET, "app-1")})
     assert check_frame(state, frame, "/v3.5/chat", KEY) is None
-    assert to_vendor_request(request(temperature=0), "spark-max")["parameter"]["chat"]["temperature"] == 0.01
-    assert "functions" not in to_vendor_request(request(tools=[TOOL], tool_choice="none"), "spark-max")["payload"]
+    assert frame_for(request(temperature=0), "spark-max")["parameter"]["chat"]["temperature"] == 0.01
+    assert "functions" not in frame_for(request(tools=[TOOL], tool_choice="none"), "spark-max")["payload"]
 
 
 def test_lite_gets_the_system_text_in_the_first_user_turn() -> None:
-    frame = to_vendor_request(request(messages=[{"role": "system", "content": "Be brief."}, *USER]), "spark-lite")
+    frame = frame_for(request(messages=[{"role": "system", "content": "Be brief."}, *USER]), "spark-lite")
     assert frame["payload"]["message"]["text"] == [{"role": "user", "content": "Be brief.\n\n你好"}]
     assert frame["parameter"]["chat"]["domain"] == "lite"
 
@@ -179,12 +188,12 @@ def test_tool_history_becomes_text_turns_on_the_websocket() -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "multiply", "arguments": '{"a":2,"b":3}'}}
     req = request(tools=[TOOL], messages=[*USER, {"role": "assistant", "content": None, "tool_calls": [call]},
                                           {"role": "tool", "tool_call_id": "call_1", "content": "6"}])
-    texts = to_vendor_request(req, "spark-max", "app")["payload"]["message"]["text"]
+    texts = frame_for(req, "spark-max", "app")["payload"]["message"]["text"]
     assert texts[1] == {"role": "assistant",
                         "content": '{"function_call":{"name":"multiply","arguments":"{\\"a\\":2,\\"b\\":3}"}}'}
     assert texts[2] == {"role": "user", "content": "6"}
     assert check_frame(FakeSparkState(credentials={KEY: (SECRET, "app")}),
-                       to_vendor_request(req, "spark-max", "app"), "/v3.5/chat", KEY) is None
+                       frame_for(req, "spark-max", "app"), "/v3.5/chat", KEY) is None
     body = to_http_request(req, "spark-max")
     assert body["model"] == "generalv3.5" and body["messages"][1]["tool_calls"][0]["id"] == "call_1"
     assert body["messages"][2] == {"role": "tool", "content": "6", "tool_call_id": "call_1"}
@@ -257,7 +266,7 @@ def test_text_in_the_last_frame_is_not_lost() -> None:
 def test_error_frame_before_any_delta_raises_the_mapped_error() -> None:
     frame = ours("error_ws_frame_10013.json")
     with pytest.raises(ApiError) as caught:
-        from_vendor_event(frame, StreamState("spark-max"))
+        from_vendor_event(event(frame), SparkState("spark-max"))
     assert (caught.value.status, caught.value.code) == (400, "content_filter")
     assert "input content audit failed" in caught.value.message
     with pytest.raises(ApiError):
@@ -265,16 +274,16 @@ def test_error_frame_before_any_delta_raises_the_mapped_error() -> None:
 
 
 def test_output_moderation_mid_stream_finishes_as_content_filter() -> None:
-    state = StreamState("spark-max")
+    state = SparkState("spark-max")
     first = ours("chat_ws_frames.json")[0]
-    assert from_vendor_event(first, state)
+    assert from_vendor_event(event(first), state)
     cut = [orjson.loads(c.data) for c in from_vendor_event(
-        {"header": {"code": 10014, "message": "output audit failed", "sid": "x", "status": 2}}, state)]
+        event({"header": {"code": 10014, "message": "output audit failed", "sid": "x", "status": 2}}), state)]
     assert cut[0]["choices"][0]["finish_reason"] == "content_filter" and cut[-1]["choices"] == []
-    other = StreamState("spark-max")
-    from_vendor_event(first, other)
+    other = SparkState("spark-max")
+    from_vendor_event(event(first), other)
     with pytest.raises(ApiError) as caught:  # any other code mid-stream stays an error
-        from_vendor_event({"header": {"code": 10110, "message": "busy", "sid": "x", "status": 2}}, other)
+        from_vendor_event(event({"header": {"code": 10110, "message": "busy", "sid": "x", "status": 2}}), other)
     assert caught.value.status == 503
 
 
@@ -317,13 +326,12 @@ def test_http_answer_gets_the_missing_fields() -> None:
 def http_stream(raw: bytes) -> list[StreamChunk]:
     decoder = SSEDecoder()
     events = [e for i in range(0, len(raw), 7) for e in decoder.feed(raw[i:i + 7])] + decoder.flush()
-    state = HTTPStreamState("spark-lite")
+    state = SparkHTTPState("spark-lite")
     chunks: list[StreamChunk] = []
-    for event in events:
-        if event.data == DONE_DATA:
-            chunks += http_stream_end(state)
+    for sse in events:
+        chunks += from_http_event(sse, state)
+        if state.finished:  # the DONE sentinel
             break
-        chunks += from_http_event(orjson.loads(event.data), state)
     return chunks
 
 
@@ -347,7 +355,7 @@ def test_http_errors_in_the_status_and_in_a_200_body() -> None:
         from_http_response({"code": 11202, "message": "qps limit", "sid": "cha1"}, "spark-lite")
     assert caught.value.status == 429
     with pytest.raises(ApiError) as caught:
-        from_http_event({"code": 10013, "message": "audit failed", "sid": "cha1"}, HTTPStreamState("m"))
+        from_http_event(event({"code": 10013, "message": "audit failed", "sid": "cha1"}), SparkHTTPState("m"))
     assert (caught.value.status, caught.value.code) == (400, "content_filter")
 
 

@@ -21,17 +21,17 @@ from pydantic import ValidationError
 from translators import (
     anthropic,
     chatglm,
-    ernie_convert,
-    huggingface_tasks,
-    huggingface_wire,
     minimax,
     qwen,
-    replicate_wire,
     spark,
     zhipu,
 )
 from translators.completions import _as_chat
+from translators.ernie import codec as ernie_codec
 from translators.errors import ApiError
+from translators.huggingface import codec as huggingface_codec
+from translators.huggingface import tasks as huggingface_tasks
+from translators.replicate import codec as replicate_codec
 from translators.types import ChatRequest, CompletionRequest, EmbeddingRequest
 
 # Fields some translator reads (from the typed request or from `raw`), plus vendor knobs.
@@ -97,14 +97,14 @@ CHAT_BUILDERS: dict[str, Callable[[ChatRequest], Any]] = {
     "anthropic": lambda r: anthropic.to_vendor_request(r, "claude-3-5-sonnet-20241022"),
     "chatglm": lambda r: chatglm.to_vendor_request(r, "chatglm3-6b"),
     "chatglm-native": chatglm.to_native_request,
-    "ernie": lambda r: ernie_convert.to_vendor_request(r, "ernie-4.0"),
-    "huggingface": lambda r: huggingface_tasks.to_vendor_request(r, "m"),
-    "huggingface-messages": lambda r: huggingface_wire.messages_api_request(r, "m"),
+    "ernie": lambda r: ernie_codec.to_vendor_request(r, "ernie-4.0"),
+    "huggingface": lambda r: huggingface_tasks.generate_request(r, "m"),
+    "huggingface-messages": lambda r: huggingface_codec.to_vendor_request(r, "m"),
     "minimax": lambda r: minimax.to_vendor_request(r, "abab6.5s-chat"),
     "qwen": lambda r: qwen.to_vendor_request(r, "qwen-plus"),
     "qwen-vl": lambda r: qwen.to_vendor_request(r, "qwen-vl-plus"),
-    "replicate": lambda r: replicate_wire.to_vendor_request(r, "meta/llama"),
-    "spark": lambda r: spark.to_vendor_request(r, "generalv3.5", "app"),
+    "replicate": lambda r: replicate_codec.to_vendor_request(r, "meta/llama"),
+    "spark": lambda r: spark.with_app_id(spark.to_vendor_request(r, "generalv3.5"), "app"),
     "spark-http": lambda r: spark.to_http_request(r, "generalv3.5"),
     "zhipu": lambda r: zhipu.to_vendor_request(r, "glm-4"),
 }
@@ -142,7 +142,7 @@ def test_embedding_builders_refuse_with_4xx_only(text: Any, extras: dict[str, An
     _safely(lambda: qwen.to_vendor_embeddings_request(texts, "text-embedding-v3", req))
     _safely(lambda: minimax.to_vendor_embeddings_request(texts, "embo-01", req))
     _safely(lambda: huggingface_tasks.embedding_inputs(req))
-    _safely(lambda: ernie_convert.embedding_batches(req, 16))
+    _safely(lambda: ernie_codec.embedding_batches(req, 16))
 
 
 @pytest.mark.parametrize("field, value", [

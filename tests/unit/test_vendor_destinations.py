@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from keystore.models import validate_credential
-from translators.azure_openai import AzureOpenAITranslator
+from translators import REGISTRY
+from translators._compatible import CHAT, CompatibleTranslator
 from translators.base import CallContext
 from translators.errors import ApiError, UpstreamError, scrubbing
 from translators.replicate import ReplicateTranslator, _may_follow
 from translators.spark import signed_parts, signed_url
-from translators.zhipu import ZhipuTranslator
+from translators.zhipu import SPEC as ZHIPU
+from translators.zhipu import derived_secrets
 
 REPLICATE = "https://api.replicate.com/v1"
 LOCAL = "http://127.0.0.1:9999/v1"
@@ -52,7 +54,8 @@ def test_an_unfollowed_replicate_url_falls_back_to_our_own() -> None:
     assert translator._url(ctx, prediction, "stream") is None  # then the output is polled
 
 
-AZURE = AzureOpenAITranslator()
+AZURE = REGISTRY["azure_openai"]
+assert isinstance(AZURE, CompatibleTranslator)
 
 
 def azure(**fields: str) -> Any:
@@ -69,7 +72,7 @@ def test_azure_holds_a_base_url_override_to_the_https_rule(base_url: str) -> Non
     assert "base_url" in caught.value.message and base_url not in caught.value.message
     ctx = CallContext(Any, credential, "prod", base_url, "req_1")  # type: ignore[arg-type]
     with pytest.raises(ApiError) as caught:
-        AZURE.url(ctx, "chat/completions")
+        AZURE.url(ctx, CHAT)
     assert caught.value.code == "invalid_credential"
 
 
@@ -78,7 +81,7 @@ def test_azure_holds_a_base_url_override_to_the_https_rule(base_url: str) -> Non
 def test_azure_takes_an_https_or_loopback_base_url(base_url: str) -> None:
     AZURE.check_credential(azure(base_url=base_url))
     ctx = CallContext(Any, azure(base_url=base_url), "prod", base_url, "req_1")  # type: ignore[arg-type]
-    assert AZURE.url(ctx, "chat/completions").startswith(base_url + "/openai/deployments/prod/")
+    assert AZURE.url(ctx, CHAT).startswith(base_url + "/openai/deployments/prod/")
 
 
 def test_spark_scrubs_every_part_of_its_signed_url() -> None:
@@ -94,11 +97,12 @@ def test_spark_scrubs_every_part_of_its_signed_url() -> None:
 
 
 def test_zhipu_scrubs_its_jwt_and_signature() -> None:
-    zhipu = ZhipuTranslator()
-    credential = validate_credential(zhipu.name, zhipu.credential_fields, {"api_key": "fakeid.fakesecret0001"})
+    credential = validate_credential(ZHIPU.name, ZHIPU.credential_fields, {"api_key": "fakeid.fakesecret0001"})
     ctx = CallContext(Any, credential, "glm-4", "https://open.bigmodel.cn/api/paas/v4", "r")  # type: ignore[arg-type]
-    token, signature = zhipu._derived(ctx)
-    assert zhipu.headers(ctx)["Authorization"] == f"Bearer {token}" and token.endswith(signature)
+    token, signature = derived_secrets(ctx)
+    assert ZHIPU.headers(ctx)["Authorization"] == f"Bearer {token}" and token.endswith(signature)
     with pytest.raises(UpstreamError) as caught, scrubbing(token, signature):
         raise UpstreamError(401, f"signature {signature} does not match")
     assert signature not in caught.value.message
+    assert ZHIPU.call_error is not None  # what every error of a Zhipu call goes through
+    assert signature not in ZHIPU.call_error(UpstreamError(401, f"signature {signature} does not match"), ctx).message

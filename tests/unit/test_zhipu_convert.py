@@ -29,19 +29,22 @@ from tests.unit._vendor_data import (
     shared_recording,
 )
 from translators import REGISTRY
+from translators._auth import TokenCache
+from translators._compatible import CompatibleTranslator
+from translators._sse import SSEEvent
 from translators.errors import ApiError
 from translators.types import ChatRequest, StreamChunk
 from translators.zhipu import (
+    CODEC,
+    SPEC,
     TOKEN_REUSE,
     TOKEN_TTL,
-    TokenCache,
-    ZhipuTranslator,
     error_from_response,
     from_vendor_embeddings,
     from_vendor_response,
+    jwt,
     make_jwt,
     to_vendor_request,
-    with_role,
 )
 
 KEY = "fakekeyid0001.fakesecret0000000000000001"
@@ -81,7 +84,7 @@ def test_jwt_is_what_zhipu_verifies() -> None:
 
 
 def test_malformed_keys_are_refused_when_saved() -> None:
-    assert isinstance(T, ZhipuTranslator)
+    assert isinstance(T, CompatibleTranslator) and T.spec is SPEC
     T.check_credential(Credential({"api_key": KEY}))
     for bad in ("nodot", ".secret", "id."):
         with pytest.raises(ApiError) as caught:
@@ -91,20 +94,21 @@ def test_malformed_keys_are_refused_when_saved() -> None:
 
 def test_token_cache_reuses_refreshes_and_is_single_flight() -> None:
     now = [1000.0]
-    cache = TokenCache(clock=lambda: now[0], max_entries=2)
-    first = cache.token(KEY)
+    cache = TokenCache(clock=lambda: now[0], max_entries=2)  # the shared cache, as Zhipu uses it
+    first = jwt(KEY, cache)
+    assert _part(first, 1)["timestamp"] == 1_000_000  # the cache's clock dates the token
     now[0] += TOKEN_REUSE - 1
-    assert cache.token(KEY) == first and cache.minted == 1
+    assert jwt(KEY, cache) == first and cache.minted == 1
     now[0] += 2
-    assert cache.token(KEY) != first and cache.minted == 2  # refreshed before the token expires
+    assert jwt(KEY, cache) != first and cache.minted == 2  # refreshed before the token expires
 
     async def burst() -> set[str]:
         async def one() -> str:
             await asyncio.sleep(0)
-            return cache.token("other.key")
+            return jwt("other.key", cache)
         return set(await asyncio.gather(*(one() for _ in range(100))))
     assert len(asyncio.run(burst())) == 1 and cache.minted == 3  # 100 concurrent first calls: one token
-    cache.token("third.key")
+    jwt("third.key", cache)
     assert len(cache._tokens) == 2  # bounded
 
 
@@ -149,19 +153,11 @@ def test_sensitive_and_network_error_finish_reasons() -> None:
 
 
 def _stream(events: list[bytes]) -> list[StreamChunk]:
-    """What the shared stream code does with the translator's chunk hook."""
-    chunks: list[StreamChunk] = []
-    pending = None
-    for data in events:
-        out = T._pass_chunk(data)  # type: ignore[attr-defined]
-        if isinstance(out, tuple):
-            out, pending = out
-        if isinstance(out, StreamChunk):
-            chunks.append(out)
-    if pending is not None:
-        head, usage = pending
-        chunks.append(StreamChunk.of({**head, "choices": [], "usage": usage.as_dict()}, usage))
-    return chunks
+    """What the stream driver does with Zhipu's codec: each event, then the end of the stream."""
+    assert CODEC.new_state is not None and CODEC.from_vendor_event is not None and CODEC.at_eof is not None
+    state = CODEC.new_state(MODEL)
+    chunks = [c for data in events for c in CODEC.from_vendor_event(SSEEvent("message", data), state)]
+    return chunks + list(CODEC.at_eof(state))
 
 
 def test_stream_gets_object_and_usage_last() -> None:
@@ -172,8 +168,8 @@ def test_stream_gets_object_and_usage_last() -> None:
     for chunk in out:
         check_schema("chat_completion_chunk.json", chunk)
     assert content_of(chunks) == "西湖醋鱼很鲜" and finishes(chunks) == ["stop"]
-    assert not any("role" in c["choices"][0]["delta"] for c in out if c["choices"])  # Zhipu repeats it: dropped
-    assert parsed([with_role(chunks[0])])[0]["choices"][0]["delta"] == {"role": "assistant", "content": "西湖"}
+    assert not any("role" in c["choices"][0]["delta"] for c in out[1:] if c["choices"])  # Zhipu repeats it: dropped
+    assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": "西湖"}  # sent once, first
     assert out[-1]["choices"] == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 10
     assert all("usage" not in c for c in out[:-1])
 

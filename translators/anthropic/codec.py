@@ -1,7 +1,8 @@
-"""Anthropic -> OpenAI: Messages API responses, stream events and errors as OpenAI shapes.
-
-Pure functions without I/O; `translators/anthropic.py` (the translator) uses and re-exports
-them. Reference: ../shared/vendors/anthropic.md §3-§5.
+"""Anthropic's Messages API as a codec: pure functions without I/O, which the stream driver
+(`translators/_stream.py`) and the translator (`translators/anthropic/__init__.py`) call.
+`to_vendor_request` puts together the pieces `request.py` builds; responses, stream events
+and errors are read here.
+Reference: ../shared/vendors/anthropic.md §3-§5.
 
 Usage policy: Anthropic's `input_tokens` excludes prompt-cache reads and writes, OpenAI's
 `prompt_tokens` includes cached tokens, so `prompt_tokens = input_tokens +
@@ -12,7 +13,7 @@ are running totals (output tokens in every `message_delta`): they replace, never
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,17 +21,29 @@ import orjson
 
 from translators._http import Headers
 from translators._json import loads as bounded_json
-from translators._shapes import chat_chunk, now
+from translators._shapes import as_int, now
 from translators._sse import SSEEvent
+from translators._stream import Codec, StreamState
+from translators.anthropic.request import (
+    PROVIDER,
+    conversation,
+    default_max_tokens,
+    refuse_unsupported,
+    tool_choice,
+    tools,
+)
 from translators.errors import (
     ApiError,
-    UpstreamError,
+    bad_request,
+    bad_response,
+    incomplete_stream,
     parse_retry_after,
     upstream_status_error,
 )
-from translators.types import JSONObject, StreamChunk, Usage
+from translators.types import ChatRequest, JSONObject, StreamChunk, Usage
 
-PROVIDER = "anthropic"
+__all__ = ["CODEC", "AnthropicState", "error_from_response", "error_in_body", "from_vendor_event",
+           "from_vendor_response", "to_vendor_request"]
 
 FINISH_REASONS: Mapping[str, str] = {
     "end_turn": "stop",
@@ -75,8 +88,39 @@ def usage_of(input_tokens: int, cache_creation: int, cache_read: int, output_tok
     return body, usage
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+# -- requests -----------------------------------------------------------------------------
+
+
+def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
+    """An OpenAI chat request as a Messages API body for `model` (the mapping: request.py's docstring)."""
+    refuse_unsupported(req)
+    system, messages = conversation(req.messages)
+    body: JSONObject = {"model": model, "max_tokens": req.token_limit or default_max_tokens(model),
+                        "messages": messages}
+    if system:
+        body["system"] = system
+    if req.temperature is not None:
+        body["temperature"] = min(req.temperature, 1.0)
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    top_k = req.raw.get("top_k")
+    if isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0:
+        body["top_k"] = top_k
+    stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if any(stop):
+        body["stop_sequences"] = [s for s in stop if s]
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
+    if req.tools:
+        body["tools"] = tools(req)
+        choice = tool_choice(req.tool_choice, req.parallel_tool_calls)
+        if choice is not None:
+            body["tool_choice"] = choice
+    elif req.tool_choice not in (None, "auto", "none"):
+        raise bad_request("tool_choice needs tools", "tool_choice")
+    if req.stream:
+        body["stream"] = True
+    return body
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -103,13 +147,13 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
     return upstream_status_error(PROVIDER, status, message, code, param, parse_retry_after(headers))
 
 
-def error_in_body(body: Any) -> ApiError:
-    """An error object where a message or an event was expected (a status of 200 notwithstanding)."""
+def error_in_body(body: Any, headers: Headers | None = None) -> ApiError | None:
+    """The error an object holds where a message or an event was expected (a 200 body, an
+    `error` event): its status comes from its type. None when it holds no error object."""
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
-        return error_from_response(ERROR_STATUS.get(str(err.get("type")), 500), body, None)
-    return UpstreamError(502, f"{PROVIDER} returned a response that is not a message", "server_error",
-                         "upstream_bad_response")
+        return error_from_response(ERROR_STATUS.get(str(err.get("type")), 500), body, headers)
+    return None
 
 
 # -- non-streamed responses ---------------------------------------------------------------
@@ -126,7 +170,7 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
     """A Messages API response as an OpenAI chat completion. Text blocks are joined,
     `tool_use` blocks become `tool_calls`, thinking blocks are dropped."""
     if not isinstance(body, dict) or body.get("type") == "error" or not isinstance(body.get("content"), list):
-        raise error_in_body(body)
+        raise error_in_body(body) or bad_response(PROVIDER, "a response that is not a message")
     texts: list[str] = []
     calls: list[JSONObject] = []
     for block in body["content"]:
@@ -140,9 +184,11 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
                            "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    raw_usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    usage, _ = usage_of(_int(raw_usage.get("input_tokens")), _int(raw_usage.get("cache_creation_input_tokens")),
-                        _int(raw_usage.get("cache_read_input_tokens")), _int(raw_usage.get("output_tokens")))
+    raw_usage = body.get("usage")
+    if not isinstance(raw_usage, dict):
+        raw_usage = {}
+    usage, _ = usage_of(as_int(raw_usage.get("input_tokens")), as_int(raw_usage.get("cache_creation_input_tokens")),
+                        as_int(raw_usage.get("cache_read_input_tokens")), as_int(raw_usage.get("output_tokens")))
     return {
         "id": chat_id(body.get("id")),
         "object": "chat.completion",
@@ -158,14 +204,13 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
 
 
 @dataclass(slots=True)
-class StreamState:
-    """What translating one Anthropic stream must remember between events."""
+class AnthropicState(StreamState):
+    """What translating one Anthropic stream must remember between events. `model` is the
+    routed one until message_start says which snapshot answers; `id` is Anthropic's, from
+    message_start; `finished` is message_stop (Anthropic sends no end sentinel after it)."""
 
-    # Chunks name the routed model until message_start says which snapshot answers.
-    model: str
-    # OpenAI repeats one id and one `created` on every chunk; Anthropic sends its id once.
+    # Replaced by message_start's: no random id is drawn (a syscall per stream) to be thrown away.
     id: str = "chatcmpl-anthropic"
-    created: int = field(default_factory=now)
     # Anthropic's content-block index counts text and thinking blocks too; OpenAI's
     # tool_calls[].index counts tool calls only: block index -> tool-call index.
     tool_index: dict[int, int] = field(default_factory=dict)
@@ -177,23 +222,20 @@ class StreamState:
     output_tokens: int = 0
     # The finish chunk went out (message_delta's stop_reason); message_stop adds one if not.
     finish_reason: str | None = None
-    # message_stop seen: the stream is complete (Anthropic sends no end sentinel after it).
-    finished: bool = False
 
     def usage(self) -> tuple[JSONObject, Usage]:
         return usage_of(self.input_tokens, self.cache_creation_tokens, self.cache_read_tokens, self.output_tokens)
 
 
-def parse_event(event: SSEEvent) -> JSONObject:
+def _event_data(event: SSEEvent) -> JSONObject:
     """One SSE event's data as a dict whose `type` names the event (the SSE name wins for errors)."""
     try:
         data = bounded_json(event.data) if event.data else {}
     except orjson.JSONDecodeError:
-        if event.event == "error":
+        if event.event == "error":  # the message of a proxy in between: still Anthropic's error event
             text = event.data[:500].decode("utf-8", "replace")
             return {"type": "error", "error": {"type": "api_error", "message": text}}
-        raise UpstreamError(502, f"{PROVIDER} sent a stream event that is not JSON", "server_error",
-                            "upstream_bad_response") from None
+        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
     if not isinstance(data, dict):
         data = {}
     if event.event == "error" or "type" not in data:
@@ -201,11 +243,7 @@ def parse_event(event: SSEEvent) -> JSONObject:
     return data
 
 
-def _chunk(state: StreamState, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-    return chat_chunk(state.id, state.created, state.model, delta, finish)
-
-
-def _take_usage(state: StreamState, usage: Any) -> None:
+def _take_usage(state: AnthropicState, usage: Any) -> None:
     if not isinstance(usage, dict):
         return
     for key, attr in (("input_tokens", "input_tokens"), ("cache_creation_input_tokens", "cache_creation_tokens"),
@@ -214,7 +252,7 @@ def _take_usage(state: StreamState, usage: Any) -> None:
             setattr(state, attr, usage[key])
 
 
-def from_vendor_event(event: JSONObject, state: StreamState) -> list[StreamChunk]:
+def from_vendor_event(event: SSEEvent, state: AnthropicState) -> list[StreamChunk]:
     """One Anthropic stream event -> the OpenAI chunks it becomes (often none).
 
     message_start -> the role chunk; text deltas -> content deltas; a tool_use block ->
@@ -222,52 +260,67 @@ def from_vendor_event(event: JSONObject, state: StreamState) -> list[StreamChunk
     deltas; message_delta -> the finish chunk; message_stop -> the usage chunk
     (`choices: []`, `StreamChunk.usage` set), always last. An `error` event raises ApiError.
     """
-    kind = event.get("type")
     if state.finished:
         return []
-    if kind == "content_block_delta":
-        delta = event.get("delta") or {}
+    data = _event_data(event)
+    kind = data["type"]
+    if kind == "content_block_delta":  # first: nearly every event is one
+        delta = data.get("delta") or {}
         if delta.get("type") == "text_delta":
             text = delta.get("text")
-            return [_chunk(state, {"content": text})] if text else []
+            return [state.chunk({"content": text})] if text else []
         if delta.get("type") == "input_json_delta":
-            index = state.tool_index.get(event.get("index"))  # type: ignore[arg-type]
+            index = state.tool_index.get(data.get("index"))  # type: ignore[arg-type]
             piece = delta.get("partial_json")
             if index is None or not piece:
                 return []
-            return [_chunk(state, {"tool_calls": [{"index": index, "function": {"arguments": piece}}]})]
+            return [state.chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})]
         return []  # thinking_delta, signature_delta, citations_delta
     if kind == "content_block_start":
-        block = event.get("content_block") or {}
+        block = data.get("content_block") or {}
         if block.get("type") == "tool_use":
-            index = state.tool_index[event.get("index")] = len(state.tool_index)  # type: ignore[index]
+            index = state.tool_index[data.get("index")] = len(state.tool_index)  # type: ignore[index]
             arguments = orjson.dumps(block["input"]).decode() if block.get("input") else ""
             call = {"index": index, "id": str(block.get("id") or ""), "type": "function",
                     "function": {"name": str(block.get("name") or ""), "arguments": arguments}}
-            return [_chunk(state, {"tool_calls": [call]})]
+            return [state.chunk({"tool_calls": [call]})]
         if block.get("type") == "text" and block.get("text"):
-            return [_chunk(state, {"content": block["text"]})]
+            return [state.chunk({"content": block["text"]})]
         return []
     if kind == "message_start":
-        message = event.get("message") or {}
+        message = data.get("message") or {}
         state.id = chat_id(message.get("id"))
         state.model = str(message.get("model") or state.model)
+        state.started = True
         _take_usage(state, message.get("usage"))
-        return [_chunk(state, {"role": "assistant", "content": ""})]
+        return [state.chunk({"role": "assistant", "content": ""})]
     if kind == "message_delta":
-        _take_usage(state, event.get("usage"))
-        reason = (event.get("delta") or {}).get("stop_reason")
+        _take_usage(state, data.get("usage"))
+        reason = (data.get("delta") or {}).get("stop_reason")
         if not reason or state.finish_reason is not None:
             return []
         state.finish_reason = finish_reason(reason)
-        return [_chunk(state, {}, state.finish_reason)]
+        return [state.chunk({}, state.finish_reason)]
     if kind == "message_stop":
         state.finished = True
-        chunks = [] if state.finish_reason is not None else [_chunk(state, {}, "stop")]
+        chunks = [] if state.finish_reason is not None else [state.chunk({}, "stop")]
         body, usage = state.usage()
-        chunks.append(StreamChunk.of({"id": state.id, "object": "chat.completion.chunk", "created": state.created,
-                                      "model": state.model, "choices": [], "usage": body}, usage))
+        chunks.append(state.usage_chunk(usage, body))
         return chunks
     if kind == "error":
-        raise error_in_body(event)
+        raise error_in_body(data) or bad_response(PROVIDER, "an error event without an error object")
     return []  # ping, content_block_stop, and event types Anthropic adds later
+
+
+def _at_eof(state: AnthropicState) -> Iterable[StreamChunk]:
+    raise incomplete_stream(PROVIDER, "message_stop")
+
+
+CODEC: Codec[AnthropicState] = Codec(
+    provider=PROVIDER,
+    error_from_response=error_from_response,
+    error_in_body=error_in_body,
+    new_state=AnthropicState,
+    from_vendor_event=from_vendor_event,
+    at_eof=_at_eof,
+)

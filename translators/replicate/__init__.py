@@ -1,5 +1,6 @@
 """Replicate: models run as asynchronous predictions. Reference: ../shared/vendors/replicate.md.
-Pure translation lives in `translators/replicate_wire.py`.
+The pure translation is `translators/replicate/codec.py`; this module runs predictions
+(the create-then-poll and create-then-stream recipes).
 
 Models are added one by one, each with its own credential and model type::
 
@@ -33,10 +34,11 @@ llm. The messages become the prediction's `input` (text only):
 - A client that goes away mid-stream (or a deadline that passes) cancels the prediction
   (`POST urls.cancel`, in the background).
 - finish reason: always `stop` (Replicate does not say why a model stopped), `length` only
-  when the model reported `output_token_count` >= `max_tokens`.
+  when the model reported `output_token_count` >= the input's `max_tokens`.
 - usage: Replicate reports no reliable token counts. `metrics.input_token_count` /
   `output_token_count` are used where a model gives them; otherwise, and always for
-  streams, the counts are ESTIMATES (`ceil(characters / 4)`, `translators/_hosted.py`).
+  streams, the counts are ESTIMATES (`translators/_estimate.py`: a token per four
+  characters, one per CJK character).
 
 speech2text: a whisper-style model (e.g. openai/whisper): `{"audio": <the upload as a base64
 data URI with its content type>, "language"?, "temperature"?, "initial_prompt"? (from
@@ -59,33 +61,34 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, cast
 from urllib.parse import urlsplit
-
-import orjson
 
 from keystore.models import Credential, CredentialField
 from translators._hosted import check_transcription, deadline_of, remaining, timed_out
-from translators._json import loads as bounded_json
-from translators._sse import SSEDecoder
+from translators._http import UpstreamResponse
+from translators._stream import checked_json, exchange, stream_sse
 from translators.base import CallContext, Translator
-from translators.errors import ApiError, UpstreamError, bad_request, body_text
-from translators.replicate_wire import (
+from translators.errors import ApiError, bad_request, bad_response
+from translators.replicate.codec import (
+    CODEC,
     PROVIDER,
     TERMINAL,
-    StreamState,
-    end_of_stream,
+    ReplicateState,
     error_from_response,
     from_vendor_event,
     from_vendor_response,
-    output_text,
+    is_prediction,
+    new_id,
     prediction_body,
     prompt_text,
     succeeded,
     to_vendor_request,
     transcription_input,
     transcription_output,
+    whole_output,
 )
 from translators.types import (
     ChatRequest,
@@ -96,22 +99,16 @@ from translators.types import (
     TranscriptionResult,
 )
 
-__all__ = ["ReplicateTranslator", "error_from_response", "from_vendor_event", "from_vendor_response",
+__all__ = ["CODEC", "ReplicateTranslator", "error_from_response", "from_vendor_event", "from_vendor_response",
            "to_vendor_request"]
 
 FIRST_POLL, MAX_POLL, POLL_GROWTH = 0.25, 2.0, 1.5   # seconds between polls of urls.get
 MAX_WAIT = 60   # Replicate holds a `Prefer: wait` request for at most 60 s
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+_PREDICTION_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 # Cancel requests outlive the call that started them (a client that left); kept referenced here.
 _BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-def _body(payload: bytes) -> Any:
-    try:
-        return bounded_json(payload) if payload else None
-    except orjson.JSONDecodeError:
-        return body_text(payload)
 
 
 def _may_follow(url: str, base_url: str) -> bool:
@@ -127,6 +124,18 @@ def _may_follow(url: str, base_url: str) -> bool:
     return (parts.scheme == "https" and "@" not in parts.netloc and port in (None, 443)
             and (host == "api.replicate.com"
                  or (host.startswith("stream") and host.endswith((".replicate.com", ".replicate.net")))))
+
+
+def _prediction(body: Any) -> JSONObject:
+    if not is_prediction(body):
+        raise bad_response(PROVIDER, "something that is not a prediction")
+    return cast(JSONObject, body)
+
+
+def _created(resp: UpstreamResponse) -> JSONObject:
+    # A create is answered 201, or 200 when `Prefer: wait` saw the prediction end: both are answers.
+    answer = UpstreamResponse(200, resp.headers, resp.body) if resp.status == 201 else resp
+    return _prediction(checked_json(CODEC, answer))
 
 
 class ReplicateTranslator(Translator):
@@ -172,7 +181,7 @@ class ReplicateTranslator(Translator):
         if isinstance(url, str) and _may_follow(url, ctx.base_url):
             return url
         pid = prediction.get("id") if isinstance(prediction, dict) else None
-        if kind == "stream" or not isinstance(pid, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", pid):
+        if kind == "stream" or not isinstance(pid, str) or not _PREDICTION_ID.fullmatch(pid):
             return None
         return f"{ctx.base_url}/predictions/{pid}" + ("/cancel" if kind == "cancel" else "")
 
@@ -191,22 +200,17 @@ class ReplicateTranslator(Translator):
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
 
-    async def _create(self, ctx: CallContext, inputs: JSONObject, deadline: float, stream: bool) -> Any:
+    # -- the recipe: create, then poll or stream ------------------------------------------------------
+
+    async def _create(self, ctx: CallContext, inputs: JSONObject, deadline: float, stream: bool) -> JSONObject:
         headers = self.headers(ctx)
         if not stream:
             wait = int(min(remaining(deadline), ctx.http.timeouts.read) - 1)
             headers["Prefer"] = f"wait={max(1, min(MAX_WAIT, wait))}"
         body = prediction_body(inputs, ctx.credential.get("version"), stream)
-        resp = await ctx.http.request("POST", self.create_url(ctx), headers=headers, json=body)
-        if resp.status not in (200, 201):
-            raise error_from_response(resp.status, _body(resp.body), resp.headers)
-        prediction = resp.json()
-        if not isinstance(prediction, dict) or not isinstance(prediction.get("status"), str):
-            raise UpstreamError(502, f"{PROVIDER} answered a create with something that is not a prediction",
-                                "server_error", "upstream_bad_response")
-        return prediction
+        return _created(await ctx.http.request("POST", self.create_url(ctx), headers=headers, json=body))
 
-    async def _poll(self, ctx: CallContext, prediction: Any, deadline: float) -> Any:
+    async def _poll(self, ctx: CallContext, prediction: JSONObject, deadline: float) -> JSONObject:
         """Poll `urls.get` until the prediction ends; past the deadline, cancel it and 504."""
         interval = FIRST_POLL
         while prediction.get("status") not in TERMINAL:
@@ -217,33 +221,25 @@ class ReplicateTranslator(Translator):
             interval = min(MAX_POLL, interval * POLL_GROWTH)
             url = self._url(ctx, prediction, "get")
             if url is None:
-                raise UpstreamError(502, f"{PROVIDER} returned a prediction without an id", "server_error",
-                                    "upstream_bad_response")
-            resp = await ctx.http.request("GET", url, headers=self.headers(ctx))
-            if resp.status != 200:
-                raise error_from_response(resp.status, _body(resp.body), resp.headers)
-            polled = resp.json()
-            if not isinstance(polled, dict) or not isinstance(polled.get("status"), str):
-                raise UpstreamError(502, f"{PROVIDER} returned something that is not a prediction", "server_error",
-                                    "upstream_bad_response")
-            prediction = polled
+                raise bad_response(PROVIDER, "a prediction without an id")
+            prediction = _prediction(await exchange(ctx.http, CODEC, url, None, headers=self.headers(ctx),
+                                                    method="GET"))
         return prediction
 
-    async def _run(self, ctx: CallContext, inputs: JSONObject, deadline: float) -> Any:
+    async def _run(self, ctx: CallContext, inputs: JSONObject, deadline: float) -> JSONObject:
         """Create, wait and poll, all within the request's deadline; an abandoned or
         timed-out prediction is canceled."""
-        prediction: Any = None
+        prediction: JSONObject | None = None
         try:
             async with asyncio.timeout(max(0.0, remaining(deadline))):
                 prediction = await self._create(ctx, inputs, deadline, stream=False)
-                prediction = await self._poll(ctx, prediction, deadline)
-                return prediction
+                return await self._poll(ctx, prediction, deadline)
         except TimeoutError:
             if prediction is not None:
                 self.cancel_in_background(ctx, prediction)
             raise timed_out(PROVIDER, "the prediction did not end before the request's deadline") from None
         except asyncio.CancelledError:
-            if isinstance(prediction, dict) and prediction.get("status") not in TERMINAL:
+            if prediction is not None and prediction.get("status") not in TERMINAL:
                 self.cancel_in_background(ctx, prediction)
             raise
 
@@ -252,7 +248,9 @@ class ReplicateTranslator(Translator):
     async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
         inputs = to_vendor_request(req, ctx.model)
         prediction = await self._run(ctx, inputs, deadline_of(ctx))
-        return from_vendor_response(prediction, ctx.model, req.token_limit)
+        if not isinstance(prediction.get("input"), dict):  # echoed by Replicate: the answer reads max_tokens there
+            prediction = {**prediction, "input": inputs}
+        return from_vendor_response(prediction, ctx.model)
 
     async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
         inputs = to_vendor_request(req, ctx.model)
@@ -262,43 +260,22 @@ class ReplicateTranslator(Translator):
                 prediction = await self._create(ctx, inputs, deadline, stream=True)
         except TimeoutError:
             raise timed_out(PROVIDER, "the prediction was not created before the request's deadline") from None
-        state = StreamState(ctx.model, prompt_text(inputs))
         if prediction["status"] in TERMINAL:  # failed (or canceled) before it started
             succeeded(prediction)
-        ended = False
+        state = ReplicateState(ctx.model, new_id(prediction), prompt=prompt_text(inputs))
         try:
             url = self._url(ctx, prediction, "stream")
             if url is None:  # a model that cannot stream: wait for it, send the output whole
-                prediction = succeeded(await self._poll(ctx, prediction, deadline))
-                ended = True
-                text = output_text(prediction.get("output"))
-                chunks = [state.chunk({"role": "assistant", "content": ""}), state.chunk({"content": text}),
-                          state.chunk({}, "stop")]
-                state.text.append(text)
-                state.finished = True
-                for chunk in chunks + end_of_stream(state):
+                for chunk in whole_output(succeeded(await self._poll(ctx, prediction, deadline)), state):
                     yield chunk
                 return
             headers = {**self.headers(ctx), "Accept": "text/event-stream", "Cache-Control": "no-store"}
-            async with ctx.http.stream("GET", url, headers=headers) as resp:
-                if resp.status != 200:
-                    raise error_from_response(resp.status, _body(await resp.read()), resp.headers)
-                decoder = SSEDecoder(resp.max_event_bytes)
-                async for data in resp.chunks():
-                    for event in decoder.feed(data):
-                        ended = ended or event.event in ("done", "error")
-                        for chunk in from_vendor_event(event, state):
-                            yield chunk
-                    if state.finished:
-                        break
-                else:
-                    for event in decoder.flush():
-                        for chunk in from_vendor_event(event, state):
-                            yield chunk
-            for chunk in end_of_stream(state):
-                yield chunk
+            chunks = stream_sse(ctx.http, CODEC, ctx.model, url, headers=headers, method="GET", state=state)
+            async with aclosing(cast(AsyncGenerator[StreamChunk, None], chunks)):
+                async for chunk in chunks:
+                    yield chunk
         finally:
-            if not ended and not state.finished:
+            if not state.ended:  # the client left, or the stream broke: the prediction may run on
                 self.cancel_in_background(ctx, prediction)
 
     async def transcribe(self, req: TranscriptionRequest, ctx: CallContext) -> TranscriptionResult:

@@ -1,6 +1,7 @@
 """Hugging Face: the serverless Inference API, Inference Endpoints and self-hosted TGI/TEI.
-Reference: ../shared/vendors/huggingface.md. Pure translation lives in
-`huggingface_wire.py` (errors, TGI's Messages API) and `huggingface_tasks.py` (tasks).
+Reference: ../shared/vendors/huggingface.md. The pure translation is `codec.py` (errors,
+TGI's Messages API) and `tasks.py` (the tasks); this module is the wiring: URLs, the
+"model is loading" wait, and the task fallback recipe.
 
 Models are added one by one, each with its own credential and model type::
 
@@ -23,7 +24,7 @@ llm, Messages API (TGI >= 1.4): the client's JSON is forwarded with the model id
 `max_completion_tokens` becomes `max_tokens`; `response_format` `json_schema` becomes TGI's
 grammar `{"type": "json_object", "value": <schema>}` (`json_object` alone: `value` =
 `{"type": "object"}`); streams always ask for usage. Older TGI's quirks are absorbed (list
-in `huggingface_wire.py`).
+in `codec.py`).
 
 llm, text-generation task (models without the Messages API):
 - the messages become `inputs` with the dialogue template of `translators/_hosted.py`:
@@ -39,7 +40,8 @@ llm, text-generation task (models without the Messages API):
   last event's `details` give the finish reason and the counts); finish reasons
   `eos_token`/`stop_sequence` -> `stop`, `length` -> `length`;
 - usage: `details.input_length` / `x-prompt-tokens` and `details.generated_tokens` /
-  `x-generated-tokens` where given, else estimated (`translators/_hosted.py`).
+  `x-generated-tokens` where given, else estimated (`translators/_estimate.py`: a token per
+  four characters, one per CJK character).
 - refused with a 400 naming the field: `n` > 1, `logprobs`, `tools`, `response_format`
   other than text, images, tool messages. Dropped: `presence_penalty`, `frequency_penalty`,
   `logit_bias`, `user`, and the rest.
@@ -72,53 +74,49 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from typing import Any
-
-import orjson
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import aclosing
+from typing import Any, TypeVar, cast
 
 from keystore.models import Credential, CredentialField
+from translators._estimate import estimate_tokens
 from translators._hosted import (
     audio_content_type,
     check_transcription,
     deadline_of,
-    embedding_items,
-    estimate_tokens,
     needs_timestamps,
     remaining,
     timed_out,
 )
-from translators._http import UpstreamResponse
-from translators._json import loads as bounded_json
-from translators._sse import DONE_DATA, SSEDecoder
+from translators._http import Headers
+from translators._shapes import embedding_items, new_id
+from translators._stream import Codec, StreamState, checked_json, stream_sse
 from translators.base import CallContext, Translator
-from translators.errors import bad_request, unsupported
-from translators.huggingface_tasks import (
+from translators.errors import ApiError, bad_request, unsupported
+from translators.huggingface.codec import (
+    CODEC,
+    PROBE,
+    PROVIDER,
+    MessagesState,
+    ModelLoading,
+    NoMessagesAPI,
+    endpoint_root,
+    error_from_response,
+    from_vendor_event,
+    from_vendor_response,
+    to_vendor_request,
+)
+from translators.huggingface.tasks import (
+    TASK,
     GenerateState,
     asr_timestamp_request,
     completion_request,
     completion_response,
     embedding_inputs,
-    end_of_generate_stream,
     from_asr,
+    from_generate_response,
+    generate_request,
     pool,
-    to_vendor_request,
-)
-from translators.huggingface_tasks import from_vendor_event as from_generate_event
-from translators.huggingface_tasks import from_vendor_response as from_generate_response
-from translators.huggingface_wire import (
-    PROVIDER,
-    StreamState,
-    bad_response,
-    end_of_stream,
-    endpoint_root,
-    error_body,
-    error_from_response,
-    error_in_body,
-    from_vendor_event,
-    from_vendor_response,
-    loading_delay,
-    messages_api_request,
 )
 from translators.types import (
     ChatRequest,
@@ -131,9 +129,10 @@ from translators.types import (
     TranscriptionResult,
 )
 
-__all__ = ["HuggingFaceTranslator", "error_from_response", "from_generate_event", "from_generate_response",
-           "from_vendor_event", "from_vendor_response", "messages_api_request", "pool", "to_vendor_request"]
+__all__ = ["CODEC", "HuggingFaceTranslator", "endpoint_root", "error_from_response", "from_vendor_event",
+           "from_vendor_response", "loading_delay", "to_vendor_request"]
 
+T = TypeVar("T")
 CONVERSATIONAL, TEXT_GENERATION = "conversational", "text-generation"
 FEATURE_EXTRACTION, ASR = "feature-extraction", "automatic-speech-recognition"
 TASKS = {ModelType.LLM: (CONVERSATIONAL, TEXT_GENERATION), ModelType.TEXT_EMBEDDING: (FEATURE_EXTRACTION,),
@@ -145,17 +144,22 @@ _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]
 _WITHOUT_MESSAGES_API: dict[str, None] = {}
 _REMEMBER_LIMIT = 4096
 _PASSED_EMBEDDING_OPTIONS = ("normalize", "truncate", "prompt_name")
+MIN_LOADING_WAIT = 0.2   # seconds: never hammer a loading model, whatever its estimate says
 
 
-class _NoMessagesAPI(Exception):
-    """The server has no Messages API route (auto-detection falls back to text generation)."""
+def loading_delay(error: ApiError, deadline: float) -> float | None:
+    """Seconds to wait before asking a loading model again; None when `error` is not that, or
+    when waiting would pass the request's deadline (the error, with its estimate, is the answer)."""
+    if not isinstance(error, ModelLoading):
+        return None
+    wait = max(MIN_LOADING_WAIT, error.estimate)
+    return wait if wait < remaining(deadline) else None
 
 
-def _parse(data: bytes) -> Any:
-    try:
-        return bounded_json(data)
-    except orjson.JSONDecodeError:
-        raise bad_response("a stream event that is not JSON") from None
+def _remember_without_messages_api(url: str) -> None:
+    if len(_WITHOUT_MESSAGES_API) >= _REMEMBER_LIMIT:
+        _WITHOUT_MESSAGES_API.clear()
+    _WITHOUT_MESSAGES_API[url] = None
 
 
 class HuggingFaceTranslator(Translator):
@@ -220,82 +224,55 @@ class HuggingFaceTranslator(Translator):
             root = f"{ctx.base_url}/models/{ctx.model}"
         return f"{root}/v1/chat/completions"
 
-    def _messages_api(self, ctx: CallContext) -> tuple[bool, bool, str]:
-        """(use the Messages API, fall back on 404/405, its URL)."""
+    def _messages_api(self, ctx: CallContext) -> tuple[str, Codec[MessagesState]] | None:
+        """The task fallback recipe, as data: where the Messages API is asked and with which
+        codec (`PROBE` when no task is configured: a 404/405 there means "use the
+        text-generation task", remembered per URL); None: the text-generation task at once."""
         task = self._task(ctx, ModelType.LLM)
         url = self.chat_url(ctx)
         if task == TEXT_GENERATION or (task is None and url in _WITHOUT_MESSAGES_API):
-            return False, False, url
-        return True, task is None, url
+            return None
+        return url, PROBE if task is None else CODEC
 
-    @staticmethod
-    def _remember_without_messages_api(url: str) -> None:
-        if len(_WITHOUT_MESSAGES_API) >= _REMEMBER_LIMIT:
-            _WITHOUT_MESSAGES_API.clear()
-        _WITHOUT_MESSAGES_API[url] = None
-
-    async def _post(self, ctx: CallContext, url: str, deadline: float, *, json: Any = None,
-                    body: bytes | None = None, content_type: str | None = None) -> UpstreamResponse:
-        """One POST, retried while the model loads; any non-200 but a 404/405 is raised."""
+    async def _call(self, ctx: CallContext, codec: Codec[Any], url: str, deadline: float, *, json: Any = None,
+                    body: bytes | None = None, content_type: str | None = None) -> tuple[Any, Headers]:
+        """One POST and its checked JSON answer (and headers), asked again while the model loads."""
         headers = self.headers(ctx)
         if content_type:
             headers["Content-Type"] = content_type
         while True:
             resp = await ctx.http.request("POST", url, headers=headers, json=json, body=body)
-            delay = loading_delay(resp.status, resp.body, resp.headers, deadline)
-            if delay is None:
-                break
+            try:
+                return checked_json(codec, resp), resp.headers
+            except ModelLoading as exc:
+                delay = loading_delay(exc, deadline)
+                if delay is None:
+                    raise
             await asyncio.sleep(delay)
-        if resp.status != 200 and resp.status not in (404, 405):
-            raise error_from_response(resp.status, error_body(resp.body), resp.headers)
-        return resp
 
     @staticmethod
-    def _ok(resp: UpstreamResponse) -> Any:
-        if resp.status != 200:
-            raise error_from_response(resp.status, error_body(resp.body), resp.headers)
-        body = resp.json()
-        if body is None:
-            raise bad_response("an answer that is not JSON")
-        return body
-
-    async def _bounded(self, deadline: float, call: Any) -> Any:
+    async def _bounded(deadline: float, call: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(max(0.0, remaining(deadline))):
                 return await call
         except TimeoutError:
             raise timed_out(PROVIDER, "the request's deadline passed") from None
 
-    async def _events(self, ctx: CallContext, url: str, payload: JSONObject, deadline: float,
-                      fallback: bool = False) -> AsyncIterator[Any]:
-        """The parsed events of a streamed call (`data:` JSON, no end marker needed),
-        retried while the model loads; 404/405 raise `_NoMessagesAPI` when `fallback`."""
+    async def _stream(self, ctx: CallContext, codec: Codec[Any], url: str, payload: JSONObject,
+                      state: StreamState, deadline: float) -> AsyncIterator[StreamChunk]:
+        """`stream_sse`, asked again while the model loads (said before any event)."""
         while True:
-            async with ctx.http.stream("POST", url, headers=self.headers(ctx), json=payload) as resp:
-                if resp.status != 200:
-                    raw = await resp.read()
-                    if fallback and resp.status in (404, 405):
-                        raise _NoMessagesAPI
-                    delay = loading_delay(resp.status, raw, resp.headers, deadline)
-                    if delay is None:
-                        raise error_from_response(resp.status, error_body(raw), resp.headers)
-                elif "json" in resp.headers.get("Content-Type", ""):  # an error where a stream belongs
-                    body = error_body(await resp.read())
-                    if isinstance(body, dict) and body.get("error") is not None:
-                        raise error_in_body(body)
-                    raise bad_response("a JSON answer to a streamed request")
-                else:
-                    decoder = SSEDecoder(resp.max_event_bytes)
-                    async for data in resp.chunks():
-                        for event in decoder.feed(data):
-                            if event.data == DONE_DATA:
-                                return
-                            if event.data:
-                                yield _parse(event.data)
-                    for event in decoder.flush():
-                        if event.data and event.data != DONE_DATA:
-                            yield _parse(event.data)
-                    return
+            chunks = cast(AsyncGenerator[StreamChunk, None], stream_sse(
+                ctx.http, codec, ctx.model, url, headers=self.headers(ctx), json=payload, state=state))
+            try:
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        yield chunk
+                return
+            except ModelLoading as exc:
+                delay = None if state.started else loading_delay(exc, deadline)
+                if delay is None:
+                    raise
             await asyncio.sleep(delay)
 
     # -- llm -------------------------------------------------------------------------------------
@@ -305,65 +282,50 @@ class HuggingFaceTranslator(Translator):
         return await self._bounded(deadline, self._chat(req, ctx, deadline))
 
     async def _chat(self, req: ChatRequest, ctx: CallContext, deadline: float) -> JSONObject:
-        use_api, fallback, url = self._messages_api(ctx)
-        if use_api:
-            resp = await self._post(ctx, url, deadline, json=messages_api_request(req, ctx.model))
-            if not (fallback and resp.status in (404, 405)):
-                return from_vendor_response(self._ok(resp), ctx.model)
-            self._remember_without_messages_api(url)
-        body = to_vendor_request(req, ctx.model)
-        body["stream"] = False
-        resp = await self._post(ctx, self.task_url(ctx, TEXT_GENERATION), deadline, json=body)
-        return from_generate_response(self._ok(resp), ctx.model, body["inputs"], resp.headers)
+        messages_api = self._messages_api(ctx)
+        if messages_api is not None:
+            url, codec = messages_api
+            try:
+                answer, _ = await self._call(ctx, codec, url, deadline, json=to_vendor_request(req, ctx.model))
+                return from_vendor_response(answer, ctx.model)
+            except NoMessagesAPI:
+                _remember_without_messages_api(url)
+        payload = {**generate_request(req, ctx.model), "stream": False}
+        answer, headers = await self._call(ctx, TASK, self.task_url(ctx, TEXT_GENERATION), deadline,
+                                           json=payload)
+        return from_generate_response(answer, ctx.model, payload["inputs"], headers)
 
     async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
         deadline = deadline_of(ctx)
-        use_api, fallback, url = self._messages_api(ctx)
-        if use_api:
+        messages_api = self._messages_api(ctx)
+        if messages_api is not None:
+            url, codec = messages_api
             prompt = "\n".join(m.content for m in req.messages if isinstance(m.content, str))
-            state = StreamState(ctx.model, prompt_estimate=estimate_tokens(prompt))
-            events = self._events(ctx, url, messages_api_request(req, ctx.model), deadline, fallback)
+            state = MessagesState(ctx.model, prompt_estimate=estimate_tokens(prompt))
             try:
-                async for event in events:
-                    for chunk in from_vendor_event(event, state):
-                        yield chunk
-                for chunk in end_of_stream(state):
+                async for chunk in self._stream(ctx, codec, url, to_vendor_request(req, ctx.model), state, deadline):
                     yield chunk
                 return
-            except _NoMessagesAPI:
-                self._remember_without_messages_api(url)
-            finally:
-                await events.aclose()  # type: ignore[attr-defined]
-        body = to_vendor_request(req, ctx.model)
-        body["stream"] = True
-        async for chunk in self._generate_stream(ctx, body, GenerateState(ctx.model, body["inputs"]), deadline):
-            yield chunk
-
-    async def _generate_stream(self, ctx: CallContext, body: JSONObject, state: GenerateState,
-                               deadline: float) -> AsyncIterator[StreamChunk]:
-        events = self._events(ctx, self.task_url(ctx, TEXT_GENERATION), body, deadline)
-        try:
-            async for event in events:
-                for chunk in from_generate_event(event, state):
-                    yield chunk
-                if state.finished:
-                    break
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
-        for chunk in end_of_generate_stream(state):
+            except NoMessagesAPI:  # raised before any chunk
+                _remember_without_messages_api(url)
+        payload = {**generate_request(req, ctx.model), "stream": True}
+        tokens = GenerateState(ctx.model, prompt=payload["inputs"])
+        async for chunk in self._stream(ctx, TASK, self.task_url(ctx, TEXT_GENERATION), payload, tokens,
+                                        deadline):
             yield chunk
 
     async def complete(self, req: CompletionRequest, ctx: CallContext) -> JSONObject:
         deadline = deadline_of(ctx)
-        body, prompt = completion_request(req)
-        resp = await self._bounded(deadline, self._post(ctx, self.task_url(ctx, TEXT_GENERATION), deadline,
-                                                        json=body))
-        return completion_response(self._ok(resp), ctx.model, prompt, bool(req.echo), resp.headers)
+        payload, prompt = completion_request(req)
+        answer, headers = await self._bounded(deadline, self._call(
+            ctx, TASK, self.task_url(ctx, TEXT_GENERATION), deadline, json=payload))
+        return completion_response(answer, ctx.model, prompt, bool(req.echo), headers)
 
     async def complete_stream(self, req: CompletionRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
-        body, prompt = completion_request(req)
-        state = GenerateState(ctx.model, prompt, completion=True, echo=bool(req.echo))
-        async for chunk in self._generate_stream(ctx, body, state, deadline_of(ctx)):
+        payload, prompt = completion_request(req)
+        state = GenerateState(ctx.model, new_id("cmpl"), prompt=prompt, completion=True, echo=bool(req.echo))
+        async for chunk in self._stream(ctx, TASK, self.task_url(ctx, TEXT_GENERATION), payload, state,
+                                        deadline_of(ctx)):
             yield chunk
 
     # -- embeddings, transcriptions -------------------------------------------------------------
@@ -376,10 +338,10 @@ class HuggingFaceTranslator(Translator):
         payload: JSONObject = {"inputs": inputs}
         payload.update({k: req.raw[k] for k in _PASSED_EMBEDDING_OPTIONS if req.raw.get(k) is not None})
         deadline = deadline_of(ctx)
-        resp = await self._bounded(deadline, self._post(ctx, self.task_url(ctx, FEATURE_EXTRACTION), deadline,
-                                                        json=payload))
+        answer, _ = await self._bounded(deadline, self._call(ctx, TASK, self.task_url(ctx, FEATURE_EXTRACTION),
+                                                              deadline, json=payload))
         texts = [inputs] if isinstance(inputs, str) else inputs
-        vectors, tokens = pool(self._ok(resp), len(texts))
+        vectors, tokens = pool(answer, len(texts))
         prompt_tokens = tokens if tokens is not None else sum(estimate_tokens(t) for t in texts)
         return {"object": "list", "data": embedding_items(vectors, req.encoding_format), "model": ctx.model,
                 "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
@@ -390,8 +352,8 @@ class HuggingFaceTranslator(Translator):
         deadline = deadline_of(ctx)
         url = self.task_url(ctx, ASR)
         if needs_timestamps(req.response_format):
-            call = self._post(ctx, url, deadline, json=asr_timestamp_request(req))
+            call = self._call(ctx, TASK, url, deadline, json=asr_timestamp_request(req))
         else:
-            call = self._post(ctx, url, deadline, body=req.file, content_type=audio_content_type(req))
-        resp = await self._bounded(deadline, call)
-        return from_asr(self._ok(resp), req.response_format, req.language)
+            call = self._call(ctx, TASK, url, deadline, body=req.file, content_type=audio_content_type(req))
+        answer, _ = await self._bounded(deadline, call)
+        return from_asr(answer, req.response_format, req.language)

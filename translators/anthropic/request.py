@@ -1,13 +1,7 @@
-"""Anthropic's Messages API (`POST {base_url}/v1/messages`) behind OpenAI's chat shapes.
+"""The pieces of an Anthropic Messages API body, from an OpenAI chat request (pure): the
+conversation, the tools, what is refused. `codec.to_vendor_request` puts them together.
 
-Credential: `api_key` (sent as `x-api-key`), optional `base_url` (default
-https://api.anthropic.com). Every request carries `anthropic-version: 2023-06-01`.
-Chat only: legacy `/v1/completions` goes through the chat path (the prompt as one user
-turn, translators/completions.py); no embeddings, no transcriptions.
-Reference: ../shared/vendors/anthropic.md. Responses, stream events and errors are
-translated in `translators/anthropic_response.py`.
-
-Request mapping (`to_vendor_request`):
+Request mapping:
 - `system` / `developer` messages are lifted, in order, into the top-level `system`
   (joined by a blank line), wherever they stood in the conversation;
 - consecutive same-role turns are merged into one (Anthropic alternates user/assistant);
@@ -41,12 +35,10 @@ always read from the stream and forwarded only when the client asked.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
-from keystore.models import CredentialField
 from translators._json import MAX_DEPTH, TooDeep
 from translators._json import loads as bounded_json
 from translators._refusals import (
@@ -55,31 +47,13 @@ from translators._refusals import (
     refuse_non_function_tools,
     refuse_response_format,
 )
-from translators._sse import SSEDecoder
-from translators.anthropic_response import (
-    StreamState,
-    error_from_response,
-    error_in_body,
-    from_vendor_event,
-    from_vendor_response,
-    parse_event,
-)
-from translators.base import CallContext, Translator
-from translators.errors import UpstreamError, bad_request, body_text, unsupported
-from translators.types import (
-    ChatRequest,
-    ContentPart,
-    JSONObject,
-    Message,
-    ModelType,
-    StreamChunk,
-)
+from translators.errors import bad_request, unsupported
+from translators.types import ChatRequest, ContentPart, JSONObject, Message
 
-__all__ = ["API_VERSION", "AnthropicTranslator", "DEFAULT_MAX_TOKENS", "StreamState", "default_max_tokens",
-           "error_from_response", "from_vendor_event", "from_vendor_response", "to_vendor_request"]
+__all__ = ["DEFAULT_MAX_TOKENS", "PROVIDER", "conversation", "default_max_tokens", "refuse_unsupported",
+           "tool_choice", "tools"]
 
 PROVIDER = "anthropic"
-API_VERSION = "2023-06-01"
 
 # `max_tokens` when the client sends none (Anthropic requires one). First matching prefix
 # wins. Values are the legacy models' maximum output and, for newer ones, a conservative
@@ -105,10 +79,7 @@ def default_max_tokens(model: str) -> int:
     return FALLBACK_MAX_TOKENS
 
 
-# -- request: OpenAI -> Anthropic ------------------------------------------------------------
-
-
-def _refuse_unsupported(req: ChatRequest) -> None:
+def refuse_unsupported(req: ChatRequest) -> None:
     raw = req.raw
     refuse_choices_and_logprobs(req, PROVIDER)
     refuse_response_format(req, PROVIDER, "response_format (JSON mode / structured outputs)")
@@ -187,7 +158,7 @@ def _tool_result(message: Message, where: str) -> JSONObject:
     return block
 
 
-def _conversation(messages: list[Message]) -> tuple[str | None, list[JSONObject]]:
+def conversation(messages: list[Message]) -> tuple[str | None, list[JSONObject]]:
     """(system, turns): system messages lifted out, the rest as merged alternating turns."""
     system: list[str] = []
     turns: list[JSONObject] = []
@@ -224,7 +195,7 @@ def _conversation(messages: list[Message]) -> tuple[str | None, list[JSONObject]
     return ("\n\n".join(system) or None), turns
 
 
-def _tools(req: ChatRequest) -> list[JSONObject]:
+def tools(req: ChatRequest) -> list[JSONObject]:
     refuse_non_function_tools(req, PROVIDER)
     tools = []
     for tool in req.tools or ():
@@ -237,7 +208,7 @@ def _tools(req: ChatRequest) -> list[JSONObject]:
     return tools
 
 
-def _tool_choice(choice: Any, parallel: bool | None) -> JSONObject | None:
+def tool_choice(choice: Any, parallel: bool | None) -> JSONObject | None:
     if choice is None or choice == "auto":
         out: JSONObject | None = {"type": "auto"} if choice == "auto" or parallel is False else None
     elif choice == "none":
@@ -253,99 +224,3 @@ def _tool_choice(choice: Any, parallel: bool | None) -> JSONObject | None:
     if out is not None and parallel is False and out["type"] != "none":
         out["disable_parallel_tool_use"] = True
     return out
-
-
-def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
-    """An OpenAI chat request as a Messages API body for `model` (see the module docstring)."""
-    _refuse_unsupported(req)
-    system, messages = _conversation(req.messages)
-    body: JSONObject = {"model": model, "max_tokens": req.token_limit or default_max_tokens(model),
-                        "messages": messages}
-    if system:
-        body["system"] = system
-    if req.temperature is not None:
-        body["temperature"] = min(req.temperature, 1.0)
-    if req.top_p is not None:
-        body["top_p"] = req.top_p
-    top_k = req.raw.get("top_k")
-    if isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0:
-        body["top_k"] = top_k
-    stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
-    if any(stop):
-        body["stop_sequences"] = [s for s in stop if s]
-    if req.user:
-        body["metadata"] = {"user_id": req.user}
-    if req.tools:
-        body["tools"] = _tools(req)
-        choice = _tool_choice(req.tool_choice, req.parallel_tool_calls)
-        if choice is not None:
-            body["tool_choice"] = choice
-    elif req.tool_choice not in (None, "auto", "none"):
-        raise bad_request("tool_choice needs tools", "tool_choice")
-    if req.stream:
-        body["stream"] = True
-    return body
-
-
-def _error_body(payload: bytes) -> Any:
-    try:
-        return bounded_json(payload) if payload else None
-    except orjson.JSONDecodeError:  # an HTML page from a proxy in between, a plain-text 502...
-        return {"error": {"message": body_text(payload)}}
-
-
-# -- the translator --------------------------------------------------------------------------
-
-
-class AnthropicTranslator(Translator):
-    name = PROVIDER
-    display_name = "Anthropic"
-    key_url = "https://console.anthropic.com/settings/keys"
-    model_types = frozenset({ModelType.LLM})
-    credential_fields = (CredentialField("api_key", description="Anthropic API key (sk-ant-...)"),)
-    default_base_url = "https://api.anthropic.com"
-    # The current models both the vendor notes and the installed SDK's model list name, and
-    # the two legacy names; any other `claude-*` id routes here through the prefix.
-    catalog = {ModelType.LLM: (
-        "claude-opus-4-5", "claude-opus-4-5-20251101", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929",
-        "claude-haiku-4-5", "claude-haiku-4-5-20251001", "claude-2", "claude-instant-1",
-    )}
-    model_prefixes = {ModelType.LLM: ("claude-",)}
-
-    def headers(self, ctx: CallContext) -> dict[str, str]:
-        return {"x-api-key": ctx.credential["api_key"], "anthropic-version": API_VERSION}
-
-    def url(self, ctx: CallContext) -> str:
-        return f"{ctx.base_url}/v1/messages"
-
-    async def chat(self, req: ChatRequest, ctx: CallContext) -> JSONObject:
-        body = to_vendor_request(req, ctx.model)
-        body.pop("stream", None)
-        resp = await ctx.http.post_json(self.url(ctx), body, self.headers(ctx))
-        if resp.status != 200:
-            raise error_from_response(resp.status, _error_body(resp.body), resp.headers)
-        return from_vendor_response(resp.json(), ctx.model)
-
-    async def chat_stream(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
-        body = to_vendor_request(req, ctx.model)
-        body["stream"] = True
-        async with ctx.http.stream("POST", self.url(ctx), headers=self.headers(ctx), json=body) as resp:
-            if resp.status != 200:
-                raise error_from_response(resp.status, _error_body(await resp.read()), resp.headers)
-            if "json" in resp.headers.get("Content-Type", ""):  # an error object where a stream belongs
-                raise error_in_body(_error_body(await resp.read()))
-            state = StreamState(ctx.model)
-            decoder = SSEDecoder(resp.max_event_bytes)
-            async for data in resp.chunks():
-                for event in decoder.feed(data):
-                    for chunk in from_vendor_event(parse_event(event), state):
-                        yield chunk
-                if state.finished:
-                    return
-            for event in decoder.flush():
-                for chunk in from_vendor_event(parse_event(event), state):
-                    yield chunk
-            if not state.finished:
-                raise UpstreamError(502, f"the {PROVIDER} stream ended before message_stop", "server_error",
-                                    "upstream_incomplete_stream")
-

@@ -1,6 +1,6 @@
 """Replicate <-> OpenAI: prediction inputs, predictions, stream events and errors. Pure
-functions without I/O; `translators/replicate.py` documents the mapping for users and
-re-exports them. Reference: ../shared/vendors/replicate.md.
+functions without I/O; `translators/replicate/__init__.py` documents the mapping for users
+and runs the predictions. Reference: ../shared/vendors/replicate.md.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
+from translators._estimate import TokenTally, estimated_usage
 from translators._hosted import (
     Segment,
     audio_content_type,
     dialogue_prompt,
-    estimated_usage,
     refuse_chat_features,
     render_transcription,
     split_system,
@@ -25,13 +25,16 @@ from translators._hosted import (
 )
 from translators._http import Headers
 from translators._json import loads as bounded_json
-from translators._shapes import chat_chunk, now
+from translators._shapes import now
 from translators._sse import SSEEvent
+from translators._stream import Codec, StreamState
 from translators.errors import (
     ApiError,
     UpstreamError,
     bad_request,
+    bad_response,
     body_text,
+    incomplete_stream,
     parse_retry_after,
     upstream_status_error,
 )
@@ -54,12 +57,16 @@ def new_id(prediction: Mapping[str, Any] | None = None) -> str:
     return f"chatcmpl-{pid}" if isinstance(pid, str) and pid else f"chatcmpl-r8{secrets.token_hex(12)}"
 
 
+def _obj(value: Any) -> JSONObject:
+    return value if isinstance(value, dict) else {}
+
+
 # -- requests ------------------------------------------------------------------------------------------
 
 
 def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
     """A chat request as an LLM prediction's `input` (the template of the module docstring of
-    `translators/replicate.py`)."""
+    `translators/replicate/__init__.py`)."""
     refuse_chat_features(req, PROVIDER)
     system, turns = split_system(req.messages, PROVIDER)
     single = len(turns) == 1 and turns[0][0] == "user"
@@ -124,23 +131,22 @@ def output_text(output: Any) -> str:
 
 
 def _count(metrics: Any, *keys: str) -> int | None:
-    if not isinstance(metrics, dict):
-        return None
     for key in keys:
-        value = metrics.get(key)
+        value = _obj(metrics).get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
 
 
 def usage_of(prediction: Mapping[str, Any], prompt: str, text: str) -> Usage:
-    """Token counts from `metrics` when the model reports them, else estimated (see `_hosted`)."""
+    """Token counts from `metrics` when the model reports them, else estimated."""
     metrics = prediction.get("metrics")
     given_in, given_out = _count(metrics, "input_token_count"), _count(metrics, "output_token_count")
-    estimate = estimated_usage(prompt, text)
-    p = given_in if given_in is not None else estimate.prompt_tokens
-    c = given_out if given_out is not None else estimate.completion_tokens
-    return Usage(p, c, p + c)
+    return estimated_usage(prompt if given_in is None else given_in, text if given_out is None else given_out)
+
+
+def is_prediction(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("status"), str)
 
 
 def prediction_error(prediction: Mapping[str, Any]) -> ApiError:
@@ -152,30 +158,31 @@ def prediction_error(prediction: Mapping[str, Any]) -> ApiError:
                              "prediction_failed")
     if status == "canceled":
         return UpstreamError(502, f"the {PROVIDER} prediction was canceled", "server_error", "prediction_canceled")
-    return UpstreamError(502, f"{PROVIDER} returned a prediction with status {status!r}", "server_error",
-                         "upstream_bad_response")
+    return bad_response(PROVIDER, f"a prediction with status {status!r}")
 
 
 def succeeded(prediction: Any) -> Mapping[str, Any]:
     if not isinstance(prediction, dict) or not isinstance(prediction.get("status"), str):
-        raise UpstreamError(502, f"{PROVIDER} returned something that is not a prediction", "server_error",
-                            "upstream_bad_response")
+        raise bad_response(PROVIDER, "something that is not a prediction")
     if prediction["status"] != "succeeded":
         raise prediction_error(prediction)
     return prediction
 
 
-def from_vendor_response(prediction: Any, model: str, max_tokens: int | None = None) -> JSONObject:
+def from_vendor_response(body: Any, model: str) -> JSONObject:
     """A succeeded LLM prediction as an OpenAI chat completion. Replicate gives no finish
-    reason: `stop`, or `length` when the model counted `max_tokens` output tokens."""
-    prediction = succeeded(prediction)
-    inputs = prediction.get("input") if isinstance(prediction.get("input"), dict) else {}
+    reason: `stop`, or `length` when the model counted as many output tokens as the
+    prediction's input allowed (`max_tokens`, echoed back in the prediction)."""
+    prediction = succeeded(body)
+    inputs = _obj(prediction.get("input"))
     text = output_text(prediction.get("output"))
     usage = usage_of(prediction, prompt_text(inputs), text)
     given_out = _count(prediction.get("metrics"), "output_token_count")
-    finish = "length" if max_tokens and given_out is not None and given_out >= max_tokens else "stop"
+    limit = inputs.get("max_tokens")
+    at_limit = isinstance(limit, int) and limit > 0 and given_out is not None and given_out >= limit
     return {"id": new_id(prediction), "object": "chat.completion", "created": now(),
-            "model": model, "choices": [{"index": 0, "logprobs": None, "finish_reason": finish,
+            "model": model, "choices": [{"index": 0, "logprobs": None, "finish_reason": "length" if at_limit
+                                         else "stop",
                                          "message": {"role": "assistant", "content": text, "refusal": None}}],
             "usage": usage.as_dict()}
 
@@ -186,8 +193,7 @@ def transcription_output(prediction: Any, response_format: str) -> Transcription
     if isinstance(output, str):
         return render_transcription(output, None, response_format, PROVIDER)
     if not isinstance(output, dict):
-        raise UpstreamError(502, f"the {PROVIDER} model returned no transcription", "server_error",
-                            "upstream_bad_response")
+        raise bad_response(PROVIDER, "no transcription")
     text = output.get("transcription") if isinstance(output.get("transcription"), str) else output.get("text")
     segments = []
     for item in output.get("segments") or output.get("chunks") or ():
@@ -208,20 +214,19 @@ def transcription_output(prediction: Any, response_format: str) -> Transcription
 
 
 @dataclass(slots=True)
-class StreamState:
-    """What translating one Replicate `urls.stream` must remember."""
+class ReplicateState(StreamState):
+    """What translating one Replicate `urls.stream` must remember (`finished`: `done` arrived)."""
 
-    model: str
     prompt: str = ""
-    id: str = field(default_factory=new_id)
-    created: int = field(default_factory=now)
-    started: bool = False
-    # `done` arrived: the stream is complete (Replicate's end marker, with a reason).
-    finished: bool = False
-    text: list[str] = field(default_factory=list)
+    # The prediction ended on its own (`done` or `error`): nothing is left to cancel.
+    ended: bool = False
+    completion: TokenTally = field(default_factory=TokenTally)
 
-    def chunk(self, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-        return chat_chunk(self.id, self.created, self.model, delta, finish)
+    def last_chunks(self) -> list[StreamChunk]:
+        """The finish chunk and the usage chunk (estimated: Replicate's streams carry no counts)."""
+        self.finished = self.ended = True
+        usage = estimated_usage(self.prompt, self.completion.tokens)
+        return [self.chunk({}, "stop"), self.usage_chunk(usage)]
 
 
 def _detail(data: bytes) -> str:
@@ -233,7 +238,7 @@ def _detail(data: bytes) -> str:
     return str(detail) if isinstance(detail, str | int | float) and detail else "no detail given"
 
 
-def from_vendor_event(event: SSEEvent, state: StreamState) -> list[StreamChunk]:
+def from_vendor_event(event: SSEEvent, state: ReplicateState) -> list[StreamChunk]:
     """One stream event -> chunks. `output` data is the token text itself (several `data:`
     lines joined by a newline, whitespace kept); `logs` are skipped; `error` raises; `done`
     finishes (`{}` = success, a `reason` of `canceled`/`error` raises)."""
@@ -246,34 +251,38 @@ def from_vendor_event(event: SSEEvent, state: StreamState) -> list[StreamChunk]:
     if event.event == "output":
         text = event.data.decode("utf-8", "replace")
         if text:
-            state.text.append(text)
+            state.completion.add(text)
             chunks.append(state.chunk({"content": text}))
     elif event.event == "error":
+        state.ended = True
         raise UpstreamError(502, f"the {PROVIDER} prediction failed: {_detail(event.data)}", "server_error",
                             "prediction_failed")
     elif event.event == "done":
-        reason = ""
+        state.ended = True
         try:
-            body = bounded_json(event.data) if event.data else {}
-            reason = str(body.get("reason") or "") if isinstance(body, dict) else ""
+            reason = str(_obj(bounded_json(event.data) if event.data else {}).get("reason") or "")
         except orjson.JSONDecodeError:
-            pass
+            reason = ""
         if reason in ("canceled", "error"):
             raise prediction_error({"status": "canceled" if reason == "canceled" else "failed",
                                     "error": "the stream ended with an error"})
-        state.finished = True
-        chunks.append(state.chunk({}, "stop"))
+        chunks += state.last_chunks()
     return chunks
 
 
-def end_of_stream(state: StreamState) -> list[StreamChunk]:
-    """The usage chunk (estimated: Replicate's streams carry no counts), after `done` only."""
+def end_of_stream(state: ReplicateState) -> list[StreamChunk]:
+    """EOF: nothing more after `done` (the usage went with it); before it, a cut stream."""
     if not state.finished:
-        raise UpstreamError(502, f"the {PROVIDER} stream ended before its done event", "server_error",
-                            "upstream_incomplete_stream")
-    usage = estimated_usage(state.prompt, "".join(state.text))
-    return [StreamChunk.of({"id": state.id, "object": "chat.completion.chunk", "created": state.created,
-                            "model": state.model, "choices": [], "usage": usage.as_dict()}, usage)]
+        raise incomplete_stream(PROVIDER, "its done event")
+    return []
+
+
+def whole_output(prediction: Mapping[str, Any], state: ReplicateState) -> list[StreamChunk]:
+    """A succeeded prediction of a model that cannot stream, as one stream's chunks."""
+    text = output_text(prediction.get("output"))
+    state.started = True
+    state.completion.add(text)
+    return [state.chunk({"role": "assistant", "content": ""}), state.chunk({"content": text}), *state.last_chunks()]
 
 
 # -- errors ------------------------------------------------------------------------------------------------
@@ -283,10 +292,11 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
     """`application/problem+json` (`{title, detail, status}`), older `{"detail": ...}` or text.
     401/403 -> 403 upstream_credential_rejected; 402 (billing) and 429 -> 429; 422 -> 400
     `invalid_input`; 404 -> 404 model_not_found."""
-    message, title = f"HTTP {status} from {PROVIDER}", None
+    message = f"HTTP {status} from {PROVIDER}"
     if isinstance(body, dict):
         title = body.get("title") if isinstance(body.get("title"), str) else None
-        detail = body.get("detail") or body.get("error") or title
+        error = body.get("error")
+        detail = body.get("detail") or (error.get("message") if isinstance(error, dict) else error) or title
         if detail:
             message = str(detail)
     elif isinstance(body, str) and body.strip():
@@ -301,3 +311,15 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
         return UpstreamError(404, f"{PROVIDER}: {message}", "invalid_request_error", "model_not_found", "model")
     code = "invalid_input" if status in (400, 422) else None
     return upstream_status_error(PROVIDER, status, message, code, None, retry_after)
+
+
+def error_in_body(body: Any, headers: Headers | None) -> ApiError | None:
+    """A problem document where a prediction (or a stream) belongs."""
+    if isinstance(body, dict) and not is_prediction(body) and (body.get("detail") or body.get("title")):
+        status = body.get("status")
+        return error_from_response(status if isinstance(status, int) and status >= 400 else 502, body, headers)
+    return None
+
+
+CODEC: Codec[ReplicateState] = Codec(PROVIDER, error_from_response, error_in_body, ReplicateState,
+                                     from_vendor_event, end_of_stream)

@@ -1,7 +1,7 @@
-"""DashScope -> OpenAI: Qwen responses, stream events, embeddings and errors as OpenAI shapes.
-
-Pure functions without I/O; `translators/qwen.py` (the translator) uses and re-exports
-them. Reference: ../shared/vendors/qwen.md §4-§7.
+"""DashScope (Qwen) as a codec: pure functions without I/O, which the stream driver
+(`translators/_stream.py`) and the translator (`translators/qwen/__init__.py`) call.
+`to_vendor_request` puts together the pieces `request.py` builds; responses, stream events,
+embeddings and errors are read here. Reference: ../shared/vendors/qwen.md §4-§7.
 
 - `finish_reason` is the string `"null"` while a stream runs (-> JSON null); stop, length
   and tool_calls keep their names.
@@ -27,19 +27,34 @@ import orjson
 
 from translators._http import Headers
 from translators._json import loads as bounded_json
-from translators._shapes import (
-    as_int,
-    chat_chunk,
-    completion,
-    now,
-    usage_chunk,
-    vendor_error,
-)
+from translators._shapes import as_int, completion, vendor_error
 from translators._sse import SSEEvent
-from translators.errors import ApiError, UpstreamError, parse_retry_after
-from translators.types import JSONObject, StreamChunk, Usage
+from translators._stream import Codec, StreamState
+from translators.errors import (
+    ApiError,
+    bad_request,
+    bad_response,
+    failed_mid_stream,
+    parse_retry_after,
+    unsupported,
+)
+from translators.qwen.request import (
+    PROVIDER,
+    is_vision,
+    messages,
+    parameters,
+    refuse_unsupported,
+)
+from translators.types import (
+    ChatRequest,
+    EmbeddingRequest,
+    JSONObject,
+    StreamChunk,
+    Usage,
+)
 
-PROVIDER = "qwen"
+__all__ = ["CODEC", "QwenState", "error_from_response", "error_in_body", "from_vendor_embeddings",
+           "from_vendor_event", "from_vendor_response", "to_vendor_embeddings_request", "to_vendor_request"]
 
 FINISH_REASONS: Mapping[str, str | None] = {
     "null": None, "stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
@@ -64,10 +79,40 @@ ERROR_CODES: Mapping[str, tuple[int, str | None]] = {
     "RequestTimeOut": (504, None),
 }
 _OVERRIDES = frozenset({"DataInspectionFailed", "data_inspection_failed", "ModelNotFound", "Arrearage"})
+_NO_OUTPUT = "a response without output"
 
 
 def _known(code: str) -> tuple[int, str | None] | None:
     return ERROR_CODES.get(code) or ERROR_CODES.get(code.split(".", 1)[0])  # Throttling.RateQuota -> Throttling
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
+    """An OpenAI chat request as a DashScope generation body for `model` (the mapping:
+    request.py's docstring)."""
+    refuse_unsupported(req)
+    return {"model": model, "input": {"messages": messages(req.messages, is_vision(model))},
+            "parameters": parameters(req)}
+
+
+def to_vendor_embeddings_request(texts: list[str], model: str, req: EmbeddingRequest) -> JSONObject:
+    options: JSONObject = {}
+    if req.dimensions is not None:
+        if model in ("text-embedding-v1", "text-embedding-v2"):
+            raise unsupported(PROVIDER, f"'dimensions' with {model} (only text-embedding-v3 and later)",
+                              "dimensions")
+        options["dimension"] = req.dimensions
+    text_type = req.raw.get("text_type", req.raw.get("input_type"))
+    if text_type is not None:
+        if text_type not in ("query", "document"):
+            raise bad_request("text_type must be 'query' or 'document'", "text_type")
+        options["text_type"] = text_type
+    return {"model": model, "input": {"texts": texts}, "parameters": options}
+
+
+# -- errors -----------------------------------------------------------------------------------
 
 
 def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiError:
@@ -84,15 +129,11 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
     return vendor_error(PROVIDER, status, message, ours, parse_retry_after(headers))
 
 
-def is_error(body: Any) -> bool:
-    return not isinstance(body, dict) or ("output" not in body and bool(body.get("code")))
-
-
-def error_in_body(body: Any) -> ApiError:
-    if isinstance(body, dict) and body.get("code"):
-        return error_from_response(200, body, None)
-    return UpstreamError(502, f"{PROVIDER} returned a response without output", "server_error",
-                         "upstream_bad_response")
+def error_in_body(body: Any, headers: Headers | None = None) -> ApiError | None:
+    """The error a 200 body holds (a `code` and no `output`), or None."""
+    if isinstance(body, dict) and "output" not in body and body.get("code"):
+        return error_from_response(200, body, headers)
+    return None
 
 
 # -- shared pieces ----------------------------------------------------------------------------
@@ -146,15 +187,24 @@ def _tool_call(call: JSONObject) -> JSONObject:
             "function": {"name": str(function.get("name") or ""), "arguments": arguments}}
 
 
+def _answer(body: Any) -> JSONObject:
+    """A 200 body that is no error: raises the error it holds, or a 502 when it is not an object."""
+    err = error_in_body(body)
+    if err is not None:
+        raise err
+    if not isinstance(body, dict):
+        raise bad_response(PROVIDER, _NO_OUTPUT)
+    return body
+
+
 # -- non-streamed responses -------------------------------------------------------------------
 
 
 def from_vendor_response(body: Any, model: str) -> JSONObject:
-    if is_error(body):
-        raise error_in_body(body)
+    body = _answer(body)
     choices = choices_of(body.get("output"))
     if not choices:
-        raise error_in_body({})
+        raise bad_response(PROVIDER, _NO_OUTPUT)
     choice = choices[0]
     message = choice.get("message") or {}
     calls = [_tool_call(c) for c in message.get("tool_calls") or () if isinstance(c, dict)]
@@ -173,16 +223,15 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
 
 
 @dataclass(slots=True)
-class StreamState:
-    """What translating one DashScope stream must remember between events."""
+class QwenState(StreamState):
+    """What translating one DashScope stream must remember between events (`id` becomes
+    DashScope's request_id; `finished` is the event whose finish_reason is not "null")."""
 
-    model: str
+    # Replaced by the first event's request_id: no random id is drawn (a syscall per stream)
+    # to be thrown away.
+    id: str = "chatcmpl-qwen"
     # Each event repeats the whole text so far (incremental_output false) instead of a piece.
     cumulative: bool = False
-    # OpenAI repeats one id and one `created` on every chunk; DashScope's request_id is the id.
-    id: str = "chatcmpl-qwen"
-    created: int = field(default_factory=now)
-    role_sent: bool = False
     # The text sent so far: diffing cumulative events, and spotting an incremental stream's
     # final event that repeats the whole answer.
     text: list[str] = field(default_factory=list)
@@ -193,26 +242,25 @@ class StreamState:
     tool_args: dict[int, int] = field(default_factory=dict)
     # Running totals, replaced by every event that has them (never summed).
     usage: Any = None
-    finished: bool = False
 
 
-def parse_event(event: SSEEvent) -> JSONObject:
+def _event_data(event: SSEEvent) -> JSONObject:
     """One SSE event as a dict; an `event:error` event (or an error object) raises ApiError."""
     try:
         data = bounded_json(event.data) if event.data else {}
     except orjson.JSONDecodeError:
         if event.event == "error":
-            raise UpstreamError(502, f"{PROVIDER} failed mid-stream: {event.data[:300].decode('utf-8', 'replace')}",
-                                "server_error", "upstream_error") from None
-        raise UpstreamError(502, f"{PROVIDER} sent a stream event that is not JSON", "server_error",
-                            "upstream_bad_response") from None
-    if event.event == "error" or is_error(data):
-        raise error_in_body(data if isinstance(data, dict) and data.get("code") else {"code": "InternalError",
-                                                                                      "message": str(data)})
+            raise failed_mid_stream(PROVIDER, event.data[:300].decode("utf-8", "replace")) from None
+        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
+    if not isinstance(data, dict):
+        raise error_from_response(200, {"code": "InternalError", "message": str(data)}, None)
+    if event.event == "error" or ("output" not in data and data.get("code")):
+        raise error_from_response(200, data if data.get("code") else {"code": "InternalError",
+                                                                      "message": str(data)}, None)
     return data
 
 
-def _new_text(state: StreamState, text: str, final: bool) -> str:
+def _new_text(state: QwenState, text: str, final: bool) -> str:
     if state.cumulative:
         piece = text[state.sent:]
     elif final and state.sent and text == "".join(state.text):
@@ -225,7 +273,7 @@ def _new_text(state: StreamState, text: str, final: bool) -> str:
     return piece
 
 
-def _tool_deltas(state: StreamState, calls: Any) -> list[JSONObject]:
+def _tool_deltas(state: QwenState, calls: Any) -> list[JSONObject]:
     deltas = []
     for position, call in enumerate(calls if isinstance(calls, list) else ()):
         if not isinstance(call, dict):
@@ -253,36 +301,38 @@ def _tool_deltas(state: StreamState, calls: Any) -> list[JSONObject]:
     return deltas
 
 
-def from_vendor_event(event: JSONObject, state: StreamState) -> list[StreamChunk]:
-    """One parsed DashScope event -> the OpenAI chunks it becomes; after the event whose
-    finish_reason is not "null": the finish chunk, then the usage chunk (always last)."""
+def from_vendor_event(event: SSEEvent, state: QwenState) -> list[StreamChunk]:
+    """One DashScope stream event -> the OpenAI chunks it becomes; after the event whose
+    finish_reason is not "null": the finish chunk, then the usage chunk (always last).
+    An `event:error` event (or an error object in any event) raises ApiError."""
     if state.finished:
         return []
-    if event.get("request_id"):
-        state.id = f"chatcmpl-{event['request_id']}"
-    if isinstance(event.get("usage"), dict) and event["usage"]:
-        state.usage = event["usage"]
+    data = _event_data(event)
+    if data.get("request_id"):
+        state.id = f"chatcmpl-{data['request_id']}"
+    if isinstance(data.get("usage"), dict) and data["usage"]:
+        state.usage = data["usage"]
     chunks = []
-    if not state.role_sent:
-        state.role_sent = True
-        chunks.append(chat_chunk(state.id, state.created, state.model, {"role": "assistant", "content": ""}))
-    for choice in choices_of(event.get("output"))[:1]:
+    if not state.started:
+        state.started = True
+        chunks.append(state.chunk({"role": "assistant", "content": ""}))
+    for choice in choices_of(data.get("output"))[:1]:
         message = choice.get("message") or {}
         finish = finish_reason(choice.get("finish_reason"))
         reasoning = message.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning and not state.cumulative:
-            chunks.append(chat_chunk(state.id, state.created, state.model, {"reasoning_content": reasoning}))
+            chunks.append(state.chunk({"reasoning_content": reasoning}))
         piece = _new_text(state, text_of(message.get("content")), finish is not None)
         if piece:
-            chunks.append(chat_chunk(state.id, state.created, state.model, {"content": piece}))
+            chunks.append(state.chunk({"content": piece}))
         calls = _tool_deltas(state, message.get("tool_calls"))
         if calls:
-            chunks.append(chat_chunk(state.id, state.created, state.model, {"tool_calls": calls}))
+            chunks.append(state.chunk({"tool_calls": calls}))
         if finish is not None:
             state.finished = True
-            chunks.append(chat_chunk(state.id, state.created, state.model, {}, finish))
+            chunks.append(state.chunk({}, finish))
             body, usage = usage_of(state.usage)
-            chunks.append(usage_chunk(state.id, state.created, state.model, body, usage))
+            chunks.append(state.usage_chunk(usage, body))
     return chunks
 
 
@@ -291,12 +341,20 @@ def from_vendor_event(event: JSONObject, state: StreamState) -> list[StreamChunk
 
 def from_vendor_embeddings(body: Any) -> tuple[list[list[float]], int]:
     """(vectors in input order, tokens) from `output.embeddings[{text_index, embedding}]`."""
-    if is_error(body):
-        raise error_in_body(body)
+    body = _answer(body)
     items = (body.get("output") or {}).get("embeddings")
     if not isinstance(items, list):
-        raise error_in_body({})
+        raise bad_response(PROVIDER, _NO_OUTPUT)
     ordered = sorted((i for i in items if isinstance(i, dict)), key=lambda i: as_int(i.get("text_index")))
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
     tokens = as_int(usage.get("total_tokens")) or as_int(usage.get("input_tokens"))
     return [list(i.get("embedding") or ()) for i in ordered], tokens
+
+
+CODEC: Codec[QwenState] = Codec(
+    provider=PROVIDER,
+    error_from_response=error_from_response,
+    error_in_body=error_in_body,
+    new_state=QwenState,
+    from_vendor_event=from_vendor_event,
+)

@@ -1,7 +1,7 @@
-"""Hugging Face task payloads as OpenAI shapes: text generation, feature extraction (with the
-mean-pooling rule) and automatic speech recognition. Pure functions without I/O;
-`translators/huggingface.py` documents the mapping for users and re-exports these.
-Reference: ../shared/vendors/huggingface.md §2b, §2c, §4, §5.
+"""Hugging Face task payloads as OpenAI shapes: text generation (requests, answers, the
+`/generate_stream` codec), feature extraction (with the mean-pooling rule) and automatic
+speech recognition. Pure functions without I/O; `__init__.py` documents the mapping for
+users. Reference: ../shared/vendors/huggingface.md §2b, §2c, §4, §5.
 """
 
 from __future__ import annotations
@@ -11,23 +11,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from translators._estimate import TokenTally, estimated_usage
 from translators._hosted import (
     Segment,
     dialogue_prompt,
-    estimate_tokens,
     refuse_chat_features,
     render_transcription,
     split_system,
     stop_list,
 )
-from translators._shapes import chat_chunk, now
-from translators.errors import bad_request, unsupported
-from translators.huggingface_wire import (
+from translators._shapes import new_id, now
+from translators._sse import DONE_DATA, SSEEvent
+from translators._stream import Codec, StreamState
+from translators.errors import bad_request, bad_response, incomplete_stream, unsupported
+from translators.huggingface.codec import (
     PROVIDER,
-    bad_response,
+    error_event,
+    error_from_response,
     error_in_body,
     finish_reason,
-    new_id,
+    obj,
+    parse_event,
 )
 from translators.types import (
     ChatRequest,
@@ -74,15 +78,11 @@ def generation_parameters(max_tokens: int | None, temperature: float | None, top
     return params
 
 
-def chat_prompt(req: ChatRequest) -> str:
-    system, turns = split_system(req.messages, PROVIDER)
-    return dialogue_prompt(turns, system)
-
-
-def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
+def generate_request(req: ChatRequest, model: str) -> JSONObject:
     """A chat request as a text-generation task: the documented template, mapped parameters."""
     refuse_chat_features(req, PROVIDER)
-    return {"inputs": chat_prompt(req),
+    system, turns = split_system(req.messages, PROVIDER)
+    return {"inputs": dialogue_prompt(turns, system),
             "parameters": generation_parameters(req.token_limit, req.temperature, req.top_p, req.stop, req.raw),
             "stream": req.stream}
 
@@ -117,31 +117,36 @@ def _int(value: Any) -> int | None:
     return None
 
 
+def _raise_error_item(item: Any) -> None:
+    err = error_in_body(item, None)
+    if err is not None:
+        raise err
+
+
 def generated(body: Any) -> tuple[str, str, JSONObject]:
     """(text, finish reason, details) of a /generate answer (an object) or of the serverless
     task (a list with one object)."""
     item = body[0] if isinstance(body, list) and body else body
-    if isinstance(item, dict) and item.get("error") is not None and "generated_text" not in item:
-        raise error_in_body(item)
+    _raise_error_item(item)
     if not isinstance(item, dict) or not isinstance(item.get("generated_text"), str):
-        raise bad_response("a text-generation answer without generated_text")
-    details = item.get("details") if isinstance(item.get("details"), dict) else {}
+        raise bad_response(PROVIDER, "a text-generation answer without generated_text")
+    details = obj(item.get("details"))
     return item["generated_text"], finish_reason(details.get("finish_reason")) or "stop", details
 
 
-def generate_usage(prompt: str, text: str, details: Mapping[str, Any],
+def generate_usage(prompt: str, text: str | int, details: Mapping[str, Any],
                    headers: Mapping[str, str] | None = None) -> Usage:
-    """TGI's counts where it gives them (`details`, `x-prompt-tokens`/`x-generated-tokens`), else estimates."""
+    """TGI's counts where it gives them (`details`, `x-prompt-tokens`/`x-generated-tokens`),
+    else estimates (`text` may be one already)."""
     headers = headers or {}
     completion = _int(details.get("generated_tokens")) or _int(headers.get("x-generated-tokens"))
     prompt_tokens = _int(details.get("input_length")) or _int(headers.get("x-prompt-tokens"))
-    p = prompt_tokens if prompt_tokens is not None else estimate_tokens(prompt)
-    c = completion if completion is not None else estimate_tokens(text)
-    return Usage(p, c, p + c)
+    return estimated_usage(prompt if prompt_tokens is None else prompt_tokens,
+                           text if completion is None else completion)
 
 
-def from_vendor_response(body: Any, model: str, prompt: str,
-                         headers: Mapping[str, str] | None = None) -> JSONObject:
+def from_generate_response(body: Any, model: str, prompt: str,
+                           headers: Mapping[str, str] | None = None) -> JSONObject:
     """A text-generation answer as an OpenAI chat completion."""
     text, finish, details = generated(body)
     return {"id": new_id(), "object": "chat.completion", "created": now(), "model": model,
@@ -159,72 +164,78 @@ def completion_response(body: Any, model: str, prompt: str, echo: bool,
             "usage": generate_usage(prompt, text, details, headers).as_dict()}
 
 
-@dataclass(slots=True)
-class GenerateState:
-    """What translating one `/generate_stream` token stream must remember."""
+# -- text generation: streams ------------------------------------------------------------------------------
 
-    model: str
-    prompt: str
+
+@dataclass(slots=True)
+class GenerateState(StreamState):
+    """What translating one `/generate_stream` token stream must remember. TGI sends no end
+    marker: the event with `details` (or `generated_text`) is the last (`finished`)."""
+
+    prompt: str = ""
     # Legacy completions want `text_completion` chunks (and the prompt first when echoing).
     completion: bool = False
     echo: bool = False
-    id: str = ""
-    created: int = field(default_factory=now)
-    started: bool = False
-    # TGI sends no end marker: the event with `details` (or `generated_text`) is the last.
-    finished: bool = False
-    text: list[str] = field(default_factory=list)
-    usage: Usage | None = None
+    generated: TokenTally = field(default_factory=TokenTally)
 
-    def __post_init__(self) -> None:
-        self.id = self.id or new_id("cmpl" if self.completion else "chatcmpl")
-
-    def chunk(self, text: str | None, finish: str | None = None, role: bool = False) -> StreamChunk:
+    def piece(self, text: str | None, finish: str | None = None, role: bool = False) -> StreamChunk:
         if self.completion:
             choice: JSONObject = {"text": text or "", "index": 0, "logprobs": None, "finish_reason": finish}
             return StreamChunk.of({"id": self.id, "object": "text_completion", "created": self.created,
                                    "model": self.model, "choices": [choice]})
-        delta: JSONObject = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-        return chat_chunk(self.id, self.created, self.model, delta, finish)
+        return self.chunk({"role": "assistant", "content": ""} if role else ({"content": text} if text else {}),
+                          finish)
+
+    def totals(self, usage: Usage) -> StreamChunk:
+        if self.completion:
+            return StreamChunk.of({"id": self.id, "object": "text_completion", "created": self.created,
+                                   "model": self.model, "choices": [], "usage": usage.as_dict()}, usage)
+        return self.usage_chunk(usage)
 
 
-def from_vendor_event(event: Any, state: GenerateState) -> list[StreamChunk]:
+def from_generate_event(event: SSEEvent, state: GenerateState) -> list[StreamChunk]:
     """One `/generate_stream` event -> chunks: special tokens (`</s>`) are skipped, the last
-    event's `details` give the finish reason and the token counts."""
-    if not isinstance(event, dict):
+    event's `details` give the finish reason and the token counts (then the usage chunk)."""
+    if not event.data:
         return []
-    if event.get("error") is not None:
-        raise error_in_body(event)
-    if state.finished:
+    if event.data == DONE_DATA:  # a marker TGI does not send, before the last event
+        raise incomplete_stream(PROVIDER, "its last event")
+    body = parse_event(event)
+    if not isinstance(body, dict):
         return []
+    if body.get("error") is not None:
+        raise error_event(body)
     chunks = []
     if not state.started:
         state.started = True
         if not state.completion:
-            chunks.append(state.chunk(None, role=True))
+            chunks.append(state.piece(None, role=True))
         elif state.echo and state.prompt:
-            chunks.append(state.chunk(state.prompt))
-    token = event.get("token") if isinstance(event.get("token"), dict) else {}
+            chunks.append(state.piece(state.prompt))
+    token = obj(body.get("token"))
     text = token.get("text")
     if isinstance(text, str) and text and not token.get("special"):
-        state.text.append(text)
-        chunks.append(state.chunk(text))
-    details = event.get("details")
-    if isinstance(details, dict) or event.get("generated_text") is not None:
-        details = details if isinstance(details, dict) else {}
+        state.generated.add(text)
+        chunks.append(state.piece(text))
+    details = body.get("details")
+    if isinstance(details, dict) or body.get("generated_text") is not None:
+        details = obj(details)
         state.finished = True
-        finish = finish_reason(details.get("finish_reason")) or "stop"
-        state.usage = generate_usage(state.prompt, "".join(state.text), details)
-        chunks.append(state.chunk(None, finish))
+        chunks.append(state.piece(None, finish_reason(details.get("finish_reason")) or "stop"))
+        chunks.append(state.totals(generate_usage(state.prompt, state.generated.tokens, details)))
     return chunks
 
 
 def end_of_generate_stream(state: GenerateState) -> list[StreamChunk]:
-    if not state.finished or state.usage is None:
-        raise bad_response("a token stream that ended before its last event")
-    head = {"id": state.id, "object": "text_completion" if state.completion else "chat.completion.chunk",
-            "created": state.created, "model": state.model}
-    return [StreamChunk.of({**head, "choices": [], "usage": state.usage.as_dict()}, state.usage)]
+    """EOF: nothing more after the last event (the usage went with it); before it, a cut stream."""
+    if not state.finished:
+        raise incomplete_stream(PROVIDER, "its last event")
+    return []
+
+
+# The tasks' codec: the errors every task shares, and text generation's token stream.
+TASK: Codec[GenerateState] = Codec(PROVIDER, error_from_response, error_in_body, GenerateState,
+                                       from_generate_event, end_of_generate_stream, plain_text_errors=True)
 
 
 # -- feature extraction -----------------------------------------------------------------------------------
@@ -232,8 +243,10 @@ def end_of_generate_stream(state: GenerateState) -> list[StreamChunk]:
 
 def embedding_inputs(req: EmbeddingRequest) -> str | list[str]:
     value = req.input
-    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-        return value  # type: ignore[return-value]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [str(v) for v in value]
     raise bad_request(f"provider '{PROVIDER}' embeds text, not token arrays", "input")
 
 
@@ -247,15 +260,15 @@ def _depth(value: Any) -> int:
 def _mean(rows: list[Any]) -> list[float]:
     width = len(rows[0])
     if any(not isinstance(r, list) or len(r) != width for r in rows):
-        raise bad_response("token vectors of different lengths")
-    return [sum(col) / len(rows) for col in zip(*rows)]
+        raise bad_response(PROVIDER, "token vectors of different lengths")
+    return [sum(col) / len(rows) for col in zip(*rows, strict=True)]
 
 
 def pool(body: Any, count: int) -> tuple[list[list[float]], int | None]:
     """(one vector per input, token count when the answer was token-level) -- the mean-pooling
-    rule of the module docstring of `translators/huggingface.py`."""
+    rule of the module docstring of `translators/huggingface/__init__.py`."""
     if isinstance(body, dict) and body.get("error") is not None:
-        raise error_in_body(body)
+        raise error_event(body)
     depth = _depth(body)
     tokens: int | None = None
     if depth == 1 and count == 1:
@@ -269,10 +282,10 @@ def pool(body: Any, count: int) -> tuple[list[list[float]], int | None]:
     elif depth == 4 and len(body) == count and all(len(item) == 1 for item in body):  # [input][1][token][dim]
         vectors, tokens = [_mean(item[0]) for item in body], sum(len(item[0]) for item in body)
     else:
-        raise bad_response(f"a feature-extraction answer of unexpected shape for {count} input(s)")
+        raise bad_response(PROVIDER, f"a feature-extraction answer of unexpected shape for {count} input(s)")
     width = len(vectors[0])
     if any(not isinstance(v, list) or len(v) != width for v in vectors):
-        raise bad_response("embeddings of different lengths")
+        raise bad_response(PROVIDER, "embeddings of different lengths")
     return vectors, tokens
 
 
@@ -303,8 +316,7 @@ def asr_segments(body: Mapping[str, Any]) -> list[Segment] | None:
 
 def from_asr(body: Any, response_format: str, language: str | None = None) -> TranscriptionResult:
     item = body[0] if isinstance(body, list) and body else body
-    if isinstance(item, dict) and item.get("error") is not None and "text" not in item:
-        raise error_in_body(item)
+    _raise_error_item(item)
     if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-        raise bad_response("a speech-recognition answer without text")
+        raise bad_response(PROVIDER, "a speech-recognition answer without text")
     return render_transcription(item["text"], asr_segments(item), response_format, PROVIDER, language)

@@ -1,6 +1,6 @@
-"""Baidu ERNIE (v1 wenxinworkshop) <-> OpenAI: pure request, response, stream, error and
-embedding conversions without I/O. `translators/ernie.py` (the translator) uses and
-re-exports them. Reference: ../shared/vendors/ernie.md §3-§7.
+"""Baidu ERNIE (v1 wenxinworkshop) <-> OpenAI: the pure half (requests, answers, stream
+events, errors, embeddings, the OAuth token answer); no I/O. `translators/ernie/__init__.py`
+wires it to the access token and the transport. Reference: ../shared/vendors/ernie.md §3-§7.
 
 The history rule (ERNIE wants `user, assistant, user, ...`: odd length, strictly
 alternating, starting and ending with the user side, or it answers error 336003):
@@ -13,28 +13,38 @@ alternating, starting and ending with the user side, or it answers error 336003)
    line; a `function` turn followed by user text becomes one user turn holding both texts.
 4. Turns before the first user turn are dropped (ERNIE must open with the user), and so is a
    trailing assistant turn (ERNIE cannot continue one): the conversation ends on the user side.
+
+Errors come with HTTP 200 as `{"error_code": N, "error_msg": ...}`, in streams as a bare
+JSON body instead of events (the driver reads it as the error where a stream belongs).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from translators._auth import refresh_margin
+from translators._http import Headers
+from translators._json import loads as bounded_json
 from translators._refusals import (
     refuse_choices_and_logprobs,
     refuse_non_function_tools,
     refuse_response_format,
     text_only,
 )
-from translators._shapes import as_int, chat_chunk, embedding_items, now
+from translators._shapes import as_int, embedding_items, now
+from translators._sse import SSEEvent
+from translators._stream import Codec, StreamState
 from translators.errors import (
     ApiError,
     UpstreamError,
     bad_request,
+    bad_response,
+    incomplete_stream,
     parse_retry_after,
     unsupported,
     upstream_status_error,
@@ -48,6 +58,7 @@ from translators.types import (
 )
 
 PROVIDER = "ernie"
+DEFAULT_EXPIRES_IN = 2592000  # 30 days, when the token answer does not say
 
 FINISH_REASONS: Mapping[str, str] = {"normal": "stop", "stop": "stop", "length": "length",
                                      "content_filter": "content_filter", "function_call": "tool_calls"}
@@ -66,6 +77,11 @@ TOKEN_ERRORS = frozenset({110, 111})
 # -- errors -------------------------------------------------------------------------------
 
 
+class AccessTokenRefused(UpstreamError):
+    """Error 110/111: the access token sent is invalid or expired. What the client sees if it
+    stays so; the wiring catches it once to fetch a new token and retry."""
+
+
 def error_code(body: Any) -> int | None:
     """The `error_code` of an error body (ERNIE's errors come with HTTP 200), else None."""
     code = body.get("error_code") if isinstance(body, dict) else None
@@ -76,7 +92,7 @@ def error_code(body: Any) -> int | None:
     return code if isinstance(code, int) and not isinstance(code, bool) else -1
 
 
-def error_from_response(status: int, body: Any, headers: Any = None) -> ApiError:
+def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiError:
     """`{"error_code": N, "error_msg": ...}` or a non-ERNIE failure body. With HTTP 200 (ERNIE's
     way) the code decides the status; any other HTTP status is trusted before the body."""
     code = error_code(body)
@@ -84,16 +100,34 @@ def error_from_response(status: int, body: Any, headers: Any = None) -> ApiError
     if code is not None:
         message = f"{body.get('error_msg') or 'error'} (ERNIE error_code {code})"
         mapped = ERROR_STATUS.get(code, 502) if status == 200 else status
-        return upstream_status_error(PROVIDER, mapped, message, str(code), None, retry_after)
+        err = upstream_status_error(PROVIDER, mapped, message, str(code), None, retry_after)
+        if code in TOKEN_ERRORS:
+            return AccessTokenRefused(err.status, err.message, err.type, err.code, err.param, err.retry_after)
+        return err
     message = f"HTTP {status} from {PROVIDER}"
     if isinstance(body, dict):
         message = str(body.get("error_description") or body.get("error_msg") or body.get("error") or message)
     if isinstance(body, dict) and body.get("error") in ("invalid_client", "unknown client id"):
         status = 401  # the token endpoint refused the API key / secret key
     if status == 200:
-        return UpstreamError(502, f"{PROVIDER} returned a response that is not an answer", "server_error",
-                             "upstream_bad_response")
+        return bad_response(PROVIDER, "a response that is not an answer")
     return upstream_status_error(PROVIDER, status, message, None, None, retry_after)
+
+
+def error_in_body(body: Any, headers: Headers | None) -> ApiError | None:
+    return error_from_response(200, body, headers) if error_code(body) is not None else None
+
+
+def token_answer(body: Any) -> tuple[str, float]:
+    """The OAuth answer -> (access token, seconds it may be handed out: its lifetime, less a
+    tenth of it, at most an hour, so that it is never sent about to expire)."""
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str):
+        raise error_from_response(200, body, None)
+    expires_in = body.get("expires_in")
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or expires_in <= 0:
+        expires_in = DEFAULT_EXPIRES_IN
+    return token, expires_in - refresh_margin(float(expires_in))
 
 
 # -- request: OpenAI -> ERNIE -------------------------------------------------------------------
@@ -169,7 +203,7 @@ def _refuse_unsupported(req: ChatRequest) -> None:
         raise unsupported(PROVIDER, "tool_choice 'required'", "tool_choice")
 
 
-def to_vendor_request(req: ChatRequest, model: str = "") -> JSONObject:
+def to_vendor_request(req: ChatRequest, model: str) -> JSONObject:
     """An OpenAI chat request as an ERNIE v1 chat body (the model is in the URL, not the body)."""
     _refuse_unsupported(req)
     system, messages = conversation(req)
@@ -233,7 +267,7 @@ def chat_id(value: Any) -> str:
 def from_vendor_response(body: Any, model: str) -> JSONObject:
     """A v1 chat answer as an OpenAI chat completion; an `error_code` body raises."""
     if error_code(body) is not None or not isinstance(body, dict) or "result" not in body:
-        raise error_from_response(200, body)
+        raise error_from_response(200, body, None)
     call = tool_call(body.get("function_call"))
     result = body.get("result") if isinstance(body.get("result"), str) else ""
     message: JSONObject = {"role": "assistant", "content": result if result or call is None else None,
@@ -249,59 +283,51 @@ def from_vendor_response(body: Any, model: str) -> JSONObject:
 
 
 @dataclass(slots=True)
-class StreamState:
-    """What translating one ERNIE stream must remember between events."""
-
-    model: str
-    id: str = ""
-    created: int = field(default_factory=now)
-    # The first delta carries `role`.
-    started: bool = False
+class ErnieState(StreamState):
     # ERNIE's usage is cumulative on every chunk: the latest replaces, never adds up.
     usage: Usage | None = None
     # A function_call arrived whole on some chunk: finish as tool_calls.
     tool_call: bool = False
-    # The `is_end` chunk went by (ERNIE v1 sends no end sentinel after it).
-    finished: bool = False
-
-    def chunk(self, delta: JSONObject, finish: str | None = None) -> StreamChunk:
-        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
 
-def from_vendor_event(event: Any, state: StreamState) -> list[StreamChunk]:
-    """One parsed stream event -> OpenAI chunks: `result` increments become content deltas,
-    a `function_call` a tool-call delta, `is_end` the finish chunk and then the usage chunk
-    (`choices: []`, `StreamChunk.usage` set) last. An `error_code` event raises ApiError."""
+def from_vendor_event(event: SSEEvent, state: ErnieState) -> list[StreamChunk]:
+    """One stream event -> OpenAI chunks: `result` increments become content deltas, a
+    `function_call` a tool-call delta, `is_end` (ERNIE v1 sends no sentinel after it) the
+    finish chunk and then the usage chunk last. An `error_code` event raises ApiError."""
     if state.finished:
         return []
-    if error_code(event) is not None or not isinstance(event, dict):
-        raise error_from_response(200, event)
-    if not state.id:
-        state.id = chat_id(event.get("id"))
-        state.created = as_int(event.get("created")) or state.created
-    state.usage = Usage.from_openai(event.get("usage")) or state.usage
+    try:
+        body = bounded_json(event.data)
+    except ValueError:
+        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
+    if error_code(body) is not None or not isinstance(body, dict):
+        raise error_from_response(200, body, None)
     chunks = []
-    text = event.get("result") if isinstance(event.get("result"), str) else ""
-    if text or not state.started:
-        chunks.append(state.chunk({"role": "assistant", "content": text} if not state.started
-                                  else {"content": text}))
+    text = body.get("result") if isinstance(body.get("result"), str) else ""
+    if not state.started:  # the first event names the stream; the first delta carries `role`
+        state.id = chat_id(body.get("id"))
+        state.created = as_int(body.get("created")) or state.created
+        chunks.append(state.chunk({"role": "assistant", "content": text}))
         state.started = True
-    call = tool_call(event.get("function_call"))
+    elif text:
+        chunks.append(state.chunk({"content": text}))
+    state.usage = Usage.from_openai(body.get("usage")) or state.usage
+    call = tool_call(body.get("function_call"))
     if call is not None and not state.tool_call:
         state.tool_call = True
         chunks.append(state.chunk({"tool_calls": [{"index": 0, **call}]}))
-    if event.get("is_end"):
+    if body.get("is_end"):
         state.finished = True
-        usage = state.usage or Usage(0, 0, 0)
-        chunks.append(state.chunk({}, finish_reason(event, state.tool_call)))
-        chunks.append(StreamChunk.of({"id": state.id, "object": "chat.completion.chunk", "created": state.created,
-                                      "model": state.model, "choices": [], "usage": usage.as_dict()}, usage))
+        chunks.append(state.chunk({}, finish_reason(body, state.tool_call)))
+        chunks.append(state.usage_chunk(state.usage or Usage(0, 0, 0)))
     return chunks
 
 
-def incomplete() -> ApiError:
-    return UpstreamError(502, f"the {PROVIDER} stream ended before its is_end event", "server_error",
-                         "upstream_incomplete_stream")
+def at_eof(state: ErnieState) -> Iterable[StreamChunk]:
+    raise incomplete_stream(PROVIDER, "its is_end event")
+
+
+CODEC: Codec[ErnieState] = Codec(PROVIDER, error_from_response, error_in_body, ErnieState, from_vendor_event, at_eof)
 
 
 # -- embeddings ---------------------------------------------------------------------------------
@@ -326,7 +352,7 @@ def from_embedding_responses(bodies: list[Any], model: str, encoding_format: str
     prompt = total = 0
     for body in bodies:
         if error_code(body) is not None or not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            raise error_from_response(200, body)
+            raise error_from_response(200, body, None)
         items = sorted(body["data"], key=lambda d: as_int(d.get("index")))
         vectors += [item.get("embedding") or [] for item in items]
         usage = body.get("usage") or {}

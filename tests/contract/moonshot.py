@@ -1,0 +1,64 @@
+"""Contract adapter for `moonshot`, driving the fake OpenAI as Moonshot (tests/fakes/compatibles.py).
+
+Streams carry their usage in the finishing choice, as Moonshot's do; the translator must
+still end them with the one usage-only chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.contract import Adapter
+from tests.fakes.compatibles import moonshot_error
+
+ERRORS: dict[int, dict[str, Any]] = {
+    400: moonshot_error("Invalid request: temperature must be in [0, 1]", "invalid_request_error"),
+    401: moonshot_error("Invalid Authentication", "invalid_authentication_error"),
+    429: moonshot_error("Your account org-contract request reached max request: 3, please try again after 1 seconds",
+                        "rate_limit_reached_error"),
+    500: moonshot_error("Failed to handle the request, please try again later", "server_error"),
+}
+# Moonshot says "overloaded" with a 429 of type engine_overloaded_error; the suite asks for it by 503.
+OVERLOADED = (429, moonshot_error("The engine is currently overloaded, please try again later",
+                                  "engine_overloaded_error"))
+
+
+class MoonshotAdapter(Adapter):
+    provider = "moonshot"
+    fixture = "fake_moonshot"
+    model = "kimi-k2-0905-preview"
+    chat_path = "/v1/chat/completions"
+    overloaded_status = 503
+
+    def credential_values(self, fake: Any, *, valid: bool) -> dict[str, str]:
+        key = fake.api_key if valid else "sk-contract-wrong-moonshot-key-0000"
+        return {"api_key": key, "base_url": fake.v1_url}
+
+    def script_text(self, fake: Any, text: str) -> None:
+        fake.state.reply_text = text
+
+    def script_tool_call(self, fake: Any, name: str, arguments: dict[str, Any]) -> None:
+        fake.state.tool_call = (name, json.dumps(arguments))
+
+    def script_http_error(self, fake: Any, status: int, retry_after: int | None = None) -> None:
+        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
+        answer, body = OVERLOADED if status == self.overloaded_status else (status, ERRORS[status])
+        fake.state.fail_next.append((answer, body, headers))
+
+    def script_error_in_200(self, fake: Any) -> tuple[int, str] | None:
+        # Not a documented Moonshot answer, but compatibles do it: it must not pass as a completion.
+        fake.state.fail_next.append((200, moonshot_error("Invalid request: messages is empty", "invalid_request_error")))
+        return 400, "invalid_request_error"
+
+    def script_stream_error(self, fake: Any) -> tuple[int, str] | None:
+        fake.state.stream_error = moonshot_error("Failed to handle the request", "server_error")["error"]
+        fake.state.fail_after_chunks = 1
+        return 502, "server_error"
+
+    def script_slow_stream(self, fake: Any, delay: float) -> None:
+        fake.state.reply_text = " ".join(f"word{i}" for i in range(60))
+        fake.state.stream_delay = delay
+
+
+ADAPTER = MoonshotAdapter()
