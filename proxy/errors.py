@@ -68,7 +68,8 @@ def response_headers(request: Request) -> dict[str, str]:
 
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)  # registered for ApiError only
+    if not isinstance(exc, ApiError):  # registered for ApiError only
+        raise exc
     response = error_response(exc)
     headers = request.scope.get(_RESPONSE_HEADERS)
     if headers:

@@ -27,7 +27,7 @@ from typing import Any
 from keystore.models import BASE_URL_FIELD, Credential
 from translators._http import UpstreamClient
 from translators.base import CallContext, Translator
-from translators.errors import ApiError
+from translators.errors import ApiError, UpstreamError
 from translators.types import (
     ChatRequest,
     EmbeddingRequest,
@@ -122,10 +122,8 @@ def _param(err: ApiError, translator: Translator, credential: Credential) -> str
 def _reason(err: ApiError, translator: Translator) -> str:
     """The error's message, worded for a credential not saved yet: the request path's
     "the credential configured for this tenant was rejected" is not what happened here."""
-    if err.code == "upstream_credential_rejected":
-        said = err.message.partition(f"rejected by {translator.name}: ")[2]
-        if said:
-            return f"{translator.display_name} rejected this credential: {said}"
+    if err.code == "upstream_credential_rejected" and isinstance(err, UpstreamError) and err.vendor_message:
+        return f"{translator.display_name} rejected this credential: {err.vendor_message}"
     return err.message
 
 

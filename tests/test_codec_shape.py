@@ -113,13 +113,15 @@ def test_no_vendor_reads_a_stream_itself() -> None:
 
 
 def test_codecs_are_pure() -> None:
-    """A codec does no I/O: never the upstream client nor the driver's recipes. A package's
-    `codec.py` is pure as a whole; a one-file vendor's four codec functions are."""
+    """A codec does no I/O: never the upstream client nor the driver's recipes. In a package
+    every module but the wiring (`__init__.py`, `transport.py`) is pure as a whole (`codec.py`
+    and what it outgrew: request builders, tasks); in a one-file vendor, its four codec functions."""
     banned = ("ctx.http", "UpstreamClient", "stream_sse(", "stream_frames(", "exchange(", "await ")
     for name in OWN_CODECS:
         module = codec_module(name)
         if (TRANSLATORS / name).is_dir():
-            sources = {module.__name__: Path(module.__file__ or "").read_text()}
+            sources = {str(p.relative_to(ROOT)): p.read_text() for p in vendor_paths(name)
+                       if p.name not in ("__init__.py", "transport.py")}
         else:
             sources = {f"{module.__name__}.{fn}": inspect.getsource(getattr(module, fn)) for fn in
                        ("to_vendor_request", "from_vendor_response", "from_vendor_event", "error_from_response")}

@@ -42,7 +42,7 @@ from translators.errors import (
 )
 from translators.types import JSONObject, StreamChunk, Usage
 
-__all__ = ["Codec", "StreamState", "exchange", "openai_error_in_body", "stream_frames", "stream_sse"]
+__all__ = ["Codec", "StreamState", "event_json", "exchange", "openai_error_in_body", "stream_frames", "stream_sse"]
 
 _HEAD_LIMIT = 65536  # how much of a stream that shows no event is kept to explain it
 
@@ -69,6 +69,14 @@ class StreamState:
 
 
 S = TypeVar("S", bound=StreamState)
+
+
+def event_json(event: SSEEvent, provider: str) -> Any:
+    """One stream event's data as JSON; data that is not JSON is the vendor's broken stream."""
+    try:
+        return bounded_json(event.data)
+    except ValueError:  # orjson's decode errors (and TooDeep) are ValueErrors
+        raise bad_response(provider, "a stream event that is not JSON") from None
 
 
 def openai_error_in_body(error_from_response: Callable[[int, Any, Headers | None], ApiError],

@@ -47,11 +47,10 @@ from keystore.models import Credential, CredentialField
 from translators._compatible import CHAT, CompatibleSpec, CompatibleTranslator
 from translators._estimate import TokenTally, estimate_tokens, estimated_usage
 from translators._http import Headers
-from translators._json import loads as bounded_json
 from translators._refusals import refuse_choices_and_logprobs, text_only
 from translators._shapes import chat_chunk, completion, new_id, usage_chunk
 from translators._sse import DONE_DATA, SSEEvent
-from translators._stream import Codec, StreamState, exchange, stream_sse
+from translators._stream import Codec, StreamState, event_json, exchange, stream_sse
 from translators.base import CallContext, Translator
 from translators.errors import (
     ApiError,
@@ -239,10 +238,7 @@ def from_vendor_event(event: SSEEvent, state: ChatGLMState) -> list[StreamChunk]
         return finish_stream(state, done=True)
     if not event.data:
         return []
-    try:
-        body = bounded_json(event.data)
-    except ValueError:
-        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
+    body = event_json(event, PROVIDER)
     if not isinstance(body, dict) or (body.get("detail") or body.get("error")) and not body.get("choices"):
         raise error_from_response(200, body, None)
     if isinstance(body.get("usage"), dict):

@@ -26,6 +26,13 @@ _DERIVED = re.compile(
 _MAX_MESSAGE = 1000  # an upstream message longer than this is cut: it is no longer a message
 
 
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):  # a URL before the token inside it
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return _DERIVED.sub(lambda m: (m.group("keep") or "") + "***", text)
+
+
 class ApiError(Exception):
     """An error the client sees: HTTP status plus OpenAI's `{"error": {...}}` fields."""
 
@@ -54,19 +61,19 @@ class ApiError(Exception):
     def scrubbed(self, secrets: tuple[str, ...]) -> ApiError:
         """A copy whose message contains none of `secrets` (vendors sometimes echo keys), nor
         anything shaped like a derived secret (`_DERIVED`). Same class and attributes
-        (`UpstreamError.sent` decides hosted refunds), only the message differs."""
-        message = self.message
-        for secret in sorted(secrets, key=len, reverse=True):  # a URL before the token inside it
-            if secret and secret in message:
-                message = message.replace(secret, "***")
-        message = _DERIVED.sub(lambda m: (m.group("keep") or "") + "***", message)
-        if message == self.message:
+        (`UpstreamError.sent` decides hosted refunds), only the messages differ."""
+        message = _scrub(self.message, secrets)
+        vendor = getattr(self, "vendor_message", None)
+        said = _scrub(vendor, secrets) if vendor else vendor
+        if message == self.message and said == vendor:
             return self
         clone = type(self).__new__(type(self))
         for name in ApiError.__slots__:
             setattr(clone, name, getattr(self, name))
         clone.__dict__.update(getattr(self, "__dict__", {}))
         clone.message, clone.args = message, (message,)
+        if said != vendor:
+            clone.__dict__["vendor_message"] = said
         return clone
 
     def __repr__(self) -> str:
@@ -81,6 +88,10 @@ class UpstreamError(ApiError):
     # saw nothing and billed nothing. Hosted-trial refunds depend on it (proxy/calls.py);
     # True is the safe default for everything else (the vendor may have done the work).
     sent: bool = True
+    # The vendor's own words, where the gateway's message wraps them (a rejected credential:
+    # "the X credential configured for this tenant was rejected by X: <vendor's words>"),
+    # for callers that word the situation otherwise (validating a credential not saved yet).
+    vendor_message: str | None = None
 
 
 def not_sent(err: UpstreamError) -> UpstreamError:
@@ -197,10 +208,12 @@ def upstream_status_error(
     elif len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + "..."
     if status in (401, 403):
-        return UpstreamError(
+        rejected = UpstreamError(
             403,
             f"the {provider} credential configured for this tenant was rejected by {provider}: {message}",
             "permission_error", "upstream_credential_rejected", None)
+        rejected.vendor_message = message
+        return rejected
     if status == 429:
         return UpstreamError(429, message, "rate_limit_error", code or "rate_limit_exceeded", param, retry_after)
     if status in (503, 529):

@@ -54,7 +54,6 @@ from translators._compatible import (
     openai_error_fields,
 )
 from translators._http import Headers
-from translators._json import loads as bounded_json
 from translators._refusals import (
     refuse_choices_and_logprobs,
     refuse_deprecated_functions,
@@ -69,7 +68,7 @@ from translators._shapes import (
     vendor_error,
 )
 from translators._sse import DONE_DATA, SSEEvent
-from translators._stream import Codec, StreamState
+from translators._stream import Codec, StreamState, event_json
 from translators.base import CallContext
 from translators.errors import (
     ApiError,
@@ -242,10 +241,7 @@ def from_vendor_event(event: SSEEvent, state: MinimaxState) -> list[StreamChunk]
         return finish_stream(state)
     if not event.data:
         return []
-    try:
-        body = bounded_json(event.data)
-    except ValueError:
-        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
+    body = event_json(event, PROVIDER)
     if body is None:
         return []
     if not isinstance(body, dict) or base_resp_error(body):

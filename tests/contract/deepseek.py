@@ -6,10 +6,9 @@ The model is `deepseek-reasoner`, so every stream the suite checks opens with th
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tests.contract import Adapter
+from tests.contract._openai_shaped import OpenAIShapedAdapter
 from tests.fakes.compatibles import DEEPSEEK_KEY, deepseek_error
 
 # Bodies per status, in DeepSeek's shape (type + code "invalid_request_error"), its documented statuses.
@@ -24,26 +23,12 @@ ERRORS: dict[int, dict[str, Any]] = {
 }
 
 
-class DeepSeekAdapter(Adapter):
+class DeepSeekAdapter(OpenAIShapedAdapter):
     provider = "deepseek"
     fixture = "fake_deepseek"
     model = "deepseek-reasoner"
-    chat_path = "/v1/chat/completions"
-    overloaded_status = 503
-
-    def credential_values(self, fake: Any, *, valid: bool) -> dict[str, str]:
-        key = fake.api_key if valid else "sk-contract-wrong-deepseek-key-00"
-        return {"api_key": key, "base_url": fake.v1_url}
-
-    def script_text(self, fake: Any, text: str) -> None:
-        fake.state.reply_text = text
-
-    def script_tool_call(self, fake: Any, name: str, arguments: dict[str, Any]) -> None:
-        fake.state.tool_call = (name, json.dumps(arguments))
-
-    def script_http_error(self, fake: Any, status: int, retry_after: int | None = None) -> None:
-        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
-        fake.state.fail_next.append((status, ERRORS[status], headers))
+    wrong_key = "sk-contract-wrong-deepseek-key-00"
+    errors = ERRORS
 
     def script_error_in_200(self, fake: Any) -> tuple[int, str] | None:
         fake.state.fail_next.append((200, deepseek_error("Content Exists Risk")))
@@ -53,10 +38,6 @@ class DeepSeekAdapter(Adapter):
         fake.state.stream_error = deepseek_error("Internal Server Error", "internal_error")["error"]
         fake.state.fail_after_chunks = 2  # the role chunk, one thought, then the error
         return 502, "server_error"
-
-    def script_slow_stream(self, fake: Any, delay: float) -> None:
-        fake.state.reply_text = " ".join(f"word{i}" for i in range(60))
-        fake.state.stream_delay = delay
 
 
 ADAPTER = DeepSeekAdapter()

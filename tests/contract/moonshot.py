@@ -6,10 +6,9 @@ still end them with the one usage-only chunk.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tests.contract import Adapter
+from tests.contract._openai_shaped import OpenAIShapedAdapter
 from tests.fakes.compatibles import moonshot_error
 
 ERRORS: dict[int, dict[str, Any]] = {
@@ -24,27 +23,15 @@ OVERLOADED = (429, moonshot_error("The engine is currently overloaded, please tr
                                   "engine_overloaded_error"))
 
 
-class MoonshotAdapter(Adapter):
+class MoonshotAdapter(OpenAIShapedAdapter):
     provider = "moonshot"
     fixture = "fake_moonshot"
     model = "kimi-k2-0905-preview"
-    chat_path = "/v1/chat/completions"
-    overloaded_status = 503
+    wrong_key = "sk-contract-wrong-moonshot-key-0000"
+    errors = ERRORS
 
-    def credential_values(self, fake: Any, *, valid: bool) -> dict[str, str]:
-        key = fake.api_key if valid else "sk-contract-wrong-moonshot-key-0000"
-        return {"api_key": key, "base_url": fake.v1_url}
-
-    def script_text(self, fake: Any, text: str) -> None:
-        fake.state.reply_text = text
-
-    def script_tool_call(self, fake: Any, name: str, arguments: dict[str, Any]) -> None:
-        fake.state.tool_call = (name, json.dumps(arguments))
-
-    def script_http_error(self, fake: Any, status: int, retry_after: int | None = None) -> None:
-        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
-        answer, body = OVERLOADED if status == self.overloaded_status else (status, ERRORS[status])
-        fake.state.fail_next.append((answer, body, headers))
+    def error_answer(self, status: int) -> tuple[int, Any]:
+        return OVERLOADED if status == self.overloaded_status else (status, ERRORS[status])
 
     def script_error_in_200(self, fake: Any) -> tuple[int, str] | None:
         # Not a documented Moonshot answer, but compatibles do it: it must not pass as a completion.
@@ -55,10 +42,6 @@ class MoonshotAdapter(Adapter):
         fake.state.stream_error = moonshot_error("Failed to handle the request", "server_error")["error"]
         fake.state.fail_after_chunks = 1
         return 502, "server_error"
-
-    def script_slow_stream(self, fake: Any, delay: float) -> None:
-        fake.state.reply_text = " ".join(f"word{i}" for i in range(60))
-        fake.state.stream_delay = delay
 
 
 ADAPTER = MoonshotAdapter()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tests.contract import Adapter
+from tests.contract._openai_shaped import OpenAIShapedAdapter
 from tests.fakes._openai_wire import error_body
 
 # (message, type, code) of OpenAI's error bodies per status, as ../shared/vendors/openai.md documents them.
@@ -19,27 +18,12 @@ ERRORS: dict[int, tuple[str, str, str | None]] = {
 }
 
 
-class OpenAIAdapter(Adapter):
+class OpenAIAdapter(OpenAIShapedAdapter):
     provider = "openai"
     fixture = "fake_openai"
     model = "gpt-4o-mini"
-    chat_path = "/v1/chat/completions"
-    overloaded_status = 503
-
-    def credential_values(self, fake: Any, *, valid: bool) -> dict[str, str]:
-        key = fake.api_key if valid else "sk-contract-wrong-key-000000000000"
-        return {"api_key": key, "base_url": fake.v1_url}
-
-    def script_text(self, fake: Any, text: str) -> None:
-        fake.state.reply_text = text
-
-    def script_tool_call(self, fake: Any, name: str, arguments: dict[str, Any]) -> None:
-        fake.state.tool_call = (name, json.dumps(arguments))
-
-    def script_http_error(self, fake: Any, status: int, retry_after: int | None = None) -> None:
-        message, kind, code = ERRORS[status]
-        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
-        fake.state.fail_next.append((status, error_body(message, type=kind, code=code), headers))
+    wrong_key = "sk-contract-wrong-key-000000000000"
+    errors = {status: error_body(message, type=kind, code=code) for status, (message, kind, code) in ERRORS.items()}
 
     def script_error_in_200(self, fake: Any) -> tuple[int, str] | None:
         # OpenAI itself does not do this, but OpenAI-compatible servers behind the same
@@ -52,10 +36,6 @@ class OpenAIAdapter(Adapter):
     def script_stream_error(self, fake: Any) -> tuple[int, str] | None:
         fake.state.fail_after_chunks = 1  # the role chunk, then {"error": {... server_error}}
         return 502, "server_error"
-
-    def script_slow_stream(self, fake: Any, delay: float) -> None:
-        fake.state.reply_text = " ".join(f"word{i}" for i in range(60))
-        fake.state.stream_delay = delay
 
 
 ADAPTER = OpenAIAdapter()

@@ -23,7 +23,7 @@ from tests.fakes.qwen_fixtures import FakeQwen
 from translators import REGISTRY
 from translators._http import Timeouts, UpstreamClient
 from translators.base import Translator
-from translators.errors import ApiError
+from translators.errors import ApiError, UpstreamError, upstream_status_error
 from translators.types import ModelType
 
 OPENAI, ANTHROPIC, QWEN = REGISTRY["openai"], REGISTRY["anthropic"], REGISTRY["qwen"]
@@ -177,3 +177,14 @@ async def test_a_server_that_never_answers_is_a_400(http: UpstreamClient, silent
     credential = cred(OPENAI, api_key=WRONG_KEY, base_url=f"http://127.0.0.1:{silent_port}/v1")
     err = await refused(OPENAI, credential, http, timeout=0.3)
     assert err.message == "Validation failed: the vendor did not answer within 0.3 s"
+
+
+def test_the_vendors_own_words_are_scrubbed_with_the_message() -> None:
+    """`_reason` rewords a rejected credential from the vendor's own words, kept apart from
+    the gateway's message: a secret scrubbed from one is scrubbed from the other."""
+    err = upstream_status_error("openai", 401, "Incorrect API key provided: sk-fake-echoed-0001")
+    assert isinstance(err, UpstreamError) and err.vendor_message == "Incorrect API key provided: sk-fake-echoed-0001"
+    clean = err.scrubbed(("sk-fake-echoed-0001",))
+    assert isinstance(clean, UpstreamError) and "sk-fake" not in clean.message
+    assert clean.vendor_message == "Incorrect API key provided: ***"
+    assert err.vendor_message.endswith("0001")  # the original is left as it was

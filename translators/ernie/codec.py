@@ -29,7 +29,6 @@ import orjson
 
 from translators._auth import refresh_margin
 from translators._http import Headers
-from translators._json import loads as bounded_json
 from translators._refusals import (
     refuse_choices_and_logprobs,
     refuse_non_function_tools,
@@ -38,7 +37,7 @@ from translators._refusals import (
 )
 from translators._shapes import as_int, embedding_items, now
 from translators._sse import SSEEvent
-from translators._stream import Codec, StreamState
+from translators._stream import Codec, StreamState, event_json
 from translators.errors import (
     ApiError,
     UpstreamError,
@@ -296,10 +295,7 @@ def from_vendor_event(event: SSEEvent, state: ErnieState) -> list[StreamChunk]:
     finish chunk and then the usage chunk last. An `error_code` event raises ApiError."""
     if state.finished:
         return []
-    try:
-        body = bounded_json(event.data)
-    except ValueError:
-        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
+    body = event_json(event, PROVIDER)
     if error_code(body) is not None or not isinstance(body, dict):
         raise error_from_response(200, body, None)
     chunks = []

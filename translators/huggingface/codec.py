@@ -29,10 +29,9 @@ import orjson
 
 from translators._estimate import TokenTally, estimated_usage
 from translators._http import Headers
-from translators._json import loads as bounded_json
 from translators._shapes import new_id, now
 from translators._sse import DONE_DATA, SSEEvent
-from translators._stream import Codec, StreamState
+from translators._stream import Codec, StreamState, event_json
 from translators.errors import (
     ApiError,
     UpstreamError,
@@ -65,13 +64,6 @@ def obj(value: Any) -> JSONObject:
 
 def finish_reason(value: Any) -> str | None:
     return FINISH_REASONS.get(value, "stop") if isinstance(value, str) and value else None
-
-
-def parse_event(event: SSEEvent) -> Any:
-    try:
-        return bounded_json(event.data)
-    except ValueError:  # orjson's decode errors are ValueErrors
-        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
 
 
 def endpoint_root(url: str) -> str:
@@ -285,7 +277,7 @@ def from_vendor_event(event: SSEEvent, state: MessagesState) -> list[StreamChunk
         return []
     if event.data == DONE_DATA:
         return end_of_stream(state)
-    body = parse_event(event)
+    body = event_json(event, PROVIDER)
     if not isinstance(body, dict):
         return []
     if body.get("error") is not None and not body.get("choices"):

@@ -22,7 +22,7 @@ from translators._hosted import (
 )
 from translators._shapes import new_id, now
 from translators._sse import DONE_DATA, SSEEvent
-from translators._stream import Codec, StreamState
+from translators._stream import Codec, StreamState, event_json
 from translators.errors import bad_request, bad_response, incomplete_stream, unsupported
 from translators.huggingface.codec import (
     PROVIDER,
@@ -31,7 +31,6 @@ from translators.huggingface.codec import (
     error_in_body,
     finish_reason,
     obj,
-    parse_event,
 )
 from translators.types import (
     ChatRequest,
@@ -200,7 +199,7 @@ def from_generate_event(event: SSEEvent, state: GenerateState) -> list[StreamChu
         return []
     if event.data == DONE_DATA:  # a marker TGI does not send, before the last event
         raise incomplete_stream(PROVIDER, "its last event")
-    body = parse_event(event)
+    body = event_json(event, PROVIDER)
     if not isinstance(body, dict):
         return []
     if body.get("error") is not None:

@@ -18,11 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from translators._json import loads as bounded_json
 from translators._shapes import now
 from translators._sse import DONE_DATA, SSEEvent
-from translators._stream import Codec, StreamState
-from translators.errors import bad_response
+from translators._stream import Codec, StreamState, event_json
 from translators.spark.codec import (
     PROVIDER,
     UID_LENGTH,
@@ -93,10 +91,7 @@ def from_http_event(event: SSEEvent, state: SparkHTTPState) -> list[StreamChunk]
         return http_stream_end(state)
     if not event.data:
         return []
-    try:
-        body = bounded_json(event.data)
-    except ValueError:
-        raise bad_response(PROVIDER, "a stream event that is not JSON") from None
+    body = event_json(event, PROVIDER)
     if not isinstance(body, dict) or as_int(body.get("code")) != 0 or isinstance(body.get("error"), dict):
         raise error_from_response(200, body, None)
     if not state.named:
