@@ -90,12 +90,14 @@ def batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start:start + size]
 
 
-async def embed_in_batches(texts: Sequence[str], size: int, provider: str,
+async def embed_in_batches(req: EmbeddingRequest, model: str, provider: str, size: int,
                            fetch: Callable[[list[str]], Awaitable[tuple[list[list[float]], int]]],
-                           ) -> tuple[list[list[float]], int]:
-    """(vectors in input order, tokens) for `texts` sent `size` at a time through `fetch`
-    (one upstream call per batch, so the batches' token counts do add up). A batch answered
-    with another number of vectors than it had texts would shift every later vector: a 502."""
+                           ) -> JSONObject:
+    """OpenAI's embeddings list for the texts of `req`, sent `size` at a time through `fetch`
+    (one upstream call per batch -> (vectors in input order, tokens), so the batches' token
+    counts do add up). A batch answered with another number of vectors than it had texts
+    would shift every later vector: a 502."""
+    texts = input_texts(req, provider)
     vectors: list[list[float]] = []
     tokens = 0
     for batch in batches(texts, size):
@@ -104,7 +106,7 @@ async def embed_in_batches(texts: Sequence[str], size: int, provider: str,
             raise bad_response(provider, f"{len(got)} embeddings for {len(batch)} texts")
         vectors += got
         tokens += used
-    return vectors, tokens
+    return embedding_list(vectors, model, tokens, req.encoding_format)
 
 
 def encode_vector(vector: Sequence[float], encoding_format: str) -> list[float] | str:

@@ -61,8 +61,6 @@ from translators._refusals import (
 from translators._shapes import (
     as_int,
     embed_in_batches,
-    embedding_list,
-    input_texts,
     new_id,
     now,
     vendor_error,
@@ -320,8 +318,7 @@ async def embed(req: EmbeddingRequest, model: str, post: Callable[[JSONObject], 
     async def fetch(batch: list[str]) -> tuple[list[list[float]], int]:
         return from_vendor_embeddings(await post(to_vendor_embeddings_request(batch, model, req)))
 
-    vectors, tokens = await embed_in_batches(input_texts(req, PROVIDER), EMBEDDING_BATCH, PROVIDER, fetch)
-    return embedding_list(vectors, model, tokens, req.encoding_format)
+    return await embed_in_batches(req, model, PROVIDER, EMBEDDING_BATCH, fetch)
 
 
 SPEC = CompatibleSpec(

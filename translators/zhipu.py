@@ -74,8 +74,6 @@ from translators._refusals import (
 from translators._shapes import (
     as_int,
     embed_in_batches,
-    embedding_list,
-    input_texts,
     new_id,
     now,
     vendor_error,
@@ -317,9 +315,7 @@ async def _embed(req: EmbeddingRequest, model: str, post: Callable[[JSONObject],
             body["dimensions"] = req.dimensions
         return from_vendor_embeddings(await post(body))
 
-    texts = input_texts(req, PROVIDER)
-    vectors, tokens = await embed_in_batches(texts, embedding_batch_size(model), PROVIDER, fetch)
-    return embedding_list(vectors, model, tokens, req.encoding_format)
+    return await embed_in_batches(req, model, PROVIDER, embedding_batch_size(model), fetch)
 
 
 SPEC = CompatibleSpec(

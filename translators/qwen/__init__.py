@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from keystore.models import CredentialField
-from translators._shapes import embed_in_batches, embedding_list, input_texts
+from translators._shapes import embed_in_batches
 from translators._stream import exchange, stream_sse
 from translators.base import CallContext, Translator
 from translators.qwen.codec import (
@@ -107,6 +107,4 @@ class QwenTranslator(Translator):
             answer = await exchange(ctx.http, CODEC, self.url(ctx, EMBEDDING_PATH), body, headers=self.headers(ctx))
             return from_vendor_embeddings(answer)
 
-        texts = input_texts(req, PROVIDER)
-        vectors, tokens = await embed_in_batches(texts, embedding_batch_size(ctx.model), PROVIDER, fetch)
-        return embedding_list(vectors, ctx.model, tokens, req.encoding_format)
+        return await embed_in_batches(req, ctx.model, PROVIDER, embedding_batch_size(ctx.model), fetch)
