@@ -30,7 +30,7 @@ from collections.abc import Collection, Sequence
 from cachetools import LRUCache
 
 from proxy.settings import RoutingSettings
-from proxy.store import ModelRow, Store
+from proxy.store import ModelRow, StoreApi
 from proxy.store.credentials import Cooldown, CredentialRow
 from proxy.tenants import TenantState
 from translators.errors import ApiError, UpstreamError
@@ -51,7 +51,7 @@ def rows_of(tenant: TenantState, provider: str, model: str | None) -> Sequence[C
 
 
 class Balancer:
-    def __init__(self, store: Store, settings: RoutingSettings, *, size: int = 100_000) -> None:
+    def __init__(self, store: StoreApi, settings: RoutingSettings, *, size: int = 100_000) -> None:
         self.store = store
         self.settings = settings
         self._scores: LRUCache[tuple[str, str], dict[str, int]] = LRUCache(size)

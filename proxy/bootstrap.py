@@ -17,7 +17,7 @@ from keystore.store import Keystore
 from proxy.auth import ADMIN_TOKEN_PREFIX, hash_admin_token
 from proxy.rotation import open_keystore
 from proxy.settings import Settings
-from proxy.store import Store
+from proxy.store import Store, StoreApi
 
 ADMIN_HASH_META = "admin_token_hash"
 
@@ -26,10 +26,20 @@ class StartupError(Exception):
     pass
 
 
-async def open_store_and_keystore(settings: Settings, *, serving: bool = False) -> tuple[Store, Keystore]:
+def make_store(settings: Settings) -> StoreApi:
+    """The configured backend, not opened: PostgreSQL when `database` (or
+    MODELPORT_DATABASE_URL) is a postgresql:// URL, else SQLite."""
+    if settings.database_url:
+        from proxy.store.postgres import PostgresStore  # asyncpg only when PostgreSQL is configured
+
+        return PostgresStore(settings.database_url, pool_size=settings.database_pool)
+    return Store(settings.database_path, busy_timeout=settings.database_busy_timeout)
+
+
+async def open_store_and_keystore(settings: Settings, *, serving: bool = False) -> tuple[StoreApi, Keystore]:
     """`serving`: the server's keystore (RSA in helper processes, pre-generated key pairs),
     which the caller must `start()` and `await close()`; otherwise RSA runs inline."""
-    store = Store(settings.database_path, busy_timeout=settings.database_busy_timeout)
+    store = make_store(settings)
     await store.open()
     try:
         # The master key's checks, an interrupted rotation's recovery and the
@@ -64,7 +74,7 @@ async def _new_admin_token(settings: Settings, commit: Callable[[str], Awaitable
     return path
 
 
-async def ensure_admin_token(store: Store, settings: Settings) -> tuple[str, Path | None]:
+async def ensure_admin_token(store: StoreApi, settings: Settings) -> tuple[str, Path | None]:
     """(hash of the admin token, the path of the file holding it if it was just created).
 
     The token itself is never printed or logged: a log is kept, shipped and shared far
@@ -79,7 +89,7 @@ async def ensure_admin_token(store: Store, settings: Settings) -> tuple[str, Pat
     return stored, created
 
 
-async def reset_admin_token(store: Store, settings: Settings) -> str:
+async def reset_admin_token(store: StoreApi, settings: Settings) -> str:
     """A new admin token (the old one stops working within a poll interval), also written
     to the admin-token file so that it never holds a dead token."""
     async def commit(digest: str) -> bool:

@@ -88,7 +88,8 @@ def _handoff(settings: Settings) -> tuple[int, dict[str, str]]:
     os.write(fd, payload)  # a regular file or memfd takes it all in one write
     os.lseek(fd, 0, os.SEEK_SET)
     os.set_inheritable(fd, True)
-    hidden = {master, settings.admin_token, *(v for h in settings.hosted.values() for v in h.credentials.values())}
+    hidden = {master, settings.admin_token, settings.database_url,  # a DSN holds the database's password
+              *(v for h in settings.hosted.values() for v in h.credentials.values())}
     hidden = {v for v in hidden if v and len(v) >= 8}  # short values are no secret and might match PATH-like ones
     env = {k: v for k, v in os.environ.items() if k != MASTER_KEY_ENV and v.strip() not in hidden}
     return fd, env

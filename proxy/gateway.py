@@ -12,7 +12,7 @@ from proxy.limits import FailureLimiter
 from proxy.quotas import Quotas
 from proxy.routing import Route
 from proxy.settings import Settings
-from proxy.store import Store
+from proxy.store import StoreApi
 from proxy.tenants import Directory, TenantState
 from proxy.usage_writer import UsageWriter
 from translators._http import UpstreamClient
@@ -22,7 +22,7 @@ from translators.base import CallContext
 @dataclass(slots=True)
 class Gateway:
     settings: Settings
-    store: Store
+    store: StoreApi
     keystore: Keystore
     directory: Directory
     http: UpstreamClient

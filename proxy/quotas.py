@@ -26,7 +26,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from proxy.hosted import HostedOffer
-from proxy.store import Store
+from proxy.store import StoreApi
 from translators.errors import ApiError
 
 log = logging.getLogger("modelport")
@@ -46,7 +46,7 @@ class Reservation:
 
     __slots__ = ("_refunded", "_store", "provider", "tenant_id")
 
-    def __init__(self, store: Store, tenant_id: str, provider: str) -> None:
+    def __init__(self, store: StoreApi, tenant_id: str, provider: str) -> None:
         self._store = store
         self.tenant_id = tenant_id
         self.provider = provider
@@ -64,7 +64,7 @@ class Reservation:
 
 
 class Quotas:
-    def __init__(self, store: Store, offers: Mapping[str, HostedOffer]) -> None:
+    def __init__(self, store: StoreApi, offers: Mapping[str, HostedOffer]) -> None:
         self.store = store
         self.offers = offers
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxy.errors import HeaderedError
-from proxy.store import Store
+from proxy.store import StoreApi
 from proxy.store.limits import Charge, LimitRow
 from proxy.tenants import TenantState
 from proxy.usage import RequestRecord, estimate_prompt_tokens
@@ -115,7 +115,7 @@ def _refusal(check: _Check, used: int, reset: int, headers: dict[str, str]) -> H
 class Admission:
     """A request let through: its headers, and what to correct once its usage is known."""
 
-    store: Store
+    store: StoreApi
     minute: int
     estimated: int                  # prompt tokens taken from each token counter
     token_scopes: tuple[str, ...]   # the token counters it drew on
@@ -165,7 +165,7 @@ class MeteredRecord(RequestRecord):
             self.admission.settle_soon(self.usage.total_tokens if self.usage is not None else 0)
 
 
-async def admit(store: Store, tenant: TenantState, token_id: str, route_label: str, req: Any,
+async def admit(store: StoreApi, tenant: TenantState, token_id: str, route_label: str, req: Any,
                 clock: Clock = time.time) -> Admission | None:
     """Take one request (and its prompt's estimated tokens) from every limit that
     matches, or raise the 429 of the first one it would pass. None: no limit applies."""

@@ -41,7 +41,7 @@ from keystore.crypto_helper import KEYGEN_NICENESS
 from keystore.offload import ProcessCrypto
 from keystore.store import MASTER_CHECK_META, MASTER_ID_META, Keystore
 from proxy.settings import Settings
-from proxy.store import Store
+from proxy.store import StoreApi
 
 log = logging.getLogger("modelport")
 
@@ -109,7 +109,7 @@ def _keystore(master: bytes, reload: Callable[[], list[bytes]], settings: Settin
                     pregenerated_keys=settings.crypto.pregenerated_keys)
 
 
-async def open_keystore(store: Store, settings: Settings, *, serving: bool = False) -> Keystore:
+async def open_keystore(store: StoreApi, settings: Settings, *, serving: bool = False) -> Keystore:
     """The keystore for an open store; KeystoreError (a message naming the key's source
     and files, never a key) when no usable master key is found. `serving`: for the
     server, which must then `start()` it and `await close()` it (see `_keystore`)."""
@@ -147,7 +147,7 @@ async def open_keystore(store: Store, settings: Settings, *, serving: bool = Fal
     return keystore
 
 
-async def _verified_key(store: Store, settings: Settings, check: str, staged: Path) -> tuple[bytes, bool]:
+async def _verified_key(store: StoreApi, settings: Settings, check: str, staged: Path) -> tuple[bytes, bool]:
     """(the configured master key, whether it is the database's current one). The previous
     key of a rotation not yet confirmed is accepted, with a warning: a worker restarting
     before the operator has switched keys must not take the whole server down."""
@@ -190,11 +190,11 @@ async def _verified_key(store: Store, settings: Settings, check: str, staged: Pa
 
 def _mismatch(settings: Settings, key_path: Path) -> str:
     return (f"the master key (from {master_key_source(key_path)}) does not match the database "
-            f"{settings.database_path}: it was encrypted under another master key. Use the original key "
+            f"{settings.database_label}: it was encrypted under another master key. Use the original key "
             "or restore the key file; credentials cannot be read without it.")
 
 
-async def _confirm(store: Store, keystore: Keystore, staged: Path) -> None:
+async def _confirm(store: StoreApi, keystore: Keystore, staged: Path) -> None:
     """The configured key is the database's current key: the rotation to it is confirmed."""
     dropped = await store.confirm_master_key(keystore.key_id)
     if dropped:
@@ -214,7 +214,9 @@ async def _confirm(store: Store, keystore: Keystore, staged: Path) -> None:
 
 async def rotate_master(settings: Settings) -> None:
     """`modelport keys rotate-master`: prints the outcome before committing (see above)."""
-    store = Store(settings.database_path, busy_timeout=settings.database_busy_timeout)
+    from proxy.bootstrap import make_store  # bootstrap imports this module
+
+    store = make_store(settings)
     await store.open()
     try:
         keystore = await open_keystore(store, settings)

@@ -33,7 +33,7 @@ from proxy.service_credentials import (
 )
 from proxy.service_fallbacks import FallbacksManagement
 from proxy.service_limits import LimitsManagement
-from proxy.store import ModelRow, Store, TenantRow
+from proxy.store import ModelRow, StoreApi, TenantRow
 from proxy.tenants import by_entry, hash_token
 from proxy.usage_report import ADMIN_GROUPS, summarize
 from translators._http import UpstreamClient
@@ -56,7 +56,7 @@ class _TenantRows:
 
 
 class Management(CredentialsManagement, FallbacksManagement, LimitsManagement):
-    def __init__(self, store: Store, keystore: Keystore, hosted: Mapping[str, HostedOffer] = NO_OFFERS, *,
+    def __init__(self, store: StoreApi, keystore: Keystore, hosted: Mapping[str, HostedOffer] = NO_OFFERS, *,
                  scope: str | None = None, http: UpstreamClient | None = None) -> None:
         self.store = store
         self.keystore = keystore

@@ -12,7 +12,7 @@ from typing import Any
 from keystore import CredentialError, validate_credential
 from keystore.models import Credential
 from keystore.store import Keystore
-from proxy.store import Store, TenantRow
+from proxy.store import StoreApi, TenantRow
 from proxy.store.credentials import DEFAULT_NAME
 from proxy.validation import validate_live
 from translators import REGISTRY, Translator
@@ -50,7 +50,7 @@ def translator_of(provider: str) -> Translator:
 
 
 class CredentialsManagement:
-    store: Store
+    store: StoreApi
     keystore: Keystore
     http: UpstreamClient | None
 

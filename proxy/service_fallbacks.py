@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.store import Store, TenantRow
+from proxy.store import StoreApi, TenantRow
 from translators import REGISTRY
 from translators.errors import ApiError, bad_request
 
@@ -24,7 +24,7 @@ def provider_model(model: str, param: str) -> str:
 
 
 class FallbacksManagement:
-    store: Store
+    store: StoreApi
 
     async def tenant(self, ref: str) -> TenantRow:  # provided by Management
         raise NotImplementedError

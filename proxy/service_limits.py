@@ -10,7 +10,7 @@ from typing import Any
 
 from proxy.ratelimits import minute_of, scope
 from proxy.service_fallbacks import provider_model
-from proxy.store import Store, TenantRow
+from proxy.store import StoreApi, TenantRow
 from proxy.store.limits import LimitRow
 from translators.errors import ApiError, bad_request
 
@@ -25,7 +25,7 @@ def _per_minute(value: int | None, param: str) -> int | None:
 
 
 class LimitsManagement:
-    store: Store
+    store: StoreApi
     scope: str | None
 
     async def tenant(self, ref: str) -> TenantRow:  # provided by Management

@@ -19,11 +19,27 @@ if TYPE_CHECKING:
     from translators._http import UpstreamClient
 
 CONFIG_ENV = "MODELPORT_CONFIG"
+DATABASE_URL_ENV = "MODELPORT_DATABASE_URL"  # a PostgreSQL DSN, when the configuration names no database
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class SettingsError(Exception):
     pass
+
+
+def is_postgres_url(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+def masked_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ***: what any message may show."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
 class _Strict(BaseModel):
@@ -121,7 +137,10 @@ class Settings(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     data_dir: Path = Path("modelport-data")
-    database: Path | None = None
+    # A SQLite file (default: data_dir/modelport.db) or a PostgreSQL DSN
+    # (postgresql://user:password@host:5432/db); repr=False: the DSN holds a password.
+    database: str | None = Field(default=None, repr=False)
+    database_pool: int = Field(10, ge=1, le=1000)     # PostgreSQL connections per worker (and per CLI run)
     master_key_file: Path | None = None
     admin_token: str | None = None
     max_request_bytes: int = Field(26_214_400, ge=1024)
@@ -172,9 +191,36 @@ class Settings(_Strict):
             raise PydanticCustomError("hosted", "{detail}", {"detail": str(exc)}) from None
         return value
 
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, value: str | None) -> str | None:
+        if value and is_postgres_url(value):
+            from urllib.parse import urlsplit
+
+            try:
+                parts = urlsplit(value)
+                parts.port  # noqa: B018 (raises on a bad port)
+            except ValueError:
+                raise PydanticCustomError("database", "is not a valid postgresql:// URL", {}) from None
+            if not parts.hostname or parts.path in ("", "/"):
+                raise PydanticCustomError("database", "a postgresql:// URL needs a host and a database name", {})
+        return value or None
+
+    @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL DSN, or None: SQLite at `database_path`."""
+        return self.database if self.database and is_postgres_url(self.database) else None
+
     @property
     def database_path(self) -> Path:
-        return self.database or self.data_dir / "modelport.db"
+        if self.database and not is_postgres_url(self.database):
+            return Path(self.database)
+        return self.data_dir / "modelport.db"
+
+    @property
+    def database_label(self) -> str:
+        """The database as a message may name it (a DSN's password masked)."""
+        return masked_dsn(self.database_url) if self.database_url else str(self.database_path)
 
     @property
     def master_key_path(self) -> Path:
@@ -211,6 +257,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             raise SettingsError(f"configuration file {path} must hold a mapping of settings")
         data = loaded or {}
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if not data.get("database") and os.environ.get(DATABASE_URL_ENV):
+        data["database"] = os.environ[DATABASE_URL_ENV]
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

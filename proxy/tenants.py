@@ -27,7 +27,7 @@ from cachetools import LRUCache
 
 from keystore.models import Credential
 from keystore.store import MASTER_ID_META, Keystore
-from proxy.store import ModelRow, Store
+from proxy.store import ModelRow, StoreApi
 from proxy.store.changes import Kind, LoggedChange
 from proxy.store.credentials import DEFAULT_NAME, CredentialRow
 from proxy.store.limits import LimitRow
@@ -103,7 +103,7 @@ class CacheStats:
 
 
 class Directory:
-    def __init__(self, store: Store, keystore: Keystore, *, tenants: int = 10_000, tokens: int = 100_000) -> None:
+    def __init__(self, store: StoreApi, keystore: Keystore, *, tenants: int = 10_000, tokens: int = 100_000) -> None:
         self.store = store
         self.keystore = keystore
         self._tokens: LRUCache[str, tuple[str, str]] = LRUCache(tokens)   # hash -> (token id, tenant id)

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from proxy.store import GROUP_KEYS, Store
+from proxy.store import GROUP_KEYS, StoreApi
 from translators.errors import bad_request
 
 TENANT_GROUPS = ("model", "provider", "day")
@@ -64,7 +64,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-async def summarize(store: Store, tenant_id: str | None, start: str | None, end: str | None,
+async def summarize(store: StoreApi, tenant_id: str | None, start: str | None, end: str | None,
                     group_by: str | None, *, allowed: tuple[str, ...] = TENANT_GROUPS,
                     per_tenant: bool = False) -> dict[str, Any]:
     group = group_by or "model"

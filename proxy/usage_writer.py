@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 
-from proxy.store import Store, StoreBusy, UsageRow
+from proxy.store import StoreApi, StoreBusy, UsageRow
 
 log = logging.getLogger("modelport")
 
@@ -31,7 +31,7 @@ _DAY = 86_400.0
 
 
 class UsageWriter:
-    def __init__(self, store: Store, *, retention_days: int, capacity: int = 20_000, batch: int = 500,
+    def __init__(self, store: StoreApi, *, retention_days: int, capacity: int = 20_000, batch: int = 500,
                  interval: float = 1.0, prune_every: float = 3600.0) -> None:
         self.store = store
         self.retention_days = retention_days

@@ -8,15 +8,13 @@ entirely in one conditional UPDATE, never in memory.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import aiosqlite
-
 from proxy.store import usage_rollup as rollup
-from proxy.store.base import SQLiteBase
+from proxy.store.base import StoreBase
 from proxy.store.changes import Change, Kind
+from proxy.store.tx import Tx
 from proxy.store.usage_rollup import GROUP_KEYS
 
 __all__ = ["GROUP_KEYS", "AccountingQueries", "UsageGroup", "UsageRow"]
@@ -69,7 +67,7 @@ class UsageGroup:
     avg_ttft_ms: float | None   # streams only
 
 
-async def _touch_tokens(db: aiosqlite.Connection, rows: list[UsageRow]) -> None:
+async def _touch_tokens(db: Tx, rows: list[UsageRow]) -> None:
     """Each token's last use, from the batch: one UPDATE per token in it, inside the
     batch's transaction (nothing on the request path)."""
     last: dict[str, float] = {}
@@ -81,7 +79,7 @@ async def _touch_tokens(db: aiosqlite.Connection, rows: list[UsageRow]) -> None:
                              [(int(ts), token_id) for token_id, ts in last.items()])
 
 
-class AccountingQueries(SQLiteBase):
+class AccountingQueries(StoreBase):
     # -- hosted-trial counters --------------------------------------------------------
 
     async def quota_reserve(self, tenant_id: str, provider: str, configured_limit: int) -> bool:
@@ -93,7 +91,8 @@ class AccountingQueries(SQLiteBase):
         # call on this provider. Creating the row is idempotent, and the same conditional
         # UPDATE decides again whoever created it (a racing first call may have).
         await self._quiet_statement(
-            "INSERT OR IGNORE INTO hosted_quota (tenant_id, provider, used) VALUES (?, ?, 0)", (tenant_id, provider))
+            "INSERT INTO hosted_quota (tenant_id, provider, used) VALUES (?, ?, 0) "
+            "ON CONFLICT (tenant_id, provider) DO NOTHING", (tenant_id, provider))
         return await self._quiet_statement(_RESERVE, params) == 1
 
     async def quota_refund(self, tenant_id: str, provider: str) -> None:
@@ -135,12 +134,9 @@ class AccountingQueries(SQLiteBase):
         async with self._quiet_write() as db:
             last = await _last_id(db)
             for row in rows:
-                try:
-                    await db.execute(_INSERT_USAGE, row)
-                except sqlite3.OperationalError:
-                    raise  # the database, not the row
-                except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
-                    skipped.append((row, type(exc).__name__))
+                reason = await db.try_execute(_INSERT_USAGE, row)
+                if reason is not None:
+                    skipped.append((row, reason))
             await db.execute(rollup.ROLLUP_SINCE, (last,))
             await _touch_tokens(db, rows)
         return skipped
@@ -166,9 +162,8 @@ class AccountingQueries(SQLiteBase):
                            None if r[10] is None else round(float(r[10]), 1)) for r in rows]
 
 
-async def _last_id(db: aiosqlite.Connection) -> int:
+async def _last_id(db: Tx) -> int:
     """The largest usage id, read inside the write transaction (so no row can slip in
     between it and the insert)."""
-    async with db.execute(rollup.LAST_ID) as cur:
-        row = await cur.fetchone()
+    row = await db.one(rollup.LAST_ID)
     return int(row[0]) if row else 0

@@ -1,4 +1,10 @@
-"""The SQLite connections and the two write paths.
+"""The store's primitives (`StoreBase`: what every query mixin uses), the SQLite
+connections and the two write paths. The PostgreSQL backend (`postgres.py`) implements
+the same primitives, so the same mixins run on both.
+
+Inside a write transaction a mixin talks to a `Tx` (execute, executemany, one, all,
+try_execute), not to a driver's connection: `SQLiteTx` wraps aiosqlite's writer
+connection, `postgres.PgTx` an asyncpg connection (translating the SQL on the way).
 
 Two aiosqlite connections per process, WAL mode: one for reads, one for writes (the
 "one writer connection" of DESIGN §8). Keeping them apart matters: coroutines share a
@@ -24,14 +30,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 
 import aiosqlite
 
 from proxy.store.changes import Change, log_change
 from proxy.store.schema import MIGRATIONS
+from proxy.store.tx import Row, Tx
 from translators.errors import ApiError
 
 
@@ -75,7 +82,68 @@ def _make_private(path: Path) -> None:
                 os.chmod(name, 0o600)
 
 
-class SQLiteBase:
+class StoreBase:
+    """The primitives every query mixin uses; `SQLiteBase` and `PostgresBase` implement them."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def _write(self, change: Change) -> AbstractAsyncContextManager[Tx]:
+        """One write transaction that also logs `change` (and bumps the counter)."""
+        raise NotImplementedError
+
+    def _quiet_write(self) -> AbstractAsyncContextManager[Tx]:
+        """One write transaction that leaves the change counter alone (accounting)."""
+        raise NotImplementedError
+
+    async def _quiet_statement(self, sql: str, params: Iterable[object] = ()) -> int:
+        """One statement, atomic on its own; the rows it changed."""
+        raise NotImplementedError
+
+    async def _one(self, sql: str, params: Iterable[object] = ()) -> Row | None:
+        raise NotImplementedError
+
+    async def _all(self, sql: str, params: Iterable[object] = ()) -> Sequence[Row]:
+        raise NotImplementedError
+
+
+class SQLiteTx:
+    """`Tx` over aiosqlite's writer connection."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        async with self._db.execute(sql, tuple(params)) as cur:
+            return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        await self._db.executemany(sql, rows)
+
+    async def one(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Row | None:
+        async with self._db.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
+
+    async def all(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        async with self._db.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
+
+    async def try_execute(self, sql: str, params: Sequence[object]) -> str | None:
+        try:
+            await self._db.execute(sql, tuple(params))
+        except sqlite3.OperationalError:
+            raise  # the database, not the row
+        except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+            return type(exc).__name__
+        return None
+
+
+class SQLiteBase(StoreBase):
     def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
         self.path = path
         self.busy_timeout_ms = int(busy_timeout * 1000)  # how long to wait for another writer's lock
@@ -127,28 +195,29 @@ class SQLiteBase:
         return self._writer
 
     @asynccontextmanager
-    async def _transaction(self, change: Change | None) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, change: Change | None) -> AsyncIterator[Tx]:
         async with self._write_lock:
             db = self.writer
             await db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
+                tx = SQLiteTx(db)
+                yield tx
                 if change is not None:
-                    await log_change(db, change)
+                    await log_change(tx, change)
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
 
     @asynccontextmanager
-    async def _write(self, change: Change) -> AsyncIterator[aiosqlite.Connection]:
+    async def _write(self, change: Change) -> AsyncIterator[Tx]:
         """One immediate transaction that also logs `change` (and bumps the counter)."""
         with _typed_busy():
             async with self._transaction(change) as db:
                 yield db
 
     @asynccontextmanager
-    async def _quiet_write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _quiet_write(self) -> AsyncIterator[Tx]:
         """One immediate transaction that leaves the change counter alone (accounting)."""
         with _typed_busy():
             async with self._transaction(None) as db:

@@ -15,10 +15,11 @@ latency, with the counter still the truth after a reconnect.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import aiosqlite
+from proxy.store.tx import Row, Tx
 
 
 class Kind(StrEnum):
@@ -48,15 +49,17 @@ class LoggedChange:
     change: Change
 
 
-async def log_change(db: aiosqlite.Connection, change: Change) -> None:
+async def log_change(db: Tx, change: Change) -> None:
     """Bump the counter and record `change` under its new value (inside the caller's transaction)."""
-    await db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
-    await db.execute("INSERT INTO change_log (seq, tenant_id, kind, detail, created_at) "
-                     "SELECT CAST(value AS INTEGER), ?, ?, ?, ? FROM meta WHERE key = 'changes'",
+    await db.execute("UPDATE meta SET value = CAST(value AS BIGINT) + 1 WHERE key = 'changes'")
+    # VALUES with a subquery, not INSERT ... SELECT ?: PostgreSQL types a parameter by its
+    # column only in VALUES (in a select list it would be text).
+    await db.execute("INSERT INTO change_log (seq, tenant_id, kind, detail, created_at) VALUES "
+                     "((SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'changes'), ?, ?, ?, ?)",
                      (change.tenant_id, change.kind.value, change.detail, time.time()))
 
 
-def parse_rows(rows: list[aiosqlite.Row]) -> list[LoggedChange]:
+def parse_rows(rows: Sequence[Row]) -> list[LoggedChange]:
     out = []
     for seq, tenant_id, kind, detail in rows:
         try:

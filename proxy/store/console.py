@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from proxy.store.base import SQLiteBase
+from proxy.store.base import StoreBase
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class SessionRow:
 _COLUMNS = "s.id_hash, s.tenant_id, s.token_id, s.admin_hash, s.csrf, s.created_at, s.expires_at"
 
 
-class ConsoleQueries(SQLiteBase):
+class ConsoleQueries(StoreBase):
     async def create_session(self, row: SessionRow) -> None:
         async with self._quiet_write() as db:
             # Housekeeping on the (rare) sign-in, so expired rows never pile up.

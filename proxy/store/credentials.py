@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from proxy.store.base import SQLiteBase
+from proxy.store.base import StoreBase
 from proxy.store.changes import Change, Kind
 
 DEFAULT_NAME = "default"
@@ -30,7 +30,7 @@ class Cooldown:
     reason: str
 
 
-class CredentialQueries(SQLiteBase):
+class CredentialQueries(StoreBase):
     async def set_credential(self, tenant_id: str, provider: str, secret: bytes, name: str = DEFAULT_NAME,
                              weight: int = 1) -> None:
         """Add or replace one named credential; a replaced one is valid again and cools down no more."""
@@ -55,12 +55,12 @@ class CredentialQueries(SQLiteBase):
         """One named credential, or (name None) every credential of the provider."""
         async with self._write(Change(Kind.CREDENTIAL, tenant_id, provider)) as db:
             if name is None:
-                cur = await db.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ?",
-                                       (tenant_id, provider))
+                n = await db.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ?",
+                                     (tenant_id, provider))
             else:
-                cur = await db.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ? "
-                                       "AND name = ?", (tenant_id, provider, name))
-            return cur.rowcount >= 1
+                n = await db.execute("DELETE FROM provider_credentials WHERE tenant_id = ? AND provider = ? "
+                                     "AND name = ?", (tenant_id, provider, name))
+            return n >= 1
 
     async def mark_invalid(self, tenant_id: str, provider: str, name: str, secret: bytes) -> bool:
         """The vendor rejected this credential: out of rotation until it is changed. Only the
@@ -71,10 +71,9 @@ class CredentialQueries(SQLiteBase):
                            "AND secret = ? AND invalid_at IS NULL", (tenant_id, provider, name, secret)) is None:
             return False
         async with self._write(Change(Kind.CREDENTIAL, tenant_id, provider)) as db:
-            cur = await db.execute("UPDATE provider_credentials SET invalid_at = ? WHERE tenant_id = ? AND "
-                                   "provider = ? AND name = ? AND secret = ? AND invalid_at IS NULL",
-                                   (int(time.time()), tenant_id, provider, name, secret))
-            return cur.rowcount == 1
+            return await db.execute("UPDATE provider_credentials SET invalid_at = ? WHERE tenant_id = ? AND "
+                                    "provider = ? AND name = ? AND secret = ? AND invalid_at IS NULL",
+                                    (int(time.time()), tenant_id, provider, name, secret)) == 1
 
     async def mark_model_invalid(self, tenant_id: str, provider: str, model: str, name: str, secret: bytes) -> bool:
         """`mark_invalid` for a per-model entry's credential."""
@@ -83,17 +82,16 @@ class CredentialQueries(SQLiteBase):
                            (tenant_id, provider, model, name, secret)) is None:
             return False
         async with self._write(Change(Kind.MODEL, tenant_id, f"{provider}/{model}")) as db:
-            cur = await db.execute("UPDATE tenant_models SET invalid_at = ? WHERE tenant_id = ? AND provider = ? AND "
-                                   "model = ? AND name = ? AND secret = ? AND invalid_at IS NULL",
-                                   (int(time.time()), tenant_id, provider, model, name, secret))
-            return cur.rowcount == 1
+            return await db.execute("UPDATE tenant_models SET invalid_at = ? WHERE tenant_id = ? AND provider = ? "
+                                    "AND model = ? AND name = ? AND secret = ? AND invalid_at IS NULL",
+                                    (int(time.time()), tenant_id, provider, model, name, secret)) == 1
 
     # -- cooldowns (accounting-like: quiet writes, read by every worker's poll) ------------
 
     async def set_cooldown(self, cooldown: Cooldown) -> None:
         await self._quiet_statement(
             "INSERT INTO credential_cooldowns (tenant_id, provider, name, until, reason) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(tenant_id, provider, name) DO UPDATE SET until = MAX(until, excluded.until), "
+            "ON CONFLICT(tenant_id, provider, name) DO UPDATE SET until = MAX(credential_cooldowns.until, excluded.until), "
             "reason = excluded.reason",
             (cooldown.tenant_id, cooldown.provider, cooldown.name, cooldown.until, cooldown.reason))
 

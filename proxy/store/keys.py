@@ -12,18 +12,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aiosqlite
-
 from keystore.store import MASTER_CHECK_META, MASTER_ID_META
-from proxy.store.base import SQLiteBase
+from proxy.store.base import StoreBase
 from proxy.store.changes import Change, Kind
+from proxy.store.tx import Tx
 from translators.errors import ApiError
 
 
-async def current_key_id(db: aiosqlite.Connection) -> str | None:
+async def current_key_id(db: Tx) -> str | None:
     """The database's master key id, read on `db` (inside the caller's transaction)."""
-    async with db.execute("SELECT value FROM meta WHERE key = ?", (MASTER_ID_META,)) as cur:
-        row = await cur.fetchone()
+    row = await db.one("SELECT value FROM meta WHERE key = ?", (MASTER_ID_META,))
     return None if row is None else str(row[0])
 
 
@@ -40,15 +38,15 @@ class KeyRotation:
     """The open rotation transaction: reads and writes go through the writer connection
     while it holds SQLite's write lock, so nothing can change between them."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Tx) -> None:
         self._db = db
 
     async def current_key_id(self) -> str | None:
         return await current_key_id(self._db)
 
     async def wrapped_keys(self) -> list[tuple[str, bytes]]:
-        async with self._db.execute("SELECT tenant_id, wrapped_key FROM tenant_private_keys ORDER BY tenant_id") as cur:
-            return [(str(r[0]), bytes(r[1])) for r in await cur.fetchall()]
+        return [(str(r[0]), bytes(r[1])) for r in await self._db.all(
+            "SELECT tenant_id, wrapped_key FROM tenant_private_keys ORDER BY tenant_id")]
 
     async def replace(self, keys: list[tuple[str, bytes]], old_id: str, new_id: str, new_check: str) -> None:
         """Keep every current wrapped key as the previous one, then install the new ones."""
@@ -63,7 +61,7 @@ class KeyRotation:
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (name, value))
 
 
-class MasterKeyQueries(SQLiteBase):
+class MasterKeyQueries(StoreBase):
     @asynccontextmanager
     async def key_rotation(self) -> AsyncIterator[KeyRotation]:
         """One write transaction (bumping the change counter, so workers notice): commits
@@ -77,8 +75,8 @@ class MasterKeyQueries(SQLiteBase):
         if await self._one("SELECT 1 FROM meta WHERE key = ?", (MASTER_ID_META,)) is not None:
             return False
         async with self._write(Change(Kind.META, detail=MASTER_ID_META)) as db:
-            cur = await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (MASTER_ID_META, key_id))
-            if cur.rowcount != 1:
+            if await db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                                (MASTER_ID_META, key_id)) != 1:
                 return False
             await db.execute("UPDATE tenant_private_keys SET master_key_id = ? WHERE master_key_id IS NULL", (key_id,))
         return True
@@ -93,9 +91,8 @@ class MasterKeyQueries(SQLiteBase):
             return 0
         async with self._write(Change(Kind.META, detail="previous_private_keys")) as db:
             # Only if that key is still the current one (checked under the write lock).
-            cur = await db.execute("DELETE FROM previous_private_keys WHERE EXISTS "
-                                   "(SELECT 1 FROM meta WHERE key = ? AND value = ?)", (MASTER_ID_META, key_id))
-            return cur.rowcount
+            return await db.execute("DELETE FROM previous_private_keys WHERE EXISTS "
+                                    "(SELECT 1 FROM meta WHERE key = ? AND value = ?)", (MASTER_ID_META, key_id))
 
     async def wrapped_private_key(self, tenant_id: str, key_id: str | None = None) -> bytes | None:
         """A tenant's wrapped private key: preferably the one wrapped under master key
@@ -103,5 +100,5 @@ class MasterKeyQueries(SQLiteBase):
         row = await self._one(
             "SELECT wrapped_key FROM (SELECT wrapped_key, master_key_id, 0 AS o FROM tenant_private_keys "
             "WHERE tenant_id = ? UNION ALL SELECT wrapped_key, master_key_id, 1 AS o FROM previous_private_keys "
-            "WHERE tenant_id = ?) ORDER BY master_key_id IS ? DESC, o LIMIT 1", (tenant_id, tenant_id, key_id))
+            "WHERE tenant_id = ?) AS k ORDER BY master_key_id IS ? DESC, o LIMIT 1", (tenant_id, tenant_id, key_id))
         return None if row is None else bytes(row[0])

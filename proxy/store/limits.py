@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from proxy.store.base import SQLiteBase
+from proxy.store.base import StoreBase
 from proxy.store.changes import Change, Kind
 
 
@@ -43,14 +43,14 @@ class Taken:
 
 
 _ADD = ("INSERT INTO rate_windows (scope, minute, used) VALUES (?, ?, ?) "
-        "ON CONFLICT(scope, minute) DO UPDATE SET used = used + excluded.used")
+        "ON CONFLICT(scope, minute) DO UPDATE SET used = rate_windows.used + excluded.used")
 
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-class LimitQueries(SQLiteBase):
+class LimitQueries(StoreBase):
     # -- configuration ------------------------------------------------------------------
 
     async def rate_limits(self, tenant_id: str) -> tuple[LimitRow, ...]:
@@ -66,9 +66,8 @@ class LimitQueries(SQLiteBase):
 
     async def clear_rate_limit(self, tenant_id: str, token_id: str, model: str) -> bool:
         async with self._write(Change(Kind.LIMIT, tenant_id, f"{token_id}/{model}")) as db:
-            cur = await db.execute("DELETE FROM rate_limits WHERE tenant_id = ? AND token_id = ? AND model = ?",
-                                   (tenant_id, token_id, model))
-            return cur.rowcount == 1
+            return await db.execute("DELETE FROM rate_limits WHERE tenant_id = ? AND token_id = ? AND model = ?",
+                                    (tenant_id, token_id, model)) == 1
 
     # -- counters (quiet: nothing cached depends on them) ---------------------------------
 
@@ -77,9 +76,9 @@ class LimitQueries(SQLiteBase):
         pass its limit; atomically across every worker."""
         scopes = [c.scope for c in charges]
         async with self._quiet_write() as db:
-            async with db.execute(f"SELECT scope, used FROM rate_windows WHERE minute = ? AND scope IN "
-                                  f"({_marks(len(scopes))})", (minute, *scopes)) as cur:
-                found = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+            found = {str(r[0]): int(r[1]) for r in await db.all(
+                f"SELECT scope, used FROM rate_windows WHERE minute = ? AND scope IN ({_marks(len(scopes))})",
+                (minute, *scopes))}
             used = tuple(found.get(scope, 0) for scope in scopes)
             refused = next((i for i, c in enumerate(charges) if used[i] + c.cost > c.limit), None)
             if refused is None:

@@ -1,4 +1,4 @@
-"""The SQLite store (aiosqlite, WAL). The hot path reads through caches and only
+"""The store's queries (`StoreApi`) and the SQLite store (aiosqlite, WAL). The hot path reads through caches and only
 comes here on a miss; every configuration write bumps `meta.changes` in the same
 transaction, which is how every worker (and the CLI's effect on them) learns that
 caches are stale. Accounting writes (quota, usage) do not: see `base.py`."""
@@ -16,6 +16,7 @@ from proxy.store.changes import Change, Kind, LoggedChange, parse_rows
 from proxy.store.console import ConsoleQueries
 from proxy.store.credentials import CredentialQueries
 from proxy.store.keys import MasterKeyQueries, StaleMasterKey, current_key_id
+from proxy.store.base import SQLiteBase
 from proxy.store.limits import LimitQueries
 
 
@@ -57,10 +58,11 @@ def _now() -> int:
     return int(time.time())
 
 
-class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, CredentialQueries):
-    """Configuration queries (every write bumps the change counter); master-key queries
-    come from `MasterKeyQueries`, accounting ones from `AccountingQueries`, the
-    connection from `SQLiteBase`."""
+class StoreApi(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, CredentialQueries):
+    """The store's interface, whichever the backend: configuration queries (every write
+    bumps the change counter); master-key queries come from `MasterKeyQueries`,
+    accounting ones from `AccountingQueries`, the primitives from a backend: `Store`
+    (SQLite, below) or `postgres.PostgresStore`."""
 
     # -- meta ---------------------------------------------------------------------
 
@@ -97,8 +99,8 @@ class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, C
         if await self.get_meta(key) is not None:
             return False
         async with self._write(Change(Kind.META, detail=key)) as db:
-            cur = await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            return cur.rowcount == 1
+            return await db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                                    (key, value)) == 1
 
     # -- tenants ------------------------------------------------------------------
 
@@ -129,11 +131,11 @@ class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, C
 
     async def delete_tenant(self, tenant_id: str) -> bool:
         async with self._write(Change(Kind.TENANT_DELETED, tenant_id)) as db:
-            cur = await db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
+            deleted = await db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
             # usage has no foreign key (see schema 2); a deleted tenant's history goes too.
             await db.execute("DELETE FROM usage WHERE tenant_id = ?", (tenant_id,))
             await db.execute("DELETE FROM usage_daily WHERE tenant_id = ?", (tenant_id,))
-            return cur.rowcount == 1
+            return deleted == 1
 
     # -- tokens -------------------------------------------------------------------
 
@@ -200,12 +202,12 @@ class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, C
         """One named credential of the entry, or (name None) the whole entry."""
         async with self._write(Change(Kind.MODEL, tenant_id, f"{provider}/{model}")) as db:
             if name is None:
-                cur = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ?",
-                                       (tenant_id, provider, model))
+                n = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ?",
+                                     (tenant_id, provider, model))
             else:
-                cur = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ? "
-                                       "AND name = ?", (tenant_id, provider, model, name))
-            return cur.rowcount >= 1
+                n = await db.execute("DELETE FROM tenant_models WHERE tenant_id = ? AND provider = ? AND model = ? "
+                                     "AND name = ?", (tenant_id, provider, model, name))
+            return n >= 1
 
     # -- defaults -----------------------------------------------------------------
 
@@ -221,9 +223,8 @@ class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, C
 
     async def clear_default(self, tenant_id: str, model_type: str) -> bool:
         async with self._write(Change(Kind.DEFAULT, tenant_id, model_type)) as db:
-            cur = await db.execute("DELETE FROM default_models WHERE tenant_id = ? AND model_type = ?",
-                                   (tenant_id, model_type))
-            return cur.rowcount == 1
+            return await db.execute("DELETE FROM default_models WHERE tenant_id = ? AND model_type = ?",
+                                    (tenant_id, model_type)) == 1
 
     # -- fallbacks ----------------------------------------------------------------------
 
@@ -239,5 +240,8 @@ class Store(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, C
 
     async def clear_fallbacks(self, tenant_id: str, model: str) -> bool:
         async with self._write(Change(Kind.FALLBACK, tenant_id, model)) as db:
-            cur = await db.execute("DELETE FROM fallbacks WHERE tenant_id = ? AND model = ?", (tenant_id, model))
-            return cur.rowcount == 1
+            return await db.execute("DELETE FROM fallbacks WHERE tenant_id = ? AND model = ?", (tenant_id, model)) == 1
+
+
+class Store(StoreApi, SQLiteBase):
+    """The SQLite store (the default: one file, one machine)."""

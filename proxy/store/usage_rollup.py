@@ -37,8 +37,11 @@ MEASURES = ("requests", "errors", "hosted", "prompt_tokens", "completion_tokens"
             "latency_sum", "ttft_sum", "ttft_count")
 _KEY = ("tenant_id", "day", "provider", "model")
 # A raw row's contribution, in MEASURES order (the rollup stores their sums).
-_RAW_MEASURES = ("1", "status >= 400", "billing = 'hosted'", "prompt_tokens", "completion_tokens", "total_tokens",
-                 "estimated", "latency_ms", "ttft_ms", "ttft_ms IS NOT NULL")
+# CASE, not a bare comparison: PostgreSQL neither sums booleans nor unions them with integers.
+_ERROR = "CASE WHEN status >= 400 THEN 1 ELSE 0 END"
+_HOSTED = "CASE WHEN billing = 'hosted' THEN 1 ELSE 0 END"
+_RAW_MEASURES = ("1", _ERROR, _HOSTED, "prompt_tokens", "completion_tokens", "total_tokens",
+                 "estimated", "latency_ms", "ttft_ms", "CASE WHEN ttft_ms IS NULL THEN 0 ELSE 1 END")
 _RAW_COLUMNS = ", ".join(f"{expr} AS {name}" for expr, name in zip(
     ("tenant_id", DAY_OF, "provider", "model", *_RAW_MEASURES), _KEY + MEASURES, strict=True))
 
@@ -50,11 +53,11 @@ _RAW_COLUMNS = ", ".join(f"{expr} AS {name}" for expr, name in zip(
 # for upserts from a SELECT.
 ROLLUP_SINCE = (
     f"INSERT INTO usage_daily ({', '.join(_KEY + MEASURES)}) "
-    f"SELECT tenant_id, {DAY_OF}, provider, model, COUNT(*), SUM(status >= 400), SUM(billing = 'hosted'), "
+    f"SELECT tenant_id, {DAY_OF}, provider, model, COUNT(*), SUM({_ERROR}), SUM({_HOSTED}), "
     "SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(estimated), TOTAL(latency_ms), "
     "TOTAL(ttft_ms), COUNT(ttft_ms) FROM usage NOT INDEXED WHERE id > ? GROUP BY 1, 2, 3, 4 "
     "ON CONFLICT (day, tenant_id, provider, model) DO UPDATE SET "
-    + ", ".join(f"{m} = {m} + excluded.{m}" for m in MEASURES))
+    + ", ".join(f"{m} = usage_daily.{m} + excluded.{m}" for m in MEASURES))
 
 LAST_ID = "SELECT COALESCE(MAX(id), 0) FROM usage"
 
@@ -125,7 +128,7 @@ def summary_query(tenant_id: str | None, start: float, end: float, group_by: str
     # the tenant's name) once per such group instead of once per row: the all-tenants
     # month is ~10^5 rollup rows but only ~10^3 tenants to look up.
     inner = (f"SELECT {', '.join(columns)}, " + ", ".join(f"SUM({m}) AS {m}" for m in MEASURES)
-             + f" FROM ({' UNION ALL '.join(parts)}) GROUP BY {', '.join(columns)}")
+             + f" FROM ({' UNION ALL '.join(parts)}) AS r GROUP BY {', '.join(columns)}")
     join = " LEFT JOIN tenants t ON t.id = u.tenant_id" if "tenant_id" in columns else ""
     sql = (f"SELECT {who}, {key}, SUM(u.requests), SUM(u.errors), SUM(u.hosted), SUM(u.prompt_tokens), "
            "SUM(u.completion_tokens), SUM(u.total_tokens), SUM(u.estimated), SUM(u.latency_sum) / SUM(u.requests), "
