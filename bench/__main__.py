@@ -6,13 +6,13 @@
     python -m bench --profile             # also py-spy the workers under load (top costs)
     python -m bench --scenarios tenants --tenants 1000   # cost with many tenants (bench/tenants.py)
     python -m bench --scenarios spread    # 64 connections at once: do both workers take some?
+    python -m bench --scenarios postgres  # SQLite vs 2 instances on PostgreSQL (bench/postgres.py)
 
 Each round starts a fresh `modelport serve` (2 workers; start-up is timed to the first
 served request), then for every scenario and connection count runs the same bounded
 load direct to the fake upstream and through the gateway, back to back (the order
-alternates between rounds). `tenants` and `spread` run once, after the rounds, each on its
-own gateway (bench/tenants.py, bench/spread.py). Results: tables on stdout and
-bench/results/<time>.json. See bench/README.md.
+alternates between rounds). `tenants`, `spread` and `postgres` run once, after the rounds,
+on their own gateways. Results: tables on stdout and bench/results/<time>.json (README.md).
 """
 
 from __future__ import annotations
@@ -29,14 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fake, profile, report, spread, tenants, wrk
+from bench import fake, postgres, profile, report, spread, tenants, wrk
 from bench.gateway import FAKE_KEY, Gateway, anthropic_translator
 from bench.procs import Procs, Watch, background_cores, wait_quiet
 from bench.scenarios import Scenario, ensure_tools, machine, scenarios
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Scenarios that run once, after the rounds, each on its own gateway: name -> (run, report).
-ALONE = {"tenants": (tenants.run, report.tenants_report), "spread": (spread.run, report.spread_report)}
+ALONE = {"tenants": (tenants.run, report.tenants_report), "spread": (spread.run, report.spread_report),
+         "postgres": (postgres.run, postgres.report)}
 def raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Accept: */*"] + [f"{k}: {v}" for k, v in headers.items()]
@@ -283,11 +284,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each (default 1)")
     p.add_argument("--scenarios", default="chat,anthropic,embeddings,stream,soak",
-                   help="comma-separated subset of chat,anthropic,embeddings,stream,soak (default: all of "
-                        "them), embeddings-1536 (a real-sized embedding), failover (2 credentials, 5%% of upstream "
-                        "answers a 503), tenants (N tenants, steady vs admin writes vs tenant creations) and "
-                        "spread (64 connections opened at once: per-worker CPU); the last four are not in the "
-                        "default set; tenants and spread run once each, on their own gateway")
+                   help="comma-separated subset of chat,anthropic,embeddings,stream,soak (the default), "
+                        "embeddings-1536 (a real-sized embedding), failover (5%% of upstream answers a 503), tenants "
+                        "(N tenants, steady vs admin writes vs creations), spread (64 connections at once: per-worker "
+                        "CPU), postgres (SQLite vs 2 instances on PostgreSQL); the last three run once, apart")
     p.add_argument("--tenants", type=int, default=1000, help="tenants scenario: tenants seeded (default 1000)")
     p.add_argument("--tenant-evict-cache", type=int, default=100,
                    help="tenants scenario: cache size (tenants, private keys) of the eviction run, where "

@@ -60,12 +60,15 @@ class Procs:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def start(self, name: str, argv: Sequence[str], *, log: Path | None = None, env: dict[str, str] | None = None,
-              cwd: Path | None = None, stdout: int | IO[Any] | None = None) -> subprocess.Popen[bytes]:
+              cwd: Path | None = None, stdout: int | IO[Any] | None = None,
+              user: str | None = None) -> subprocess.Popen[bytes]:
+        """user: run as that system user (root only; PostgreSQL refuses to run as root)."""
         out: Any = stdout
         if out is None:
             out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT if log is not None else None,
-                                stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True)
+                                stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True,
+                                user=user, group=user, extra_groups=[] if user else None)
         if log is not None and out is not None and hasattr(out, "close"):
             out.close()  # the child holds its own descriptor
         self._procs.append((name, proc))

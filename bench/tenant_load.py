@@ -63,7 +63,7 @@ def rotating_script(path: Path, body_file: Path, tokens_file: Path, expect: str,
     hook = wrk.CHECK_HOOK + ROTATE_LUA % {"tokens": str(tokens_file), "threads": threads}
     lua_expect = expect.replace("\\", "\\\\").replace('"', '\\"')  # inside a "..." Lua string
     path.write_text(wrk.LUA % {"body": str(body_file), "token": "", "expect": lua_expect, "extra_headers": "",
-                               "response_hook": hook})
+                               "response_hook": hook, "spread_threads": ""})
     return path
 
 

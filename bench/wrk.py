@@ -27,6 +27,7 @@ if token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
 local threads = {}
 function setup(thread)
   table.insert(threads, thread)
+%(spread_threads)s
 end
 
 function init(args)
@@ -69,11 +70,21 @@ end
 """
 
 
-def script(path: Path, body_file: Path, token: str, expect: str = "", headers: dict[str, str] | None = None) -> Path:
+def script(path: Path, body_file: Path, token: str, expect: str = "", headers: dict[str, str] | None = None,
+           ports: list[int] | None = None) -> Path:
+    """ports: send thread i's connections to 127.0.0.1:ports[i % len(ports)] instead of the
+    URL's address (several gateway instances from one wrk, one latency histogram)."""
     extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
     path.write_text(LUA % {"body": str(body_file), "token": token, "expect": expect, "extra_headers": extra,
-                           "response_hook": CHECK_HOOK if expect else ""})
+                           "response_hook": CHECK_HOOK if expect else "", "spread_threads": spread_threads(ports)})
     return path
+
+
+def spread_threads(ports: list[int] | None) -> str:
+    """LUA's `spread_threads` slot: thread i connects to 127.0.0.1:ports[i % len(ports)]."""
+    return "" if not ports else (
+        f"  local ports = {{{', '.join(str(p) for p in ports)}}}\n"
+        "  thread.addr = wrk.lookup(\"127.0.0.1\", tostring(ports[(#threads - 1) % #ports + 1]))[1]")
 
 
 def run(procs: Procs, url: str, lua: Path, connections: int, duration: float, threads: int = 1,

@@ -18,6 +18,7 @@ from proxy.auth import ADMIN_TOKEN_PREFIX, hash_admin_token
 from proxy.rotation import open_keystore
 from proxy.settings import Settings
 from proxy.store import Store, StoreApi
+from translators.errors import ApiError
 
 ADMIN_HASH_META = "admin_token_hash"
 
@@ -30,7 +31,9 @@ def make_store(settings: Settings) -> StoreApi:
     """The configured backend, not opened: PostgreSQL when `database` (or
     MODELPORT_DATABASE_URL) is a postgresql:// URL, else SQLite."""
     if settings.database_url:
-        from proxy.store.postgres import PostgresStore  # asyncpg only when PostgreSQL is configured
+        from proxy.store.postgres import (
+            PostgresStore,  # asyncpg only when PostgreSQL is configured
+        )
 
         return PostgresStore(settings.database_url, pool_size=settings.database_pool)
     return Store(settings.database_path, busy_timeout=settings.database_busy_timeout)
@@ -40,7 +43,15 @@ async def open_store_and_keystore(settings: Settings, *, serving: bool = False) 
     """`serving`: the server's keystore (RSA in helper processes, pre-generated key pairs),
     which the caller must `start()` and `await close()`; otherwise RSA runs inline."""
     store = make_store(settings)
-    await store.open()
+    try:
+        await store.open()
+    except (ApiError, StartupError):
+        raise
+    except Exception as exc:  # a migration that failed (rolled back): one line, no traceback
+        from proxy.dbschema import scrub
+
+        raise StartupError(scrub(f"opening the database {settings.database_label} failed, pending migrations "
+                                 f"were rolled back: {type(exc).__name__}: {exc}", settings.database_url)) from None
     try:
         # The master key's checks, an interrupted rotation's recovery and the
         # confirmation of a rotated key live in proxy/rotation.py.

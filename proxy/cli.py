@@ -17,6 +17,7 @@ import orjson
 
 from keystore import MASTER_KEY_ENV, master_key_from_env
 from keystore.crypto import KeystoreError
+from proxy import cli_args
 from proxy.bootstrap import (
     StartupError,
     ensure_admin_token,
@@ -119,6 +120,38 @@ def _serve(args: argparse.Namespace, settings: Settings) -> NoReturn:
     os.execve(sys.executable, [sys.executable, "-m", "proxy.server", "--handoff-fd", str(fd)], env)
 
 
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    """`db status`, `db migrate`, `db copy`: the master key is not needed for any of them."""
+    from proxy import dbcopy, dbschema  # asyncpg and the copy only for these commands
+
+    try:
+        if args.action == "status":
+            state = asyncio.run(dbschema.status(settings))
+            print(json.dumps(state.as_dict(), indent=2, sort_keys=True) if args.json else state.describe())
+        elif args.action == "migrate":
+            before, after = asyncio.run(dbschema.migrate(settings))
+            if args.json:
+                print(json.dumps({"before": before.as_dict(), "after": after.as_dict()}, indent=2, sort_keys=True))
+            elif before.version == after.version:
+                print(f"{after.engine} {after.database}: schema version {after.version}, up to date")
+            else:
+                print(f"{after.engine} {after.database}: migrated from schema version {before.version} "
+                      f"to {after.version}")
+        else:
+            if settings.database_url:
+                raise dbschema.DatabaseCommandError(
+                    f"db copy moves a SQLite install; this configuration's database is already PostgreSQL "
+                    f"({settings.database_label})")
+            report = asyncio.run(dbcopy.copy_to_postgres(settings.database_path, cli_args.dsn_argument(args.to),
+                                                         busy_timeout=settings.database_busy_timeout))
+            print(json.dumps({"source": report.source, "target": report.target, "version": report.version,
+                              "rows": report.rows}, indent=2) if args.json else dbcopy.describe(report))
+    except dbschema.DatabaseCommandError as exc:
+        print(f"modelport: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 _ACTIONS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Callable[[Management], Awaitable[Any]]]] = {
     ("tenants", "create"): lambda a: lambda m: m.create_tenant(a.name),
     ("tenants", "list"): lambda a: lambda m: m.list_tenants(),
@@ -175,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                     await store.close()
             print(asyncio.run(reset()))
             return 0
+        if args.command == "db":
+            return _db(args, settings)
         action = getattr(args, "action", None)
         result = asyncio.run(_with_management(settings, _ACTIONS[(args.command, action)](args)))
     except (SettingsError, StartupError, KeystoreError) as exc:

@@ -67,6 +67,13 @@ def pairs(items: list[str]) -> dict[str, str]:
     return out
 
 
+def dsn_argument(value: str) -> str:
+    """`db copy --to`: the URL itself, or `@FILE` / `@-` (read like a credential field)."""
+    if value.startswith("@") and len(value) > 1:
+        return _read_secret(value[1:], "--to", [False]).strip()
+    return value
+
+
 def _limit(value: str) -> int | None:
     """`quota set`'s N: a number of calls, -1 for unlimited, `default` for the configured quota."""
     if value == "default":
@@ -181,6 +188,14 @@ def parser() -> argparse.ArgumentParser:
     usage.add_argument("--since", help="unix seconds, ISO date or date-time (default: oldest record kept)")
     usage.add_argument("--until", help="same forms; a date includes the whole day (default: now)")
     usage.add_argument("--by", choices=["model", "provider", "day", "tenant"], default="model")
+
+    db = group("db", "the database: schema version, migrations, copying a SQLite install to PostgreSQL")
+    db.add_parser("status", help="the backend, its schema version, the latest one, pending migrations")
+    db.add_parser("migrate", help="apply pending migrations (one transaction: a failure changes nothing)")
+    dcopy = db.add_parser("copy", help="copy this SQLite install into an empty PostgreSQL database")
+    dcopy.add_argument("--to", required=True, metavar="postgresql://USER:PASSWORD@HOST:PORT/DB",
+                       help="the target; @FILE reads the URL from a file and @- from stdin (keeps the "
+                            "password out of ps and the shell history)")
 
     keys = group("keys", "the master key")
     keys.add_parser("rotate-master", help="re-wrap every tenant key under a new master key")

@@ -5,6 +5,14 @@ called with the official openai SDK.
 Fixtures (session-scoped, the server is started once):
 - ``gateway``: a 2-worker server; tenant ``acme`` has the fake OpenAI configured and
   defaults for all three model types, tenant ``beta`` a different key and no defaults.
+- ``pg_gateway``: the same on PostgreSQL (a fresh database on the throwaway cluster).
+- ``backend``: "sqlite" or "postgresql". The store-touching modules (STORE_MODULES) run
+  each test that uses ``gw`` or ``backend`` twice, ids ``[sqlite]`` and ``[postgresql]``
+  (`pytest_generate_tests` below); a test that checks SQLite itself (its file, its locks)
+  carries ``@pytest.mark.sqlite_only`` and runs once, unparametrized.
+  ``MODELPORT_TEST_DATABASE=sqlite|postgresql`` restricts those modules to one backend.
+  A module fixture that starts its own gateway takes ``backend`` and passes
+  ``database=database_for(backend, pg_server)`` (or ``gateway_database``).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +60,7 @@ class GatewayProcess:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    database: str | None = None  # a postgresql:// DSN (written to the config); None: SQLite in data_dir
 
     @property
     def config_path(self) -> Path:
@@ -85,6 +94,8 @@ class GatewayProcess:
                   # One attempt per request: most tests script exactly one upstream failure and
                   # check how it reaches the client; tests/e2e/test_retries.py turns retries on.
                   "routing": {"retries": 0}}
+        if self.database:
+            config["database"] = self.database  # the CLI reads the same config, so it uses it too
         config.update(self.settings)
         self.config_path.write_text(yaml.safe_dump(config))
 
@@ -146,6 +157,82 @@ class GatewayProcess:
             yield self
         finally:
             self.stop()
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.database else "sqlite"
+
+    def sql(self, query: str, params: Sequence[Any] = (), *, dicts: bool = False) -> list[Any]:
+        """Rows of one query (SQLite's dialect, `?` placeholders) on this gateway's database,
+        whichever engine it is: tests check what is stored without caring where. Tuples, or
+        dicts by column name."""
+        shape: Any = dict if dicts else tuple
+        if self.database is None:
+            import sqlite3
+
+            db = sqlite3.connect(self.data_dir / "modelport.db")
+            db.row_factory = sqlite3.Row
+            try:
+                return [shape(row) for row in db.execute(query, tuple(params))]
+            finally:
+                db.close()
+        import asyncio
+
+        import asyncpg  # type: ignore[import-untyped]
+
+        from proxy.store.pg_dialect import to_postgres
+
+        async def fetch() -> list[Any]:
+            conn = await asyncpg.connect(self.database)
+            try:
+                return [shape(row.items()) if dicts else tuple(row)
+                        for row in await conn.fetch(to_postgres(query), *params)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(fetch())
+
+    def stored_bytes(self) -> dict[str, bytes]:
+        """Everything the database holds, by where, for "no secret in plaintext" checks:
+        SQLite's files (WAL included) as they are on disk; for PostgreSQL every row of every
+        table, each value as its bytes or its text."""
+        if self.database is None:
+            return {path.name: path.read_bytes() for path in sorted(self.data_dir.glob("modelport.db*"))}
+        tables = [r[0] for r in self.sql("SELECT table_name FROM information_schema.tables "
+                                         "WHERE table_schema = current_schema()")]
+        assert "tenants" in tables, tables
+        return {table: b"\0".join(value if isinstance(value, bytes) else str(value).encode()
+                                   for row in self.sql(f'SELECT * FROM "{table}"') for value in row)
+                for table in tables}
+
+    def sql_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One write statement (SQLite's dialect) for each of `rows`, committed together, on
+        this gateway's database whichever engine it is (a test planting old rows)."""
+        if self.database is None:
+            import sqlite3
+
+            db = sqlite3.connect(self.data_dir / "modelport.db")
+            try:
+                with db:
+                    db.executemany(statement, [tuple(r) for r in rows])
+            finally:
+                db.close()
+            return
+        import asyncio
+
+        import asyncpg
+
+        from proxy.store.pg_dialect import to_postgres
+
+        async def write() -> None:
+            conn = await asyncpg.connect(self.database)
+            try:
+                async with conn.transaction():
+                    await conn.executemany(to_postgres(statement), [tuple(r) for r in rows])
+            finally:
+                await conn.close()
+
+        asyncio.run(write())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -243,8 +330,74 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, fake_openai_server: FakeOp
         fake_openai_server.state.api_keys.update({ACME_KEY, BETA_KEY})
 
 
+@pytest.fixture(scope="session")
+def pg_gateway(tmp_path_factory: pytest.TempPathFactory, fake_openai_server: FakeOpenAI,
+               pg_server: Any) -> Iterator[GatewayProcess]:
+    """The session gateway on PostgreSQL: same seed, a fresh database of the throwaway cluster."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("pg-gateway"), database=pg_server.create_database())
+    gw.port = free_port()
+    gw.write_config()
+    seed(gw, fake_openai_server)
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        fake_openai_server.state.api_keys.update({ACME_KEY, BETA_KEY})
+
+
+# -- the backend a store-touching test runs on -------------------------------------------------
+
+BACKENDS = ("sqlite", "postgresql")
+BACKEND_ENV = "MODELPORT_TEST_DATABASE"  # sqlite | postgresql: run STORE_MODULES on that one only
+# The e2e modules whose tests run on both engines (issue 15: tenancy, keystore, quota, usage,
+# admin, CLI). Elsewhere `backend` is "sqlite" and no id is added.
+STORE_MODULES = frozenset({"test_tenancy", "test_keystore_e2e", "test_quota", "test_usage", "test_admin_api",
+                           "test_cli"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(reason): checks SQLite itself (its file, its locking); "
+                                       "runs as [sqlite] only in the modules that run on both backends")
+
+
+def _backends() -> tuple[str, ...]:
+    wanted = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if not wanted:
+        return BACKENDS
+    if wanted not in BACKENDS:
+        raise pytest.UsageError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)} (got {wanted!r})")
+    return (wanted,)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames or metafunc.module.__name__.rpartition(".")[2] not in STORE_MODULES:
+        return
+    # sqlite_only tests still get the [sqlite] id: they share the module's SQLite gateway
+    # (same parameter), and the id says where they ran.
+    backends = ("sqlite",) if metafunc.definition.get_closest_marker("sqlite_only") else _backends()
+    metafunc.parametrize("backend", backends, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="module")
+def fresh_database(request: pytest.FixtureRequest, backend: str) -> Callable[[], str | None]:
+    """A maker of databases for a gateway a test starts itself: None (SQLite in its data
+    dir) or the DSN of a fresh, empty PostgreSQL database."""
+    if backend == "sqlite":
+        return lambda: None
+    server = request.getfixturevalue("pg_server")
+    return server.create_database  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def gw(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> GatewayProcess:
-    """The session gateway with the fake's script reset (and the tenants' keys accepted)."""
+def gw(request: pytest.FixtureRequest, backend: str, fake_openai: FakeOpenAI) -> GatewayProcess:
+    """The session gateway of the test's backend with the fake's script reset (and the
+    tenants' keys accepted)."""
+    gateway: GatewayProcess = request.getfixturevalue("pg_gateway" if backend == "postgresql" else "gateway")
     fake_openai.state.api_keys.update({ACME_KEY, BETA_KEY})
     return gateway

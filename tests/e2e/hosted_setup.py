@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -62,9 +61,11 @@ def hosted_env() -> Iterator[None]:
 
 @contextlib.contextmanager
 def hosted_gateway(root: Path, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, *, workers: int = 2,
-                   **settings: Any) -> Iterator[GatewayProcess]:
+                   database: str | None = None, **settings: Any) -> Iterator[GatewayProcess]:
+    """`database`: a PostgreSQL DSN (None: SQLite in the data directory)."""
     with hosted_env():
-        gw = GatewayProcess(root, workers=workers, settings=hosted_settings(fake_openai, fake_anthropic, **settings))
+        gw = GatewayProcess(root, workers=workers, settings=hosted_settings(fake_openai, fake_anthropic, **settings),
+                            database=database)
         gw.start()
         try:
             yield gw
@@ -104,12 +105,6 @@ def wait_until(check: Any, timeout: float = 3.0) -> None:
 
 def usage_rows(gw: GatewayProcess, tenant: str) -> list[dict[str, Any]]:
     """A tenant's rows in the order the requests came in (not by id: two workers write
-    their batches independently)."""
-    db = sqlite3.connect(gw.data_dir / "modelport.db")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute(
-            "SELECT u.* FROM usage u JOIN tenants t ON t.id = u.tenant_id WHERE t.name = ? ORDER BY u.created_at",
-            (tenant,))]
-    finally:
-        db.close()
+    their batches independently). On either backend."""
+    return gw.sql("SELECT u.* FROM usage u JOIN tenants t ON t.id = u.tenant_id WHERE t.name = ? "
+                  "ORDER BY u.created_at", (tenant,), dicts=True)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -33,8 +34,8 @@ KEY = "sk-test-cli-" + secrets.token_hex(12)
 
 
 @pytest.fixture(scope="module")
-def offline(tmp_path_factory: pytest.TempPathFactory) -> GatewayProcess:
-    gateway = GatewayProcess(tmp_path_factory.mktemp("cli"))
+def offline(tmp_path_factory: pytest.TempPathFactory, fresh_database: Callable[[], str | None]) -> GatewayProcess:
+    gateway = GatewayProcess(tmp_path_factory.mktemp("cli"), database=fresh_database())
     gateway.write_config()
     return gateway
 
@@ -61,6 +62,7 @@ def rows(out: str) -> list[str]:
 # -- serve ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("the database file in a fresh data dir")
 def test_serve_creates_the_data_dir_and_writes_the_admin_token_to_a_private_file(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path / "fresh", workers=1)
     assert not gateway.data_dir.exists()
@@ -110,6 +112,7 @@ def test_serve_creates_the_data_dir_and_writes_the_admin_token_to_a_private_file
         gateway.stop()
 
 
+@pytest.mark.sqlite_only("where the SQLite file is put by default")
 def test_cli_finds_the_default_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
@@ -321,8 +324,8 @@ def test_tenant_by_id_everywhere(offline: GatewayProcess) -> None:
 
 
 def test_database_of_the_cli_holds_no_secret(offline: GatewayProcess) -> None:
-    for path in offline.data_dir.glob("modelport.db*"):
-        assert KEY.encode() not in path.read_bytes()
+    for raw in offline.stored_bytes().values():
+        assert KEY.encode() not in raw
 
 
 # -- secrets from stdin or a file, options after the verb, a locked database (issue 10) ----------
@@ -404,6 +407,7 @@ def _healthy(gateway: GatewayProcess) -> bool:
         return False
 
 
+@pytest.mark.sqlite_only("SQLite's file lock")
 def test_a_locked_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path / "locked", settings={"database_busy_timeout": 0.2})
     gateway.write_config()

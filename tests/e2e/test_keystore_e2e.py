@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -34,7 +34,8 @@ from keystore import (
     unwrap_private_key,
 )
 from keystore.store import Keystore
-from proxy.store import Store
+from proxy.bootstrap import make_store
+from proxy.settings import load_settings
 from tests.e2e.harness import ACME_KEY, BETA_KEY, GatewayProcess
 from tests.fakes.fixtures import FakeOpenAI
 from translators import REGISTRY
@@ -78,19 +79,16 @@ def test_database_holds_no_secret_in_plaintext(gw: GatewayProcess) -> None:
     assert gw.client().models.list().data  # the server has run and written its WAL
     master_text = (gw.data_dir / "master.key").read_text().strip()
     secrets_ = [ACME_KEY, BETA_KEY, *gw.tokens.values(), master_text]
-    for path in db_files(gw.data_dir):
-        raw = path.read_bytes()
+    if gw.backend == "sqlite":
+        db_files(gw.data_dir)  # the database file is where it should be
+    for where, raw in gw.stored_bytes().items():
         for secret in secrets_:
-            assert secret.encode() not in raw, f"{path.name} holds a secret in plaintext"
+            assert secret.encode() not in raw, f"{where} holds a secret in plaintext"
             assert secret[-16:].encode() not in raw
         assert parse_master_key(master_text) not in raw
         assert b"PRIVATE KEY" not in raw
-    db = sqlite3.connect(gw.data_dir / "modelport.db")
-    try:
-        blobs = [bytes(r[0]) for r in db.execute("SELECT secret FROM provider_credentials")]
-        wrapped = [bytes(r[0]) for r in db.execute("SELECT wrapped_key FROM tenant_private_keys")]
-    finally:
-        db.close()
+    blobs = [bytes(r[0]) for r in gw.sql("SELECT secret FROM provider_credentials")]
+    wrapped = [bytes(r[0]) for r in gw.sql("SELECT wrapped_key FROM tenant_private_keys")]
     assert len(blobs) >= 2 and all(b"api_key" not in b for b in blobs)
     for blob in wrapped:  # private keys are stored wrapped, never as a loadable key
         with pytest.raises(KeystoreError):
@@ -105,7 +103,7 @@ def test_master_key_file_is_private(gw: GatewayProcess) -> None:
 
 def test_one_tenants_key_pair_cannot_decrypt_anothers_credential(gw: GatewayProcess) -> None:
     async def check() -> None:
-        store = Store(gw.data_dir / "modelport.db")
+        store = make_store(load_settings(gw.config_path))  # either backend
         await store.open()
         try:
             master = load_master_key(gw.data_dir / "master.key", create=False)
@@ -151,9 +149,18 @@ def test_wrong_master_key_is_a_clear_cli_error(gw: GatewayProcess) -> None:
     assert "acme" in gw.cli("tenants", "list").out  # the right key still works
 
 
+def share_database(gw: GatewayProcess, other: GatewayProcess) -> None:
+    """`other` opens `gw`'s database: a copy of the SQLite file, or (PostgreSQL) the same DSN,
+    as another instance of a scaled-out install would."""
+    if gw.database:
+        other.database = gw.database
+    else:
+        copy_database(gw.data_dir / "modelport.db", other.data_dir)
+
+
 def test_wrong_or_missing_master_key_stops_serve_at_start(gw: GatewayProcess, tmp_path: Path) -> None:
     copied = GatewayProcess(tmp_path / "copy", workers=1, env={MASTER_KEY_ENV: other_master_key()})
-    copy_database(gw.data_dir / "modelport.db", copied.data_dir)
+    share_database(gw, copied)
     with pytest.raises(AssertionError, match="gateway exited"):
         copied.start(timeout=15)
     assert copied.proc is not None and copied.proc.returncode == 2
@@ -161,12 +168,13 @@ def test_wrong_or_missing_master_key_stops_serve_at_start(gw: GatewayProcess, tm
     assert "Traceback" not in copied.log()
     # No key at all for a database that has one: refused, and no new key is made up.
     keyless = GatewayProcess(tmp_path / "keyless", workers=1)
-    copy_database(gw.data_dir / "modelport.db", keyless.data_dir)
+    share_database(gw, keyless)
     with pytest.raises(AssertionError, match="gateway exited"):
         keyless.start(timeout=15)
     assert keyless.proc is not None and keyless.proc.returncode == 2
     assert "master key" in keyless.log() and not (keyless.data_dir / "master.key").exists()
     # Control: the copy opens with the right key (so the failures above are the key's doing).
+    keyless.data_dir.mkdir(exist_ok=True)
     shutil.copy2(gw.data_dir / "master.key", keyless.data_dir / "master.key")
     assert f"sk-...{BETA_KEY[-4:]}" in keyless.cli("providers", "list", "beta").out
 
@@ -175,9 +183,9 @@ def test_wrong_or_missing_master_key_stops_serve_at_start(gw: GatewayProcess, tm
 
 
 @pytest.fixture(scope="module")
-def rotation_gateway(tmp_path_factory: pytest.TempPathFactory,
-                     fake_openai_server: FakeOpenAI) -> Iterator[GatewayProcess]:
-    gateway = GatewayProcess(tmp_path_factory.mktemp("rotation"))
+def rotation_gateway(tmp_path_factory: pytest.TempPathFactory, fake_openai_server: FakeOpenAI,
+                     fresh_database: Callable[[], str | None]) -> Iterator[GatewayProcess]:
+    gateway = GatewayProcess(tmp_path_factory.mktemp("rotation"), database=fresh_database())
     gateway.write_config()
     for name, key in ROT_KEYS.items():
         gateway.cli("tenants", "create", name)
@@ -203,11 +211,7 @@ def test_rotate_master_rewraps_every_key_and_the_running_server_keeps_serving(
     old_key = parse_master_key(old_text)
 
     def wrapped() -> dict[str, bytes]:
-        db = sqlite3.connect(rot.data_dir / "modelport.db")
-        try:
-            return {r[0]: bytes(r[1]) for r in db.execute("SELECT tenant_id, wrapped_key FROM tenant_private_keys")}
-        finally:
-            db.close()
+        return {r[0]: bytes(r[1]) for r in rot.sql("SELECT tenant_id, wrapped_key FROM tenant_private_keys")}
 
     before = wrapped()
     for name in ROT_KEYS:  # warm both workers' caches

@@ -10,9 +10,7 @@ keys never leave the gateway.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -42,9 +40,9 @@ SEEN_BODIES: list[str] = []  # every response body of this module, checked for t
 
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory: pytest.TempPathFactory, fake_openai_server: FakeOpenAI,
-           fake_anthropic_server: FakeAnthropic) -> Iterator[GatewayProcess]:
+           fake_anthropic_server: FakeAnthropic, fresh_database: Callable[[], str | None]) -> Iterator[GatewayProcess]:
     with hosted_gateway(tmp_path_factory.mktemp("quota"), fake_openai_server, fake_anthropic_server,
-                        quota=QUOTA) as gw:
+                        quota=QUOTA, database=fresh_database()) as gw:
         yield gw
 
 
@@ -278,16 +276,14 @@ def test_quota_numbers_cli_and_admin_api(gw: GatewayProcess) -> None:
 
 def test_quota_writes_do_not_invalidate_worker_caches(gw: GatewayProcess) -> None:
     _, token = new_tenant(gw)
-    db = sqlite3.connect(gw.data_dir / "modelport.db")
-    try:
-        before = db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0]
-        with http(gw, token) as client:
-            for _ in range(3):
-                assert chat(client, "gpt-3.5-turbo").status_code == 200
-        after = db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0]
-    finally:
-        db.close()
-    assert before == after
+    def changes() -> str:
+        return str(gw.sql("SELECT value FROM meta WHERE key = 'changes'")[0][0])
+
+    before = changes()
+    with http(gw, token) as client:
+        for _ in range(3):
+            assert chat(client, "gpt-3.5-turbo").status_code == 200
+    assert changes() == before
 
 
 # -- secrets -------------------------------------------------------------------------------
@@ -316,6 +312,6 @@ def test_platform_keys_never_leave_the_gateway(gw: GatewayProcess) -> None:
     for key in (HOSTED_OPENAI_KEY, HOSTED_ANTHROPIC_KEY):
         assert not any(key in body for body in SEEN_BODIES)
         assert key not in gw.log()
-        for path in Path(gw.data_dir).glob("modelport.db*"):
-            assert key.encode() not in path.read_bytes()
+        for raw in gw.stored_bytes().values():
+            assert key.encode() not in raw
         assert key[-8:] not in gw.log()

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import secrets
-import sqlite3
 import time
 import uuid
 import wave
@@ -104,16 +103,11 @@ def test_tokens_are_prefixed_hashed_and_shown_once(gw: GatewayProcess) -> None:
     assert token not in listed and token[5:-4] not in listed
     assert f"{token[:5]}...{token[-4:]}" in listed and "shown-once" in listed
 
-    db = sqlite3.connect(gw.data_dir / "modelport.db")
-    try:
-        hashes = {row[0] for row in db.execute("SELECT token_hash FROM tokens")}
-    finally:
-        db.close()
+    hashes = {row[0] for row in gw.sql("SELECT token_hash FROM tokens")}
     assert hashlib.sha256(token.encode()).hexdigest() in hashes
-    for path in gw.data_dir.glob("modelport.db*"):
-        raw = path.read_bytes()
+    for where, raw in gw.stored_bytes().items():
         for value in (token, *gw.tokens.values()):
-            assert value.encode() not in raw, f"a token is stored in plaintext in {path.name}"
+            assert value.encode() not in raw, f"a token is stored in plaintext in {where}"
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer sk-not-ours", "Basic abc", "Bearer mp-unknown-token"])
@@ -299,11 +293,7 @@ def test_an_idle_server_does_not_keep_invalidating_its_caches(gw: GatewayProcess
     worker's poll would look like a change to the other and every cache (tokens, tenants,
     unwrapped RSA keys) would be dropped on every poll, for ever."""
     def changes() -> int:
-        db = sqlite3.connect(gw.data_dir / "modelport.db")
-        try:
-            return int(db.execute("SELECT value FROM meta WHERE key = 'changes'").fetchone()[0])
-        finally:
-            db.close()
+        return int(gw.sql("SELECT value FROM meta WHERE key = 'changes'")[0][0])
 
     assert gw.http().get("/v1/models").status_code == 200
     time.sleep(0.5)  # let both workers see the last change made by an earlier test
@@ -353,11 +343,7 @@ def test_setting_a_default_again_replaces_it(gw: GatewayProcess, fake_openai: Fa
     shown = gw.cli("--json", "defaults", "show", name).out
     assert json.loads(shown) == {"llm": "openai/gpt-4.1-mini", "text-embedding": "openai/text-embedding-3-large",
                                  "speech2text": None}
-    db = sqlite3.connect(gw.data_dir / "modelport.db")
-    try:
-        rows = db.execute("SELECT model_type, model FROM default_models WHERE tenant_id = ?", (tenant_id,)).fetchall()
-    finally:
-        db.close()
+    rows = gw.sql("SELECT model_type, model FROM default_models WHERE tenant_id = ?", (tenant_id,))
     assert sorted(rows) == [("llm", "gpt-4.1-mini"), ("text-embedding", "text-embedding-3-large")]
     with fresh(gw, token) as client:
         assert chat(client).status_code == 200

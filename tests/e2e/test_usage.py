@@ -11,11 +11,10 @@ from __future__ import annotations
 import io
 import json
 import math
-import sqlite3
 import time
 import uuid
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,9 @@ CLAUDE = "anthropic/claude-haiku-4-5"
 
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory: pytest.TempPathFactory, fake_openai_server: FakeOpenAI,
-           fake_anthropic_server: FakeAnthropic) -> Iterator[GatewayProcess]:
+           fake_anthropic_server: FakeAnthropic, fresh_database: Callable[[], str | None]) -> Iterator[GatewayProcess]:
     with hosted_gateway(tmp_path_factory.mktemp("usage"), fake_openai_server, fake_anthropic_server,
-                        quota=4) as gw:
+                        quota=4, database=fresh_database()) as gw:
         yield gw
 
 
@@ -219,24 +218,23 @@ def test_platform_keys_not_in_the_log(gw: GatewayProcess) -> None:
 
 
 def test_rows_are_flushed_on_shutdown_and_old_rows_pruned(tmp_path: Path, fake_openai: FakeOpenAI,
-                                                          fake_anthropic: FakeAnthropic) -> None:
+                                                          fake_anthropic: FakeAnthropic,
+                                                          fresh_database: Callable[[], str | None]) -> None:
     accept_hosted_keys(fake_openai, fake_anthropic)
     with hosted_env():
         # A flush interval far beyond the test: rows can only reach the database at shutdown.
         gw = GatewayProcess(tmp_path, workers=2, settings=hosted_settings(
-            fake_openai, fake_anthropic, usage_flush_interval=300, usage_retention_days=1))
+            fake_openai, fake_anthropic, usage_flush_interval=300, usage_retention_days=1),
+            database=fresh_database())
         gw.port = free_port()
         gw.write_config()
         tenant, token = new_tenant(gw)  # creates and migrates the database
         old = time.time() - 3 * 86_400
-        db = sqlite3.connect(gw.data_dir / "modelport.db")
-        with db:
-            db.executemany("INSERT INTO usage (created_at, request_id, tenant_id, token_id, endpoint, provider, "
+        gw.sql_many("INSERT INTO usage (created_at, request_id, tenant_id, token_id, endpoint, provider, "
                            "model, model_type, billing, stream, status, prompt_tokens, completion_tokens, "
                            "total_tokens, estimated, latency_ms, ttft_ms) VALUES "
                            "(?, ?, 'tn_gone', 'tok', 'chat.completions', 'openai', 'm', 'llm', 'own', 0, 200, "
                            "1, 1, 2, 0, 1.0, NULL)", [(old - i, f"req_old_{i}") for i in range(5)])
-        db.close()
         gw.start()
         try:
             sdk = gw.client(token)
@@ -252,9 +250,6 @@ def test_rows_are_flushed_on_shutdown_and_old_rows_pruned(tmp_path: Path, fake_o
     rows = usage_rows(gw, tenant)
     assert [bool(r["stream"]) for r in rows] == [False, True, False, True]
     assert all(r["billing"] == "hosted" and r["total_tokens"] > 0 for r in rows)
-    db = sqlite3.connect(gw.data_dir / "modelport.db")
-    try:  # each worker prunes as it starts, then about once an hour
-        assert db.execute("SELECT COUNT(*) FROM usage WHERE tenant_id = 'tn_gone'").fetchone()[0] == 0
-    finally:
-        db.close()
+    # each worker prunes as it starts, then about once an hour
+    assert gw.sql("SELECT COUNT(*) FROM usage WHERE tenant_id = 'tn_gone'")[0][0] == 0
     assert "usage: deleted 5 rows (records and daily totals) older than the retention period" in gw.log()
