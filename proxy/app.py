@@ -37,6 +37,7 @@ from proxy.quotas import Quotas
 from proxy.routes import ROUTES
 from proxy.sessions import SESSION_ROUTES
 from proxy.settings import CONFIG_ENV, Settings, load_settings
+from proxy.store import StoreBusy, StoreUnavailable
 from proxy.store.changes import Kind
 from proxy.tenants import Directory
 from proxy.usage_writer import UsageWriter
@@ -50,6 +51,7 @@ async def _watch_changes(gateway: Gateway) -> None:
     setting changed (another process may have reset it), and prune old log rows now and then."""
     settings = gateway.settings
     prune_every = max(1, int(60 / settings.change_poll_interval))  # about once a minute per worker
+    down_since: float | None = None  # the database unreachable since (monotonic): logged once, and its end
     for polls in itertools.count():
         try:
             if Kind.META in await gateway.directory.refresh_if_changed():
@@ -58,8 +60,17 @@ async def _watch_changes(gateway: Gateway) -> None:
             if polls % prune_every == prune_every - 1:
                 await gateway.store.prune_changes(time.time() - settings.change_log_retention)
                 await gateway.store.prune_cooldowns(time.time())
-        except Exception:  # a locked or busy database must not end the watcher
+        except (StoreBusy, StoreUnavailable) as exc:  # PostgreSQL restarting, a lock held: keep polling
+            if down_since is None:
+                down_since = time.monotonic()
+                log.warning("could not poll the change log: %s; serving from the caches, will retry", exc.message)
+        except Exception:  # a bad moment of the database must not end the watcher
             log.warning("could not poll the change log; will retry", exc_info=True)
+        else:
+            if down_since is not None:
+                log.warning("the change log is readable again after %.1f s; caches caught up",
+                            time.monotonic() - down_since)
+                down_since = None
         await asyncio.sleep(settings.change_poll_interval)
 
 

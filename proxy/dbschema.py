@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import asyncpg
 
 from proxy.bootstrap import make_store
-from proxy.settings import Settings
+from proxy.settings import Settings, without_password
 from proxy.store import pg_schema, schema
 from proxy.store.postgres import DatabaseUnavailable
 from translators.errors import ApiError
@@ -31,11 +31,8 @@ class DatabaseCommandError(Exception):
 
 
 def scrub(text: str, dsn: str | None) -> str:
-    """`text` without the DSN's password (as given and percent-decoded), on one line."""
-    password = urlsplit(dsn).password if dsn else None
-    if password:
-        text = text.replace(password, "***").replace(unquote(password), "***")
-    return " ".join(text.split())
+    """`text` without the DSN's password, on one line."""
+    return " ".join(without_password(text, dsn).split())
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,20 @@ def masked_dsn(dsn: str) -> str:
     return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
+def without_password(text: str, dsn: str | None) -> str:
+    """`text` (a driver's error, a message naming the DSN) with the DSN's password, as given
+    and percent-decoded, replaced by ***: the one place messages lose it."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(dsn).password if dsn else None
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***").replace(unquote(password), "***")
+    return text
+
+
 class _Strict(BaseModel):
     # hide_input_in_errors: a rejected value may be a platform credential.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)

@@ -10,6 +10,12 @@ cannot store is dropped (and logged), so one bad record never stops the recordin
 the others. `close()` (lifespan exit, after uvicorn has drained the requests) flushes
 what is left, so a clean shutdown loses nothing.
 
+The database away (PostgreSQL restarting, a lock held too long): the rows stay queued, in
+order, and the writer retries with a growing pause (the flush interval doubled per failed
+attempt, up to `max_backoff`), logging the outage once and its end with the count written.
+The bound is the queue's capacity: only when it is full are the oldest rows dropped, and
+the count is logged; at shutdown, rows that still cannot be written are counted in a warning.
+
 Retention: rows older than `retention_days` are deleted in small batches about once
 an hour (each batch is its own short write, so requests' quota writes get in between).
 """
@@ -22,7 +28,7 @@ import logging
 import time
 from collections import deque
 
-from proxy.store import StoreApi, StoreBusy, UsageRow
+from proxy.store import StoreApi, StoreBusy, StoreUnavailable, UsageRow
 
 log = logging.getLogger("modelport")
 
@@ -32,13 +38,16 @@ _DAY = 86_400.0
 
 class UsageWriter:
     def __init__(self, store: StoreApi, *, retention_days: int, capacity: int = 20_000, batch: int = 500,
-                 interval: float = 1.0, prune_every: float = 3600.0) -> None:
+                 interval: float = 1.0, prune_every: float = 3600.0, max_backoff: float = 4.0) -> None:
         self.store = store
         self.retention_days = retention_days
         self.capacity = capacity
         self.batch = batch
         self.interval = interval
         self.prune_every = prune_every
+        self.max_backoff = max(max_backoff, interval)
+        self._failures = 0          # failed flushes in a row (the backoff's exponent)
+        self._outage_since = 0.0    # monotonic time of the first of them
         self._queue: deque[UsageRow] = deque()
         self._dropped = 0
         self._wake = asyncio.Event()
@@ -80,13 +89,32 @@ class UsageWriter:
                 await self._prune_if_due()
             except Exception:  # the writer must outlive a bad moment of the database
                 log.warning("usage: could not delete old records; will retry", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
+            await self._pause()
             await self.flush()  # logs its own failures and keeps the rows
+
+    def retry_delay(self) -> float:
+        """The pause before the next flush: the interval, doubled per failed flush in a row."""
+        if not self._failures:
+            return self.interval
+        return min(self.interval * 2.0 ** min(self._failures, 30), self.max_backoff)
+
+    async def _pause(self) -> None:
+        """Until the next flush: the delay, cut short by a full batch (unless the database is
+        failing: a full queue must not turn the backoff into a busy loop) or by `close()`."""
+        deadline = time.monotonic() + self.retry_delay()
+        while not self._closing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+            self._wake.clear()
+            if not self._failures:
+                return
 
     async def flush(self) -> bool:
         """Write everything queued; False if the database refused (rows stay queued)."""
+        written = 0
         try:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
@@ -96,14 +124,34 @@ class UsageWriter:
                     self._requeue(batch)
                     if not isinstance(exc, Exception):
                         raise
-                    log.warning("usage: could not write %d records; will retry", len(batch), exc_info=True)
+                    self._failed(exc)
                     return False
+                written += len(batch)
+            self._recovered(written)
             return True
         finally:
             if self._dropped:
                 log.warning("usage: dropped %d records (queue of %d full: the database is slower than traffic)",
                             self._dropped, self.capacity)
                 self._dropped = 0
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        if isinstance(exc, (StoreBusy, StoreUnavailable)):  # expected in an outage: one line, no traceback
+            if self._failures == 1:
+                self._outage_since = time.monotonic()
+                log.warning("usage: %s; %d records queued, retrying (every %.0f s at most)",
+                            exc.message, len(self._queue), self.max_backoff)
+            return
+        if self._failures == 1:
+            self._outage_since = time.monotonic()
+        log.warning("usage: could not write %d records; will retry", len(self._queue), exc_info=True)
+
+    def _recovered(self, written: int) -> None:
+        if self._failures:
+            log.warning("usage: the database is back after %.1f s (%d failed attempts); wrote the %d queued records",
+                        time.monotonic() - self._outage_since, self._failures, written)
+            self._failures = 0
 
     async def _write(self, batch: list[UsageRow]) -> None:
         """One transaction for the batch; if the database refuses it, the rows one by one,
@@ -112,7 +160,7 @@ class UsageWriter:
         try:
             await self.store.insert_usage(batch)
             return
-        except StoreBusy:
+        except (StoreBusy, StoreUnavailable):
             raise
         except Exception:
             pass  # perhaps one bad row: find it below (a real database failure raises there too)

@@ -27,22 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.pg_cluster import (
+    bindir as find_bindir,  # the one lookup of the server binaries (the bench's cluster too)
+)
+
 USER = "modelport"
 PASSWORD = "test-password-not-a-secret"  # a throwaway cluster on loopback, gone after the session
-
-
-def _bindir() -> Path | None:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10, check=True)
-        candidate = Path(out.stdout.strip())
-        if (candidate / "initdb").exists():
-            return candidate
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
-    if versions:
-        return versions[-1].parent
-    found = shutil.which("initdb")
-    return Path(found).resolve().parent if found else None
 
 
 def _free_port() -> int:
@@ -55,6 +45,25 @@ def _free_port() -> int:
 class PgServer:
     host: str
     port: int
+    # `pg_ctl -D DATA` (under runuser when root) and its start options: `stop()`/`start()`
+    # take THE cluster down and up again on the same port with the same data.
+    ctl: tuple[str, ...] = ()
+    options: str = ""
+    logfile: str = ""
+
+    def stop(self) -> None:
+        """Stop the cluster (fast: open connections are terminated, as in a restart)."""
+        subprocess.run([*self.ctl, "-m", "fast", "-w", "-t", "60", "stop"], check=True, capture_output=True,
+                       timeout=90)
+
+    def start(self) -> None:
+        """Start it again: same port, same data."""
+        subprocess.run([*self.ctl, "-o", self.options, "-l", self.logfile, "-w", "-t", "60", "start"],
+                       check=True, capture_output=True, timeout=90)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}:{PASSWORD}@{self.host}:{self.port}/{database}"
@@ -81,7 +90,7 @@ class PgServer:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     pytest.importorskip("asyncpg", reason="asyncpg is a dependency: pip install -e '.[test]'")
-    bindir = _bindir()
+    bindir = find_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL's server binaries are not installed (.ci/run installs Debian's postgresql)")
     as_root = os.geteuid() == 0
@@ -105,9 +114,11 @@ def pg_server() -> Iterator[PgServer]:
         "-E", "UTF8", "--no-sync")
     options = (f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "-t", "60", "start")
+    server = PgServer("127.0.0.1", port, ctl=(*prefix, str(bindir / "pg_ctl"), "-D", str(data)), options=options,
+                      logfile=str(base / "log"))
+    server.start()
     try:
-        yield PgServer("127.0.0.1", port)
+        yield server
     finally:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")

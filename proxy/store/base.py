@@ -31,7 +31,12 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    suppress,
+)
 from pathlib import Path
 
 import aiosqlite
@@ -50,6 +55,12 @@ class StoreBusy(ApiError):
     def __init__(self) -> None:
         super().__init__(503, "The database is busy (locked by another process); retry shortly.",
                          "server_error", "database_busy", retry_after=1)
+
+
+class StoreUnavailable(ApiError):
+    """The database server cannot be reached right now (PostgreSQL restarting, the network
+    down): a 503 with Retry-After for the API. The usage writer keeps its rows queued and
+    retries on this, as on `StoreBusy`. `postgres.DatabaseUnavailable` is the one raised."""
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -16,25 +16,31 @@ against the row's latest version after waiting for its row lock, so concurrent
 reservations never overshoot.
 
 Reads go to any pooled connection (READ COMMITTED), like SQLite's reader connection.
+
+PostgreSQL restarted or unreachable while serving: every primitive turns a lost or refused
+connection into `DatabaseUnavailable` (a 503 `database_unavailable`, no traceback). The
+pool drops a connection the server closed and opens a fresh one at the next acquire, so
+the first request after the server is back works; requests that need only what a worker
+caches never get here.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
-from urllib.parse import unquote, urlsplit
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from urllib.parse import urlsplit
 
 import asyncpg
 
-from proxy.settings import masked_dsn
+from proxy.settings import masked_dsn, without_password
 from proxy.store import pg_schema
-from proxy.store.base import StoreBase
+from proxy.store.base import StoreBase, StoreUnavailable
 from proxy.store.changes import Change, log_change
 from proxy.store.pg_dialect import to_postgres
 from proxy.store.sqlite import StoreApi
 from proxy.store.tx import Row, Tx
-from translators.errors import ApiError
 
 # pg_advisory_xact_lock keys ("modelport" in letters, and the migrations' one beside it).
 WRITE_LOCK = 0x6D6F64656C706F
@@ -51,15 +57,41 @@ def describe(dsn: str) -> str:
     return f"{parts.hostname or 'localhost'}:{port}{parts.path or ''}"
 
 
-class DatabaseUnavailable(ApiError):
+class DatabaseUnavailable(StoreUnavailable):
     """PostgreSQL could not be reached or refused us; the message names host:port, never the password."""
 
     def __init__(self, dsn: str, reason: str) -> None:
-        password = urlsplit(dsn).password
-        if password:
-            reason = reason.replace(password, "***").replace(unquote(password), "***")
-        super().__init__(503, f"cannot use the PostgreSQL database at {describe(dsn)}: {reason}",
+        super().__init__(503, f"cannot use the PostgreSQL database at {describe(dsn)}: "
+                              f"{without_password(reason, dsn)}",
                          "server_error", "database_unavailable", retry_after=1)
+
+
+# The server went away or refused a new connection: shut down or restarting (57P01-57P03),
+# the connection lost or refused (class 08, OSError), connecting timed out.
+_CONNECTION_LOST = (OSError, TimeoutError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+                    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError)
+
+
+def _is_connection_lost(exc: BaseException) -> bool:
+    if isinstance(exc, _CONNECTION_LOST):
+        return True
+    # asyncpg's InterfaceError is also its "you used the API wrongly": only a closed connection counts.
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
+class _ConnectionLostInOneLine(logging.Filter):
+    """asyncpg's pool reconnects in the background while the server is away and logs each
+    failed try with a traceback: one line (the reason) is what an operator needs there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _is_connection_lost(exc):
+            record.msg, record.args = "%s (%s)", (record.getMessage(), str(exc) or type(exc).__name__)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_ConnectionLostInOneLine())
 
 
 def _rowcount(status: str) -> int:
@@ -132,14 +164,25 @@ class PostgresBase(StoreBase):
             raise RuntimeError("store is not open")
         return self._pool
 
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """A lost or refused connection as `DatabaseUnavailable`; anything else as it is."""
+        try:
+            yield
+        except Exception as exc:
+            if isinstance(exc, DatabaseUnavailable) or not _is_connection_lost(exc):
+                raise
+            raise DatabaseUnavailable(self.dsn, str(exc) or type(exc).__name__) from exc
+
     @asynccontextmanager
     async def _transaction(self, change: Change | None) -> AsyncIterator[Tx]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-            tx = PgTx(conn)
-            yield tx
-            if change is not None:
-                await log_change(tx, change)
+        with self._reachable():
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                tx = PgTx(conn)
+                yield tx
+                if change is not None:
+                    await log_change(tx, change)
 
     @asynccontextmanager
     async def _write(self, change: Change) -> AsyncIterator[Tx]:
@@ -152,13 +195,16 @@ class PostgresBase(StoreBase):
             yield tx
 
     async def _quiet_statement(self, sql: str, params: Iterable[object] = ()) -> int:
-        return _rowcount(await self.pool.execute(to_postgres(sql), *params))
+        with self._reachable():
+            return _rowcount(await self.pool.execute(to_postgres(sql), *params))
 
     async def _one(self, sql: str, params: Iterable[object] = ()) -> Row | None:
-        return await self.pool.fetchrow(to_postgres(sql), *params)
+        with self._reachable():
+            return await self.pool.fetchrow(to_postgres(sql), *params)
 
     async def _all(self, sql: str, params: Iterable[object] = ()) -> Sequence[Row]:
-        return await self.pool.fetch(to_postgres(sql), *params)
+        with self._reachable():
+            return await self.pool.fetch(to_postgres(sql), *params)
 
     async def schema_version(self) -> int:
         row = await self._one("SELECT version FROM schema_version")

@@ -12,11 +12,11 @@ import orjson
 
 from keystore.store import WrappedKey
 from proxy.store.accounting import AccountingQueries
+from proxy.store.base import SQLiteBase
 from proxy.store.changes import Change, Kind, LoggedChange, parse_rows
 from proxy.store.console import ConsoleQueries
 from proxy.store.credentials import CredentialQueries
 from proxy.store.keys import MasterKeyQueries, StaleMasterKey, current_key_id
-from proxy.store.base import SQLiteBase
 from proxy.store.limits import LimitQueries
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from proxy.store import Store, UsageRow
+from proxy.store import Store, StoreUnavailable, UsageRow
 from proxy.usage_report import parse_time
 from proxy.usage_writer import UsageWriter
 from translators.errors import ApiError
@@ -75,6 +75,83 @@ async def test_a_failing_database_keeps_the_rows_for_a_retry(store: Store, tmp_p
     monkeypatch.undo()
     assert await writer.flush()
     assert written(tmp_path / "modelport.db") == ["req_a"]
+
+
+class Unreachable(StoreUnavailable):
+    def __init__(self) -> None:
+        super().__init__(503, "cannot use the PostgreSQL database at db:5432/x: Connection refused",
+                         "server_error", "database_unavailable")
+
+
+async def test_a_database_outage_keeps_every_row_in_order_and_backs_off(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL restarting: no row-by-row fallback, the rows wait in order, the pause
+    doubles up to max_backoff, the outage is logged once (no traceback) and so is its end."""
+    writer = UsageWriter(store, retention_days=0, batch=2, interval=0.5, max_backoff=4.0)
+    calls: list[int] = []
+
+    async def down(rows: Any) -> None:
+        calls.append(len(rows))
+        raise Unreachable()
+
+    async def never(rows: Any) -> None:
+        raise AssertionError("a database outage is not a bad row")
+
+    for rid in ("req_a", "req_b", "req_c"):
+        writer.submit(row(rid))
+    monkeypatch.setattr(store, "insert_usage", down)
+    monkeypatch.setattr(store, "insert_usage_each", never)
+    delays = []
+    with caplog.at_level(logging.WARNING, logger="modelport"):
+        for _ in range(5):
+            assert not await writer.flush()
+            delays.append(writer.retry_delay())
+        writer.submit(row("req_d"))
+        assert writer.pending == 4
+        monkeypatch.undo()
+        assert await writer.flush()
+    assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert writer.retry_delay() == 0.5
+    assert calls == [2] * 5  # the first batch each time, never split
+    assert written(tmp_path / "modelport.db") == ["req_a", "req_b", "req_c", "req_d"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and not any(r.exc_info for r in caplog.records), messages
+    assert "cannot use the PostgreSQL database" in messages[0] and "3 records queued" in messages[0]
+    assert "back" in messages[1] and "5 failed attempts" in messages[1] and "4 queued records" in messages[1]
+
+
+async def test_an_outage_longer_than_the_queue_drops_the_oldest_and_says_how_many(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    writer = UsageWriter(store, retention_days=0, capacity=3, batch=2)
+
+    async def down(rows: Any) -> None:
+        raise Unreachable()
+
+    monkeypatch.setattr(store, "insert_usage", down)
+    with caplog.at_level(logging.WARNING, logger="modelport"):
+        for rid in ("req_a", "req_b", "req_c", "req_d", "req_e"):
+            writer.submit(row(rid))
+        assert not await writer.flush()
+        monkeypatch.undo()
+        assert await writer.flush()
+    assert written(tmp_path / "modelport.db") == ["req_c", "req_d", "req_e"]
+    assert any("dropped 2 records" in r.getMessage() for r in caplog.records)
+
+
+async def test_shutdown_during_an_outage_counts_what_it_could_not_write(
+        store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    writer = UsageWriter(store, retention_days=0, interval=0.05)
+
+    async def down(rows: Any) -> None:
+        raise Unreachable()
+
+    monkeypatch.setattr(store, "insert_usage", down)
+    writer.start()
+    for rid in ("req_a", "req_b"):
+        writer.submit(row(rid))
+    with caplog.at_level(logging.WARNING, logger="modelport"):
+        await writer.close()
+    assert any("2 records could not be written at shutdown" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("raw, expected", [
