@@ -59,7 +59,7 @@ def completion(id: str, model: str, message: JSONObject, finish: str, usage: JSO
 
 
 def vendor_error(provider: str, status: int, message: str, code: str | None = None,
-                 retry_after: float | None = None) -> UpstreamError:
+                 retry_after: float | None = None, param: str | None = None) -> UpstreamError:
     """An upstream error whose meaning the vendor's own code names (a content filter, an
     unknown model, an empty balance), else the meaning of its status."""
     if code == "content_filter":
@@ -69,7 +69,7 @@ def vendor_error(provider: str, status: int, message: str, code: str | None = No
     if code == "insufficient_quota":
         return UpstreamError(429, f"{provider}: {message}", "insufficient_quota", "insufficient_quota", None,
                              retry_after)
-    return upstream_status_error(provider, status, message, code if status < 500 else None, None, retry_after)
+    return upstream_status_error(provider, status, message, code if status < 500 else None, param, retry_after)
 
 
 # -- embeddings ----------------------------------------------------------------------------

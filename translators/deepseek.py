@@ -20,11 +20,10 @@ from translators._compatible import (
     openai_error_fields,
 )
 from translators._http import Headers
+from translators._shapes import vendor_error
 from translators.errors import (
     ApiError,
-    UpstreamError,
     parse_retry_after,
-    upstream_status_error,
 )
 from translators.types import ModelType
 
@@ -33,12 +32,11 @@ PROVIDER = "deepseek"
 
 def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiError:
     message, code, param = openai_error_fields(body, f"HTTP {status} from {PROVIDER}")
-    if status == 402:
-        return UpstreamError(429, f"{message} (deepseek: the account's balance is spent)", "insufficient_quota",
-                             "insufficient_quota")
-    if code == "invalid_request_error":
+    if status == 402:  # Insufficient Balance
+        code = "insufficient_quota"
+    elif code == "invalid_request_error":
         code = None
-    return upstream_status_error(PROVIDER, status, message, code, param, parse_retry_after(headers))
+    return vendor_error(PROVIDER, status, message, code, parse_retry_after(headers), param)
 
 
 SPEC = CompatibleSpec(

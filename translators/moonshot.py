@@ -22,11 +22,10 @@ from translators._compatible import (
     openai_error_fields,
 )
 from translators._http import Headers
+from translators._shapes import vendor_error
 from translators.errors import (
     ApiError,
-    UpstreamError,
     parse_retry_after,
-    upstream_status_error,
 )
 from translators.types import JSONObject, ModelType
 
@@ -37,14 +36,13 @@ def error_from_response(status: int, body: Any, headers: Headers | None) -> ApiE
     message, code, param = openai_error_fields(body, f"HTTP {status} from {PROVIDER}")
     err = body.get("error") if isinstance(body, dict) else None
     kind = err.get("type") if isinstance(err, dict) else None
-    if kind == "exceeded_current_quota_error":
-        return UpstreamError(429, f"{message} (moonshot: the account's balance is spent)", "insufficient_quota",
-                             "insufficient_quota")
-    if kind == "engine_overloaded_error" and status == 429:
+    if kind == "exceeded_current_quota_error":  # the balance is spent
+        code = "insufficient_quota"
+    elif kind == "engine_overloaded_error" and status == 429:
         status = 503
-    if kind == "content_filter":
+    elif kind == "content_filter":
         code = code or kind
-    return upstream_status_error(PROVIDER, status, message, code, param, parse_retry_after(headers))
+    return vendor_error(PROVIDER, status, message, code, parse_retry_after(headers), param)
 
 
 def lift_usage(chunk: JSONObject, state: PassState) -> JSONObject:
