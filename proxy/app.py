@@ -71,7 +71,7 @@ async def _watch_changes(gateway: Gateway) -> None:
                 log.warning("the change log is readable again after %.1f s; caches caught up",
                             time.monotonic() - down_since)
                 down_since = None
-        await asyncio.sleep(settings.change_poll_interval)
+        await gateway.store.wait_for_change(settings.change_poll_interval)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -15,6 +15,9 @@ order, and the writer retries with a growing pause (the flush interval doubled p
 attempt, up to `max_backoff`), logging the outage once and its end with the count written.
 The bound is the queue's capacity: only when it is full are the oldest rows dropped, and
 the count is logged; at shutdown, rows that still cannot be written are counted in a warning.
+A failed batch is retried as it was, under its id, before anything newer: when only the
+answer to its COMMIT was lost (the connection dropped at that moment), the store finds the
+id written and skips it, so no request is counted twice (`usage_batches`, pruned daily).
 
 Retention: rows older than `retention_days` are deleted in small batches about once
 an hour (each batch is its own short write, so requests' quota writes get in between).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 
@@ -34,6 +38,7 @@ log = logging.getLogger("modelport")
 
 PRUNE_BATCH = 2000
 _DAY = 86_400.0
+BATCH_IDS_KEPT = _DAY  # s: far longer than any retry of a batch
 
 
 class UsageWriter:
@@ -49,6 +54,7 @@ class UsageWriter:
         self._failures = 0          # failed flushes in a row (the backoff's exponent)
         self._outage_since = 0.0    # monotonic time of the first of them
         self._queue: deque[UsageRow] = deque()
+        self._retry: tuple[str, list[UsageRow]] | None = None  # the failed batch, its id: written next
         self._dropped = 0
         self._wake = asyncio.Event()
         self._closing = False
@@ -57,11 +63,14 @@ class UsageWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + (len(self._retry[1]) if self._retry else 0)
 
     def submit(self, row: UsageRow) -> None:
-        if len(self._queue) >= self.capacity:
-            self._queue.popleft()
+        if self.pending >= self.capacity:
+            if self._retry and self._retry[1]:
+                self._retry[1].pop(0)  # the oldest; the rest keep the id (written or not, as a whole)
+            else:
+                self._queue.popleft()
             self._dropped += 1
         self._queue.append(row)
         if len(self._queue) >= self.batch:
@@ -81,7 +90,7 @@ class UsageWriter:
             if await self.flush():
                 return
             await asyncio.sleep(0.2)
-        log.warning("usage: %d records could not be written at shutdown", len(self._queue))
+        log.warning("usage: %d records could not be written at shutdown", self.pending)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -116,16 +125,20 @@ class UsageWriter:
         """Write everything queued; False if the database refused (rows stay queued)."""
         written = 0
         try:
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            while self._retry or self._queue:
+                if self._retry is None:
+                    self._retry = (secrets.token_hex(8),
+                                   [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))])
+                batch_id, batch = self._retry
+                if not batch:  # every row of a failed batch dropped since (queue full)
+                    self._retry = None
+                    continue
                 try:
-                    await self._write(batch)
-                except BaseException as exc:
-                    self._requeue(batch)
-                    if not isinstance(exc, Exception):
-                        raise
+                    await self._write(batch_id, batch)
+                except Exception as exc:
                     self._failed(exc)
                     return False
+                self._retry = None
                 written += len(batch)
             self._recovered(written)
             return True
@@ -141,11 +154,11 @@ class UsageWriter:
             if self._failures == 1:
                 self._outage_since = time.monotonic()
                 log.warning("usage: %s; %d records queued, retrying (every %.0f s at most)",
-                            exc.message, len(self._queue), self.max_backoff)
+                            exc.message, self.pending, self.max_backoff)
             return
         if self._failures == 1:
             self._outage_since = time.monotonic()
-        log.warning("usage: could not write %d records; will retry", len(self._queue), exc_info=True)
+        log.warning("usage: could not write %d records; will retry", self.pending, exc_info=True)
 
     def _recovered(self, written: int) -> None:
         if self._failures:
@@ -153,34 +166,29 @@ class UsageWriter:
                         time.monotonic() - self._outage_since, self._failures, written)
             self._failures = 0
 
-    async def _write(self, batch: list[UsageRow]) -> None:
+    async def _write(self, batch_id: str, batch: list[UsageRow]) -> None:
         """One transaction for the batch; if the database refuses it, the rows one by one,
         so that one row it cannot store costs only that row, never every later record.
         Raises (rows kept for a retry) when the database itself fails."""
         try:
-            await self.store.insert_usage(batch)
+            await self.store.insert_usage(batch, batch_id)
             return
         except (StoreBusy, StoreUnavailable):
             raise
         except Exception:
             pass  # perhaps one bad row: find it below (a real database failure raises there too)
-        for row, reason in await self.store.insert_usage_each(batch):
+        for row, reason in await self.store.insert_usage_each(batch, batch_id):
             # The row's identifiers only: it holds no secret, but nothing else is needed.
             log.error("usage: dropped the record of request %s (tenant %s): the database refused it (%s)",
                       row.request_id, row.tenant_id, reason)
 
-    def _requeue(self, batch: list[UsageRow]) -> None:
-        """Put a failed batch back in front, keeping the newest rows if room is short."""
-        room = self.capacity - len(self._queue)
-        keep = batch[-room:] if room > 0 else []
-        self._dropped += len(batch) - len(keep)
-        self._queue.extendleft(reversed(keep))
-
     async def _prune_if_due(self) -> None:
-        if self.retention_days <= 0 or self._closing or time.monotonic() < self._next_prune:
+        if self._closing or time.monotonic() < self._next_prune:
             return
         self._next_prune = time.monotonic() + self.prune_every
-        await self.prune(time.time() - self.retention_days * _DAY)
+        await self.store.prune_usage_batches(time.time() - BATCH_IDS_KEPT)
+        if self.retention_days > 0:
+            await self.prune(time.time() - self.retention_days * _DAY)
 
     async def prune(self, before: float) -> int:
         deleted = 0

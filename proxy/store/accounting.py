@@ -8,6 +8,7 @@ entirely in one conditional UPDATE, never in memory.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -116,22 +117,27 @@ class AccountingQueries(StoreBase):
 
     # -- usage records ----------------------------------------------------------------
 
-    async def insert_usage(self, rows: list[UsageRow]) -> None:
+    async def insert_usage(self, rows: list[UsageRow], batch_id: str | None = None) -> None:
         """A batch in one transaction: one fsync for hundreds of requests, and one more
-        statement that adds the batch into its days of the rollup."""
+        statement that adds the batch into its days of the rollup. A batch whose id is
+        written already (its COMMIT went through, its answer was lost) is not written again."""
         async with self._quiet_write() as db:
+            if not await _first_time(db, batch_id):
+                return
             last = await _last_id(db)
             await db.executemany(_INSERT_USAGE, rows)
             await db.execute(rollup.ROLLUP_SINCE, (last,))
             await _touch_tokens(db, rows)
 
-    async def insert_usage_each(self, rows: list[UsageRow]) -> list[tuple[UsageRow, str]]:
+    async def insert_usage_each(self, rows: list[UsageRow], batch_id: str | None = None) -> list[tuple[UsageRow, str]]:
         """The rows one statement each, in one transaction: a row the database refuses
         (a value it cannot store) is skipped, not the batch. Returns the skipped rows with
         the reason; raises when the database itself fails (locked, full, gone). The
         rollup gets the rows inserted, and only those (a refused row has no id)."""
         skipped: list[tuple[UsageRow, str]] = []
         async with self._quiet_write() as db:
+            if not await _first_time(db, batch_id):
+                return skipped
             last = await _last_id(db)
             for row in rows:
                 reason = await db.try_execute(_INSERT_USAGE, row)
@@ -151,6 +157,9 @@ class AccountingQueries(StoreBase):
         raw = await self._quiet_statement(rollup.PRUNE_RAW, (day * rollup.DAY_SECONDS, limit))
         return raw + await self._quiet_statement(rollup.PRUNE_DAILY, (day, limit))
 
+    async def prune_usage_batches(self, before: float) -> int:
+        return await self._quiet_statement("DELETE FROM usage_batches WHERE created_at < ?", (before,))
+
     async def usage_summary(self, tenant_id: str | None, start: float, end: float, group_by: str,
                             per_tenant: bool = False) -> list[UsageGroup]:
         """Totals per group of the requests in [start, end), for one tenant or all:
@@ -160,6 +169,15 @@ class AccountingQueries(StoreBase):
         return [UsageGroup(str(r[0]), str(r[1] or ""), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]),
                            int(r[7]), int(r[8]), round(float(r[9]), 1),
                            None if r[10] is None else round(float(r[10]), 1)) for r in rows]
+
+
+async def _first_time(db: Tx, batch_id: str | None) -> bool:
+    """Record the batch's id; False when it was there already (the batch is in). A batch
+    without an id is never retried (a test's, a copy's): nothing to record."""
+    if batch_id is None:
+        return True
+    return await db.execute("INSERT INTO usage_batches (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                            (batch_id, time.time())) == 1
 
 
 async def _last_id(db: Tx) -> int:

@@ -120,6 +120,11 @@ class StoreBase:
     async def _all(self, sql: str, params: Iterable[object] = ()) -> Sequence[Row]:
         raise NotImplementedError
 
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when another process may have logged a change, or after `timeout` s.
+        SQLite has no way to be told: the change watcher polls the counter."""
+        await asyncio.sleep(timeout)
+
 
 class SQLiteTx:
     """`Tx` over aiosqlite's writer connection."""

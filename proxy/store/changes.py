@@ -7,9 +7,10 @@ rows after N and drops only what they name (`proxy/tenants.py`). Rows are pruned
 `change_log_retention`; a worker that finds a gap (it slept through a prune) drops
 everything, as does a master-key rotation.
 
-The PostgreSQL backend carries the same table and numbering (the UPDATE of the counter
-row serialises writers there too); LISTEN/NOTIFY on commit can then replace the poll's
-latency, with the counter still the truth after a reconnect.
+The PostgreSQL backend carries the same table and numbering (its writers serialise on one
+advisory lock), and each such commit also NOTIFYs every listening worker
+(`proxy/store/pg_listen.py`), which then reads the log at once instead of at its next
+poll; the counter stays the truth after a reconnect.
 """
 
 from __future__ import annotations

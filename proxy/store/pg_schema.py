@@ -3,8 +3,8 @@
 PostgreSQL's history starts at version 9: one script (`BASELINE`) creating the schema
 SQLite reaches after its migrations 1-9, with PostgreSQL's types (BYTEA for blobs,
 BIGINT for times and counters, DOUBLE PRECISION for fractional seconds, an identity
-column for usage ids). A later change to the schema is migration 10 in both histories:
-`schema.MIGRATIONS[9]` for SQLite and `MIGRATIONS[10]` here, so a version number means
+column for usage ids). Each later change to the schema is one number in both histories
+(10: `schema.MIGRATIONS[9]` for SQLite and `MIGRATIONS[10]` here), so a version number means
 the same schema on either backend (`proxy/store/postgres.py` keeps it in
 `schema_version`; all pending migrations run in one transaction).
 """
@@ -172,7 +172,15 @@ CREATE INDEX credential_cooldowns_until ON credential_cooldowns(until);
 """
 
 # Version -> script, from BASELINE_VERSION + 1 on; each beside SQLite's of the same number.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    10: """
+CREATE TABLE usage_batches (
+    id TEXT PRIMARY KEY,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX usage_batches_time ON usage_batches(created_at);
+""",
+}
 
 
 def pending(version: int) -> list[tuple[int, str]]:

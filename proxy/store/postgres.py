@@ -39,6 +39,7 @@ from proxy.store import pg_schema
 from proxy.store.base import StoreBase, StoreUnavailable
 from proxy.store.changes import Change, log_change
 from proxy.store.pg_dialect import to_postgres
+from proxy.store.pg_listen import CHANNEL, ChangeListener
 from proxy.store.sqlite import StoreApi
 from proxy.store.tx import Row, Tx
 
@@ -136,6 +137,7 @@ class PostgresBase(StoreBase):
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._listener = ChangeListener(dsn, connect_timeout)  # connects at the first wait_for_change
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({masked_dsn(self.dsn)!r})"
@@ -154,6 +156,7 @@ class PostgresBase(StoreBase):
             raise
 
     async def close(self) -> None:
+        await self._listener.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -183,6 +186,7 @@ class PostgresBase(StoreBase):
                 yield tx
                 if change is not None:
                     await log_change(tx, change)
+                    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # delivered at commit
 
     @asynccontextmanager
     async def _write(self, change: Change) -> AsyncIterator[Tx]:
@@ -205,6 +209,9 @@ class PostgresBase(StoreBase):
     async def _all(self, sql: str, params: Iterable[object] = ()) -> Sequence[Row]:
         with self._reachable():
             return await self.pool.fetch(to_postgres(sql), *params)
+
+    async def wait_for_change(self, timeout: float) -> None:
+        await self._listener.wait(timeout)
 
     async def schema_version(self) -> int:
         row = await self._one("SELECT version FROM schema_version")

@@ -256,4 +256,14 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE tenant_models;
     ALTER TABLE tenant_models_9 RENAME TO tenant_models;
     """,
+    # 10: usage batches written (issue 15). A batch's id is written in its transaction, so
+    # a batch retried after its COMMIT's answer was lost (the connection dropped) is known
+    # to be in already and is not written twice. Kept a day (UsageWriter prunes them).
+    """
+    CREATE TABLE usage_batches (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_batches_time ON usage_batches(created_at);
+    """,
 )

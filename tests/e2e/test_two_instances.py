@@ -4,8 +4,9 @@ MODELPORT_MASTER_KEY, the way a secret store hands it to every instance) and one
 
 Checked: a hosted quota is global (100 concurrent requests over both instances against 3
 remaining calls: exactly 3 succeed), and what one instance changes the other learns within
-a second: a revoked token, a changed credential. Both instances poll at the default
-`change_poll_interval`, not the harness's faster one.
+a second: a revoked token, a changed credential, also after the listening connection was
+cut. Both instances poll the change counter only every 10 s (`change_poll_interval`'s
+largest value): within a second is LISTEN/NOTIFY's doing (`proxy/store/pg_listen.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from keystore import MASTER_KEY_ENV, encode_master_key, new_master_key
+from proxy.store.pg_listen import APPLICATION_NAME
 from tests.e2e.harness import GatewayProcess
 from tests.e2e.hosted_setup import (
     ADMIN_TOKEN,
@@ -34,7 +36,7 @@ from tests.fakes.anthropic_fixtures import FakeAnthropic
 from tests.fakes.fixtures import FakeOpenAI
 
 QUOTA = 3
-POLL = 0.5       # Settings.change_poll_interval's default
+POLL = 10.0      # Settings.change_poll_interval's largest value: only a notification is fast enough
 SPREAD = 8       # fresh connections per check: SO_REUSEPORT spreads them over an instance's workers
 
 
@@ -173,3 +175,22 @@ def test_a_credential_changed_on_a_is_used_by_b_within_a_second(
           json={"credentials": {"api_key": new_key, "base_url": fake_openai.v1_url}})
     took = seconds_until(lambda: b_uses(new_key))
     assert took < 1.0, f"B still used the old credential {took:.2f}s after A changed it"
+
+
+def test_after_its_listening_connection_is_cut_b_still_learns_within_a_second(
+        pair: tuple[GatewayProcess, GatewayProcess]) -> None:
+    a, b = pair
+    _, token, token_id = tenant_with_token(a)
+    assert all(fresh(b, token, "GET", "/v1/models").status_code == 200 for _ in range(SPREAD))
+    # Every worker's listening connection (both instances'): PostgreSQL ends them as a restart would.
+    cut = a.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ? "
+                "AND datname = current_database()", (APPLICATION_NAME,))
+    assert len(cut) >= 2, cut  # at least one per instance
+
+    assert admin(a, "DELETE", f"/tokens/{token_id}").json() == {"id": token_id, "revoked": True}
+    took = seconds_until(lambda: all(fresh(b, token, "GET", "/v1/models").status_code == 401
+                                     for _ in range(SPREAD)))
+    assert took < 1.0, f"B still accepted the revoked token {took:.2f}s after A revoked it"
+    # and they listen again
+    assert seconds_until(lambda: len(a.sql("SELECT pid FROM pg_stat_activity WHERE application_name = ? "
+                                           "AND datname = current_database()", (APPLICATION_NAME,))) >= len(cut)) < 5

@@ -83,7 +83,8 @@ def populate(path: Path) -> None:
             await store.set_meta("admin_token_hash", "abc")
             await store.insert_usage([UsageRow(1_700_000_000.25 + i, f"req_{i}", "tn_1", "tk_1", "/v1/chat/completions",
                                                "openai", "gpt-4o", "llm", "own", bool(i % 2), 200, 10, 5, 15, False,
-                                               120.5, None if i % 2 else 30.0) for i in range(25)])
+                                               120.5, None if i % 2 else 30.0) for i in range(25)],
+                                     "batch-0123")
         finally:
             await store.close()
 
@@ -226,17 +227,21 @@ def _tables(engine: str, cfg: Path) -> set[str]:
     return pg_tables(dsn)
 
 
-def _break_migration_10(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A migration 10 that creates a table, then fails."""
+LATEST = len(sqlite_schema.MIGRATIONS)
+assert LATEST == pg_schema.LATEST  # one numbering
+BROKEN = LATEST + 1
+
+
+def _break_next_migration(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migration after the latest that creates a table, then fails."""
+    script = "CREATE TABLE added_by_broken (a INTEGER); INSERT INTO no_such_table VALUES (1)"
     if engine == "sqlite":
-        broken = (*sqlite_schema.MIGRATIONS,
-                  "CREATE TABLE added_by_10 (a INTEGER); INSERT INTO no_such_table VALUES (1)")
+        broken = (*sqlite_schema.MIGRATIONS, script)
         monkeypatch.setattr(sqlite_schema, "MIGRATIONS", broken)
         monkeypatch.setattr("proxy.store.base.MIGRATIONS", broken)
     else:
-        monkeypatch.setattr(pg_schema, "MIGRATIONS", {10: "CREATE TABLE added_by_10 (a INTEGER); "
-                                                          "INSERT INTO no_such_table VALUES (1)"})
-        monkeypatch.setattr(pg_schema, "LATEST", 10)
+        monkeypatch.setattr(pg_schema, "MIGRATIONS", {**pg_schema.MIGRATIONS, BROKEN: script})
+        monkeypatch.setattr(pg_schema, "LATEST", BROKEN)
 
 
 def test_status_and_migrate(database: tuple[str, Path]) -> None:
@@ -261,21 +266,22 @@ def test_a_failing_migration_leaves_the_database_as_it_was(database: tuple[str, 
     engine, cfg = database
     assert run("db", "migrate", config=cfg)[0] == 0
     tables = _tables(engine, cfg)
-    _break_migration_10(engine, monkeypatch)
+    _break_next_migration(engine, monkeypatch)
     code, out, _ = run("db", "status", "--json", config=cfg)
-    assert json.loads(out)["pending"] == [10]
+    assert json.loads(out)["pending"] == [BROKEN]
     code, out, err = run("db", "migrate", config=cfg)
     assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
-    assert "to version 10 failed, the database is unchanged (still at version 9)" in err and "no_such_table" in err
-    assert _tables(engine, cfg) == tables  # added_by_10 rolled back with the rest
-    assert json.loads(run("db", "status", "--json", config=cfg)[1])["version"] == 9
+    assert (f"to version {BROKEN} failed, the database is unchanged (still at version {LATEST})" in err
+            and "no_such_table" in err)
+    assert _tables(engine, cfg) == tables  # added_by_broken rolled back with the rest
+    assert json.loads(run("db", "status", "--json", config=cfg)[1])["version"] == LATEST
 
 
 def test_a_failing_migration_from_empty_leaves_nothing(database: tuple[str, Path],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """From an empty database: the baseline (or 1-9) and the broken 10 are one transaction."""
+    """From an empty database: every migration and the broken one are one transaction."""
     engine, cfg = database
-    _break_migration_10(engine, monkeypatch)
+    _break_next_migration(engine, monkeypatch)
     code, _, err = run("db", "migrate", config=cfg)
     assert code == 1 and "still at version 0" in err
     assert _tables(engine, cfg) == set()

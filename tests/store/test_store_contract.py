@@ -203,6 +203,19 @@ async def test_usage_rows_rollups_and_pruning(store: StoreApi) -> None:
     assert [g.key for g in await store.usage_summary(None, d0, d0 + 2 * day, "day")] == ["2024-10-05"]
 
 
+async def test_a_batch_written_again_under_its_id_is_not_counted_twice(store: StoreApi) -> None:
+    rows = [usage(0, 1_000_000.0), usage(1, 1_000_001.0)]
+    await store.insert_usage(rows, "batch-1")
+    await store.insert_usage(rows, "batch-1")        # its COMMIT's answer was lost: retried
+    await store.insert_usage_each(rows, "batch-1")   # nor row by row
+    await store.insert_usage(rows[:1], "batch-2")    # another batch is another batch
+    summary = await store.usage_summary("tn_1", 0, 2_000_000.0, "model")
+    assert [g.requests for g in summary] == [3]
+    assert await store.prune_usage_batches(time.time() + 1) == 2
+    await store.insert_usage(rows[:1], "batch-2")    # forgotten a day later: written again
+    assert [g.requests for g in await store.usage_summary("tn_1", 0, 2_000_000.0, "model")] == [4]
+
+
 async def test_change_counter_and_log(store: StoreApi, opener: Opener) -> None:
     start = await store.changes()
     assert start == 2  # the two tenants

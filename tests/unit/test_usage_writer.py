@@ -65,7 +65,7 @@ async def test_a_failing_database_keeps_the_rows_for_a_retry(store: Store, tmp_p
     writer = UsageWriter(store, retention_days=0)
     writer.submit(row("req_a"))
 
-    async def broken(rows: Any) -> None:
+    async def broken(rows: Any, batch_id: Any = None) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(store, "insert_usage", broken)
@@ -90,11 +90,11 @@ async def test_a_database_outage_keeps_every_row_in_order_and_backs_off(
     writer = UsageWriter(store, retention_days=0, batch=2, interval=0.5, max_backoff=4.0)
     calls: list[int] = []
 
-    async def down(rows: Any) -> None:
+    async def down(rows: Any, batch_id: Any = None) -> None:
         calls.append(len(rows))
         raise Unreachable()
 
-    async def never(rows: Any) -> None:
+    async def never(rows: Any, batch_id: Any = None) -> None:
         raise AssertionError("a database outage is not a bad row")
 
     for rid in ("req_a", "req_b", "req_c"):
@@ -120,11 +120,35 @@ async def test_a_database_outage_keeps_every_row_in_order_and_backs_off(
     assert "back" in messages[1] and "5 failed attempts" in messages[1] and "4 queued records" in messages[1]
 
 
+async def test_a_batch_whose_commit_answer_was_lost_is_not_written_twice(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection drops as PostgreSQL commits: the batch is in, the writer saw an error.
+    Its retry (the same rows under the same id, before newer ones) writes nothing again."""
+    writer = UsageWriter(store, retention_days=0, batch=2)
+    real = store.insert_usage
+    ids: list[str | None] = []
+
+    async def committed_then_lost(rows: Any, batch_id: Any = None) -> None:
+        ids.append(batch_id)
+        await real(rows, batch_id)
+        raise Unreachable()
+
+    for rid in ("req_a", "req_b", "req_c"):
+        writer.submit(row(rid))
+    monkeypatch.setattr(store, "insert_usage", committed_then_lost)
+    assert not await writer.flush()
+    writer.submit(row("req_d"))
+    monkeypatch.undo()
+    assert await writer.flush()
+    assert written(tmp_path / "modelport.db") == ["req_a", "req_b", "req_c", "req_d"]
+    assert ids[0] is not None and writer.pending == 0
+
+
 async def test_an_outage_longer_than_the_queue_drops_the_oldest_and_says_how_many(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     writer = UsageWriter(store, retention_days=0, capacity=3, batch=2)
 
-    async def down(rows: Any) -> None:
+    async def down(rows: Any, batch_id: Any = None) -> None:
         raise Unreachable()
 
     monkeypatch.setattr(store, "insert_usage", down)
@@ -142,7 +166,7 @@ async def test_shutdown_during_an_outage_counts_what_it_could_not_write(
         store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     writer = UsageWriter(store, retention_days=0, interval=0.05)
 
-    async def down(rows: Any) -> None:
+    async def down(rows: Any, batch_id: Any = None) -> None:
         raise Unreachable()
 
     monkeypatch.setattr(store, "insert_usage", down)
