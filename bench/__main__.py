@@ -7,12 +7,14 @@
     python -m bench --scenarios tenants --tenants 1000   # cost with many tenants (bench/tenants.py)
     python -m bench --scenarios spread    # 64 connections at once: do both workers take some?
     python -m bench --scenarios postgres  # SQLite vs 2 instances on PostgreSQL (bench/postgres.py)
+    python -m bench --scenarios counters  # rate-limit counters in PostgreSQL vs Redis (bench/counters.py)
 
 Each round starts a fresh `modelport serve` (2 workers; start-up is timed to the first
 served request), then for every scenario and connection count runs the same bounded
 load direct to the fake upstream and through the gateway, back to back (the order
-alternates between rounds). `tenants`, `spread` and `postgres` run once, after the rounds,
-on their own gateways. Results: tables on stdout and bench/results/<time>.json (README.md).
+alternates between rounds). `tenants`, `spread`, `postgres` and `counters` run once,
+after the rounds, on their own gateways. Results: tables on stdout and
+bench/results/<time>.json (README.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fake, options, postgres, profile, report, spread, tenants, wrk
+from bench import counters, fake, options, postgres, profile, report, spread, tenants, wrk
 from bench.gateway import FAKE_KEY, Gateway, anthropic_translator
 from bench.procs import Procs, Watch, background_cores, wait_quiet
 from bench.scenarios import Scenario, ensure_tools, machine, scenarios
@@ -37,7 +39,7 @@ from bench.scenarios import Scenario, ensure_tools, machine, scenarios
 RESULTS = Path(__file__).resolve().parent / "results"
 # Scenarios that run once, after the rounds, each on its own gateway: name -> (run, report).
 ALONE = {"tenants": (tenants.run, report.tenants_report), "spread": (spread.run, report.spread_report),
-         "postgres": (postgres.run, postgres.report)}
+         "postgres": (postgres.run, postgres.report), "counters": (counters.run, counters.report)}
 def raw_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Accept: */*"] + [f"{k}: {v}" for k, v in headers.items()]

@@ -17,7 +17,8 @@ def parse_args(argv: list[str] | None, description: str, alone: Iterable[str]) -
                    help="comma-separated subset of chat,anthropic,embeddings,stream,soak (the default), "
                         "embeddings-1536 (a real-sized embedding), failover (5%% of upstream answers a 503), tenants "
                         "(N tenants, steady vs admin writes vs creations), spread (64 connections at once: per-worker "
-                        "CPU), postgres (SQLite vs 2 instances on PostgreSQL); the last three run once, apart")
+                        "CPU), postgres (SQLite vs 2 instances on PostgreSQL), counters (rate-limit counters in "
+                        "PostgreSQL vs Redis); the last four run once, apart")
     p.add_argument("--tenants", type=int, default=1000, help="tenants scenario: tenants seeded (default 1000)")
     p.add_argument("--tenant-evict-cache", type=int, default=100,
                    help="tenants scenario: cache size (tenants, private keys) of the eviction run, where "

@@ -63,7 +63,8 @@ LABELS = {"direct": "direct to the fake", "sqlite": "SQLite, 1 instance",
           "postgres": "PostgreSQL, 2 instances", "postgres-async": "PostgreSQL, 2 instances, synchronous_commit=off"}
 
 
-def _median(values: list[float]) -> float:
+def median(values: list[float]) -> float:
+    """The median (0 for none): shared by the database scenarios (bench/counters.py too)."""
     return statistics.median(values) if values else 0.0
 
 
@@ -245,10 +246,10 @@ def summarize(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                "errors": sum(m["errors"] for m in ms)}
         for key in ("rps", "p50_ms", "p99_ms", "postgres_cpu_ms_per_req", "postgres_cores", "pg_write_xacts_per_req",
                     "pg_wal_bytes_per_req"):
-            row[key] = _median([m[key] for m in ms])
+            row[key] = median([m[key] for m in ms])
         if backend != "direct":
-            row["gateway_cpu_ms_per_req"] = _median([m["gateway_cpu_ms_per_req"] for m in ms])
-            row["instance_cores"] = {g: _median([m["instance_cores"][g] for m in ms]) for g in ms[0]["instance_cores"]}
+            row["gateway_cpu_ms_per_req"] = median([m["gateway_cpu_ms_per_req"] for m in ms])
+            row["instance_cores"] = {g: median([m["instance_cores"][g] for m in ms]) for g in ms[0]["instance_cores"]}
         rows.append(row)
     direct = next((r for r in rows if r["backend"] == "direct"), None)
     for r in rows:
@@ -261,7 +262,8 @@ def summarize(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _f(v: float | None, digits: int = 2) -> str:
+def fmt(v: float | None, digits: int = 2) -> str:
+    """A figure for the tables ('-' for none)."""
     if v is None:
         return "-"
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.{digits}f}"
@@ -281,11 +283,11 @@ def report(result: dict[str, Any]) -> str:
                   "hosted-many": f"hosted trial, {MANY} tenants"}[r["variant"] if r["backend"] != "direct" else "direct"]
         cores = ", ".join(f"{c:.2f}" for c in r.get("instance_cores", {}).values()) or "-"
         pg = "-" if not r["backend"].startswith("postgres") else (
-            f"{_f(r['postgres_cpu_ms_per_req'], 3)} | {_f(r['pg_write_xacts_per_req'])} | {_f(r['pg_wal_bytes_per_req'])}")
+            f"{fmt(r['postgres_cpu_ms_per_req'], 3)} | {fmt(r['pg_write_xacts_per_req'])} | {fmt(r['pg_wal_bytes_per_req'])}")
         pg = pg if "|" in pg else "- | - | -"
-        lines.append(f"| {tenant} | {LABELS[r['backend']]} | {_f(r['rps'])} | {_f(r['rps_vs_direct'], 3)} | "
-                     f"{_f(r['rps_vs_sqlite'])} | {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | "
-                     f"{_f(r.get('gateway_cpu_ms_per_req'), 3)} | {_f(r['cpu_vs_sqlite'])} | {pg} | {cores} | "
+        lines.append(f"| {tenant} | {LABELS[r['backend']]} | {fmt(r['rps'])} | {fmt(r['rps_vs_direct'], 3)} | "
+                     f"{fmt(r['rps_vs_sqlite'])} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
+                     f"{fmt(r.get('gateway_cpu_ms_per_req'), 3)} | {fmt(r['cpu_vs_sqlite'])} | {pg} | {cores} | "
                      f"{r['errors']} |")
     if starts:
         lines.append("\nStart-up to the first served request: " + ", ".join(f"{k} {v:.2f} s" for k, v in starts.items()))

@@ -72,6 +72,13 @@ class LimitIn(_Body):
     tpm: int | None = None       # tokens per minute; null: no token limit
 
 
+class BudgetIn(_Body):
+    token_id: str | None = None   # null: the whole tenant
+    daily: float | None = None    # US dollars per UTC day; null: no daily limit
+    monthly: float | None = None  # US dollars per UTC month; null: no monthly limit
+    allow_unpriced: bool = False  # models without a price may be used under it
+
+
 class QuotaIn(_Body):
     limit: int | None = Field(ge=-1)  # calls in total; -1 unlimited; null: the configured quota
 
@@ -160,6 +167,11 @@ async def _clear_limit(m: Management, r: Request) -> Any:
     return await m.clear_rate_limit(_p(r, "tenant"), q.get("token_id") or None, q.get("model") or None)
 
 
+async def _set_budget(m: Management, r: Request) -> Any:
+    body = await _body(r, BudgetIn)
+    return await m.set_budget(_p(r, "tenant"), body.token_id, body.daily, body.monthly, body.allow_unpriced)
+
+
 async def _usage(m: Management, r: Request) -> Any:
     q = r.query_params
     return await m.usage(q.get("tenant") or None, q.get("start"), q.get("end"), q.get("group_by"))
@@ -213,4 +225,8 @@ ADMIN_ROUTES = [
     Route(T + "/limits", _admin(lambda m, r: m.show_rate_limits(_p(r, "tenant"))), methods=["GET"]),
     Route(T + "/limits", _admin(_set_limit), methods=["PUT"]),
     Route(T + "/limits", _admin(_clear_limit), methods=["DELETE"]),
+    Route(T + "/budgets", _admin(lambda m, r: m.show_budgets(_p(r, "tenant"))), methods=["GET"]),
+    Route(T + "/budgets", _admin(_set_budget), methods=["PUT"]),
+    Route(T + "/budgets", _admin(lambda m, r: m.clear_budget(_p(r, "tenant"), r.query_params.get("token_id") or None)),
+          methods=["DELETE"]),
 ]

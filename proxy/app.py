@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from keystore import MASTER_KEY_ENV
+from proxy import tracing
 from proxy.account import ACCOUNT_ROUTES
 from proxy.admin import ADMIN_ROUTES
 from proxy.balancer import Balancer
@@ -31,9 +32,12 @@ from proxy.console import CONSOLE_ROUTES
 from proxy.errors import api_error_handler, http_exception_handler
 from proxy.gateway import Gateway
 from proxy.hosted import build_offers
+from proxy.inbound import INBOUND_ROUTES
 from proxy.limits import BodyDeadline, FailureLimiter
 from proxy.logs import configure_logging
+from proxy.metrics_http import METRICS_ROUTES, open_recorder, start_listener
 from proxy.quotas import Quotas
+from proxy.request_ids import RequestIds
 from proxy.routes import ROUTES
 from proxy.sessions import SESSION_ROUTES
 from proxy.settings import CONFIG_ENV, Settings, load_settings
@@ -59,7 +63,7 @@ async def _watch_changes(gateway: Gateway) -> None:
             await gateway.balancer.refresh()  # credentials cooling down, as any worker saw them
             if polls % prune_every == prune_every - 1:
                 await gateway.store.prune_changes(time.time() - settings.change_log_retention)
-                await gateway.store.prune_cooldowns(time.time())
+                await gateway.store.counters.prune_cooldowns(time.time())
         except (StoreBusy, StoreUnavailable) as exc:  # PostgreSQL restarting, a lock held: keep polling
             if down_since is None:
                 down_since = time.monotonic()
@@ -84,6 +88,11 @@ def build_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:  # closed in reverse, also when start-up fails
+            stop_tracing = tracing.start(settings.tracing)
+            if stop_tracing is not None:
+                stack.callback(stop_tracing)  # last out: the spans of the drained requests are exported
+            # Closed after the usage writer (pushed before it): its last drops are counted.
+            app.state.metrics = open_recorder(settings, stack)
             store, keystore = await open_store_and_keystore(settings, serving=True)
             stack.push_async_callback(store.close)
             # The RSA helper processes and the key-pair pool start with the first need for them.
@@ -103,12 +112,18 @@ def build_app(settings: Settings) -> Starlette:
             stack.push_async_callback(usage.close)  # flushed after uvicorn drained the requests
             watcher = asyncio.create_task(_watch_changes(app.state.gateway))
             stack.push_async_callback(_cancel, watcher)
+            if app.state.metrics is not None and settings.metrics.listen:
+                stack.push_async_callback(await start_listener(app.state, app.state.gateway))
             yield
 
-    return Starlette(routes=[*ROUTES, *ACCOUNT_ROUTES, *SESSION_ROUTES, *ADMIN_ROUTES, *CONSOLE_ROUTES],
+    # /metrics on the main port unless it has a listener of its own (proxy/metrics_http.py).
+    metrics_routes = METRICS_ROUTES if settings.metrics.enabled and not settings.metrics.listen else []
+    return Starlette(routes=[*ROUTES, *INBOUND_ROUTES, *ACCOUNT_ROUTES, *SESSION_ROUTES, *ADMIN_ROUTES,
+                             *CONSOLE_ROUTES, *metrics_routes],
                      lifespan=lifespan,
                      exception_handlers={ApiError: api_error_handler, HTTPException: http_exception_handler},
-                     middleware=[Middleware(BodyDeadline, timeout=settings.client_body_timeout)])
+                     middleware=[Middleware(RequestIds),  # outermost: every answer gets its x-request-id
+                                 Middleware(BodyDeadline, timeout=settings.client_body_timeout)])
 
 
 def app_from_handoff(handoff: bytes) -> Starlette:
@@ -121,7 +136,7 @@ def app_from_handoff(handoff: bytes) -> Starlette:
         # own copy of the environment only, not the exec-time block that /proc/PID/environ
         # shows to other processes, and a worker starts no processes that could inherit it.
         os.environ[MASTER_KEY_ENV] = data["master_key"]
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return build_app(settings)
 
 
@@ -130,5 +145,5 @@ def app_from_env() -> Starlette:
     named in MODELPORT_CONFIG (else the defaults)."""
     path = os.environ.get(CONFIG_ENV)
     settings = load_settings(Path(path) if path else None)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return build_app(settings)

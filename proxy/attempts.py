@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from proxy import metrics
 from proxy.balancer import rows_of
 from proxy.calls import Answer, Call, StreamCall, call_route
 from proxy.gateway import Gateway
@@ -64,7 +65,7 @@ def _untried_key(tenant: TenantState, route: Route, tried: set[str]) -> bool:
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
     """The wait before retry number `attempt` (1, 2, ...)."""
-    wait = random.uniform(0.0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 (jitter, not a secret)
+    wait = random.uniform(0.0, min(cap, base * 2 ** (attempt - 1)))
     return max(wait, retry_after or 0.0)
 
 
@@ -93,6 +94,8 @@ async def serve_route(gateway: Gateway, tenant: TenantState, route: Route, req: 
     served = False
     try:
         for current in _routes(gateway, tenant, route, ModelType(record.model_type)):
+            if current is not route:
+                metrics.fell_back(tenant.id, record.provider)  # away from the model that failed last
             tried: set[str] = set()  # this model's credentials tried: a retry prefers another
             for retry in range(settings.retries + 1):
                 if retry:
@@ -105,6 +108,7 @@ async def serve_route(gateway: Gateway, tenant: TenantState, route: Route, req: 
                         break  # no time for this model: its fallbacks may still answer
                     await asyncio.sleep(wait)
                     record.upstream_ms += wait * 1000
+                    metrics.retried(tenant.id, current.provider)
                 _describe(headers, current, record)
                 headers["x-modelport-attempts"] = str(record.attempts + 1)  # the stream's headers go out with it
                 try:
@@ -120,7 +124,8 @@ async def serve_route(gateway: Gateway, tenant: TenantState, route: Route, req: 
                              current.label, err.status, err.code)
                     continue
                 _describe(headers, current, record)
-                overhead = f"{record.overhead_ms():.2f}"
+                record.overhead = record.overhead_ms()
+                overhead = f"{record.overhead:.2f}"
                 headers["x-modelport-overhead-ms"] = overhead
                 if answer.stream is not None:  # its headers were encoded when it opened
                     answer.stream.raw_headers.append((b"x-modelport-overhead-ms", overhead.encode()))

@@ -1,6 +1,8 @@
 """Who is calling /v1: the bearer token -> tenant (via the cached directory); the token
 helpers the admin API's principals use (`proxy/principals.py`). The only modules that
-read the Authorization header are these two.
+read the Authorization header are these two. A /v1 request without one may carry its
+token as `x-api-key` instead (how clients of the Messages API send their key); the admin
+API takes the bearer header only.
 
 Failures are counted per client address (`proxy.limits.FailureLimiter`, kept on the
 app's gateway): past the burst, a failure is a 429 with Retry-After instead of a 401.
@@ -52,9 +54,18 @@ def bearer_token(request: Request) -> str:
     return token
 
 
+def api_key(request: Request) -> str:
+    """The /v1 token: the bearer header's, else `x-api-key`'s."""
+    if "authorization" not in request.headers:
+        key = request.headers.get("x-api-key", "").strip()
+        if key:
+            return key
+    return bearer_token(request)
+
+
 async def authenticate(request: Request, directory: Directory) -> Caller:
     try:
-        token = bearer_token(request)
+        token = api_key(request)
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             raise unauthorized("Malformed API key: modelport keys start with 'mp-'.")
         caller = await directory.caller(token)

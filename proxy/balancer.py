@@ -9,8 +9,11 @@
   (5xx, connect errors, resets; no success between them, all within
   `routing.failure_window`) sits out for `routing.cooldown` and is tried again after it.
   In a row, not in a window: a key behind an upstream that fails 5% of requests at random
-  must stay in rotation, a dead one must not. Cooldowns are rows in the store (quiet writes), re-read by
-  every worker on its change poll, so all workers of the server keep the key out.
+  must stay in rotation, a dead one must not. Cooldowns are kept in `store.counters` (the
+  store's rows, quiet writes; or Redis with `redis_url`), re-read by every worker on its
+  change poll, so all workers of every instance keep the key out. When they cannot be
+  written or read (Redis away), the request goes on: each worker keeps what it knows,
+  and says so in the log once.
 - **Invalid**: a credential the vendor rejects (401/403) is marked in the store (a logged
   change: every worker's tenant state reloads) and stays out until it is changed.
 A credential is never skipped when nothing else is left: the vendor's answer is then
@@ -29,8 +32,10 @@ from collections.abc import Collection, Sequence
 
 from cachetools import LRUCache
 
+from proxy import metrics
+from proxy.counters import CountersUnavailable
 from proxy.settings import RoutingSettings
-from proxy.store import ModelRow, StoreApi
+from proxy.store import ModelRow, StoreApi, StoreUnavailable
 from proxy.store.credentials import Cooldown, CredentialRow
 from proxy.tenants import TenantState
 from translators.errors import ApiError, UpstreamError
@@ -57,6 +62,8 @@ class Balancer:
         self._scores: LRUCache[tuple[str, str], dict[str, int]] = LRUCache(size)
         self._cooling: dict[Key, float] = {}        # until (unix time), as the store last said
         self._failures: LRUCache[Key, deque[float]] = LRUCache(size)
+        self._unwritten: str | None = None          # cooldowns could not be written (logged once)
+        self._unread: str | None = None             # ... or read: the last known ones stay
 
     def cooling_until(self, tenant_id: str, slot: str, name: str) -> float | None:
         until = self._cooling.get((tenant_id, slot, name))
@@ -106,6 +113,7 @@ class Balancer:
             marked = (await self.store.mark_model_invalid(tenant.id, provider, model, name, row.secret) if model
                       else await self.store.mark_invalid(tenant.id, provider, name, row.secret))
             if marked:
+                metrics.credential_invalidated(tenant.id, provider)
                 log.warning("tenant %s: the %s credential %r was rejected by the vendor; it stays out of "
                             "rotation until it is changed", tenant.id, key[1], name)
             return
@@ -130,9 +138,33 @@ class Balancer:
         if self._cooling.get(key, 0.0) >= until - 1.0:
             return  # already known to cool down that long: a 429 storm is not a write storm
         self._cooling[key] = until
-        await self.store.set_cooldown(Cooldown(*key, until, reason))
+        metrics.cooldown_entered(key[0], key[1].partition("/")[0], reason)
+        try:
+            await self.store.counters.set_cooldown(Cooldown(*key, until, reason))
+        except StoreUnavailable as exc:  # the vendor's answer still reaches the client
+            if self._unwritten is None:
+                log.warning("could not share a credential cooldown: %s; this worker keeps it, will retry",
+                            exc.message)
+            self._unwritten = exc.message
+            return
+        if self._unwritten is not None:
+            log.warning("credential cooldowns are shared again")
+            self._unwritten = None
 
     async def refresh(self) -> None:
-        """Take the server's cooldowns from the store (the watcher calls this every poll)."""
+        """Take every instance's cooldowns from `store.counters` (the watcher calls this
+        every poll). Redis away: the last known ones stay (the store's own outage is the
+        watcher's to report)."""
         now = time.time()
-        self._cooling = {(c.tenant_id, c.provider, c.name): c.until for c in await self.store.cooldowns(now)}
+        try:
+            running = await self.store.counters.cooldowns(now)
+        except CountersUnavailable as exc:
+            if self._unread is None:
+                log.warning("could not read the credential cooldowns: %s; keeping the last known, will retry",
+                            exc.message)
+            self._unread = exc.message
+            return
+        if self._unread is not None:
+            log.warning("credential cooldowns are readable again")
+            self._unread = None
+        self._cooling = {(c.tenant_id, c.provider, c.name): c.until for c in running}

@@ -1,5 +1,6 @@
 """Opening the data directory: the database (migrated), the master key (created on a
-fresh machine, checked against the database otherwise) and the admin token.
+fresh machine, checked against the database otherwise) and the admin token; and, with
+`redis_url`, Redis for the rate-limit counters and cooldowns (`proxy/counters.py`).
 
 `serve` and every CLI command go through here, so a fresh machine works whichever
 runs first, and a wrong master key is a clear start-up error, not garbage later.
@@ -53,6 +54,7 @@ async def open_store_and_keystore(settings: Settings, *, serving: bool = False) 
         raise StartupError(scrub(f"opening the database {settings.database_label} failed, pending migrations "
                                  f"were rolled back: {type(exc).__name__}: {exc}", settings.database_url)) from None
     try:
+        await _share_counters(store, settings)
         # The master key's checks, an interrupted rotation's recovery and the
         # confirmation of a rotated key live in proxy/rotation.py.
         keystore = await open_keystore(store, settings, serving=serving)
@@ -63,6 +65,24 @@ async def open_store_and_keystore(settings: Settings, *, serving: bool = False) 
         await store.close()
         raise
     return store, keystore
+
+
+async def _share_counters(store: StoreApi, settings: Settings) -> None:
+    """Redis for the counters and cooldowns when configured, once it answered (unreachable:
+    `CountersUnavailable`, one line naming host:port/db, as an unreachable database)."""
+    if not settings.redis_url:
+        return
+    from proxy.store.redis_counters import (
+        RedisCounters,  # redis only when configured
+    )
+
+    counters = RedisCounters(settings.redis_url)
+    try:
+        await counters.open()
+    except BaseException:
+        await counters.close()
+        raise
+    store.share_counters(counters)
 
 
 ADMIN_TOKEN_FILE = "admin-token"

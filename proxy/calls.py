@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from proxy import sse
+from proxy import sse, tracing
 from proxy.gateway import Gateway
 from proxy.hosted import PinnedClient
 from proxy.hosted_params import restrict
@@ -60,9 +60,10 @@ class Answer:
 
 
 # The request is the endpoint's own type (ChatRequest, EmbeddingRequest, ...); each
-# endpoint's call turns the translator's result into an `Answer`.
+# endpoint's call turns the translator's result into an `Answer`. A stream is chat chunks,
+# or (an endpoint of another API, proxy/inbound/) a `Framed` stream written in its framing.
 Call = Callable[[Translator, Any, CallContext], Awaitable[Answer]]
-StreamCall = Callable[[Translator, Any, CallContext], AsyncIterator[StreamChunk]]
+StreamCall = Callable[[Translator, Any, CallContext], AsyncIterator[StreamChunk] | sse.Framed]
 
 
 async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: Any, record: RequestRecord,
@@ -89,6 +90,8 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
         pinned = offer.pinned(ctx.http)
         ctx = dataclasses.replace(ctx, http=pinned)
         reservation = await gateway.quotas.reserve(tenant.id, tenant.name, route.provider)
+    attempt = tracing.start_attempt(record, route)
+    failure: Exception | None = None
     started = time.perf_counter()
     try:
         if call_stream is not None:
@@ -109,6 +112,7 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
         gateway.balancer.succeeded(tenant.id, route.provider, record.credential, entry)
         return answer
     except Exception as exc:
+        failure = exc
         if isinstance(exc, ApiError) and route.billing == "own":
             await gateway.balancer.failed(tenant, route.provider, record.credential, exc, entry)
         if reservation is None or pinned is None:
@@ -128,6 +132,8 @@ async def call_route(gateway: Gateway, tenant: TenantState, route: Route, req: A
     finally:
         # Upstream time (to the first chunk, for a stream): what x-modelport-overhead-ms leaves out.
         record.upstream_ms += (time.perf_counter() - started) * 1000
+        if attempt is not None:
+            tracing.end_attempt(attempt, failure)
 
 
 def _platform_rejected(route: Route) -> ApiError:

@@ -89,11 +89,18 @@ def _handoff(settings: Settings) -> tuple[int, dict[str, str]]:
     os.write(fd, payload)  # a regular file or memfd takes it all in one write
     os.lseek(fd, 0, os.SEEK_SET)
     os.set_inheritable(fd, True)
-    hidden = {master, settings.admin_token, settings.database_url,  # a DSN holds the database's password
+    hidden = {master, settings.admin_token, settings.database_url, settings.redis_url,  # URLs hold passwords
               *(v for h in settings.hosted.values() for v in h.credentials.values())}
     hidden = {v for v in hidden if v and len(v) >= 8}  # short values are no secret and might match PATH-like ones
     env = {k: v for k, v in os.environ.items() if k != MASTER_KEY_ENV and v.strip() not in hidden}
     return fd, env
+
+
+def _say(settings: Settings, message: str) -> None:
+    """A line of `serve` before logging is set up: in the log's format (JSON lines parse)."""
+    from proxy.logs import json_line
+
+    print(json_line(message) if settings.log_format == "json" else f"modelport: {message}", flush=True)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> NoReturn:
@@ -110,9 +117,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> NoReturn:
     token_file = asyncio.run(prepare())
     if token_file:
         # The path, never the token: logs are kept and shared far longer than a secret should be.
-        print(f"modelport: created the admin token for /admin/v1 in {token_file} (mode 0600)", flush=True)
+        _say(settings, f"created the admin token for /admin/v1 in {token_file} (mode 0600)")
     fd, env = _handoff(settings)
-    print(f"modelport: serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
+    _say(settings, f"serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
     sys.stderr.flush()
     # Become a bare uvicorn supervisor (same PID): everything this CLI imported (every
     # translator, the keystore) would otherwise stay resident in it for nothing; the
@@ -178,6 +185,9 @@ _ACTIONS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Callable[[
     ("limits", "set"): lambda a: lambda m: m.set_rate_limit(a.tenant, a.token, a.model, a.rpm, a.tpm),
     ("limits", "show"): lambda a: lambda m: m.show_rate_limits(a.tenant),
     ("limits", "clear"): lambda a: lambda m: m.clear_rate_limit(a.tenant, a.token, a.model),
+    ("budgets", "set"): lambda a: lambda m: m.set_budget(a.tenant, a.token, a.daily, a.monthly, a.allow_unpriced),
+    ("budgets", "show"): lambda a: lambda m: m.show_budgets(a.tenant),
+    ("budgets", "clear"): lambda a: lambda m: m.clear_budget(a.tenant, a.token),
     ("usage", None): lambda a: lambda m: m.usage(a.tenant, a.since, a.until, a.by),
 }
 

@@ -183,7 +183,20 @@ def parser() -> argparse.ArgumentParser:
     lclear.add_argument("--token", metavar="TOKEN_ID")
     lclear.add_argument("--model", metavar="PROVIDER/MODEL")
 
-    usage = sub.add_parser("usage", help="requests and tokens per model, provider or day")
+    budgets = group("budgets", "spending limits in US dollars per UTC day or month, per tenant or API token")
+    bset = budgets.add_parser("set", help="set (replace) the budget of the tenant or one API token")
+    bset.add_argument("tenant")
+    bset.add_argument("--token", metavar="TOKEN_ID", help="one API token (default: the whole tenant)")
+    bset.add_argument("--daily", type=float, metavar="USD", help="US dollars per UTC day")
+    bset.add_argument("--monthly", type=float, metavar="USD", help="US dollars per UTC month")
+    bset.add_argument("--allow-unpriced", action="store_true",
+                      help="let models without a price through (their cost is not counted)")
+    budgets.add_parser("show", help="each budget with what it spent this day and month").add_argument("tenant")
+    bclear = budgets.add_parser("clear")
+    bclear.add_argument("tenant")
+    bclear.add_argument("--token", metavar="TOKEN_ID")
+
+    usage = sub.add_parser("usage", help="requests, tokens and cost per model, provider or day")
     usage.add_argument("tenant", nargs="?", help="one tenant (default: every tenant)")
     usage.add_argument("--since", help="unix seconds, ISO date or date-time (default: oldest record kept)")
     usage.add_argument("--until", help="same forms; a date includes the whole day (default: now)")

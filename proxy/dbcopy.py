@@ -198,6 +198,7 @@ async def _refuse_unless_empty(conn: asyncpg.Connection[asyncpg.Record], tables:
             if count:
                 held.append(f"{table}: {count}")
     if held:
+        held.sort(key=lambda h: not h.startswith("tenants:"))  # the telling one first, whatever else sorts before
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more tables" if len(held) > 4 else "")
         raise DatabaseCommandError(f"{label} already holds modelport data (rows in {shown}); "
                                    "db copy only fills an empty database: nothing was copied")

@@ -3,14 +3,17 @@ status; an unexpected exception becomes a 500 that names the request id and noth
 
 Endpoints raise `ApiError` and `api_error_handler`, registered on the app, renders it: one
 place decides an error's status, body and headers. Headers that every answer to a request
-carries, its error included (x-request-id, x-modelport-*, x-ratelimit-*, the admin API's
-Cache-Control), go in `response_headers(request)`; the handler adds them.
+carries, its error included (x-modelport-*, x-ratelimit-*, the admin API's Cache-Control),
+go in `response_headers(request)`; the handler adds them. x-request-id goes on every
+answer whatever made it (`proxy/request_ids.py`, a middleware). An endpoint of another
+API (`proxy/inbound/`) names its error shape once (`shape_errors`): the same handler then
+renders that API's status and body, with the same headers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -42,7 +45,11 @@ class HeaderedError(ApiError):
         self.headers = headers
 
 
-def error_response(err: ApiError) -> JSONResponse:
+# An error's (HTTP status, body) in another API's shape.
+ErrorShape = Callable[[ApiError], tuple[int, dict[str, Any]]]
+
+
+def error_response(err: ApiError, shape: ErrorShape | None = None) -> JSONResponse:
     headers = dict(err.headers) if isinstance(err, HeaderedError) else {}
     if err.retry_after is not None:
         headers["Retry-After"] = str(int(err.retry_after + 0.999))
@@ -52,10 +59,17 @@ def error_response(err: ApiError) -> JSONResponse:
         # A spent quota does not come back by retrying; OpenAI's SDKs skip their automatic
         # retries of a 429 when the server says so.
         headers["x-should-retry"] = "false"
-    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+    status, body = shape(err) if shape is not None else (err.status, err.body())
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 _RESPONSE_HEADERS = "modelport.response_headers"  # a key of the ASGI scope
+_ERROR_SHAPE = "modelport.error_shape"  # likewise
+
+
+def shape_errors(request: Request, shape: ErrorShape) -> None:
+    """This request's errors are rendered in `shape` (its endpoint speaks another API)."""
+    request.scope[_ERROR_SHAPE] = shape
 
 
 def response_headers(request: Request) -> dict[str, str]:
@@ -70,7 +84,7 @@ def response_headers(request: Request) -> dict[str, str]:
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, ApiError):  # registered for ApiError only
         raise exc
-    response = error_response(exc)
+    response = error_response(exc, request.scope.get(_ERROR_SHAPE))
     headers = request.scope.get(_RESPONSE_HEADERS)
     if headers:
         response.headers.update(headers)

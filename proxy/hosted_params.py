@@ -22,6 +22,10 @@ would hand back a different answer than the client asked for without saying so):
 - embeddings: model, input, encoding_format, dimensions.
 - transcriptions: model, file, language, prompt, response_format, temperature.
 
+A request that came in another API's shape (the Messages API) is checked in its chat form,
+and only that goes upstream: a provider's native endpoint for that API is not used on a
+trial (the client's own body would carry what this list does not check).
+
 A parameter sent as `null` means "not given" in OpenAI's API, so it is removed instead
 of refused (some clients send every field they know).
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.hosted import HostedOffer
+from translators._inbound import InboundChatRequest
 from translators.errors import ApiError, bad_request
 from translators.types import (
     ChatRequest,
@@ -101,6 +106,10 @@ def _check_values(offer: HostedOffer, raw: dict[str, Any]) -> None:
 def restrict(offer: HostedOffer, req: Any) -> Any:
     """`req` as it may go upstream on the offer's credential (a new request when it had to
     change), or the 400 naming the first parameter the trial does not allow."""
+    if isinstance(req, InboundChatRequest):
+        # A request in another API's shape (proxy/inbound/): on a trial only its chat form,
+        # checked here, goes upstream; never the client's own body to a native endpoint.
+        req = req.chat_only()
     allowed = next((names for kind, names in _ALLOWED if isinstance(req, kind)), None)
     if allowed is None:  # an endpoint this module does not know: refuse rather than pass everything
         raise bad_request(f"This endpoint is not available on the hosted trial of provider '{offer.provider}'.",

@@ -9,7 +9,8 @@ token's, for every model or for the routed one) gives one charge per kind it lim
 (requests: 1; tokens: the prompt's estimate), and all of them are taken or none
 (`proxy/store/limits.py`): a request that one limit refuses spends nothing of another.
 
-Windows are fixed UTC minutes, counted in the database, so every worker draws on the
+Windows are fixed UTC minutes, counted in the database (or in Redis with `redis_url`:
+`store.counters`, `proxy/counters.py`), so every worker of every instance draws on the
 same counters and the limits are exact across them. The price of a fixed window: a
 client may fit up to twice a limit into the two seconds around a minute's turn.
 
@@ -25,8 +26,6 @@ Refusals are OpenAI's own 429: type "requests" or "tokens", code "rate_limit_exc
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -34,20 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxy.errors import HeaderedError
+from proxy.settlement import Settlement
 from proxy.store import StoreApi
 from proxy.store.limits import Charge, LimitRow
 from proxy.tenants import TenantState
 from proxy.usage import RequestRecord, estimate_prompt_tokens
 from translators.types import Usage
 
-log = logging.getLogger("modelport")
-
 WINDOW = 60.0  # seconds: one counter per limit, kind and UTC minute
 Clock = Callable[[], float]
 LimitKind = Literal["requests", "tokens"]
 _UNITS: dict[LimitKind, str] = {"requests": "requests per min (RPM)", "tokens": "tokens per min (TPM)"}
-# Settlements in flight: the event loop keeps only weak references to tasks.
-_settling: set[asyncio.Task[None]] = set()
 
 
 def minute_of(now: float) -> int:
@@ -120,36 +116,20 @@ class Admission:
     estimated: int                  # prompt tokens taken from each token counter
     token_scopes: tuple[str, ...]   # the token counters it drew on
     headers: dict[str, str]
-    _task: asyncio.Task[None] | None = field(default=None, repr=False)
-    _done: bool = False
+    settlement: Settlement = field(default_factory=Settlement, repr=False)
 
     def settle_soon(self, actual_tokens: int) -> None:
-        """Start correcting the token counters (once; `RequestRecord.finish` is synchronous)."""
-        if self._done:
-            return
-        self._done = True
+        """Start correcting the token counters by the real total (once)."""
         delta = actual_tokens - self.estimated
         if not delta or not self.token_scopes:
+            self.settlement.skip()
             return
-        try:
-            task = asyncio.get_running_loop().create_task(self._settle(delta))
-        except RuntimeError:  # no loop: the process is going away, and the minute with it
-            return
-        self._task = task
-        _settling.add(task)
-        task.add_done_callback(_settling.discard)
+        self.settlement.start(lambda: self.store.counters.rate_settle(self.minute, self.token_scopes, delta),
+                              f"the token counters {self.token_scopes} by {delta:+d}")
 
     async def settled(self) -> None:
-        """Wait for the correction, so the caller's next request sees it. Shielded: a
-        client that leaves meanwhile does not cancel it."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-    async def _settle(self, delta: int) -> None:
-        try:
-            await self.store.rate_settle(self.minute, self.token_scopes, delta)
-        except Exception:  # accounting: the answer is already on its way
-            log.warning("could not settle the token counters %s by %+d", self.token_scopes, delta, exc_info=True)
+        """The correction done, so the caller's next request sees it."""
+        await self.settlement.settled()
 
 
 @dataclass(slots=True)
@@ -177,7 +157,7 @@ async def admit(store: StoreApi, tenant: TenantState, token_id: str, route_label
     now = clock()
     minute = minute_of(now)
     reset = max(1, math.ceil((minute + 1) * WINDOW - now))
-    taken = await store.rate_take(minute, [c.charge for c in checks])
+    taken = await store.counters.rate_take(minute, [c.charge for c in checks])
     if taken.refused is not None:
         raise _refusal(checks[taken.refused], taken.used[taken.refused], reset, _headers(checks, taken.used, reset))
     after = [u + c.charge.cost for c, u in zip(checks, taken.used, strict=True)]

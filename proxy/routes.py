@@ -4,9 +4,7 @@ and finish the request's record (log line and usage row)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,13 +13,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
+from proxy import tracing
 from proxy.attempts import serve_route
 from proxy.auth import authenticate
 from proxy.body import parse, read_form, read_json
+from proxy.budgets import BudgetedRecord, hold
 from proxy.calls import Answer, Call, StreamCall
 from proxy.errors import JSONResponse, internal_error, response_headers
 from proxy.gateway import Gateway
-from proxy.ratelimits import MeteredRecord, admit
+from proxy.ratelimits import admit
+from proxy.request_ids import request_id
 from proxy.routing import listed_models, model_not_found, resolve
 from proxy.sse import SSEResponse
 from proxy.tenants import Caller
@@ -39,29 +40,23 @@ from translators.types import (
 log = logging.getLogger("modelport")
 
 
-# A random prefix per process and a counter: unique across workers and restarts without a
-# getrandom() system call per request.
-_ID_PREFIX = "req_" + secrets.token_hex(6)
-_ids = itertools.count(1)
-
-
-def _request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ids):06x}"
-
-
 async def _serve(request: Request, endpoint: str, model_type: ModelType,
                  prepare: Callable[[Request, Gateway], Awaitable[Any]], call: Call,
                  call_stream: StreamCall | None = None) -> Response | SSEResponse:
     gateway: Gateway = request.app.state.gateway
-    record = MeteredRecord(_request_id(), endpoint, model_type.value, gateway.usage.submit)
+    # The client's x-request-id when sane (proxy/request_ids.py adds it to every answer).
+    record = BudgetedRecord(request_id(request.scope), endpoint, model_type.value, gateway.usage.submit,
+                            prices=gateway.settings.prices)
     headers = response_headers(request)  # the error's too: x-modelport-*, x-ratelimit-*
-    headers["x-request-id"] = record.request_id
+    record.span = tracing.request_span(endpoint)
     try:
         caller = await authenticate(request, gateway.directory)
         record.tenant_id, record.token_id = caller.tenant.id, caller.token_id
         req = await prepare(request, gateway)
         record.request, record.model = req, req.model
         route = resolve(caller.tenant, model_type, req.model, gateway.hosted)
+        if caller.tenant.budgets:  # before the rate limits: a request they refuse gives its hold back
+            record.hold = await hold(gateway.store, gateway.settings, caller.tenant, caller.token_id, route, req)
         if caller.tenant.limits:  # checked here so that a tenant without limits pays nothing
             record.admission = await admit(gateway.store, caller.tenant, caller.token_id, route.label, req)
             if record.admission is not None:
@@ -70,10 +65,12 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
         answer = await serve_route(gateway, caller.tenant, route, req, record, call,
                                    call_stream if streaming else None, headers)
     except ApiError as err:
+        record.error_code = err.code
         record.finish(err.status)
         raise
     except Exception:
         log.exception("request %s failed", record.request_id)
+        record.error_code = "internal_error"
         record.finish(500)
         raise internal_error(record.request_id) from None
     if answer.stream is not None:
@@ -81,6 +78,8 @@ async def _serve(request: Request, endpoint: str, model_type: ModelType,
     record.finish(200, answer.usage, answer.output)
     if record.admission is not None:
         await record.admission.settled()  # the caller's next request sees the real usage
+    if record.hold is not None:
+        await record.hold.settled()  # and its real cost
     return Response(answer.body, media_type=answer.media_type, headers=headers)
 
 

@@ -19,6 +19,12 @@ host:port with SO_REUSEPORT, so the kernel spreads new connections over the work
 
 The supervisor imports only uvicorn and this module: everything else (translators,
 keystore, pydantic) would stay resident in it for nothing (see `_serve`).
+
+Metrics (proxy/metrics.py): with `metrics.enabled` and several workers, the supervisor
+makes a fresh private directory (0700) for this run and names it in PROMETHEUS_MULTIPROC_DIR before any worker
+starts, so every worker (and only this run's) writes its values there; a worker that
+ended, however, is marked dead (its live gauges' files go: its open streams are no longer
+open), and the directory is removed when the supervisor exits.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ import functools
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from typing import Any, NoReturn
 
 from uvicorn import Config, Server
@@ -214,7 +222,20 @@ def _cannot_listen(config: Config, exc: OSError) -> NoReturn:
     sys.exit(STARTUP_FAILURE)
 
 
-class ReusePortProcess(multiprocess.Process):
+class WorkerProcess(multiprocess.Process):
+    """uvicorn's worker, marked dead for the metrics once the supervisor has joined it
+    (every way a worker ends passes there: a crash, a restart, SIGTTOU, shutdown)."""
+
+    def join(self) -> None:
+        super().join()
+        path = os.environ.get(MULTIPROC_ENV)
+        if path and self.pid is not None:
+            from prometheus_client import multiprocess as prometheus_multiprocess
+
+            prometheus_multiprocess.mark_process_dead(self.pid, path)  # type: ignore[no-untyped-call]
+
+
+class ReusePortProcess(WorkerProcess):
     """A uvicorn worker that binds its own SO_REUSEPORT socket, in the worker, instead of
     using one inherited from the supervisor. It listens when uvicorn starts serving on it
     (after the app's start-up), so the kernel sends it no connection before it can answer.
@@ -244,9 +265,57 @@ def serve_workers(config: Config) -> None:
         multiprocess.Process = ReusePortProcess  # type: ignore[misc]  # what the supervisor starts
         supervisor = Multiprocess(config, sockets=[])
     else:
+        multiprocess.Process = WorkerProcess  # type: ignore[misc]
         supervisor = Multiprocess(config, sockets=[config.bind_socket()])
     supervisor.run()
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        sys.exit(STARTUP_FAILURE)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as proxy.metrics (not imported here: see the docstring)
+
+
+_METRICS_PREFIX = "modelport-metrics-"
+
+
+def metrics_directory() -> str:
+    """A fresh, empty, 0700 directory for this run's metrics, named in the environment the
+    workers inherit (set before any of them imports prometheus_client). Directories that
+    runs killed outright (SIGKILL: no chance to remove their own) left behind are removed
+    first: their names carry the supervisor's pid, and only a dead one's go."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        pid = name[len(_METRICS_PREFIX):].partition("-")[0]
+        if name.startswith(_METRICS_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            path = os.path.join(tmp, name)
+            if os.path.isdir(path) and not os.path.islink(path) and os.stat(path).st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+    path = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")  # 0700, a new name
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: not ours to judge
+    return True
+
+
+def check_metrics_port_free(listen: str) -> None:
+    """Exit 3 when `metrics.listen` is taken, as for the main port (the workers' sockets
+    have SO_REUSEPORT: without the check, a second server would silently share it)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        with _tcp_socket(host, reuse_port=False) as probe:
+            probe.bind((host, int(port)))
+            probe.listen(1)
+    except OSError as exc:
+        logger.error("cannot listen on %s (metrics.listen): %s", listen, exc)
         sys.exit(STARTUP_FAILURE)
 
 
@@ -262,17 +331,27 @@ def run(handoff: bytes) -> None:
 
     config = HandoffConfig(
         handoff, header_timeout=s["client_header_timeout"], host=s["host"], port=s["port"],
-        workers=s["workers"], log_level=s["log_level"], log_config=uvicorn_log_config(), access_log=False,
-        proxy_headers=False, http="proxy.server:HeaderDeadlineProtocol",
+        workers=s["workers"], log_level=s["log_level"], log_config=uvicorn_log_config(s["log_format"]),
+        access_log=False, proxy_headers=False, http="proxy.server:HeaderDeadlineProtocol",
         timeout_keep_alive=s["keep_alive_timeout"], limit_concurrency=s["max_concurrency"],
         timeout_graceful_shutdown=s["shutdown_grace_seconds"])
-    server = Server(config)
-    if config.workers > 1:
-        serve_workers(config)
-    else:
-        server.run()
-        if not server.started:
-            sys.exit(3)  # uvicorn's STARTUP_FAILURE
+    metrics = s["metrics"]
+    if metrics["enabled"] and metrics["listen"] and config.workers > 1:
+        check_metrics_port_free(metrics["listen"])  # one worker binds it without SO_REUSEPORT: no check needed
+    # One worker is one process: its own registry, no files (and uvicorn's single server
+    # re-raises SIGTERM once stopped, which would leave a directory behind).
+    directory = metrics_directory() if metrics["enabled"] and config.workers > 1 else None
+    try:
+        server = Server(config)
+        if config.workers > 1:
+            serve_workers(config)
+        else:
+            server.run()
+            if not server.started:
+                sys.exit(3)  # uvicorn's STARTUP_FAILURE
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from proxy.hosted import NO_OFFERS, HostedOffer
 from proxy.model_choices import TenantModels, choices
 from proxy.quotas import Quotas
 from proxy.routing import explicit
+from proxy.service_budgets import BudgetsManagement
 from proxy.service_credentials import (
     CredentialsManagement,
     not_found,
@@ -55,7 +56,7 @@ class _TenantRows:
     models: Mapping[tuple[str, str], Sequence[ModelRow]]
 
 
-class Management(CredentialsManagement, FallbacksManagement, LimitsManagement):
+class Management(CredentialsManagement, FallbacksManagement, LimitsManagement, BudgetsManagement):
     def __init__(self, store: StoreApi, keystore: Keystore, hosted: Mapping[str, HostedOffer] = NO_OFFERS, *,
                  scope: str | None = None, http: UpstreamClient | None = None) -> None:
         self.store = store

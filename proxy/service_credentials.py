@@ -184,7 +184,7 @@ class CredentialsManagement:
 
     async def _cooling(self, tenant: TenantRow) -> dict[tuple[str, str], float]:
         """(slot, credential name) -> until, for the tenant's credentials cooling down now."""
-        return {(c.provider, c.name): c.until for c in await self.store.cooldowns(time.time(), tenant.id)}
+        return {(c.provider, c.name): c.until for c in await self.store.counters.cooldowns(time.time(), tenant.id)}
 
     async def _entry_blob(self, tenant: TenantRow, provider: str, model: str, name: str) -> bytes | None:
         return next((m.secret for m in await self.store.models(tenant.id)

@@ -10,6 +10,7 @@ from typing import Any
 
 from proxy.ratelimits import minute_of, scope
 from proxy.service_fallbacks import provider_model
+from proxy.service_tokens import require_api_token
 from proxy.store import StoreApi, TenantRow
 from proxy.store.limits import LimitRow
 from translators.errors import ApiError, bad_request
@@ -31,17 +32,6 @@ class LimitsManagement:
     async def tenant(self, ref: str) -> TenantRow:  # provided by Management
         raise NotImplementedError
 
-    async def _api_token(self, tenant: TenantRow, token_id: str) -> None:
-        found = await self.store.token(token_id)
-        if found is None or found.tenant_id != tenant.id:
-            raise ApiError(404, f"token '{token_id}' not found in tenant '{tenant.name}'", "invalid_request_error",
-                           "not_found", "token_id")
-        if found.kind != "api":
-            raise bad_request(f"token '{token_id}' is a console token: rate limits apply to API tokens (the /v1 "
-                              "endpoints)", "token_id", "invalid_value")
-        if found.revoked_at is not None:
-            raise bad_request(f"token '{token_id}' is revoked", "token_id", "invalid_value")
-
     async def set_rate_limit(self, ref: str, token_id: str | None, model: str | None, rpm: int | None,
                              tpm: int | None) -> dict[str, Any]:
         """Set (replace) the limit of the tenant or one API token, for every model or one."""
@@ -52,7 +42,7 @@ class LimitsManagement:
             raise bad_request("give rpm (requests per minute), tpm (tokens per minute) or both", "rpm",
                               "missing_required_parameter")
         if row.token_id:
-            await self._api_token(tenant, row.token_id)
+            await require_api_token(self.store, tenant, row.token_id, "rate limits")
         await self.store.set_rate_limit(tenant.id, row)
         return _shown(row, await self._token_names(tenant))
 
@@ -63,7 +53,7 @@ class LimitsManagement:
         if not rows:
             return []
         minute = minute_of(time.time())
-        used = await self.store.rate_used(minute, [scope(tenant.id, r, kind) for r in rows
+        used = await self.store.counters.rate_used(minute, [scope(tenant.id, r, kind) for r in rows
                                                    for kind in ("requests", "tokens")])
         names = await self._token_names(tenant)
         return [_shown(r, names) | {"requests_this_minute": used.get(scope(tenant.id, r, "requests"), 0),

@@ -6,6 +6,7 @@ documented version of each lives in `config.example.yaml`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -15,11 +16,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from proxy.prices import Price
+
 if TYPE_CHECKING:
     from translators._http import UpstreamClient
 
 CONFIG_ENV = "MODELPORT_CONFIG"
 DATABASE_URL_ENV = "MODELPORT_DATABASE_URL"  # a PostgreSQL DSN, when the configuration names no database
+REDIS_URL_ENV = "MODELPORT_REDIS_URL"  # Redis (counters, cooldowns), when the configuration names none
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -146,6 +150,42 @@ class ConsoleSettings(_Strict):
     secure_cookie: Literal["auto"] | bool = "auto"
 
 
+class MetricsSettings(_Strict):
+    """`GET /metrics` in Prometheus' text format (proxy/metrics.py, README "Observing")."""
+
+    enabled: bool = True
+    # "host:port" ("[::1]:9464" for IPv6): a listener of its own; None: on the main port.
+    listen: str | None = None
+    auth: Literal["admin", "none"] = "admin"  # admin: the admin token as a bearer token
+    per_tenant: bool = False  # a `tenant` label on the request series (one series per tenant: cardinality)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, _, port = value.rpartition(":")
+        if not (host and port.isdigit() and 0 < int(port) < 65536 and re.fullmatch(r"[A-Za-z0-9.:\[\]_-]+", host)):
+            raise PydanticCustomError("listen", "must be host:port, e.g. 127.0.0.1:9464", {})
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) of the listener of its own, brackets off an IPv6 host; None: the main port."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class BudgetSettings(_Strict):
+    """Spending limits (`proxy/budgets.py`, README "Cost and budgets")."""
+
+    # Under a budget, a model missing from `prices` is refused (its cost cannot be
+    # counted) unless this is true or the budget itself allows it.
+    allow_unpriced: bool = False
+
+
 class Settings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -155,13 +195,23 @@ class Settings(_Strict):
     # (postgresql://user:password@host:5432/db); repr=False: the DSN holds a password.
     database: str | None = Field(default=None, repr=False)
     database_pool: int = Field(10, ge=1, le=1000)     # PostgreSQL connections per worker (and per CLI run)
+    # Rate-limit counters and credential cooldowns in Redis instead of the database
+    # (redis://[:password@]host:6379/0, rediss://, unix://); repr=False: it may hold a password.
+    redis_url: str | None = Field(default=None, repr=False)
     master_key_file: Path | None = None
     admin_token: str | None = None
     max_request_bytes: int = Field(26_214_400, ge=1024)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # text: uvicorn's look, client strings escaped; json: one object per line (proxy/logs.py).
+    log_format: Literal["text", "json"] = "text"
+    metrics: MetricsSettings = MetricsSettings()
     change_poll_interval: float = Field(0.5, gt=0, le=10)
     upstream: UpstreamSettings = UpstreamSettings()
     hosted: dict[str, HostedSettings] = Field(default_factory=dict)
+    # US dollars per million tokens (or per call, per audio minute) by provider and model
+    # (proxy/prices.py); a model left out is "unpriced": its cost is null, never 0.
+    prices: dict[str, dict[str, Price]] = Field(default_factory=dict)
+    budgets: BudgetSettings = BudgetSettings()
     usage_retention_days: int = Field(90, ge=0)   # 0 = keep usage records for ever
     usage_flush_interval: float = Field(1.0, gt=0, le=300)
     # Slow and abusive clients (README "Operating safely"). Timeouts in seconds.
@@ -178,6 +228,15 @@ class Settings(_Strict):
     console: ConsoleSettings = ConsoleSettings()
     routing: RoutingSettings = RoutingSettings()
     change_log_retention: float = Field(3600.0, ge=60)  # seconds a change-log row is kept for slow workers
+    # OpenTelemetry spans over OTLP/HTTP (proxy/tracing.py): the `otel` extra, the OTEL_* variables.
+    tracing: bool = False
+
+    @field_validator("tracing")
+    @classmethod
+    def _check_tracing(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("opentelemetry") is None:
+            raise PydanticCustomError("tracing", "needs OpenTelemetry: pip install 'modelport[otel]'")
+        return value
 
     @field_validator("admin_token")
     @classmethod
@@ -205,6 +264,18 @@ class Settings(_Strict):
             raise PydanticCustomError("hosted", "{detail}", {"detail": str(exc)}) from None
         return value
 
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, value: dict[str, dict[str, Price]]) -> dict[str, dict[str, Price]]:
+        """Providers against the registry: a misspelt one would leave its models unpriced."""
+        from translators import REGISTRY
+
+        unknown = sorted(set(value) - set(REGISTRY))
+        if unknown:
+            raise PydanticCustomError("prices", "unknown provider(s) {names}; known: {known}",
+                                      {"names": ", ".join(unknown), "known": ", ".join(sorted(REGISTRY))})
+        return value
+
     @field_validator("database")
     @classmethod
     def _check_database(cls, value: str | None) -> str | None:
@@ -219,6 +290,24 @@ class Settings(_Strict):
             if not parts.hostname or parts.path in ("", "/"):
                 raise PydanticCustomError("database", "a postgresql:// URL needs a host and a database name", {})
         return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise PydanticCustomError("redis_url", "is not a valid redis:// URL", {}) from None
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise PydanticCustomError("redis_url", "must start with redis://, rediss:// or unix://", {})
+        if parts.scheme != "unix" and not parts.hostname:
+            raise PydanticCustomError("redis_url", "a redis:// URL needs a host", {})
+        return value
 
     @property
     def database_url(self) -> str | None:
@@ -273,6 +362,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     data.update({k: v for k, v in overrides.items() if v is not None})
     if not data.get("database") and os.environ.get(DATABASE_URL_ENV):
         data["database"] = os.environ[DATABASE_URL_ENV]
+    if not data.get("redis_url") and os.environ.get(REDIS_URL_ENV):
+        data["redis_url"] = os.environ[REDIS_URL_ENV]
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -1,10 +1,16 @@
-"""The one downstream SSE writer: chunks -> `data: ...` frames -> `data: [DONE]`.
+"""The one downstream SSE writer: chunks -> `data: ...` frames -> `data: [DONE]`, or, for
+a client speaking another API (`proxy/inbound/`), that API's named events (`Framing`).
 
 The first chunk is pulled before the response starts, so an upstream refusal (401,
 429, a 400) is still a real HTTP status. After the first byte a failure becomes one
 `data: {"error": ...}` frame and no `[DONE]`, which the openai SDK raises as APIError.
 The upstream generator is closed in every case (`aclosing`), and `SSEResponse` cancels
 the body when the client disconnects, so a client that leaves closes the upstream.
+
+How chunks become bytes is a `Framing`: OpenAI's chat framing by default; `EventFraming`
+(an API's encoder turns chat chunks into its named events, `event: NAME` + `data: JSON`)
+and `RelayFraming` (a vendor's own events passed on, for a client of that vendor's API)
+come with the stream as a `Framed`. Errors after the first byte are the framing's too.
 
 On SIGTERM uvicorn lets running requests finish for `shutdown_grace_seconds`, then
 cancels them. A stream cut there would look to the client like a stream that simply
@@ -19,10 +25,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from translators._inbound import Event, EventEncoder
 from translators.errors import ApiError
 from translators.types import StreamChunk, Usage
 
@@ -39,8 +48,10 @@ class SSEResponse:
     Here the body is sent from the request's own task and one small task waits for
     `http.disconnect`, cancelling the body (and so the upstream) when the client leaves."""
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str],
+                 error_frame: Callable[[ApiError], bytes] | None = None) -> None:
         self.body_iterator = body
+        self.error_frame = error_frame or _error_frame
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         # Read by the body to tell a client that left (499) from a server that stopped (503).
         self.client_gone = False
@@ -70,7 +81,7 @@ class SSEResponse:
                 # uvicorn's graceful-shutdown period ran out (nothing else cancels a request):
                 # say so in the stream rather than cutting it silently.
                 with contextlib.suppress(OSError):
-                    await send({"type": "http.response.body", "body": error_frame(shutting_down()),
+                    await send({"type": "http.response.body", "body": self.error_frame(shutting_down()),
                                 "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
@@ -88,6 +99,106 @@ def error_frame(err: ApiError) -> bytes:
     return frame(orjson.dumps(err.body()))
 
 
+_error_frame = error_frame  # SSEResponse's default, under a name its attribute does not shadow
+
+
+def named_frame(name: str, data: bytes) -> bytes:
+    """One event of a stream whose events are named (`event: NAME` then `data: JSON`). Data
+    of several lines (a relayed event that had several `data:` lines) keeps them."""
+    if b"\n" in data:
+        data = data.replace(b"\n", b"\ndata: ")
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def named_frames(events: list[Event]) -> bytes:
+    return b"".join([named_frame(name, data) for name, data in events])
+
+
+class Framing(Protocol):
+    """How a stream's chunks are written. `usage_frames`: the usage-only chunk goes to
+    `frame` too (else it is only read, for accounting). `frame` may return b"" (nothing
+    to write for that chunk); `end` follows the last chunk, `error` a failure after the
+    first byte (then nothing follows it)."""
+
+    usage_frames: bool
+
+    def frame(self, chunk: StreamChunk) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def error(self, err: ApiError) -> bytes: ...
+
+
+class ChatFraming:
+    """The chat completions framing: `data: <chunk JSON>` frames, then `data: [DONE]`; the
+    usage chunk only when the client asked (`stream_options.include_usage`)."""
+
+    __slots__ = ("usage_frames",)
+
+    def __init__(self, include_usage: bool) -> None:
+        self.usage_frames = include_usage
+
+    def frame(self, chunk: StreamChunk) -> bytes:
+        return b"data: " + chunk.data + b"\n\n"
+
+    def end(self) -> bytes:
+        return DONE
+
+    def error(self, err: ApiError) -> bytes:
+        return error_frame(err)
+
+
+_CHAT = (ChatFraming(False), ChatFraming(True))  # stateless: shared by every stream
+
+
+class EventFraming:
+    """Another API's named events, made from the chat chunks by its `EventEncoder` (one
+    per stream); the usage chunk goes to the encoder too (its totals end the stream)."""
+
+    __slots__ = ("encoder",)
+    usage_frames = True
+
+    def __init__(self, encoder: EventEncoder) -> None:
+        self.encoder = encoder
+
+    def frame(self, chunk: StreamChunk) -> bytes:
+        return named_frames(self.encoder.chunk(chunk))
+
+    def end(self) -> bytes:
+        return named_frames(self.encoder.end())
+
+    def error(self, err: ApiError) -> bytes:
+        return named_frames(self.encoder.error(err))
+
+
+class RelayFraming:
+    """A vendor's own events passed on as they came (`StreamChunk.event` names each);
+    the vendor's last event ends the stream, and an error is the API's error event."""
+
+    __slots__ = ("error_events",)
+    usage_frames = False
+
+    def __init__(self, error_events: Callable[[ApiError], list[Event]]) -> None:
+        self.error_events = error_events
+
+    def frame(self, chunk: StreamChunk) -> bytes:
+        return named_frame(chunk.event or "message", chunk.data)
+
+    def end(self) -> bytes:
+        return b""
+
+    def error(self, err: ApiError) -> bytes:
+        return named_frames(self.error_events(err))
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """A stream that is written otherwise than as chat chunks: its chunks and its framing."""
+
+    chunks: AsyncIterator[StreamChunk]
+    framing: Framing
+
+
 def shutting_down() -> ApiError:
     return ApiError(503, "The gateway is shutting down and ended this stream before it finished; retry the request.",
                     "server_error", "server_shutting_down")
@@ -97,7 +208,7 @@ class StreamOutcome:
     """What the stream did, for accounting: usage if known, end status, and how many
     chunks went out (the completion estimate when the vendor reports no usage)."""
 
-    __slots__ = ("usage", "status", "error", "chunks")
+    __slots__ = ("chunks", "error", "status", "usage")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
@@ -106,8 +217,14 @@ class StreamOutcome:
         self.chunks = 0
 
 
-async def open_stream(chunks: AsyncIterator[StreamChunk], *, include_usage: bool, secrets: tuple[str, ...],
+async def open_stream(stream: AsyncIterator[StreamChunk] | Framed, *, include_usage: bool, secrets: tuple[str, ...],
                       headers: dict[str, str], on_end: Callable[[StreamOutcome], None]) -> SSEResponse:
+    """The started response of `stream` (chat chunks, or a `Framed` stream of another API):
+    its first chunk is in, so a failure before it raises here as a real HTTP status."""
+    if isinstance(stream, Framed):
+        chunks, framing = stream.chunks, stream.framing
+    else:
+        chunks, framing = stream, _CHAT[include_usage]
     outcome = StreamOutcome()
     try:
         first = await anext(chunks)
@@ -121,31 +238,39 @@ async def open_stream(chunks: AsyncIterator[StreamChunk], *, include_usage: bool
         raise
 
     async def body() -> AsyncIterator[bytes]:
+        # Locals: the loop below runs once per chunk of every stream.
+        write, usage_frames = framing.frame, framing.usage_frames
         async with aclosing(chunks):  # type: ignore[type-var]
             try:
                 chunk = first
                 if chunk is not None:
-                    if chunk.usage is None or include_usage:
-                        yield frame(chunk.data)
+                    if chunk.usage is None or usage_frames:
+                        data = write(chunk)
+                        if data:
+                            yield data
                     outcome.usage = chunk.usage or outcome.usage
                     outcome.chunks += chunk.usage is None
                     async for chunk in chunks:
                         if chunk.usage is not None:
                             outcome.usage = chunk.usage
-                            if not include_usage:
+                            if not usage_frames:
                                 continue
                         else:
                             outcome.chunks += 1
-                        yield frame(chunk.data)
-                yield DONE
+                        data = write(chunk)
+                        if data:
+                            yield data
+                data = framing.end()
+                if data:
+                    yield data
             except ApiError as err:
                 outcome.status, outcome.error = err.status, err.scrubbed(secrets)
-                yield error_frame(outcome.error)
+                yield framing.error(outcome.error)
             except Exception:
                 log.exception("stream failed after the first byte")
                 outcome.status = 500
                 outcome.error = ApiError(500, "the stream failed inside the gateway", "server_error", "internal_error")
-                yield error_frame(outcome.error)
+                yield framing.error(outcome.error)
             except BaseException as exc:
                 # A cancel hits the body directly (client gone, or uvicorn's grace period
                 # over); a close while suspended at a yield comes after SSEResponse saw which.
@@ -158,5 +283,5 @@ async def open_stream(chunks: AsyncIterator[StreamChunk], *, include_usage: bool
             finally:
                 on_end(outcome)
 
-    response = SSEResponse(body(), {**HEADERS, **headers})
+    response = SSEResponse(body(), {**HEADERS, **headers}, framing.error)
     return response

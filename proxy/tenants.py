@@ -28,6 +28,7 @@ from cachetools import LRUCache
 from keystore.models import Credential
 from keystore.store import MASTER_ID_META, Keystore
 from proxy.store import ModelRow, StoreApi
+from proxy.store.budgets import BudgetRow
 from proxy.store.changes import Kind, LoggedChange
 from proxy.store.credentials import DEFAULT_NAME, CredentialRow
 from proxy.store.limits import LimitRow
@@ -43,7 +44,7 @@ _MASTER_KEY_KINDS = frozenset({Kind.MASTER_KEY, Kind.META})  # a rotation; the k
 
 
 # Changes that make a cached tenant state stale (reloaded on next use).
-_TENANT_KINDS = frozenset({Kind.CREDENTIAL, Kind.MODEL, Kind.DEFAULT, Kind.LIMIT, Kind.FALLBACK})
+_TENANT_KINDS = frozenset({Kind.CREDENTIAL, Kind.MODEL, Kind.DEFAULT, Kind.LIMIT, Kind.FALLBACK, Kind.BUDGET})
 
 
 def hash_token(token: str) -> str:
@@ -68,6 +69,7 @@ class TenantState:
     defaults: dict[ModelType, tuple[str, str]]         # model type -> (provider, model)
     fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # provider/model -> models to try next
     limits: tuple[LimitRow, ...] = ()                  # rate limits (empty: nothing to count)
+    budgets: tuple[BudgetRow, ...] = ()                # spending limits (empty: nothing to count)
     decrypted: dict[tuple[str, str, str], Credential] = field(default_factory=dict)  # (provider, model, name)
     stale: bool = False  # its rows changed: reloaded on next use, keeping what did not change
 
@@ -192,7 +194,8 @@ class Directory:
         models = by_entry(await self.store.models(tenant_id))
         defaults = {ModelType(t): pm for t, pm in (await self.store.defaults(tenant_id)).items()}
         state = TenantState(row.id, row.name, wrapped, await self.store.credentials(tenant_id), models, defaults,
-                            await self.store.fallbacks(tenant_id), await self.store.rate_limits(tenant_id))
+                            await self.store.fallbacks(tenant_id), await self.store.rate_limits(tenant_id),
+                            await self.store.budgets(tenant_id))
         if old is not None:
             state.inherit(old)
         if generation == self._generation:

@@ -16,6 +16,9 @@ estimated and the row is flagged `estimated`:
   per chunk, and counting avoids re-parsing chunks that pass through unchanged).
 These are rough on purpose (no tokenizer per vendor): good for "how much did we
 use", not for invoicing.
+
+The cost (`cost_nanos`, nano-dollars) is computed once, in `finish`, from these counts
+and the operator's price table (`proxy/prices.py`); None when the model has no price.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy import logs, metrics, tracing
+from proxy.prices import PriceTable, audio_seconds, cost_nanos, price_of, usd
 from proxy.store import UsageRow
 from translators.types import TranscriptionResult, Usage
 
@@ -103,6 +108,11 @@ class RequestRecord:
     attempts: int = 0               # upstream attempts made (retries and fallbacks included)
     credential: str | None = None   # the name of the credential of the last attempt
     upstream_ms: float = 0.0        # time spent waiting on upstreams (and between retries)
+    overhead: float | None = None   # ms in the gateway until the answer started (set when served)
+    error_code: str | None = None   # the error's code, when the request failed with one
+    span: Any = field(default=None, repr=False)  # the request's trace span (proxy/tracing.py), when tracing
+    prices: PriceTable | None = field(default=None, repr=False)  # the operator's (settings.prices)
+    cost_nanos: int | None = None   # set by `finish` (proxy/prices.py); None: the model has no price
     started: float = field(default_factory=time.perf_counter)
     created: float = field(default_factory=time.time)
 
@@ -112,6 +122,22 @@ class RequestRecord:
 
     def first_token(self) -> None:
         self.ttft_ms = (time.perf_counter() - self.started) * 1000
+        metrics.stream_opened(self)  # until `finish`
+
+    def log_fields(self, latency_ms: float) -> dict[str, Any]:
+        """The request's line in `log_format: json`: identifiers, route, outcome, timings and
+        token counts; never the request's content or a credential (only its name)."""
+        u = self.usage
+        return {"request_id": self.request_id, "tenant_id": self.tenant_id or None, "token_id": self.token_id or None,
+                "endpoint": self.endpoint, "provider": self.provider or None, "model": self.model or None,
+                "billing": self.billing or None, "credential": self.credential, "stream": self.stream,
+                "attempts": self.attempts, "status": self.status, "error": self.error_code,
+                "latency_ms": round(latency_ms, 2),
+                "overhead_ms": round(self.overhead if self.overhead is not None
+                                     else max(0.0, latency_ms - self.upstream_ms), 2),
+                "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 2),
+                "prompt_tokens": u.prompt_tokens if u else None, "completion_tokens": u.completion_tokens if u else None,
+                "tokens_estimated": self.estimated, "cost": usd(self.cost_nanos)}  # US dollars; null: unpriced
 
     def finish(self, status: int, usage: Usage | None = None, output: Any = None) -> None:
         """The request is over: `output` (a JSON answer, a transcript or a stream's chunk
@@ -123,18 +149,41 @@ class RequestRecord:
         elif self.usage is None and (status < 400 or (self.stream and output)):
             prompt, completion = estimate_prompt_tokens(self.request), estimate_completion_tokens(output)
             self.usage, self.estimated = Usage(prompt, completion, prompt + completion), True
+        self.cost_nanos = self._cost(output)
         self.request = None  # the body (an upload, perhaps) must not outlive the request
         u = self.usage
         if log.isEnabledFor(logging.INFO):
-            log.info("request %s %s tenant=%s token=%s route=%s/%s billing=%s stream=%s status=%d tokens=%s%s "
-                     "attempts=%d ms=%.1f", self.request_id, self.endpoint, self.tenant_id, self.token_id,
-                     self.provider, self.model, self.billing, self.stream, self.status,
-                     f"{u.prompt_tokens}+{u.completion_tokens}" if u else "-", "~" if self.estimated else "",
-                     self.attempts, latency_ms)
+            if logs.structured:
+                log.info("request", extra={"fields": self.log_fields(latency_ms)})
+            else:
+                log.info("request %s %s tenant=%s token=%s route=%s/%s billing=%s stream=%s status=%d "
+                         "tokens=%s%s attempts=%d ms=%.1f", self.request_id, self.endpoint, self.tenant_id,
+                         self.token_id, self.provider, self.model, self.billing, self.stream, self.status,
+                         f"{u.prompt_tokens}+{u.completion_tokens}" if u else "-", "~" if self.estimated else "",
+                         self.attempts, latency_ms)
+        metrics.observe(self, latency_ms)
+        if self.span is not None:
+            tracing.end_request(self, latency_ms)
         if self.sink is not None and self.tenant_id:  # no tenant, nobody to account to (a 401)
             self.sink(UsageRow(self.created, self.request_id, self.tenant_id, self.token_id, self.endpoint,
                                self.provider, self.model, self.model_type, self.billing, self.stream,
                                self.status, u.prompt_tokens if u else 0, u.completion_tokens if u else 0,
                                u.total_tokens if u else 0, self.estimated, round(latency_ms, 2),
                                None if self.ttft_ms is None else round(self.ttft_ms, 2), self.attempts,
-                               self.credential))
+                               self.credential, self.cost_nanos))
+
+    def _cost(self, output: Any) -> int | None:
+        """In nano-dollars, once per request: two dict lookups and a few multiplications
+        (an audio price reads the transcript's or the upload's duration)."""
+        if not self.provider:
+            return 0  # never routed: nothing reached a vendor
+        price = price_of(self.prices, self.provider, self.model) if self.prices else None
+        if price is None:
+            return None
+        seconds = None
+        if price.per_audio_minute is not None:
+            upload = getattr(self.request, "file", None)
+            seconds = audio_seconds(output, upload if isinstance(upload, bytes) else None)
+        u = self.usage
+        return cost_nanos(price, u.prompt_tokens if u else 0, u.completion_tokens if u else 0, self.status < 400,
+                          seconds)

@@ -5,6 +5,10 @@ A window is [start, end): each bound is a unix timestamp in seconds, an ISO date
 (`2024-05-01T12:00:00Z`; without an offset, UTC). Defaults: from the oldest record
 kept to now. Groups: `model` (provider/model), `provider`, `day` (UTC), and for the
 admin API also `tenant`.
+
+Each row and the total carry `cost` in US dollars (`proxy/prices.py`): what the priced
+requests cost, `null` when none of them had a price, and `unpriced_requests`, how many
+had none (their cost is not in `cost`: unknown, never counted as 0).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from proxy.store import GROUP_KEYS, StoreApi
+from proxy.prices import format_usd, usd
+from proxy.store import GROUP_KEYS, StoreApi, UsageGroup
 from translators.errors import bad_request
 
 TENANT_GROUPS = ("model", "provider", "day")
@@ -84,27 +89,50 @@ async def summarize(store: StoreApi, tenant_id: str | None, start: str | None, e
         if not per_tenant or group == "tenant":
             row.pop("tenant")
         row["key"] = row["key"] or "(unrouted)"  # failed before a provider was chosen
-        data.append(row)
+        data.append(_with_cost(row, row.pop("cost_nanos"), row.pop("unpriced")))
     total = {name: sum(getattr(g, name) for g in groups) for name in _SUMS}
+    _with_cost(total, _total_cost(groups), sum(g.unpriced for g in groups))
     return {"object": "usage.summary", "start": _iso(since), "end": _iso(until), "group_by": group,
             "data": data, "total": total}
+
+
+def _with_cost(row: dict[str, Any], nanos: int | None, unpriced: int) -> dict[str, Any]:
+    row["cost"], row["unpriced_requests"] = usd(nanos), unpriced
+    return row
+
+
+def _total_cost(groups: list[UsageGroup]) -> int | None:
+    """The priced groups' sum; None when no group had a priced request (0 for no requests)."""
+    priced = [g.cost_nanos for g in groups if g.cost_nanos is not None]
+    return sum(priced) if priced or not groups else None
+
+
+def _cost_cell(row: dict[str, Any]) -> str:
+    """`unpriced`, or dollars with `+` when unpriced requests are left out of them."""
+    if row["cost"] is None:
+        return "unpriced"
+    return format_usd(round(row["cost"] * 10**9)) + ("+" if row["unpriced_requests"] else "")
 
 
 def table(summary: dict[str, Any]) -> str:
     """A plain-text table of a summary for the CLI; `~` marks estimated token counts."""
     per_tenant = any("tenant" in row for row in summary["data"])
     head = (["TENANT"] if per_tenant else []) + [summary["group_by"].upper(), "REQUESTS", "ERRORS", "HOSTED",
-                                                 "PROMPT", "COMPLETION", "TOTAL", "AVG_MS"]
+                                                 "PROMPT", "COMPLETION", "TOTAL", "COST", "AVG_MS"]
     lines = [head]
     for row in [*summary["data"], {"key": "total", **summary["total"], "avg_latency_ms": None}]:
         mark = "~" if row.get("estimated") else ""
         cells = ([row.get("tenant", "")] if per_tenant else []) + [
             row["key"], str(row["requests"]), str(row["errors"]), str(row["hosted"]),
             f"{row['prompt_tokens']}{mark}", f"{row['completion_tokens']}{mark}", f"{row['total_tokens']}{mark}",
-            "" if row["avg_latency_ms"] is None else f"{row['avg_latency_ms']:.0f}"]
+            _cost_cell(row), "" if row["avg_latency_ms"] is None else f"{row['avg_latency_ms']:.0f}"]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
-    out.append(f"window {summary['start']} .. {summary['end']}" + ("; ~ = includes estimated token counts"
-                                                                    if summary["total"]["estimated"] else ""))
+    notes = [f"window {summary['start']} .. {summary['end']}"]
+    if summary["total"]["estimated"]:
+        notes.append("~ = includes estimated token counts")
+    if summary["total"]["unpriced_requests"]:
+        notes.append(f"+ = without {summary['total']['unpriced_requests']} unpriced request(s) (no price configured)")
+    out.append("; ".join(notes))
     return "\n".join(out)

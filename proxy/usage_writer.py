@@ -32,6 +32,7 @@ import secrets
 import time
 from collections import deque
 
+from proxy import metrics
 from proxy.store import StoreApi, StoreBusy, StoreUnavailable, UsageRow
 
 log = logging.getLogger("modelport")
@@ -72,6 +73,7 @@ class UsageWriter:
             else:
                 self._queue.popleft()
             self._dropped += 1
+            metrics.usage_dropped(1)
         self._queue.append(row)
         if len(self._queue) >= self.batch:
             self._wake.set()
@@ -91,6 +93,7 @@ class UsageWriter:
                 return
             await asyncio.sleep(0.2)
         log.warning("usage: %d records could not be written at shutdown", self.pending)
+        metrics.usage_dropped(self.pending)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -178,6 +181,7 @@ class UsageWriter:
         except Exception:
             pass  # perhaps one bad row: find it below (a real database failure raises there too)
         for row, reason in await self.store.insert_usage_each(batch, batch_id):
+            metrics.usage_dropped(1)
             # The row's identifiers only: it holds no secret, but nothing else is needed.
             log.error("usage: dropped the record of request %s (tenant %s): the database refused it (%s)",
                       row.request_id, row.tenant_id, reason)

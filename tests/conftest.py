@@ -15,4 +15,4 @@ pytest_plugins = ["tests.fakes.fixtures", "tests.fakes.anthropic_fixtures", "tes
                   "tests.fakes.spark_fixtures", "tests.fakes.ernie_fixtures", "tests.fakes.huggingface_fixtures",
                   "tests.fakes.replicate_fixtures", "tests.fakes.qwen_fixtures", "tests.fakes.minimax_fixtures",
                   "tests.fakes.chatglm_fixtures", "tests.fakes.compatible_fixtures",
-                  "tests.e2e.harness", "tests.pg"]
+                  "tests.e2e.harness", "tests.pg", "tests.redis_server"]

@@ -2,6 +2,9 @@
 
 Routing, the admin API and the CLI look providers up here; nothing else in the
 code base branches on a provider's name. Adding a vendor = one module + one line.
+
+`INBOUND` is the same for the APIs clients speak besides OpenAI's (translators/_inbound.py):
+`proxy/inbound/` serves each at its path, without naming whose API it is.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from translators._compatible import CompatibleTranslator
-from translators.anthropic import AnthropicTranslator
+from translators._inbound import InboundApi
+from translators.anthropic import MESSAGES, AnthropicTranslator
 from translators.azure_openai import SPEC as AZURE_OPENAI
 from translators.base import CallContext, Translator
 from translators.chatglm import ChatGLMTranslator
@@ -45,8 +49,11 @@ REGISTRY: MappingProxyType[str, Translator] = MappingProxyType({
 })
 
 
+INBOUND: MappingProxyType[str, InboundApi] = MappingProxyType({api.name: api for api in (MESSAGES,)})
+
+
 def get_translator(provider: str) -> Translator | None:
     return REGISTRY.get(provider)
 
 
-__all__ = ["REGISTRY", "CallContext", "Translator", "get_translator"]
+__all__ = ["INBOUND", "REGISTRY", "CallContext", "Translator", "get_translator"]

@@ -180,6 +180,9 @@ class CompatibleSpec:
     # `completions`, legacy completions go through the chat path.
     paths: Mapping[str, str] = field(default_factory=lambda: {CHAT: OPENAI_PATHS[CHAT]})
     headers: Callable[[CallContext], dict[str, str]] = bearer
+    # The header that carries the gateway's request id (the client's x-request-id when it
+    # sent one) to a vendor that records it; None: not sent.
+    request_id_header: str | None = None
     # `ctx.base_url` + path by default; Azure puts the deployment and a query in it.
     url: Callable[[CallContext, str], str] | None = None
     # None: `compatible_codec(name)`. A vendor whose stream does not pass through (MiniMax,
@@ -245,10 +248,15 @@ class CompatibleTranslator(Translator):
     def _error(self, err: ApiError, ctx: CallContext) -> ApiError:
         return err if self.spec.call_error is None else self.spec.call_error(err, ctx)
 
+    def _headers(self, ctx: CallContext) -> dict[str, str]:
+        headers = self.spec.headers(ctx)
+        name = self.spec.request_id_header
+        return headers if name is None or not ctx.request_id else {**headers, name: ctx.request_id}
+
     async def _post(self, endpoint: str, body: JSONObject, ctx: CallContext, shaped: bool = True) -> JSONObject:
         try:
             answer = await exchange(ctx.http, self.codec, self.url(ctx, endpoint), self._prepared(body, ctx),
-                                    headers=self.spec.headers(ctx))
+                                    headers=self._headers(ctx))
         except ApiError as err:
             if self.spec.call_error is None:
                 raise
@@ -264,7 +272,7 @@ class CompatibleTranslator(Translator):
             # and the proxy drops the usage chunk again unless the client asked.
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         url = self.url(ctx, endpoint)  # before the stream opens: an unsupported endpoint is a plain 400
-        chunks = stream_sse(ctx.http, self.codec, ctx.model, url, headers=self.spec.headers(ctx),
+        chunks = stream_sse(ctx.http, self.codec, ctx.model, url, headers=self._headers(ctx),
                             json=self._prepared(body, ctx))
         return chunks if self.spec.call_error is None else self._reworded(chunks, ctx)
 
@@ -311,7 +319,7 @@ class CompatibleTranslator(Translator):
         for granularity in req.timestamp_granularities or ():
             fields.append(("timestamp_granularities[]", granularity))
         files = [FilePart("file", req.filename, req.file, req.content_type)]
-        resp = await ctx.http.request("POST", url, headers=self.spec.headers(ctx), files=files, fields=fields)
+        resp = await ctx.http.request("POST", url, headers=self._headers(ctx), files=files, fields=fields)
         if resp.status != 200:
             raise self._error(self.codec.error_of(resp.status, resp.body, resp.headers), ctx)
         media_type = resp.headers.get("Content-Type") or (

@@ -42,7 +42,8 @@ from translators.errors import (
 )
 from translators.types import JSONObject, StreamChunk, Usage
 
-__all__ = ["Codec", "StreamState", "event_json", "exchange", "openai_error_in_body", "stream_frames", "stream_sse"]
+__all__ = ["Codec", "StreamState", "event_json", "exchange", "openai_error_in_body", "relay_sse", "stream_frames",
+           "stream_sse"]
 
 _HEAD_LIMIT = 65536  # how much of a stream that shows no event is kept to explain it
 
@@ -169,6 +170,47 @@ async def stream_sse(http: UpstreamClient, codec: Codec[S], model: str, url: str
             seen = True
             for chunk in from_event(event, state):
                 yield chunk
+            if state.finished:
+                return
+        if not seen:
+            raise _not_a_stream(codec, head, resp.headers)
+        for chunk in at_eof(state):
+            yield chunk
+
+
+async def relay_sse(http: UpstreamClient, codec: Codec[S], model: str, url: str,
+                    observe: Callable[[SSEEvent, S], Usage | None], *, headers: Headers | None = None,
+                    json: Any = None) -> AsyncIterator[StreamChunk]:
+    """A vendor's stream passed on as it came, for a client speaking the vendor's own API: one
+    chunk per event (`StreamChunk.event` its name, `data` its data unchanged), checked as
+    `stream_sse` checks. `observe` reads each event before it goes on (the usage; an error
+    event raises, so the client gets the gateway's scrubbed error instead) and returns the
+    totals at the vendor's last event; they follow as the usage chunk, and the stream ends."""
+    state = codec.stream_parts(model)[0]
+    at_eof = codec.at_eof or _incomplete(codec.provider)
+    async with http.stream("POST", url, headers=headers, json=json) as resp:
+        if resp.status != 200:
+            raise codec.error_of(resp.status, await resp.read(), resp.headers)
+        decoder = SSEDecoder(resp.max_event_bytes)
+        seen = False
+        head = b""
+        async for data in resp.chunks():
+            if not seen and len(head) < _HEAD_LIMIT:
+                head += data
+            for event in decoder.feed(data):
+                seen = True
+                usage = observe(event, state)
+                yield StreamChunk(event.data, None, event.event)
+                if usage is not None:
+                    yield StreamChunk(b"", usage)
+                if state.finished:
+                    return
+        for event in decoder.flush():
+            seen = True
+            usage = observe(event, state)
+            yield StreamChunk(event.data, None, event.event)
+            if usage is not None:
+                yield StreamChunk(b"", usage)
             if state.finished:
                 return
         if not seen:

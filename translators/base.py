@@ -9,8 +9,9 @@ completions default to the chat path (see `translators/completions.py`).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from keystore.models import Credential, CredentialField
 from translators._http import UpstreamClient
@@ -24,6 +25,7 @@ from translators.types import (
     StreamChunk,
     TranscriptionRequest,
     TranscriptionResult,
+    Usage,
 )
 
 
@@ -34,6 +36,22 @@ class CallContext:
     model: str               # the vendor's model id after routing
     base_url: str            # the credential's base_url or the provider's default
     request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NativeApi:
+    """A vendor's own endpoint for one of the APIs clients speak besides chat completions
+    (`translators/_inbound.py`): the client's body goes there as it came (the routed model
+    in it), with the client's headers that the API forwards (`InboundApi.forward_headers`).
+
+    `call` answers the API's JSON and its usage; `stream` yields the vendor's events as they
+    came (`relay_sse`: `StreamChunk.event` set, the usage chunk last); `count` (where the
+    vendor counts tokens) answers the API's token count.
+    """
+
+    call: Callable[[JSONObject, Mapping[str, str], CallContext], Awaitable[tuple[JSONObject, Usage | None]]]
+    stream: Callable[[JSONObject, Mapping[str, str], CallContext], AsyncIterator[StreamChunk]]
+    count: Callable[[JSONObject, Mapping[str, str], CallContext], Awaitable[JSONObject]] | None = None
 
 
 # Model ids end up in URL paths (Azure deployments, Hugging Face repos, Replicate
@@ -63,6 +81,12 @@ class Translator:
     catalog: Mapping[ModelType, tuple[str, ...]] = {}
     # Bare model names that route to this provider without a "provider/" prefix.
     model_prefixes: Mapping[ModelType, tuple[str, ...]] = {}
+    # The vendor's own endpoints for other client APIs, by the API's name ("messages"): a
+    # request in that API's shape goes there as it came instead of through `chat`.
+    native: Mapping[str, NativeApi] = MappingProxyType({})
+    # Request fields beyond OpenAI's that `chat` reads from the client's JSON (`top_k`): a
+    # request converted from another API carries them only to translators that read them.
+    chat_extras: frozenset[str] = frozenset()
 
     def base_url_for(self, credential: Credential) -> str:
         """Where calls made with `credential` go: its `base_url`, else the provider's default

@@ -44,4 +44,5 @@ SPEC = CompatibleSpec(
     },
     paths=OPENAI_PATHS,
     headers=_headers,
+    request_id_header="X-Client-Request-Id",  # OpenAI keeps it with the request (support, logs)
 )

@@ -43,5 +43,6 @@ SPEC = CompatibleSpec(
     per_model=True,
     paths=OPENAI_PATHS,
     headers=headers,
+    request_id_header="X-Request-Id",  # vLLM and most OpenAI-compatible servers take it as their own id
     codec=dataclasses.replace(compatible_codec(PROVIDER), plain_text_errors=True),
 )

@@ -242,10 +242,14 @@ class StreamChunk:
     `usage` is set on the usage-only chunk (`choices: []`) a translator yields last
     when it knows the totals; the proxy forwards that chunk only if the client asked
     for `include_usage`, but reads the totals either way.
+
+    `event` is set only by a native relay (`translators/_stream.py` `relay_sse`): `data` is
+    then one event of the vendor's own stream, passed on as it came, and `event` its name.
     """
 
     data: bytes
     usage: Usage | None = None
+    event: str | None = None
 
     @classmethod
     def of(cls, chunk: JSONObject, usage: Usage | None = None) -> StreamChunk:

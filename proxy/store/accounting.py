@@ -48,6 +48,7 @@ class UsageRow(NamedTuple):
     ttft_ms: float | None
     attempts: int = 1            # upstream attempts (retries and fallbacks included)
     credential: str | None = None  # the name of the credential that served ("hosted" for a trial)
+    cost_nanos: int | None = None  # nano-dollars (proxy/prices.py); None: the model has no price
 
 
 _INSERT_USAGE = f"INSERT INTO usage ({', '.join(UsageRow._fields)}) VALUES ({', '.join('?' * len(UsageRow._fields))})"
@@ -66,6 +67,8 @@ class UsageGroup:
     estimated: int              # requests whose token counts are estimates
     avg_latency_ms: float
     avg_ttft_ms: float | None   # streams only
+    cost_nanos: int | None = None  # of the priced requests; None when none was priced
+    unpriced: int = 0              # requests whose model had no price (not in cost_nanos)
 
 
 async def _touch_tokens(db: Tx, rows: list[UsageRow]) -> None:
@@ -104,6 +107,18 @@ class AccountingQueries(StoreBase):
         """provider -> (used, limit override or None)."""
         return {r[0]: (int(r[1]), None if r[2] is None else int(r[2])) for r in await self._all(
             "SELECT provider, used, limit_override FROM hosted_quota WHERE tenant_id = ?", (tenant_id,))}
+
+    async def quota_remaining(self, provider: str, configured_limit: int) -> int:
+        """Hosted calls left on `provider`, summed over every tenant (the metrics' gauge):
+        a tenant without a counter row has the whole configured quota; unlimited ones (-1)
+        add nothing."""
+        row = await self._one(
+            "SELECT (SELECT COUNT(*) FROM tenants) - COUNT(q.tenant_id), COALESCE(SUM(CASE "
+            "WHEN COALESCE(q.limit_override, ?) > q.used THEN COALESCE(q.limit_override, ?) - q.used ELSE 0 END), 0) "
+            "FROM hosted_quota q WHERE q.provider = ? AND q.tenant_id IN (SELECT id FROM tenants)",
+            (configured_limit, configured_limit, provider))
+        without_row, left = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+        return left + without_row * max(configured_limit, 0)
 
     async def quota_set_limit(self, tenant_id: str, provider: str, limit: int | None) -> None:
         """A per-tenant limit (None: back to the configured quota); `used` is kept. An
@@ -168,7 +183,8 @@ class AccountingQueries(StoreBase):
         rows = [] if query is None else await self._all(*query)
         return [UsageGroup(str(r[0]), str(r[1] or ""), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]),
                            int(r[7]), int(r[8]), round(float(r[9]), 1),
-                           None if r[10] is None else round(float(r[10]), 1)) for r in rows]
+                           None if r[10] is None else round(float(r[10]), 1),
+                           None if r[11] is None else int(r[11]), int(r[12])) for r in rows]
 
 
 async def _first_time(db: Tx, batch_id: str | None) -> bool:

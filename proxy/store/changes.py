@@ -33,6 +33,7 @@ class Kind(StrEnum):
     QUOTA = "quota"                      # detail: the provider (a hosted-trial limit)
     LIMIT = "limit"                      # detail: token id/model of a rate limit
     FALLBACK = "fallback"                # detail: the model whose fallbacks changed
+    BUDGET = "budget"                    # detail: token id of a budget ("" = the tenant's)
     MASTER_KEY = "master_key"            # a rotation: every wrapped key changed
     META = "meta"                        # detail: the meta key (admin token, master key id, ...)
 

@@ -46,7 +46,8 @@ _ADD = ("INSERT INTO rate_windows (scope, minute, used) VALUES (?, ?, ?) "
         "ON CONFLICT(scope, minute) DO UPDATE SET used = rate_windows.used + excluded.used")
 
 
-def _marks(n: int) -> str:
+def marks(n: int) -> str:
+    """n placeholders for an IN list."""
     return ", ".join("?" * n)
 
 
@@ -77,7 +78,7 @@ class LimitQueries(StoreBase):
         scopes = [c.scope for c in charges]
         async with self._quiet_write() as db:
             found = {str(r[0]): int(r[1]) for r in await db.all(
-                f"SELECT scope, used FROM rate_windows WHERE minute = ? AND scope IN ({_marks(len(scopes))})",
+                f"SELECT scope, used FROM rate_windows WHERE minute = ? AND scope IN ({marks(len(scopes))})",
                 (minute, *scopes))}
             used = tuple(found.get(scope, 0) for scope in scopes)
             refused = next((i for i, c in enumerate(charges) if used[i] + c.cost > c.limit), None)
@@ -90,10 +91,10 @@ class LimitQueries(StoreBase):
     async def rate_settle(self, minute: int, scopes: Sequence[str], delta: int) -> None:
         """Correct token counters by `delta` (real usage minus the estimate taken)."""
         await self._quiet_statement(f"UPDATE rate_windows SET used = MAX(used + ?, 0) WHERE minute = ? AND scope IN "
-                                    f"({_marks(len(scopes))})", (delta, minute, *scopes))
+                                    f"({marks(len(scopes))})", (delta, minute, *scopes))
 
     async def rate_used(self, minute: int, scopes: Sequence[str]) -> dict[str, int]:
         """The counters of `minute` (absent: nothing used yet)."""
         return {str(r[0]): int(r[1]) for r in await self._all(
-            f"SELECT scope, used FROM rate_windows WHERE minute = ? AND scope IN ({_marks(len(scopes))})",
+            f"SELECT scope, used FROM rate_windows WHERE minute = ? AND scope IN ({marks(len(scopes))})",
             (minute, *scopes))}

@@ -4,8 +4,8 @@ PostgreSQL's history starts at version 9: one script (`BASELINE`) creating the s
 SQLite reaches after its migrations 1-9, with PostgreSQL's types (BYTEA for blobs,
 BIGINT for times and counters, DOUBLE PRECISION for fractional seconds, an identity
 column for usage ids). Each later change to the schema is one number in both histories
-(10: `schema.MIGRATIONS[9]` for SQLite and `MIGRATIONS[10]` here), so a version number means
-the same schema on either backend (`proxy/store/postgres.py` keeps it in
+(10: `schema.MIGRATIONS[9]` for SQLite and `MIGRATIONS[10]` here; 11 likewise), so a
+version number means the same schema on either backend (`proxy/store/postgres.py` keeps it in
 `schema_version`; all pending migrations run in one transaction).
 """
 
@@ -179,6 +179,26 @@ CREATE TABLE usage_batches (
     created_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX usage_batches_time ON usage_batches(created_at);
+""",
+    11: """
+ALTER TABLE usage ADD COLUMN cost_nanos BIGINT;
+ALTER TABLE usage_daily ADD COLUMN cost_nanos BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_daily ADD COLUMN priced BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE budgets (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    token_id TEXT NOT NULL DEFAULT '',
+    daily_nanos BIGINT CHECK (daily_nanos IS NULL OR daily_nanos >= 0),
+    monthly_nanos BIGINT CHECK (monthly_nanos IS NULL OR monthly_nanos >= 0),
+    allow_unpriced INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, token_id)
+);
+CREATE TABLE budget_spend (
+    tenant_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    period TEXT NOT NULL,
+    spent BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, scope, period)
+);
 """,
 }
 

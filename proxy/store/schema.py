@@ -266,4 +266,32 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX usage_batches_time ON usage_batches(created_at);
     """,
+    # 11: cost and budgets (issue 16). usage.cost_nanos: the request's cost in nano-dollars
+    # (proxy/prices.py), NULL when its model has no price ("unpriced", never a silent 0).
+    # usage_daily sums the priced rows' costs and counts them (priced), so a summary tells
+    # "cost 0" from "no price known". Rows from before have no cost: unpriced.
+    # budgets: spending limits per tenant ('' token) or API token, per UTC day and month,
+    # in nano-dollars (configuration: logged writes, cached with the tenant).
+    # budget_spend: what each budget's scope spent (and holds for requests in flight) per
+    # period, "YYYY-MM-DD" or "YYYY-MM" (accounting: quiet writes; proxy/store/budgets.py).
+    """
+    ALTER TABLE usage ADD COLUMN cost_nanos INTEGER;
+    ALTER TABLE usage_daily ADD COLUMN cost_nanos INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_daily ADD COLUMN priced INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE budgets (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        token_id TEXT NOT NULL DEFAULT '',
+        daily_nanos INTEGER CHECK (daily_nanos IS NULL OR daily_nanos >= 0),
+        monthly_nanos INTEGER CHECK (monthly_nanos IS NULL OR monthly_nanos >= 0),
+        allow_unpriced INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, token_id)
+    );
+    CREATE TABLE budget_spend (
+        tenant_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        spent INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, scope, period)
+    ) WITHOUT ROWID;
+    """,
 )

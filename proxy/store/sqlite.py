@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from keystore.store import WrappedKey
 from proxy.store.accounting import AccountingQueries
 from proxy.store.base import SQLiteBase
+from proxy.store.budgets import BudgetQueries
 from proxy.store.changes import Change, Kind, LoggedChange, parse_rows
 from proxy.store.console import ConsoleQueries
 from proxy.store.credentials import CredentialQueries
 from proxy.store.keys import MasterKeyQueries, StaleMasterKey, current_key_id
 from proxy.store.limits import LimitQueries
+
+if TYPE_CHECKING:  # proxy.counters imports this package
+    from proxy.counters import Counters, SharedCounters
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +63,33 @@ def _now() -> int:
     return int(time.time())
 
 
-class StoreApi(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, CredentialQueries):
+class StoreApi(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, CredentialQueries, BudgetQueries):
     """The store's interface, whichever the backend: configuration queries (every write
     bumps the change counter); master-key queries come from `MasterKeyQueries`,
     accounting ones from `AccountingQueries`, the primitives from a backend: `Store`
     (SQLite, below) or `postgres.PostgresStore`."""
+
+    _shared: SharedCounters | None = None
+
+    # -- rate-limit counters and cooldowns: here, or in Redis -----------------------------
+
+    @property
+    def counters(self) -> Counters:
+        """Where rate-limit counters and credential cooldowns live (`proxy/counters.py`):
+        this store's tables, or what `share_counters` gave (Redis, with `redis_url`)."""
+        return self if self._shared is None else self._shared
+
+    def share_counters(self, counters: SharedCounters) -> None:
+        """Keep the counters and cooldowns there from now on; closed with the store."""
+        self._shared = counters
+
+    async def close(self) -> None:
+        shared, self._shared = self._shared, None
+        try:
+            await super().close()
+        finally:
+            if shared is not None:
+                await shared.close()
 
     # -- meta ---------------------------------------------------------------------
 
@@ -135,6 +162,7 @@ class StoreApi(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries
             # usage has no foreign key (see schema 2); a deleted tenant's history goes too.
             await db.execute("DELETE FROM usage WHERE tenant_id = ?", (tenant_id,))
             await db.execute("DELETE FROM usage_daily WHERE tenant_id = ?", (tenant_id,))
+            await db.execute("DELETE FROM budget_spend WHERE tenant_id = ?", (tenant_id,))  # no foreign key either
             return deleted == 1
 
     # -- tokens -------------------------------------------------------------------

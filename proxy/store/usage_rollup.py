@@ -34,14 +34,16 @@ _Q = "CAST(created_at / 86400 AS INTEGER)"
 DAY_OF = f"({_Q} - ({_Q} * 86400 > created_at))"
 
 MEASURES = ("requests", "errors", "hosted", "prompt_tokens", "completion_tokens", "total_tokens", "estimated",
-            "latency_sum", "ttft_sum", "ttft_count")
+            "latency_sum", "ttft_sum", "ttft_count", "cost_nanos", "priced")
 _KEY = ("tenant_id", "day", "provider", "model")
 # A raw row's contribution, in MEASURES order (the rollup stores their sums).
 # CASE, not a bare comparison: PostgreSQL neither sums booleans nor unions them with integers.
 _ERROR = "CASE WHEN status >= 400 THEN 1 ELSE 0 END"
 _HOSTED = "CASE WHEN billing = 'hosted' THEN 1 ELSE 0 END"
+# Cost (schema 11): the priced rows' sum and their number; an unpriced row (NULL) adds 0 to both.
 _RAW_MEASURES = ("1", _ERROR, _HOSTED, "prompt_tokens", "completion_tokens", "total_tokens",
-                 "estimated", "latency_ms", "ttft_ms", "CASE WHEN ttft_ms IS NULL THEN 0 ELSE 1 END")
+                 "estimated", "latency_ms", "ttft_ms", "CASE WHEN ttft_ms IS NULL THEN 0 ELSE 1 END",
+                 "COALESCE(cost_nanos, 0)", "CASE WHEN cost_nanos IS NULL THEN 0 ELSE 1 END")
 _RAW_COLUMNS = ", ".join(f"{expr} AS {name}" for expr, name in zip(
     ("tenant_id", DAY_OF, "provider", "model", *_RAW_MEASURES), _KEY + MEASURES, strict=True))
 
@@ -55,7 +57,8 @@ ROLLUP_SINCE = (
     f"INSERT INTO usage_daily ({', '.join(_KEY + MEASURES)}) "
     f"SELECT tenant_id, {DAY_OF}, provider, model, COUNT(*), SUM({_ERROR}), SUM({_HOSTED}), "
     "SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens), SUM(estimated), TOTAL(latency_ms), "
-    "TOTAL(ttft_ms), COUNT(ttft_ms) FROM usage NOT INDEXED WHERE id > ? GROUP BY 1, 2, 3, 4 "
+    "TOTAL(ttft_ms), COUNT(ttft_ms), COALESCE(SUM(cost_nanos), 0), COUNT(cost_nanos) "
+    "FROM usage NOT INDEXED WHERE id > ? GROUP BY 1, 2, 3, 4 "
     "ON CONFLICT (day, tenant_id, provider, model) DO UPDATE SET "
     + ", ".join(f"{m} = usage_daily.{m} + excluded.{m}" for m in MEASURES))
 
@@ -105,7 +108,8 @@ def split_window(start: float, end: float) -> tuple[tuple[int, int] | None, list
 def summary_query(tenant_id: str | None, start: float, end: float, group_by: str,
                   per_tenant: bool) -> tuple[str, list[object]] | None:
     """The SQL and parameters of a summary (None: an empty window). Rows: who, key,
-    the seven counts, average latency, average time to first token."""
+    the seven counts, average latency, average time to first token, the cost of the
+    priced requests (NULL when none was priced) and the number of unpriced ones."""
     key = GROUP_KEYS[group_by]
     columns = list(_GROUP_COLUMNS[group_by])
     who = "''"
@@ -132,6 +136,7 @@ def summary_query(tenant_id: str | None, start: float, end: float, group_by: str
     join = " LEFT JOIN tenants t ON t.id = u.tenant_id" if "tenant_id" in columns else ""
     sql = (f"SELECT {who}, {key}, SUM(u.requests), SUM(u.errors), SUM(u.hosted), SUM(u.prompt_tokens), "
            "SUM(u.completion_tokens), SUM(u.total_tokens), SUM(u.estimated), SUM(u.latency_sum) / SUM(u.requests), "
-           "CASE WHEN SUM(u.ttft_count) > 0 THEN SUM(u.ttft_sum) / SUM(u.ttft_count) END "
+           "CASE WHEN SUM(u.ttft_count) > 0 THEN SUM(u.ttft_sum) / SUM(u.ttft_count) END, "
+           "CASE WHEN SUM(u.priced) > 0 THEN SUM(u.cost_nanos) END, SUM(u.requests) - SUM(u.priced) "
            f"FROM ({inner}) u{join} GROUP BY 1, 2 ORDER BY 1, 2")
     return sql, params

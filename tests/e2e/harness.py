@@ -351,9 +351,9 @@ def pg_gateway(tmp_path_factory: pytest.TempPathFactory, fake_openai_server: Fak
 BACKENDS = ("sqlite", "postgresql")
 BACKEND_ENV = "MODELPORT_TEST_DATABASE"  # sqlite | postgresql: run STORE_MODULES on that one only
 # The e2e modules whose tests run on both engines (issue 15: tenancy, keystore, quota, usage,
-# admin, CLI). Elsewhere `backend` is "sqlite" and no id is added.
+# admin, CLI; issue 16: costs and budgets). Elsewhere `backend` is "sqlite" and no id is added.
 STORE_MODULES = frozenset({"test_tenancy", "test_keystore_e2e", "test_quota", "test_usage", "test_admin_api",
-                           "test_cli"})
+                           "test_cli", "test_costs"})
 
 
 def pytest_configure(config: pytest.Config) -> None:

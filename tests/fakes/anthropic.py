@@ -15,6 +15,9 @@ sentinel). Each stream event is written in awkward pieces (cut inside the `event
 inside a multi-byte UTF-8 character, before the closing blank line), and the default
 reply holds non-ASCII text, so a decoder that splits on reads rather than lines shows.
 
+`/v1/messages/count_tokens` answers the words the model would read (system, text and tool
+results), after the same checks.
+
 Scripting knobs: `reply_text`, `tool_uses` + `tool_preamble` (tool_use replies when the
 request has tools and does not end in tool results), `stop_reason` (force one, e.g.
 "refusal"), `cache_read_input_tokens`, `delay`, `stream_delay`, `fail_next` / `fail()`
@@ -294,6 +297,28 @@ def create_app(state: FakeAnthropicState) -> Starlette:
             response.headers["request-id"] = _rand("req_011C")
         return response
 
+    async def count_tokens(request: Request) -> Response:
+        """`/v1/messages/count_tokens`: the words the model would read (as `Plan` counts them)."""
+        record = await _record(state, request)
+        try:
+            _check_headers(state, record)
+            response = state.scripted_failure()
+            if response is None:
+                body = record.json if isinstance(record.json, dict) else {}
+                extra = set(body) - {"model", "messages", "system", "tools", "tool_choice", "thinking"}
+                if extra:
+                    raise AnthropicHTTPError(400, f"{sorted(extra)[0]}: Extra inputs are not permitted")
+                check_top_level({**body, "max_tokens": 1})
+                messages = check_messages(body, check_tools(body))
+                system = body.get("system")
+                texts = [system] if isinstance(system, str) else [b["text"] for b in system or ()]
+                for message in messages:
+                    texts += text_of(message["content"])
+                response = _json({"input_tokens": sum(word_count(t) for t in texts)})
+        except AnthropicHTTPError as exc:
+            response = _json(error_body(exc.type, exc.message), exc.status, exc.headers)
+        return response
+
     async def not_found(request: Request) -> Response:
         await _record(state, request)
         return _json(error_body("not_found_error", "Not Found"), 404)
@@ -301,5 +326,6 @@ def create_app(state: FakeAnthropicState) -> Starlette:
     every = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return Starlette(routes=[
         Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/{path:path}", not_found, methods=every),
     ])

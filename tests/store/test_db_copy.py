@@ -22,6 +22,7 @@ from proxy import dbcopy
 from proxy.cli import main as cli_main
 from proxy.store import Store, UsageRow, pg_schema
 from proxy.store import schema as sqlite_schema
+from proxy.store.budgets import BudgetRow
 from proxy.store.postgres import PostgresStore
 from tests.pg import PASSWORD
 
@@ -81,9 +82,11 @@ def populate(path: Path) -> None:
             await store.set_default("tn_1", "llm", "openai", "gpt-4o-mini")
             await store.set_fallbacks("tn_1", "openai/gpt-4o", ["openai/gpt-4o-mini"])
             await store.set_meta("admin_token_hash", "abc")
+            await store.set_budget("tn_1", BudgetRow("tk_1", 10**9, None, allow_unpriced=True))
             await store.insert_usage([UsageRow(1_700_000_000.25 + i, f"req_{i}", "tn_1", "tk_1", "/v1/chat/completions",
                                                "openai", "gpt-4o", "llm", "own", bool(i % 2), 200, 10, 5, 15, False,
-                                               120.5, None if i % 2 else 30.0) for i in range(25)],
+                                               120.5, None if i % 2 else 30.0, 1, "default",
+                                               None if i % 3 else 4_500 * i) for i in range(25)],
                                      "batch-0123")
         finally:
             await store.close()
@@ -97,6 +100,7 @@ def populate(path: Path) -> None:
         db.execute("INSERT INTO rate_limits VALUES ('tn_1', '', '', 60, NULL), "
                    "('tn_1', 'tk_1', 'openai/gpt-4o', 5, 100)")
         db.execute("INSERT INTO rate_windows VALUES ('scope-a', 28333333, 4)")
+        db.execute("INSERT INTO budget_spend VALUES ('tn_1', 'daily|tk_1', '2026-12-07', 123456789)")
         db.execute("INSERT INTO credential_cooldowns VALUES ('tn_1', 'openai', 'default', 1700000100.5, '429')")
     db.close()
     empty = [t for (t,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")

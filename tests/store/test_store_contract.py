@@ -14,6 +14,7 @@ import pytest
 
 from proxy.store import Store, StoreApi, UsageRow
 from proxy.store import schema as sqlite_schema
+from proxy.store.budgets import BudgetRow, SpendCharge
 from proxy.store.changes import Kind
 from proxy.store.credentials import Cooldown, CredentialRow
 from proxy.store.limits import Charge, LimitRow
@@ -214,6 +215,66 @@ async def test_a_batch_written_again_under_its_id_is_not_counted_twice(store: St
     assert await store.prune_usage_batches(time.time() + 1) == 2
     await store.insert_usage(rows[:1], "batch-2")    # forgotten a day later: written again
     assert [g.requests for g in await store.usage_summary("tn_1", 0, 2_000_000.0, "model")] == [4]
+
+
+async def test_usage_costs_sum_in_rollups_and_edges_alike(store: StoreApi) -> None:
+    """Issue 16: a priced row's cost is summed, an unpriced one (NULL) is counted apart;
+    whole days (the rollup) and partial ones (raw rows) answer the same on both engines."""
+    day, d0 = 86_400, 20_000 * 86_400
+    await store.insert_usage([usage(0, d0 + 10, cost_nanos=4_500), usage(1, d0 + 20, cost_nanos=10**12),
+                              usage(2, d0 + 30, model="unpriced", cost_nanos=None),
+                              usage(3, d0 + day + 5, cost_nanos=0)])
+    await store.insert_usage_each([usage(4, d0 + 40, model="unpriced", cost_nanos=None)])
+    for start, end in ((d0, d0 + 2 * day), (d0 + 1, d0 + 2 * day - 1)):
+        groups = {g.key: g for g in await store.usage_summary("tn_1", start, end, "model")}
+        priced, unpriced = groups["openai/gpt-4o"], groups["openai/unpriced"]
+        assert (priced.requests, priced.cost_nanos, priced.unpriced) == (3, 10**12 + 4_500, 0)
+        assert (unpriced.requests, unpriced.cost_nanos, unpriced.unpriced) == (2, None, 2)
+        by_day = await store.usage_summary("tn_1", start, end, "day")
+        assert [(g.cost_nanos, g.unpriced) for g in by_day] == [(10**12 + 4_500, 2), (0, 0)]
+    rows = await store._all("SELECT request_id, cost_nanos FROM usage ORDER BY request_id")
+    assert [(r[0], r[1]) for r in rows] == [("req_0", 4_500), ("req_1", 10**12), ("req_2", None), ("req_3", 0),
+                                            ("req_4", None)]
+
+
+async def test_budgets_and_their_spend(store: StoreApi, opener: Opener) -> None:
+    """Issue 16: budgets are configuration (logged, per tenant and token); spend is held all
+    or nothing, exactly once across instances, settled never below 0, pruned by period."""
+    start = await store.changes()
+    await store.set_budget("tn_1", BudgetRow("", None, 50 * 10**9))
+    await store.set_budget("tn_1", BudgetRow("tk_1", 10**9, None, allow_unpriced=True))
+    await store.set_budget("tn_1", BudgetRow("", 2 * 10**9, 60 * 10**9))  # replaces the tenant's
+    assert await store.budgets("tn_1") == (BudgetRow("", 2 * 10**9, 60 * 10**9, False),
+                                           BudgetRow("tk_1", 10**9, None, True))
+    assert await store.budgets("tn_2") == ()
+    _, logged = await store.changes_since(start, 100)
+    assert [(c.change.kind, c.change.tenant_id, c.change.detail) for c in logged] == [
+        (Kind.BUDGET, "tn_1", ""), (Kind.BUDGET, "tn_1", "tk_1"), (Kind.BUDGET, "tn_1", "")]
+    assert await store.clear_budget("tn_1", "tk_1") and not await store.clear_budget("tn_1", "tk_1")
+
+    # 40 requests from two instances against a limit of 5 units, each holding 1: exactly 5.
+    other = await opener()
+    charge = [SpendCharge("monthly|", "2026-12", 1, 5)]
+    results = await asyncio.gather(*[(store, other)[i % 2].budget_take("tn_1", charge) for i in range(40)])
+    assert sum(r.refused is None for r in results) == 5
+    # All or nothing: the daily budget is used up, so the monthly one holds nothing either.
+    both = [SpendCharge("monthly|", "2026-12", 1, 100), SpendCharge("daily|", "2026-12-07", 1, 0)]
+    taken = await store.budget_take("tn_1", both)
+    assert (taken.refused, taken.spent) == (1, (5, 0))
+    await store.budget_settle("tn_1", [("monthly|", "2026-12")], 3)  # cost 4 where 1 was held
+    await store.budget_settle("tn_1", [("daily|", "2026-12-07")], -7)  # nothing there: no row
+    assert await store.budget_spent("tn_1", [("monthly|", "2026-12"), ("daily|", "2026-12-07")]) == {
+        ("monthly|", "2026-12"): 8}
+    await store.budget_settle("tn_1", [("monthly|", "2026-12")], -100)  # never below 0
+    assert await store.budget_spent("tn_1", [("monthly|", "2026-12")]) == {("monthly|", "2026-12"): 0}
+    # A new month's first request drops the scope's old months (and nobody else's).
+    await store.budget_take("tn_2", [SpendCharge("monthly|", "2026-12", 9, 100)])
+    assert (await store.budget_take("tn_1", [SpendCharge("monthly|", "2027-01", 2, 100)])).spent == (0,)
+    assert [tuple(r) for r in await store._all("SELECT tenant_id, period, spent FROM budget_spend "
+                                               "ORDER BY tenant_id, period")] == [
+        ("tn_1", "2027-01", 2), ("tn_2", "2026-12", 9)]
+    assert await store.delete_tenant("tn_2")
+    assert [r[0] for r in await store._all("SELECT tenant_id FROM budget_spend")] == ["tn_1"]
 
 
 async def test_change_counter_and_log(store: StoreApi, opener: Opener) -> None:

@@ -21,6 +21,7 @@ class _NoStore:
     def __init__(self) -> None:
         self.cooldowns: list[object] = []
         self.invalid: list[tuple[str, str, str]] = []
+        self.counters = self  # where cooldowns go (`StoreApi.counters`: the store itself, or Redis)
 
     async def set_cooldown(self, cooldown: object) -> None:
         self.cooldowns.append(cooldown)

@@ -45,9 +45,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 def row(created: float = 1000.0, tenant: str = "tn_1", provider: str = "openai", model: str = "m",
         billing: str = "own", status: int = 200, tokens: tuple[int, int] = (3, 4), estimated: bool = False,
-        request_id: str = "req") -> UsageRow:
+        request_id: str = "req", cost: int | None = None) -> UsageRow:
     return UsageRow(created, request_id, tenant, "tok", "chat.completions", provider, model, "llm", billing, False,
-                    status, tokens[0], tokens[1], sum(tokens), estimated, 12.5, None)
+                    status, tokens[0], tokens[1], sum(tokens), estimated, 12.5, None, cost_nanos=cost)
 
 
 # -- estimates ------------------------------------------------------------------------------
@@ -173,10 +173,10 @@ def test_window_bounds_accept_seconds_dates_and_date_times() -> None:
 async def test_summaries_group_and_total(store: Store) -> None:
     day = datetime(2024, 5, 1, tzinfo=UTC).timestamp()
     await store.insert_usage([
-        row(day + 10, model="gpt-a", tokens=(1, 2)),
-        row(day + 20, model="gpt-a", billing="hosted", tokens=(3, 4), estimated=True),
+        row(day + 10, model="gpt-a", tokens=(1, 2), cost=1_500),
+        row(day + 20, model="gpt-a", billing="hosted", tokens=(3, 4), estimated=True),  # unpriced then
         row(day + 86_400, provider="other", model="b", status=500, tokens=(0, 0)),
-        row(day + 30, provider="", model="nope", status=404, tokens=(0, 0)),
+        row(day + 30, provider="", model="nope", status=404, tokens=(0, 0), cost=0),  # never routed: free
         row(day + 40, tenant="tn_2", model="gpt-a", tokens=(100, 100)),
     ])
     s = await summarize(store, "tn_1", "2024-05-01", "2024-05-02", "model")
@@ -184,8 +184,12 @@ async def test_summaries_group_and_total(store: Store) -> None:
     assert set(groups) == {"openai/gpt-a", "other/b", "nope"} and "tenant" not in groups["nope"]
     assert groups["openai/gpt-a"] | {"avg_latency_ms": 0} == {
         "key": "openai/gpt-a", "requests": 2, "errors": 0, "hosted": 1, "prompt_tokens": 4,
-        "completion_tokens": 6, "total_tokens": 10, "estimated": 1, "avg_latency_ms": 0, "avg_ttft_ms": None}
+        "completion_tokens": 6, "total_tokens": 10, "estimated": 1, "avg_latency_ms": 0, "avg_ttft_ms": None,
+        "cost": 0.0000015, "unpriced_requests": 1}
+    assert (groups["other/b"]["cost"], groups["other/b"]["unpriced_requests"]) == (None, 1)  # null, never 0
+    assert (groups["nope"]["cost"], groups["nope"]["unpriced_requests"]) == (0.0, 0)
     assert s["total"]["requests"] == 4 and s["total"]["errors"] == 2 and s["total"]["total_tokens"] == 10
+    assert (s["total"]["cost"], s["total"]["unpriced_requests"]) == (0.0000015, 2)
     by_day = await summarize(store, "tn_1", "2024-05-01", "2024-05-02", "day")
     assert [(g["key"], g["requests"]) for g in by_day["data"]] == [("2024-05-01", 3), ("2024-05-02", 1)]
     only_first = await summarize(store, "tn_1", "2024-05-01", "2024-05-01", "provider")
@@ -202,7 +206,9 @@ async def test_summaries_group_and_total(store: Store) -> None:
     text = table(s)
     lines = text.splitlines()
     assert lines[0].split()[:2] == ["MODEL", "REQUESTS"]
-    assert any(line.split()[:2] == ["openai/gpt-a", "2"] and "~" in line for line in lines)
+    assert any(line.split()[:2] == ["openai/gpt-a", "2"] and "~" in line and "$0.0000015+" in line for line in lines)
+    assert any(line.split()[:2] == ["other/b", "1"] and "unpriced" in line for line in lines)
     # an end date includes its whole day
-    assert lines[-1] == "window 2024-05-01T00:00:00Z .. 2024-05-03T00:00:00Z; ~ = includes estimated token counts"
+    assert lines[-1] == ("window 2024-05-01T00:00:00Z .. 2024-05-03T00:00:00Z; ~ = includes estimated token counts; "
+                         "+ = without 2 unpriced request(s) (no price configured)")
     assert math.isclose(datetime.fromisoformat(s["end"]).timestamp(), day + 2 * 86_400)

@@ -50,15 +50,20 @@ def reference(db: sqlite3.Connection, tenant_id: str | None, start: float, end: 
     rows = db.execute(
         f"SELECT {who}, {key}, COUNT(*), SUM(u.status >= 400), SUM(u.billing = 'hosted'), "
         "SUM(u.prompt_tokens), SUM(u.completion_tokens), SUM(u.total_tokens), SUM(u.estimated), "
-        "AVG(u.latency_ms), AVG(u.ttft_ms) "
+        "AVG(u.latency_ms), AVG(u.ttft_ms), SUM(u.cost_nanos), COUNT(*) - COUNT(u.cost_nanos) "
         f"FROM usage u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2",
         params).fetchall()
     return [UsageGroup(str(r[0]), str(r[1] or ""), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]),
                        int(r[7]), int(r[8]), round(float(r[9]), 1),
-                       None if r[10] is None else round(float(r[10]), 1)) for r in rows]
+                       None if r[10] is None else round(float(r[10]), 1),
+                       None if r[11] is None else int(r[11]), int(r[12])) for r in rows]
 
 
-_FILL = MIGRATIONS[4][MIGRATIONS[4].index("SELECT tenant_id"):].strip().rstrip(";")
+# Migration 5's aggregation, with the cost columns migration 11 added (sum of the priced
+# rows' costs, their number).
+_FILL = MIGRATIONS[4][MIGRATIONS[4].index("SELECT tenant_id"):].strip().rstrip(";").replace(
+    "COUNT(ttft_ms)\n    FROM usage", "COUNT(ttft_ms), COALESCE(SUM(cost_nanos), 0), COUNT(cost_nanos)\n    FROM usage")
+assert "cost_nanos" in _FILL
 
 
 def rollup_rows(db: sqlite3.Connection) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
@@ -77,14 +82,14 @@ _instant = st.one_of(_near_midnight, st.floats(D0 - DAY, D0 + 5 * DAY), st.integ
 _quarter_ms = st.integers(0, 4_000_000).map(lambda q: q / 4)
 
 usage_rows = st.builds(
-    lambda created, tenant, provider, model, billing, status, p, c, est, stream, lat, ttft: UsageRow(
+    lambda created, tenant, provider, model, billing, status, p, c, est, stream, lat, ttft, cost: UsageRow(
         float(created), "req", tenant, "tok", "chat.completions", provider, model, "llm", billing, stream,
-        status, p, c, p + c, est, lat, ttft if stream else None),
+        status, p, c, p + c, est, lat, ttft if stream else None, cost_nanos=cost),
     _instant, st.sampled_from(["tn_1", "tn_2", "tn_gone"]),
     # "q/x" + "m" and "q" + "x/m" are both the model key "q/x/m": the key's groups merge.
     st.sampled_from(["", "p", "q", "q/x"]), st.sampled_from(["m", "x/m", "n"]), st.sampled_from(["own", "hosted"]),
     st.sampled_from([200, 399, 400, 404, 500]), st.integers(0, 2**31 - 1), st.integers(0, 5000), st.booleans(),
-    st.booleans(), _quarter_ms, _quarter_ms)
+    st.booleans(), _quarter_ms, _quarter_ms, st.one_of(st.none(), st.integers(0, 10**12)))
 
 _bound = st.one_of(_instant, st.sampled_from([0.0, -62_135_596_800.0, MAX_TS + 1]))
 windows = st.tuples(_bound, _bound, st.sampled_from([None, "tn_1", "tn_gone"]), st.sampled_from(sorted(GROUP_KEYS)),

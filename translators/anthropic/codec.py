@@ -43,7 +43,7 @@ from translators.errors import (
 from translators.types import ChatRequest, JSONObject, StreamChunk, Usage
 
 __all__ = ["CODEC", "AnthropicState", "error_from_response", "error_in_body", "from_vendor_event",
-           "from_vendor_response", "to_vendor_request"]
+           "from_vendor_response", "message_usage", "relay_event", "to_vendor_request"]
 
 FINISH_REASONS: Mapping[str, str] = {
     "end_turn": "stop",
@@ -310,6 +310,41 @@ def from_vendor_event(event: SSEEvent, state: AnthropicState) -> list[StreamChun
     if kind == "error":
         raise error_in_body(data) or bad_response(PROVIDER, "an error event without an error object")
     return []  # ping, content_block_stop, and event types Anthropic adds later
+
+
+# -- native relays (a Messages API client on this provider) --------------------------------------
+
+_RELAY_READS = frozenset({"message_start", "message_delta", "message_stop", "error", "message"})
+
+
+def message_usage(body: JSONObject) -> Usage:
+    """The usage of a whole Messages answer, counted as the chat path counts it."""
+    raw = body.get("usage")
+    raw = raw if isinstance(raw, dict) else {}
+    return usage_of(as_int(raw.get("input_tokens")), as_int(raw.get("cache_creation_input_tokens")),
+                    as_int(raw.get("cache_read_input_tokens")), as_int(raw.get("output_tokens")))[1]
+
+
+def relay_event(event: SSEEvent, state: AnthropicState) -> Usage | None:
+    """One event of a stream relayed as it came: only the few that carry usage, the end or an
+    error are parsed (the deltas pass unread); an `error` event raises; message_stop gives
+    the totals."""
+    if event.event not in _RELAY_READS:
+        return None
+    data = _event_data(event)
+    kind = data["type"]
+    if kind == "message_start":
+        state.started = True
+        message = data.get("message")
+        _take_usage(state, message.get("usage") if isinstance(message, dict) else None)
+    elif kind == "message_delta":
+        _take_usage(state, data.get("usage"))
+    elif kind == "message_stop":
+        state.finished = True
+        return state.usage()[1]
+    elif kind == "error":
+        raise error_in_body(data) or bad_response(PROVIDER, "an error event without an error object")
+    return None
 
 
 def _at_eof(state: AnthropicState) -> Iterable[StreamChunk]:

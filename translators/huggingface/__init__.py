@@ -169,6 +169,7 @@ class HuggingFaceTranslator(Translator):
     model_types = frozenset(ModelType)
     per_model = True
     default_base_url = "https://router.huggingface.co/hf-inference"
+    chat_extras = frozenset({"top_k"})
     credential_fields = (
         CredentialField("api_token", description="Hugging Face access token (hf_...)", label="Access token"),
         CredentialField("endpoint_url", required=False, secret=False,

@@ -74,6 +74,7 @@ class QwenTranslator(Translator):
                                    "text-embedding-v4"),
     }
     model_prefixes = {ModelType.LLM: ("qwen", "qwq-", "qvq-")}
+    chat_extras = frozenset({"top_k"})
 
     def headers(self, ctx: CallContext, stream: bool = False) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {ctx.credential['api_key']}"}

@@ -153,6 +153,7 @@ class SparkTranslator(Translator):
     catalog = {ModelType.LLM: ("spark-lite", "spark-pro", "spark-pro-128k", "spark-max", "spark-max-32k",
                                "spark-4.0-ultra")}
     model_prefixes = {ModelType.LLM: ("spark-",)}
+    chat_extras = frozenset({"top_k"})
 
     def __init__(self) -> None:
         self.http_api = CompatibleTranslator(HTTP_API)  # serves credentials with an api_password

@@ -1,6 +1,6 @@
 // Usage of the last 30 days: calls per day as an SVG bar chart (errors stacked in red,
-// tokens in each bar's tooltip and in the table alternative), a table by model, and the
-// hosted trial quotas as <progress> bars.
+// tokens and cost in each bar's tooltip and in the table alternative), a table by model,
+// and the hosted trial quotas as <progress> bars.
 
 import { h, s, clear, fmtNumber, uid, debounce } from "./dom.js";
 import { put, tenantPath } from "./api.js";
@@ -46,12 +46,20 @@ function niceMax(value) {
   return 10 * magnitude;
 }
 
+/** US dollars as the API gives them: null is "unpriced" (no price configured), never $0;
+ * "+" marks a sum that leaves unpriced calls out. */
+export function fmtCost(cost, unpriced = 0) {
+  if (cost === null || cost === undefined) return unpriced ? "unpriced" : "—";
+  const digits = cost === 0 || cost >= 0.01 ? 2 : Math.min(9, 2 - Math.floor(Math.log10(cost)));
+  return `$${cost.toFixed(digits)}${unpriced ? "+" : ""}`;
+}
+
 function dayRows() {
   const byDay = new Map((state.data.usageDay?.data || []).map((row) => [row.key, row]));
   return last30Days().map((day) => {
     const row = byDay.get(day) || {};
     return { day, requests: row.requests || 0, errors: row.errors || 0, tokens: row.total_tokens || 0,
-      estimated: Boolean(row.estimated) };
+      estimated: Boolean(row.estimated), cost: row.cost ?? null, unpriced: row.unpriced_requests || 0 };
   });
 }
 
@@ -83,7 +91,7 @@ function renderChart(section) {
     const x = PAD.left + i * slotW + (slotW - barW) / 2;
     const ok = d.requests - d.errors;
     const tip = `${d.day}: ${fmtNumber(d.requests)} calls` + (d.errors ? ` (${fmtNumber(d.errors)} failed)` : "") +
-      `, ${d.estimated ? "~" : ""}${fmtNumber(d.tokens)} tokens`;
+      `, ${d.estimated ? "~" : ""}${fmtNumber(d.tokens)} tokens` + (d.requests ? `, ${fmtCost(d.cost, d.unpriced)}` : "");
     return s("g", { class: "chart__day" },
       s("title", { text: tip }),
       // A full-height transparent target so the tooltip works on empty days too.
@@ -101,17 +109,20 @@ function renderChart(section) {
   grid, s("line", { class: "chart__axis", x1: PAD.left, x2: width - PAD.right, y1: y(0), y2: y(0) }), bars);
 
   const total = days.reduce((a, d) => ({ requests: a.requests + d.requests, errors: a.errors + d.errors,
-    tokens: a.tokens + d.tokens }), { requests: 0, errors: 0, tokens: 0 });
+    tokens: a.tokens + d.tokens, cost: d.cost === null ? a.cost : (a.cost ?? 0) + d.cost,
+    unpriced: a.unpriced + d.unpriced }), { requests: 0, errors: 0, tokens: 0, cost: null, unpriced: 0 });
   const table = h("div", { class: "table-scroll" }, h("table", { class: "table table--compact" },
-    h("thead", {}, h("tr", {}, ["Day (UTC)", "Calls", "Failed", "Tokens"].map((t) => h("th", { scope: "col", text: t })))),
+    h("thead", {}, h("tr", {}, ["Day (UTC)", "Calls", "Failed", "Tokens", "Cost"].map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, days.map((d) => h("tr", {}, h("th", { scope: "row", text: d.day }),
       h("td", { text: fmtNumber(d.requests) }), h("td", { text: fmtNumber(d.errors) }),
-      h("td", { text: `${d.estimated ? "~" : ""}${fmtNumber(d.tokens)}` }))))));
+      h("td", { text: `${d.estimated ? "~" : ""}${fmtNumber(d.tokens)}` }),
+      h("td", { text: fmtCost(d.cost, d.unpriced) }))))));
   clear(slot, title,
     h("p", { class: "chart__summary" },
       h("span", { class: "legend legend--ok", text: `${fmtNumber(total.requests - total.errors)} succeeded` }), " ",
       h("span", { class: "legend legend--error", text: `${fmtNumber(total.errors)} failed` }), " ",
-      h("span", { class: "muted", text: `${fmtNumber(total.tokens)} tokens` })),
+      h("span", { class: "muted", text: `${fmtNumber(total.tokens)} tokens` }),
+      total.requests ? h("span", { class: "muted", text: ` · ${fmtCost(total.cost, total.unpriced)}` }) : null),
     h("div", { class: "chart__wrap" }, svg),
     h("details", { class: "chart__data" }, h("summary", { text: "Show the numbers" }), table));
   slot.dataset.drawnWidth = String(slot.clientWidth);
@@ -137,7 +148,7 @@ function renderModels(section) {
     h("div", { class: "table-scroll", role: "region", "aria-label": "Usage by model", tabindex: "0" },
       h("table", { class: "table" },
         h("thead", {}, h("tr", {}, ["Model", "Calls", "Failed", "Hosted", "Prompt tokens", "Completion tokens",
-          "Total tokens", "Avg latency", "Avg first token"].map((t) => h("th", { scope: "col", text: t })))),
+          "Total tokens", "Cost", "Avg latency", "Avg first token"].map((t) => h("th", { scope: "col", text: t })))),
         h("tbody", {}, rows.map((row) => h("tr", {},
           h("th", { scope: "row", class: "mono", text: row.key }),
           h("td", { text: fmtNumber(row.requests) }),
@@ -146,9 +157,12 @@ function renderModels(section) {
           h("td", { text: mark(row, row.prompt_tokens) }),
           h("td", { text: mark(row, row.completion_tokens) }),
           h("td", { text: mark(row, row.total_tokens) }),
+          h("td", { text: fmtCost(row.cost, row.unpriced_requests) }),
           h("td", { text: ms(row.avg_latency_ms) }),
           h("td", { text: ms(row.avg_ttft_ms) })))))),
-    anyEstimated ? h("p", { class: "muted small", text: "~ includes token counts estimated by the gateway." }) : null);
+    anyEstimated ? h("p", { class: "muted small", text: "~ includes token counts estimated by the gateway." }) : null,
+    rows.some((r) => r.unpriced_requests) ? h("p", { class: "muted small",
+      text: "unpriced: the gateway has no price for the model; + leaves such calls out of the cost." }) : null);
 }
 
 function renderQuota(section) {

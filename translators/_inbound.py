@@ -1,0 +1,117 @@
+"""The APIs clients speak besides chat completions (Anthropic's Messages API; OpenAI's
+Responses API next), served by the chat path on every provider.
+
+An inbound API is a codec of pure functions, the reverse direction of a vendor's codec:
+its request -> the chat form (`InboundChatRequest`, which every translator serves), a chat
+completion -> its answer, a stream's chat chunks -> its events (`EventEncoder`, one per
+stream), an `ApiError` -> its error status and body. `translators.INBOUND` lists them;
+`proxy/inbound/` serves each at its path with the chat endpoints' machinery (tenancy,
+routing, limits, quota, retries and fallbacks, usage).
+
+Where a vendor has the API itself, its translator says so by data (`Translator.native`,
+keyed by the API's `name`): an attempt on that translator sends the client's own body
+there instead (`InboundChatRequest.native_body`) and relays the vendor's answer or events
+as they came. On a hosted trial the chat form goes instead (`proxy/hosted_params.py`): only
+it is checked against the trial's parameter allow-list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import PrivateAttr
+
+from translators.errors import ApiError
+from translators.types import ChatRequest, JSONObject, StreamChunk
+
+__all__ = ["Event", "EventEncoder", "InboundApi", "InboundChatRequest"]
+
+# One event of a stream in the API's own framing: its name and its JSON data.
+Event = tuple[str, bytes]
+
+
+class EventEncoder(Protocol):
+    """A stream's chat chunks (OpenAI chunk JSON, the usage chunk included) as the API's
+    events; stateful, one per stream. `end` closes a stream that finished, `error` one that
+    failed after its first byte."""
+
+    def chunk(self, chunk: StreamChunk) -> list[Event]: ...
+
+    def end(self) -> list[Event]: ...
+
+    def error(self, err: ApiError) -> list[Event]: ...
+
+
+class InboundChatRequest(ChatRequest):
+    """The chat form of a request that came in another API's shape, carrying what only
+    some attempts use: the client's own body (for a translator with a native endpoint),
+    the client's headers that go with it, vendor knobs outside OpenAI's shape (`top_k`)
+    that only translators reading them get (`Translator.chat_extras`), and the refusal
+    of what the chat form could not carry (a built-in tool), raised only by an attempt
+    that takes the chat path (`for_chat`).
+
+    `chat_only()` is the same request without its native body (a hosted trial's)."""
+
+    _native: JSONObject | None = PrivateAttr(default=None)
+    _forward: Mapping[str, str] | None = PrivateAttr(default=None)
+    _extras: JSONObject | None = PrivateAttr(default=None)
+    _refusal: ApiError | None = PrivateAttr(default=None)
+
+    def carrying(self, native: JSONObject | None, extras: JSONObject | None = None,
+                 refusal: ApiError | None = None) -> InboundChatRequest:
+        self._native, self._extras, self._refusal = native, extras or None, refusal
+        return self
+
+    def chat_only(self) -> InboundChatRequest:
+        clone = self.model_copy()
+        clone._native = None
+        return clone
+
+    def forwarding(self, headers: Mapping[str, str]) -> InboundChatRequest:
+        self._forward = headers
+        return self
+
+    @property
+    def native_body(self) -> JSONObject | None:
+        return self._native
+
+    @property
+    def forwarded(self) -> Mapping[str, str]:
+        return self._forward or {}
+
+    def for_chat(self, accepted: frozenset[str]) -> ChatRequest:
+        """The chat form for a translator that reads the extra fields `accepted`; raises the
+        refusal of what the chat form could not carry."""
+        if self._refusal is not None:
+            raise self._refusal
+        if not self._extras or not accepted:
+            return self
+        extras = {k: v for k, v in self._extras.items() if k in accepted}
+        return type(self).parse({**self.raw, **extras}) if extras else self
+
+
+@dataclass(frozen=True, slots=True)
+class InboundApi:
+    """One client API as data: where it is served and its codec (pure functions)."""
+
+    name: str   # "messages": the usage rows' endpoint, the key of `Translator.native`
+    path: str   # "/v1/messages"
+    # The request's pydantic model (`.parse(raw)`; a ValidationError is the client's 400).
+    request: type[Any]
+    to_chat: Callable[[Any], InboundChatRequest]
+    # (a chat completion, the request) -> the API's answer.
+    from_chat: Callable[[JSONObject, InboundChatRequest], JSONObject]
+    encoder: Callable[[InboundChatRequest], EventEncoder]
+    # An error before the answer started: (HTTP status, body) in the API's shape.
+    error: Callable[[ApiError], tuple[int, JSONObject]]
+    # An error after a stream's first byte (a native relay's end too), as the API's events.
+    error_events: Callable[[ApiError], list[Event]]
+    # Client headers a native endpoint gets (lower case); the chat path ignores them.
+    forward_headers: tuple[str, ...] = ()
+    # The API's token counter, when it has one: its path, request model, and the estimate
+    # answered where the routed translator has no native counter.
+    count_path: str | None = None
+    count_request: type[Any] | None = None
+    count_estimate: Callable[[Any], JSONObject] | None = None
