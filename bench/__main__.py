@@ -253,9 +253,8 @@ class Bench:
         self.startups.pop()  # not a measurement round
         texts = []
         try:
-            plan = [("chat", 64), ("stream", 50)]
-            if "anthropic" in self.args.scenarios:
-                plan.insert(1, ("anthropic", 64))
+            plan = [("chat", 64), *((name, 64) for name in ("anthropic", "messages", "responses", "responses-stored")
+                                    if name in self.args.scenarios), ("stream", 50)]
             for name, conns in plan:
                 s = self.scenarios[name]
                 self.preflight(s)

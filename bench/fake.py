@@ -7,6 +7,7 @@ nginx answers by path suffix, whatever the prefix (so any base_url layout works)
   .../chat/completions -> openai/chat_response.json        (application/json)
   .../embeddings       -> openai/embeddings_response.json
   .../messages         -> anthropic/chat_response.json
+  .../responses        -> openai/responses_response.json (a Responses API `response`)
   /stream/.../chat/completions -> a ~20-chunk OpenAI SSE stream (text/event-stream)
   /stream/.../messages         -> anthropic/chat_stream.sse
   /large/.../embeddings        -> the embeddings fixture with a 1536-float vector
@@ -72,6 +73,7 @@ http {{
     location ~ /chat/completions$ {{ try_files /openai_chat.json =404; }}
     location ~ /embeddings$       {{ try_files /openai_embeddings.json =404; }}
     location ~ /messages$         {{ try_files /anthropic_chat.json =404; }}
+    location ~ /responses$        {{ try_files /openai_responses.json =404; }}
     location = /healthz {{ default_type text/plain; return 200 "ok"; }}
   }}
 }}
@@ -119,6 +121,7 @@ def write_site(root: Path) -> Path:
     shutil.copyfile(DATA / "openai" / "chat_response.json", www / "openai_chat.json")
     shutil.copyfile(DATA / "openai" / "embeddings_response.json", www / "openai_embeddings.json")
     shutil.copyfile(DATA / "anthropic" / "chat_response.json", www / "anthropic_chat.json")
+    shutil.copyfile(DATA / "openai" / "responses_response.json", www / "openai_responses.json")
     shutil.copyfile(DATA / "anthropic" / "chat_stream.sse", www / "anthropic_stream.sse")
     (www / "openai_stream.sse").write_bytes(openai_stream())
     (www / "openai_embeddings_1536.json").write_bytes(large_embeddings())
@@ -184,6 +187,7 @@ class Upstream:
         cases = [("/v1/chat/completions", "application/json", b'"chat.completion"'),
                  ("/v1/embeddings", "application/json", b'"embedding"'),
                  ("/v1/messages", "application/json", b'"type": "message"'),
+                 ("/v1/responses", "application/json", b'"object": "response"'),
                  ("/stream/v1/chat/completions", "text/event-stream", b"data: [DONE]"),
                  ("/large/v1/embeddings", "application/json", b'"embedding"')]
         for path, ctype, needle in cases:

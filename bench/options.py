@@ -13,8 +13,9 @@ def parse_args(argv: list[str] | None, description: str, alone: Iterable[str]) -
     p.add_argument("--rounds", type=int, default=3, help="rounds (fresh gateway each); medians are reported")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each (default 1)")
-    p.add_argument("--scenarios", default="chat,anthropic,embeddings,stream,soak",
-                   help="comma-separated subset of chat,anthropic,embeddings,stream,soak (the default), "
+    p.add_argument("--scenarios", default="chat,anthropic,messages,responses,embeddings,stream,soak",
+                   help="comma-separated subset of chat,anthropic,messages,responses,embeddings,stream,soak (the "
+                        "default), responses-stored (the Responses API keeping each answer), "
                         "embeddings-1536 (a real-sized embedding), failover (5%% of upstream answers a 503), tenants "
                         "(N tenants, steady vs admin writes vs creations), spread (64 connections at once: per-worker "
                         "CPU), postgres (SQLite vs 2 instances on PostgreSQL), counters (rate-limit counters in "
@@ -44,7 +45,8 @@ def parse_args(argv: list[str] | None, description: str, alone: Iterable[str]) -
     if a.quick:
         a.rounds, a.duration, a.warmup, a.soak_streams, a.soak_duration = 1, 1.0, 1.0, 200, 2.5
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    known = {"chat", "anthropic", "embeddings", "embeddings-1536", "failover", "stream", "soak", *alone}
+    known = {"chat", "anthropic", "messages", "responses", "responses-stored", "embeddings", "embeddings-1536", "failover", "stream",
+             "soak", *alone}
     if set(a.scenarios) - known:
         p.error(f"unknown scenario(s): {', '.join(sorted(set(a.scenarios) - known))}")
     if a.tenants < 1:

@@ -38,6 +38,8 @@ class Scenario:
 def scenarios(anthropic_model: str) -> dict[str, Scenario]:
     chat = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 64, "temperature": 0.2}
     stream = {**chat, "stream": True}
+    responses = {"model": "gpt-4o-mini", "instructions": MESSAGES[0]["content"], "input": MESSAGES[1]["content"],
+                 "max_output_tokens": 64, "temperature": 0.2}
     return {s.name: s for s in [
         Scenario("chat", "non-stream chat completion through the OpenAI (pass-through) provider",
                  "bench", "/v1/chat/completions", chat, "/v1/chat/completions", chat, (1, 64), '"chat.completion"'),
@@ -48,6 +50,19 @@ def scenarios(anthropic_model: str) -> dict[str, Scenario]:
                                   "messages": [MESSAGES[1]], "temperature": 0.2},
                  (1, 64), '"chat.completion"', direct_expect='"type": "message"',
                  direct_headers={"x-api-key": FAKE_KEY, "anthropic-version": "2023-06-01"}),
+        Scenario("messages", "Anthropic's Messages API in (POST /v1/messages), served by the OpenAI provider "
+                 "through the chat path (Messages -> chat -> OpenAI upstream -> chat -> Messages): beside `chat`, "
+                 "what the inbound codec adds",
+                 "bench", "/v1/messages", {"model": "gpt-4o-mini", "max_tokens": 64, "temperature": 0.2,
+                                           "system": MESSAGES[0]["content"], "messages": [MESSAGES[1]]},
+                 "/v1/chat/completions", chat, (1, 64), '"stop_reason"', direct_expect='"chat.completion"'),
+        Scenario("responses", "OpenAI's Responses API (POST /v1/responses, store: false) on the OpenAI provider: "
+                 "its own /v1/responses upstream, the answer relayed: beside `chat`, what the Responses path adds",
+                 "bench", "/v1/responses", {**responses, "store": False}, "/v1/responses", responses, (1, 64),
+                 '"output_text"'),
+        Scenario("responses-stored", "the same with store: true (the API's default): each answer is also kept "
+                 "for previous_response_id, one database write per request before the answer goes out",
+                 "bench", "/v1/responses", responses, "/v1/responses", responses, (1, 64), '"output_text"'),
         Scenario("embeddings", "embeddings through the OpenAI provider",
                  "bench", "/v1/embeddings", {"model": "text-embedding-3-small",
                                              "input": "The food was delicious and the waiter was kind."},

@@ -125,4 +125,4 @@ def restrict(offer: HostedOffer, req: Any) -> Any:
         return req
     # Parsed again, not patched: the typed fields (which most translators read) and the
     # JSON that pass-through translators forward must say the same thing.
-    return type(req).parse(raw)
+    return req.with_raw(raw) if isinstance(req, InboundChatRequest) else type(req).parse(raw)

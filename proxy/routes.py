@@ -40,7 +40,7 @@ from translators.types import (
 log = logging.getLogger("modelport")
 
 
-async def _serve(request: Request, endpoint: str, model_type: ModelType,
+async def serve_request(request: Request, endpoint: str, model_type: ModelType,
                  prepare: Callable[[Request, Gateway], Awaitable[Any]], call: Call,
                  call_stream: StreamCall | None = None) -> Response | SSEResponse:
     gateway: Gateway = request.app.state.gateway
@@ -111,22 +111,22 @@ async def _transcription_prepare(request: Request, gateway: Gateway) -> Transcri
 
 
 async def chat_completions(request: Request) -> Response | SSEResponse:
-    return await _serve(request, "chat.completions", ModelType.LLM, _json_prepare(ChatRequest),
+    return await serve_request(request, "chat.completions", ModelType.LLM, _json_prepare(ChatRequest),
                         lambda t, r, c: _json(t.chat(r, c)), lambda t, r, c: t.chat_stream(r, c))
 
 
 async def completions(request: Request) -> Response | SSEResponse:
-    return await _serve(request, "completions", ModelType.LLM, _json_prepare(CompletionRequest),
+    return await serve_request(request, "completions", ModelType.LLM, _json_prepare(CompletionRequest),
                         lambda t, r, c: _json(t.complete(r, c)), lambda t, r, c: t.complete_stream(r, c))
 
 
 async def embeddings(request: Request) -> Response | SSEResponse:
-    return await _serve(request, "embeddings", ModelType.TEXT_EMBEDDING, _json_prepare(EmbeddingRequest),
+    return await serve_request(request, "embeddings", ModelType.TEXT_EMBEDDING, _json_prepare(EmbeddingRequest),
                         lambda t, r, c: _json(t.embed(r, c)))
 
 
 async def transcriptions(request: Request) -> Response | SSEResponse:
-    return await _serve(request, "audio.transcriptions", ModelType.SPEECH2TEXT, _transcription_prepare,
+    return await serve_request(request, "audio.transcriptions", ModelType.SPEECH2TEXT, _transcription_prepare,
                         lambda t, r, c: _transcription(t.transcribe(r, c)))
 
 

@@ -213,6 +213,8 @@ class Settings(_Strict):
     prices: dict[str, dict[str, Price]] = Field(default_factory=dict)
     budgets: BudgetSettings = BudgetSettings()
     usage_retention_days: int = Field(90, ge=0)   # 0 = keep usage records for ever
+    # Responses kept with `store: true` (the Responses API), per tenant, then deleted.
+    responses_retention_days: int = Field(30, ge=1)
     usage_flush_interval: float = Field(1.0, gt=0, le=300)
     # Slow and abusive clients (README "Operating safely"). Timeouts in seconds.
     client_header_timeout: float = Field(30.0, gt=0)   # request line + headers must arrive within it

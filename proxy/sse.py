@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,7 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from translators._inbound import Event, EventEncoder
 from translators.errors import ApiError
-from translators.types import StreamChunk, Usage
+from translators.types import JSONObject, StreamChunk, Usage
 
 log = logging.getLogger("modelport")
 
@@ -128,6 +128,9 @@ class Framing(Protocol):
 
     def error(self, err: ApiError) -> bytes: ...
 
+    async def settle(self) -> None:
+        """Awaited after `end`, before its bytes go out (an API keeping the whole answer)."""
+
 
 class ChatFraming:
     """The chat completions framing: `data: <chunk JSON>` frames, then `data: [DONE]`; the
@@ -147,19 +150,25 @@ class ChatFraming:
     def error(self, err: ApiError) -> bytes:
         return error_frame(err)
 
+    async def settle(self) -> None:
+        return None
+
 
 _CHAT = (ChatFraming(False), ChatFraming(True))  # stateless: shared by every stream
 
 
 class EventFraming:
     """Another API's named events, made from the chat chunks by its `EventEncoder` (one
-    per stream); the usage chunk goes to the encoder too (its totals end the stream)."""
+    per stream); the usage chunk goes to the encoder too (its totals end the stream).
+    `on_answer` gets the encoder's whole answer when the stream ended (`settle`)."""
 
-    __slots__ = ("encoder",)
+    __slots__ = ("encoder", "on_answer")
     usage_frames = True
 
-    def __init__(self, encoder: EventEncoder) -> None:
+    def __init__(self, encoder: EventEncoder,
+                 on_answer: Callable[[JSONObject], Awaitable[None]] | None = None) -> None:
         self.encoder = encoder
+        self.on_answer = on_answer
 
     def frame(self, chunk: StreamChunk) -> bytes:
         return named_frames(self.encoder.chunk(chunk))
@@ -170,25 +179,48 @@ class EventFraming:
     def error(self, err: ApiError) -> bytes:
         return named_frames(self.encoder.error(err))
 
+    async def settle(self) -> None:
+        answer = self.encoder.answer() if self.on_answer is not None else None
+        if answer is not None and self.on_answer is not None:
+            await self.on_answer(answer)
+
 
 class RelayFraming:
     """A vendor's own events passed on as they came (`StreamChunk.event` names each);
-    the vendor's last event ends the stream, and an error is the API's error event."""
+    the vendor's last event ends the stream, and an error is the API's error event.
+    With `on_answer`, the whole answer an event carries (`answer_in`) goes to it (`settle`),
+    and that event is held back until then (`end`): a client that sends its follow-up as
+    soon as it has the answer finds it kept."""
 
-    __slots__ = ("error_events",)
+    __slots__ = ("answer", "answer_in", "error_events", "held", "on_answer")
     usage_frames = False
 
-    def __init__(self, error_events: Callable[[ApiError], list[Event]]) -> None:
+    def __init__(self, error_events: Callable[[ApiError], list[Event]],
+                 on_answer: Callable[[JSONObject], Awaitable[None]] | None = None,
+                 answer_in: Callable[[StreamChunk], JSONObject | None] | None = None) -> None:
         self.error_events = error_events
+        self.on_answer = on_answer
+        self.answer_in = answer_in if on_answer is not None else None
+        self.answer: JSONObject | None = None
+        self.held = b""
 
     def frame(self, chunk: StreamChunk) -> bytes:
-        return named_frame(chunk.event or "message", chunk.data)
+        data = named_frame(chunk.event or "message", chunk.data)
+        if self.answer_in is not None and (answer := self.answer_in(chunk)) is not None:
+            self.answer, self.held = answer, self.held + data
+            return b""
+        return data
 
     def end(self) -> bytes:
-        return b""
+        held, self.held = self.held, b""
+        return held
 
     def error(self, err: ApiError) -> bytes:
         return named_frames(self.error_events(err))
+
+    async def settle(self) -> None:
+        if self.on_answer is not None and self.answer is not None:
+            await self.on_answer(self.answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +293,7 @@ async def open_stream(stream: AsyncIterator[StreamChunk] | Framed, *, include_us
                         if data:
                             yield data
                 data = framing.end()
+                await framing.settle()
                 if data:
                     yield data
             except ApiError as err:

@@ -23,8 +23,10 @@ from translators.types import ChatRequest, JSONObject
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSLATORS = ROOT / "translators"
-# Modules of translators/ that are not a vendor: the shared machinery (private ones start with `_`).
-CORE = {"base", "errors", "types", "completions"}
+# Modules of translators/ that are not a vendor: the shared machinery (private ones start with `_`),
+# and OpenAI's APIs besides chat served over the chat path on every provider (legacy completions,
+# the Responses API): OpenAI's shapes are the gateway's own language, not one vendor's.
+CORE = {"base", "errors", "types", "completions", "responses"}
 # The one home of each piece of stream and transport glue.
 DRIVER = {TRANSLATORS / "_stream.py", TRANSLATORS / "_sse.py", TRANSLATORS / "_http.py"}
 

@@ -26,6 +26,7 @@ from translators.openai import SPEC as OPENAI
 from translators.openai_compatible import SPEC as OPENAI_COMPATIBLE
 from translators.qwen import QwenTranslator
 from translators.replicate import ReplicateTranslator
+from translators.responses import RESPONSES
 from translators.spark import SparkTranslator
 from translators.zhipu import SPEC as ZHIPU
 
@@ -49,7 +50,7 @@ REGISTRY: MappingProxyType[str, Translator] = MappingProxyType({
 })
 
 
-INBOUND: MappingProxyType[str, InboundApi] = MappingProxyType({api.name: api for api in (MESSAGES,)})
+INBOUND: MappingProxyType[str, InboundApi] = MappingProxyType({api.name: api for api in (MESSAGES, RESPONSES)})
 
 
 def get_translator(provider: str) -> Translator | None:

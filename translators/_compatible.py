@@ -23,9 +23,10 @@ from translators._stream import (
     StreamState,
     exchange,
     openai_error_in_body,
+    relay_sse,
     stream_sse,
 )
-from translators.base import CallContext, Translator, check_model_id
+from translators.base import CallContext, NativeApi, Translator, check_model_id
 from translators.errors import (
     ApiError,
     bad_response,
@@ -166,6 +167,16 @@ def _no_check(value: Any) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class NativeRoute:
+    """One of the vendor's own endpoints for a client API (translators/_inbound.py), by data:
+    its key in `paths`, a whole answer's usage, and `relay_sse`'s reader of each event."""
+
+    endpoint: str
+    usage: Callable[[Any], Usage | None]
+    observe: Callable[[str], Callable[[SSEEvent, Any], Usage | None]]  # (provider) -> the reader
+
+
+@dataclass(frozen=True, slots=True)
 class CompatibleSpec:
     name: str
     display_name: str
@@ -207,6 +218,8 @@ class CompatibleSpec:
     # (request, routed model, `post` of one body to the embeddings path) -> the answer.
     embed: Callable[[EmbeddingRequest, str, Callable[[JSONObject], Awaitable[JSONObject]]],
                     Awaitable[JSONObject]] | None = None
+    # The vendor's own endpoints for other client APIs, by the API's name (`Translator.native`).
+    native: Mapping[str, NativeRoute] = field(default_factory=dict)
 
 
 class CompatibleTranslator(Translator):
@@ -224,6 +237,23 @@ class CompatibleTranslator(Translator):
         self.catalog = spec.catalog
         self.model_prefixes = spec.model_prefixes
         self.codec = spec.codec or compatible_codec(spec.name)
+        self.native = {api: self._native(route) for api, route in spec.native.items()}
+
+    def _native(self, route: NativeRoute) -> NativeApi:
+        """The client's body to the vendor's own endpoint, the routed model in it; the answer,
+        or the events, as they came (`relay_sse`)."""
+        observe = route.observe(self.name)
+
+        async def call(body: JSONObject, forwarded: Mapping[str, str], ctx: CallContext) -> tuple[JSONObject, Usage | None]:
+            answer = await self._post(route.endpoint, {**body, "model": ctx.model}, ctx, shaped=False)
+            return answer, route.usage(answer)
+
+        def stream(body: JSONObject, forwarded: Mapping[str, str], ctx: CallContext) -> AsyncIterator[StreamChunk]:
+            url = self.url(ctx, route.endpoint)
+            chunks = relay_sse(ctx.http, self.codec, ctx.model, url, observe, headers=self._headers(ctx),
+                               json=self._prepared({**body, "model": ctx.model}, ctx))
+            return chunks if self.spec.call_error is None else self._reworded(chunks, ctx)
+        return NativeApi(call, stream)
 
     def check_model(self, model: str) -> None:
         self.spec.check_model(model)

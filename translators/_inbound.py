@@ -1,5 +1,5 @@
-"""The APIs clients speak besides chat completions (Anthropic's Messages API; OpenAI's
-Responses API next), served by the chat path on every provider.
+"""The APIs clients speak besides chat completions (Anthropic's Messages API, OpenAI's
+Responses API), served by the chat path on every provider.
 
 An inbound API is a codec of pure functions, the reverse direction of a vendor's codec:
 its request -> the chat form (`InboundChatRequest`, which every translator serves), a chat
@@ -13,20 +13,26 @@ keyed by the API's `name`): an attempt on that translator sends the client's own
 there instead (`InboundChatRequest.native_body`) and relays the vendor's answer or events
 as they came. On a hosted trial the chat form goes instead (`proxy/hosted_params.py`): only
 it is checked against the trial's parameter allow-list.
+
+An API whose answers are kept for later requests (the Responses API's `store` and
+`previous_response_id`) says how by a `Keeping`: pure functions from a request to the kept
+answer it continues and from an answer to what is kept (`Kept`); the gateway's store keeps
+them per tenant and `proxy/inbound/kept.py` serves them back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from pydantic import PrivateAttr
 
-from translators.errors import ApiError
+from translators.errors import ApiError, bad_request
 from translators.types import ChatRequest, JSONObject, StreamChunk
 
-__all__ = ["Event", "EventEncoder", "InboundApi", "InboundChatRequest"]
+__all__ = ["Conversion", "Event", "EventEncoder", "InboundApi", "InboundChatRequest", "Kept", "Keeping",
+           "as_object", "count"]
 
 # One event of a stream in the API's own framing: its name and its JSON data.
 Event = tuple[str, bytes]
@@ -43,6 +49,10 @@ class EventEncoder(Protocol):
 
     def error(self, err: ApiError) -> list[Event]: ...
 
+    def answer(self) -> JSONObject | None:
+        """The whole answer once the stream ended (for an API that keeps answers), else None."""
+        ...
+
 
 class InboundChatRequest(ChatRequest):
     """The chat form of a request that came in another API's shape, carrying what only
@@ -58,6 +68,8 @@ class InboundChatRequest(ChatRequest):
     _forward: Mapping[str, str] | None = PrivateAttr(default=None)
     _extras: JSONObject | None = PrivateAttr(default=None)
     _refusal: ApiError | None = PrivateAttr(default=None)
+    # What the gateway does with the whole answer (an API that keeps answers: keep it).
+    _on_answer: Callable[[JSONObject], Awaitable[None]] | None = PrivateAttr(default=None)
 
     def carrying(self, native: JSONObject | None, extras: JSONObject | None = None,
                  refusal: ApiError | None = None) -> InboundChatRequest:
@@ -72,6 +84,14 @@ class InboundChatRequest(ChatRequest):
     def forwarding(self, headers: Mapping[str, str]) -> InboundChatRequest:
         self._forward = headers
         return self
+
+    def answering(self, hook: Callable[[JSONObject], Awaitable[None]]) -> InboundChatRequest:
+        self._on_answer = hook
+        return self
+
+    @property
+    def on_answer(self) -> Callable[[JSONObject], Awaitable[None]] | None:
+        return self._on_answer
 
     @property
     def native_body(self) -> JSONObject | None:
@@ -89,7 +109,47 @@ class InboundChatRequest(ChatRequest):
         if not self._extras or not accepted:
             return self
         extras = {k: v for k, v in self._extras.items() if k in accepted}
-        return type(self).parse({**self.raw, **extras}) if extras else self
+        return self.with_raw({**self.raw, **extras}) if extras else self
+
+    def with_raw(self, raw: JSONObject) -> Self:
+        """The same request with another chat body (a hosted trial's, restricted), parsed
+        again and still carrying what it carried (refusal, hooks, a codec's own fields)."""
+        clone = type(self).parse(raw)
+        private = dict(self.__pydantic_private__ or {})
+        private["_raw"] = clone._raw
+        object.__setattr__(clone, "__pydantic_private__", private)
+        return clone
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """An answer kept for later requests: its id, the answer as the client got it, the
+    request's own input items, and the conversation before them (what it continued)."""
+
+    id: str
+    answer: JSONObject
+    items: list[JSONObject]
+    context: list[JSONObject]
+
+
+@dataclass(frozen=True, slots=True)
+class Keeping:
+    """How an API keeps answers, as pure functions; the store and the routes are the gateway's."""
+
+    # (parsed request) -> the id of the kept answer it continues, if any.
+    previous: Callable[[Any], str | None]
+    # (parsed request, the kept answer it names) -> the request with that conversation in it.
+    resume: Callable[[Any, Kept], Any]
+    # (chat form, the API's whole answer) -> what to keep; None when the request asked not to.
+    keep: Callable[[InboundChatRequest, JSONObject], Kept | None]
+    # The 404 of an id that is not (or no more, or not this tenant's) kept.
+    not_found: Callable[[str], ApiError]
+    # DELETE's answer for an id.
+    deleted: Callable[[str], JSONObject]
+    # (kept answer, the query's parameters) -> the page of its input items.
+    items_page: Callable[[Kept, Mapping[str, str]], JSONObject]
+    # The whole answer a native stream's event carries (its last), else None.
+    answer_in_event: Callable[[StreamChunk], JSONObject | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +175,32 @@ class InboundApi:
     count_path: str | None = None
     count_request: type[Any] | None = None
     count_estimate: Callable[[Any], JSONObject] | None = None
+    # Answers kept for later requests, served at `{path}/{id}` (GET, DELETE) and
+    # `{path}/{id}/input_items`.
+    keeping: Keeping | None = None
+
+
+# -- shared by the inbound codecs (pure) ---------------------------------------------------
+
+
+def as_object(value: Any) -> JSONObject:
+    """`value` when it is a JSON object, else an empty one (a chat answer's optional parts)."""
+    return value if isinstance(value, dict) else {}
+
+
+def count(value: Any) -> int:
+    """A token count from a chat answer: a positive int, else 0 (never a bool)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+class Conversion:
+    """One request's chat form being built; `refusal` is the first thing it cannot carry,
+    raised only if the attempt takes the chat path (a native provider may serve it)."""
+
+    def __init__(self, why: str) -> None:
+        self.refusal: ApiError | None = None
+        self._why = why  # completes "<what> ..." in the refusal
+
+    def refuse(self, what: str, param: str) -> None:
+        if self.refusal is None:
+            self.refusal = bad_request(f"{what} {self._why}", param, "unsupported_on_chat_path")

@@ -2,6 +2,9 @@
 
 Credential: `api_key`, optional `organization` (sent as `OpenAI-Organization`),
 optional `base_url` (regional endpoints, self-hosted compatibles, test fakes).
+
+A Responses API client (translators/responses/) gets OpenAI's own `/v1/responses` here
+(`native`): the body as it came, built-in tools and all, the answer or events as they came.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from keystore.models import CredentialField
 from translators._compatible import OPENAI_PATHS, CompatibleSpec, bearer
 from translators.base import CallContext
+from translators.responses.native import RESPONSES_ROUTE
 from translators.types import ModelType
 
 
@@ -42,7 +46,8 @@ SPEC = CompatibleSpec(
         ModelType.TEXT_EMBEDDING: ("text-embedding-",),
         ModelType.SPEECH2TEXT: ("whisper-", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"),
     },
-    paths=OPENAI_PATHS,
+    paths={**OPENAI_PATHS, RESPONSES_ROUTE.endpoint: "responses"},
+    native={"responses": RESPONSES_ROUTE},
     headers=_headers,
     request_id_header="X-Client-Request-Id",  # OpenAI keeps it with the request (support, logs)
 )

@@ -1,10 +1,11 @@
-"""The endpoints of the APIs clients speak besides OpenAI's (`translators.INBOUND`: the
-Messages API at /v1/messages, its token counter; the Responses API is meant to join them).
+"""The endpoints of the APIs clients speak besides chat completions (`translators.INBOUND`:
+the Messages API at /v1/messages and its token counter; the Responses API at /v1/responses,
+with its kept responses, `kept.py`).
 
 Each API is data (`translators/_inbound.py`): its codec turns a request into the chat form
 that every translator serves, and the chat answer or stream back into the API's shape.
 `serve.py` runs that chat form through the chat endpoints' own machinery
-(`routes._serve`: authentication, routing and `default`, budgets, rate limits,
+(`routes.serve_request`: authentication, routing and `default`, budgets, rate limits,
 `attempts.serve_route` with its retries, fallbacks and hosted quota, usage rows under the
 API's name), so these endpoints are one system with chat completions. Where the routed
 translator has the API natively (`Translator.native`), an attempt sends the client's own

@@ -1,7 +1,7 @@
 """Serving one inbound API (`translators/_inbound.py`) with the chat endpoints' machinery.
 
 Per request: the body is parsed with the API's model and converted to its chat form
-(`prepare`); `routes._serve` does the rest as for chat completions, calling `call` or
+(`prepare`); `routes.serve_request` does the rest as for chat completions, calling `call` or
 `call_stream` once per attempt. Each attempt looks at the translator it landed on: one with
 the API natively (`Translator.native[api.name]`) gets the client's own body and its answer
 or events are passed on as they came (`RelayFraming`); any other gets the chat form, and
@@ -35,8 +35,9 @@ from proxy.errors import (
     shape_errors,
 )
 from proxy.gateway import Gateway
+from proxy.inbound.kept import continued, keeper, kept_routes
 from proxy.request_ids import request_id
-from proxy.routes import _serve
+from proxy.routes import serve_request
 from proxy.routing import resolve
 from proxy.sse import EventFraming, Framed, RelayFraming, SSEResponse
 from translators import INBOUND
@@ -57,10 +58,15 @@ def _forwarded(request: Request, api: InboundApi) -> dict[str, str]:
 def _prepare(api: InboundApi) -> Callable[[Request, Gateway], Awaitable[InboundChatRequest]]:
     async def prepare(request: Request, gateway: Gateway) -> InboundChatRequest:
         parsed = parse(api.request, await read_json(request, gateway.settings.max_request_bytes))
+        if api.keeping is not None:  # the conversation it continues, before the chat form is made
+            parsed = await continued(api, api.keeping, parsed, request, gateway)
         try:
             req = api.to_chat(parsed)
         except ValidationError as exc:  # the chat form holds what the API's model let through
             raise from_validation_error(exc) from None
+        if api.keeping is not None:
+            caller = await authenticate(request, gateway.directory)  # cached: the request's own, again
+            req.answering(keeper(api, api.keeping, req, caller.tenant.id, gateway))
         forwarded = _forwarded(request, api)
         return req.forwarding(forwarded) if forwarded else req
     return prepare
@@ -72,10 +78,14 @@ def _call(api: InboundApi) -> Call:
         body = req.native_body
         if native is not None and body is not None:
             answer, usage = await native.call(body, req.forwarded, ctx)
+            if req.on_answer is not None:
+                await req.on_answer(answer)
             return Answer(body=orjson.dumps(answer), usage=usage)
         chat = await translator.chat(req.for_chat(translator.chat_extras), ctx)
-        return Answer(body=orjson.dumps(api.from_chat(chat, req)), usage=Usage.from_openai(chat.get("usage")),
-                      output=chat)
+        answer = api.from_chat(chat, req)
+        if req.on_answer is not None:
+            await req.on_answer(answer)
+        return Answer(body=orjson.dumps(answer), usage=Usage.from_openai(chat.get("usage")), output=chat)
     return call
 
 
@@ -86,9 +96,11 @@ def _call_stream(api: InboundApi) -> StreamCall:
         chunks: AsyncIterator[StreamChunk]
         if native is not None and body is not None:
             chunks = native.stream(body, req.forwarded, ctx)
-            return Framed(chunks, RelayFraming(api.error_events))
+            keeping = api.keeping
+            return Framed(chunks, RelayFraming(api.error_events, req.on_answer,
+                                               keeping.answer_in_event if keeping is not None else None))
         chunks = translator.chat_stream(req.for_chat(translator.chat_extras), ctx)
-        return Framed(chunks, EventFraming(api.encoder(req)))
+        return Framed(chunks, EventFraming(api.encoder(req), req.on_answer))
     return call_stream
 
 
@@ -97,7 +109,7 @@ def _endpoint(api: InboundApi) -> Callable[[Request], Awaitable[Response | SSERe
 
     async def endpoint(request: Request) -> Response | SSEResponse:
         shape_errors(request, api.error)
-        return await _serve(request, api.name, ModelType.LLM, prepare, call, call_stream)
+        return await serve_request(request, api.name, ModelType.LLM, prepare, call, call_stream)
     return endpoint
 
 
@@ -133,6 +145,8 @@ def _routes(api: InboundApi) -> list[HTTPRoute]:
     routes = [HTTPRoute(api.path, _endpoint(api), methods=["POST"])]
     if api.count_path is not None:
         routes.append(HTTPRoute(api.count_path, _count_endpoint(api), methods=["POST"]))
+    if api.keeping is not None:
+        routes += kept_routes(api, api.keeping)
     return routes
 
 

@@ -200,6 +200,20 @@ CREATE TABLE budget_spend (
     PRIMARY KEY (tenant_id, scope, period)
 );
 """,
+    12: """
+CREATE TABLE kept_answers (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    api TEXT NOT NULL,
+    id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    answer TEXT NOT NULL,
+    items TEXT NOT NULL,
+    context TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, api, id)
+);
+CREATE INDEX kept_answers_expiry ON kept_answers(expires_at);
+""",
 }
 
 

@@ -294,4 +294,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (tenant_id, scope, period)
     ) WITHOUT ROWID;
     """,
+    # 12: answers kept for later requests (issue 17: the Responses API's `store`,
+    # `previous_response_id`, GET/DELETE /v1/responses/{id}), per tenant and API, until
+    # expires_at (`responses_retention_days`; pruned as new ones are kept). They hold what
+    # the tenant's users sent and got (proxy/store/kept.py): never logged.
+    """
+    CREATE TABLE kept_answers (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        api TEXT NOT NULL,
+        id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        answer TEXT NOT NULL,
+        items TEXT NOT NULL,
+        context TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, api, id)
+    );
+    CREATE INDEX kept_answers_expiry ON kept_answers(expires_at);
+    """,
 )

@@ -19,6 +19,7 @@ from proxy.store.changes import Change, Kind, LoggedChange, parse_rows
 from proxy.store.console import ConsoleQueries
 from proxy.store.credentials import CredentialQueries
 from proxy.store.keys import MasterKeyQueries, StaleMasterKey, current_key_id
+from proxy.store.kept import KeptQueries
 from proxy.store.limits import LimitQueries
 
 if TYPE_CHECKING:  # proxy.counters imports this package
@@ -63,7 +64,8 @@ def _now() -> int:
     return int(time.time())
 
 
-class StoreApi(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, CredentialQueries, BudgetQueries):
+class StoreApi(MasterKeyQueries, AccountingQueries, ConsoleQueries, LimitQueries, CredentialQueries, BudgetQueries,
+               KeptQueries):
     """The store's interface, whichever the backend: configuration queries (every write
     bumps the change counter); master-key queries come from `MasterKeyQueries`,
     accounting ones from `AccountingQueries`, the primitives from a backend: `Store`

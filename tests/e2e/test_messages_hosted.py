@@ -1,4 +1,4 @@
-"""End-to-end: the Messages API on a hosted trial (issue 17): a gateway of its own lends the
+"""End-to-end: the Messages API (and the Responses API, last test) on a hosted trial (issue 17): a gateway of its own lends the
 fake Anthropic on the operator's key with a quota of 2 calls. Checked with the anthropic SDK:
 a trial request goes through the chat path (its chat form is what the trial's allow-list
 checks: the client's own body never reaches the vendor as it is), costs one call however it
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import anthropic
+import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess
@@ -58,3 +59,26 @@ def test_a_trial_serves_the_chat_form_and_counts_one_call_per_request(
     assert spent.value.body["error"]["type"] == "rate_limit_error"
     assert spent.value.response.headers["x-should-retry"] == "false"
     assert len(fake_anthropic.state.requests) == 2
+
+
+def test_responses_on_a_trial_take_the_chat_path_and_count_one_call_per_request(
+        hosted: GatewayProcess, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> None:
+    """OpenAI's Responses API on the trial of the provider that serves it natively: the chat
+    form goes (checked by the allow-list, its output capped), never the client's body to the
+    vendor's /v1/responses; kept responses and follow-ups work; one call per request."""
+    accept_hosted_keys(fake_openai, fake_anthropic)
+    _, token = new_tenant(hosted)
+    client = openai.OpenAI(base_url=hosted.v1_url, api_key=token, max_retries=0, timeout=15.0)
+    first = client.responses.create(model="gpt-3.5-turbo", input="say hello", metadata={"k": "v"})
+    assert first.output_text == "Hello from the fake!" and first.metadata == {"k": "v"}
+    seen = fake_openai.state.last_request
+    assert seen.path == "/v1/chat/completions" and "metadata" not in seen.json and seen.json["max_tokens"] > 0
+    with client.responses.stream(model="gpt-3.5-turbo", previous_response_id=first.id, input="again") as stream:
+        follow = stream.get_final_response()
+    assert follow.previous_response_id == first.id
+    assert [m["content"] for m in fake_openai.state.last_request.json["messages"]] == [
+        "say hello", "Hello from the fake!", "again"]
+    assert client.responses.retrieve(follow.id).id == follow.id
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="gpt-3.5-turbo", input="one more")
+    assert [r.path for r in fake_openai.state.requests] == ["/v1/chat/completions"] * 2

@@ -52,6 +52,7 @@ from tests.fakes._openai_wire import (
     missing_param,
     sse_stream,
 )
+from tests.fakes._openai_responses import responses as responses_api
 from tests.fakes._vendor_common import FakeState, RecordedRequest, UploadedFile
 
 __all__ = [
@@ -108,6 +109,7 @@ class FakeOpenAIState(FakeState):
     reasoning_models: frozenset[str] = frozenset()  # models that think aloud first (DeepSeek's reasoner)
     reasoning_text: str = "The user wants a greeting. One short line will do."
     usage_in_choice: bool = False  # Moonshot: a stream's usage in its finishing choice, always
+    responses: dict[str, Any] = field(default_factory=dict)  # Responses API answers made, by id
     # -- observations (written by the server) --
     requests: list[RecordedRequest] = field(default_factory=list)
     organizations: list[str] = field(default_factory=list)  # OpenAI-Organization headers seen
@@ -315,6 +317,9 @@ def create_app(state: FakeOpenAIState) -> Starlette:
             language=text_field("language"), response_format=response_format,
             granularities=granularities)
 
+    async def responses(request: Request, record: RecordedRequest) -> Response:
+        return await responses_api(state, _json_object(record), record)
+
     async def not_found(request: Request, record: RecordedRequest) -> Response:
         raise OpenAIHTTPError(404, f"Invalid URL ({request.method} {request.url.path})")
 
@@ -325,6 +330,7 @@ def create_app(state: FakeOpenAIState) -> Starlette:
         Route("/v1/completions", _endpoint(state, completions), methods=post),
         Route("/v1/embeddings", _endpoint(state, embeddings), methods=post),
         Route("/v1/audio/transcriptions", _endpoint(state, transcriptions), methods=post),
+        Route("/v1/responses", _endpoint(state, responses), methods=post),
         # Anything else, including a wrong method on a known path, is OpenAI's 404.
         Route("/{path:path}", _endpoint(state, not_found), methods=every),
     ])

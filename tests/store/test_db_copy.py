@@ -23,6 +23,7 @@ from proxy.cli import main as cli_main
 from proxy.store import Store, UsageRow, pg_schema
 from proxy.store import schema as sqlite_schema
 from proxy.store.budgets import BudgetRow
+from proxy.store.kept import KeptRow
 from proxy.store.postgres import PostgresStore
 from tests.pg import PASSWORD
 
@@ -83,6 +84,8 @@ def populate(path: Path) -> None:
             await store.set_fallbacks("tn_1", "openai/gpt-4o", ["openai/gpt-4o-mini"])
             await store.set_meta("admin_token_hash", "abc")
             await store.set_budget("tn_1", BudgetRow("tk_1", 10**9, None, allow_unpriced=True))
+            await store.keep_answer("tn_1", "responses", KeptRow("resp_1", 1_700_000_000, 2_000_000_000,
+                                                                 '{"id": "resp_1"}', "[]", "[]"), 1_700_000_000)
             await store.insert_usage([UsageRow(1_700_000_000.25 + i, f"req_{i}", "tn_1", "tk_1", "/v1/chat/completions",
                                                "openai", "gpt-4o", "llm", "own", bool(i % 2), 200, 10, 5, 15, False,
                                                120.5, None if i % 2 else 30.0, 1, "default",

@@ -6,6 +6,7 @@ the backend's primitives, so every test here is one behaviour both must show ali
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from proxy.store import schema as sqlite_schema
 from proxy.store.budgets import BudgetRow, SpendCharge
 from proxy.store.changes import Kind
 from proxy.store.credentials import Cooldown, CredentialRow
+from proxy.store.kept import KeptRow
 from proxy.store.limits import Charge, LimitRow
 
 Opener = Callable[[], Awaitable[StoreApi]]
@@ -275,6 +277,35 @@ async def test_budgets_and_their_spend(store: StoreApi, opener: Opener) -> None:
         ("tn_1", "2027-01", 2), ("tn_2", "2026-12", 9)]
     assert await store.delete_tenant("tn_2")
     assert [r[0] for r in await store._all("SELECT tenant_id FROM budget_spend")] == ["tn_1"]
+
+
+async def test_kept_answers_per_tenant_until_they_expire(store: StoreApi, opener: Opener) -> None:
+    now = 1_800_000_000
+    row = KeptRow("resp_1", now, now + 100, '{"id": "resp_1", "text": "\u4f60\u597d"}', '[{"id": "msg_1"}]', "[]")
+    await store.keep_answer("tn_1", "responses", row, now)
+    changes = await store.changes()
+    other = await opener()  # another worker or instance reads it at once
+    assert await other.kept_answer("tn_1", "responses", "resp_1", now + 1) == row
+    assert await other.kept_answer("tn_2", "responses", "resp_1", now + 1) is None  # another tenant's: not there
+    assert await other.kept_answer("tn_1", "messages", "resp_1", now + 1) is None  # another API's
+    assert await other.kept_answer("tn_1", "responses", "resp_1", now + 100) is None  # expired
+    assert not await other.forget_answer("tn_2", "responses", "resp_1", now)
+    # Kept again under its id (a retried write): replaced, not doubled.
+    await other.keep_answer("tn_1", "responses", dataclasses.replace(row, items="[]"), now)
+    kept = await store.kept_answer("tn_1", "responses", "resp_1", now)
+    assert kept is not None and kept.items == "[]"
+    assert await store.changes() == changes  # accounting-like writes: no cache depends on them
+    # A later write prunes what expired; prune_kept does the same on its own.
+    await store.keep_answer("tn_2", "responses", KeptRow("resp_2", now, now + 10, "{}", "[]", "[]"), now)
+    await store.keep_answer("tn_2", "responses", KeptRow("resp_3", now, now + 500, "{}", "[]", "[]"), now + 200)
+    assert [r[0] for r in await store._all("SELECT id FROM kept_answers ORDER BY id")] == ["resp_3"]
+    assert await store.prune_kept(now + 500) == 1
+    await store.keep_answer("tn_1", "responses", KeptRow("resp_4", now, now + 500, "{}", "[]", "[]"), now)
+    assert await store.forget_answer("tn_1", "responses", "resp_4", now)
+    assert not await store.forget_answer("tn_1", "responses", "resp_4", now)
+    await store.keep_answer("tn_2", "responses", KeptRow("resp_5", now, now + 500, "{}", "[]", "[]"), now)
+    assert await store.delete_tenant("tn_2")  # a tenant's kept answers go with it
+    assert await store._all("SELECT id FROM kept_answers") == []
 
 
 async def test_change_counter_and_log(store: StoreApi, opener: Opener) -> None:

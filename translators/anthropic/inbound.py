@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from translators._estimate import TokenTally, estimate_tokens
-from translators._inbound import Event, InboundApi, InboundChatRequest
+from translators._inbound import Event, InboundApi, InboundChatRequest, as_object, count
 from translators._json import loads as bounded_json
 from translators.anthropic.codec import ERROR_STATUS
 from translators.anthropic.inbound_request import (
@@ -72,22 +72,14 @@ def _stop_reason(finish: Any, tools: bool) -> str:
     return "tool_use" if tools and reason == "end_turn" else reason
 
 
-def _object(value: Any) -> JSONObject:
-    return value if isinstance(value, dict) else {}
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def _usage(usage: Any) -> JSONObject | None:
     if not isinstance(usage, dict):
         return None
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    prompt = _count(usage.get("prompt_tokens"))
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    prompt = count(usage.get("prompt_tokens"))
     return {"input_tokens": max(prompt - cached, 0), "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": cached, "output_tokens": _count(usage.get("completion_tokens"))}
+            "cache_read_input_tokens": cached, "output_tokens": count(usage.get("completion_tokens"))}
 
 
 def _estimated_usage(input_tokens: int, output_tokens: int) -> JSONObject:
@@ -129,8 +121,8 @@ def _text_of(content: Any) -> str:
 def from_chat(body: JSONObject, req: InboundChatRequest) -> JSONObject:
     """A chat completion as a Messages answer (see the module docstring)."""
     choices = body.get("choices")
-    choice = _object(choices[0]) if isinstance(choices, list) and choices else {}
-    message = _object(choice.get("message"))
+    choice = as_object(choices[0]) if isinstance(choices, list) and choices else {}
+    message = as_object(choice.get("message"))
     content: list[JSONObject] = []
     text = _text_of(message.get("content"))
     if text:
@@ -138,7 +130,7 @@ def from_chat(body: JSONObject, req: InboundChatRequest) -> JSONObject:
     for call in message.get("tool_calls") or ():
         if not isinstance(call, dict):
             continue
-        function = _object(call.get("function"))
+        function = as_object(call.get("function"))
         content.append({"type": "tool_use", "id": str(call.get("id") or f"toolu_{len(content)}"),
                         "name": str(function.get("name") or ""), "input": _input(function.get("arguments"))})
     tools = any(block["type"] == "tool_use" for block in content)
@@ -194,7 +186,7 @@ class MessagesEncoder:
             return []
         index = call.get("index")
         position = index if isinstance(index, int) else len(self.tools)
-        function = _object(call.get("function"))
+        function = as_object(call.get("function"))
         events: list[Event] = []
         if position not in self.tools:
             events += self._block({"type": "tool_use", "id": str(call.get("id") or f"toolu_{self.index + 1}"),
@@ -236,6 +228,9 @@ class MessagesEncoder:
 
     def error(self, err: ApiError) -> list[Event]:
         return error_events(err)
+
+    def answer(self) -> JSONObject | None:
+        return None  # Messages answers are not kept
 
 
 def _encoder(req: InboundChatRequest) -> MessagesEncoder:

@@ -37,8 +37,8 @@ import orjson
 from pydantic import Field
 
 from translators._estimate import TokenTally
-from translators._inbound import InboundChatRequest
-from translators.errors import ApiError, bad_request
+from translators._inbound import Conversion, InboundChatRequest
+from translators.errors import bad_request
 from translators.types import JSONObject, _Open, _Request
 
 __all__ = ["CountRequest", "MessagesRequest", "estimate_input_tokens", "to_chat"]
@@ -78,19 +78,6 @@ class MessagesRequest(CountRequest):
     metadata: JSONObject | None = None
 
 
-class _Conversion:
-    """One request's chat form being built; `refusal` is the first thing it cannot carry."""
-
-    def __init__(self) -> None:
-        self.refusal: ApiError | None = None
-
-    def refuse(self, what: str, param: str) -> None:
-        if self.refusal is None:
-            self.refusal = bad_request(f"{what} needs a provider that serves Anthropic's Messages API natively; "
-                                       "this model's provider is reached through chat completions.", param,
-                                       "unsupported_on_chat_path")
-
-
 def _text(block: JSONObject, at: str) -> str:
     text = block.get("text")
     if not isinstance(text, str):
@@ -98,7 +85,7 @@ def _text(block: JSONObject, at: str) -> str:
     return text
 
 
-def _image(block: JSONObject, at: str, conv: _Conversion) -> JSONObject | None:
+def _image(block: JSONObject, at: str, conv: Conversion) -> JSONObject | None:
     source = block.get("source")
     if not isinstance(source, dict):
         raise bad_request(f"{at}.source must be an object", f"{at}.source")
@@ -115,7 +102,7 @@ def _image(block: JSONObject, at: str, conv: _Conversion) -> JSONObject | None:
     return None
 
 
-def _tool_result(block: JSONObject, at: str, conv: _Conversion) -> tuple[JSONObject, list[JSONObject]]:
+def _tool_result(block: JSONObject, at: str, conv: Conversion) -> tuple[JSONObject, list[JSONObject]]:
     """The tool message a `tool_result` becomes, and the images it held (for the next user message)."""
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
@@ -144,7 +131,7 @@ def _tool_result(block: JSONObject, at: str, conv: _Conversion) -> tuple[JSONObj
     return {"role": "tool", "tool_call_id": call_id, "content": text}, images
 
 
-def _user(content: str | list[JSONObject], where: str, conv: _Conversion) -> list[JSONObject]:
+def _user(content: str | list[JSONObject], where: str, conv: Conversion) -> list[JSONObject]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     out: list[JSONObject] = []
@@ -172,7 +159,7 @@ def _user(content: str | list[JSONObject], where: str, conv: _Conversion) -> lis
     return out
 
 
-def _assistant(content: str | list[JSONObject], where: str, conv: _Conversion) -> list[JSONObject]:
+def _assistant(content: str | list[JSONObject], where: str, conv: Conversion) -> list[JSONObject]:
     if isinstance(content, str):
         return [{"role": "assistant", "content": content}] if content else []
     texts: list[str] = []
@@ -204,7 +191,7 @@ def _system(system: str | list[TextBlock] | None) -> str:
     return "\n\n".join(b.text for b in system if b.text)
 
 
-def _tools(tools: list[JSONObject], conv: _Conversion) -> list[JSONObject]:
+def _tools(tools: list[JSONObject], conv: Conversion) -> list[JSONObject]:
     out: list[JSONObject] = []
     for k, tool in enumerate(tools):
         at = f"tools[{k}]"
@@ -237,7 +224,8 @@ def _tool_choice(choice: JSONObject, chat: JSONObject) -> None:
 def to_chat(req: MessagesRequest) -> InboundChatRequest:
     """The chat form of a Messages request (see the module docstring), carrying the client's
     body for a native endpoint and `top_k` for translators that read it."""
-    conv = _Conversion()
+    conv = Conversion("needs a provider that serves Anthropic's Messages API natively; this model's provider is "
+                      "reached through chat completions.")
     messages: list[JSONObject] = []
     system = _system(req.system)
     if system:
