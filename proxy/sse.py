@@ -56,6 +56,11 @@ class SSEResponse:
         # Read by the body to tell a client that left (499) from a server that stopped (503).
         self.client_gone = False
         self.stopped = False
+        # What ends the stream when the body never ran (the client left while the headers
+        # were going out): an async generator closed before its first step runs no code at
+        # all, so its own `finally` (close the upstream, account the request) would not run.
+        self.body_started = False
+        self.abandon: Callable[[], Awaitable[None]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -89,6 +94,8 @@ class SSEResponse:
         finally:
             watcher.cancel()
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            if not self.body_started and self.abandon is not None:
+                await self.abandon()
 
 
 def frame(data: bytes) -> bytes:
@@ -270,6 +277,7 @@ async def open_stream(stream: AsyncIterator[StreamChunk] | Framed, *, include_us
         raise
 
     async def body() -> AsyncIterator[bytes]:
+        response.body_started = True
         # Locals: the loop below runs once per chunk of every stream.
         write, usage_frames = framing.frame, framing.usage_frames
         async with aclosing(chunks):  # type: ignore[type-var]
@@ -316,5 +324,15 @@ async def open_stream(stream: AsyncIterator[StreamChunk] | Framed, *, include_us
             finally:
                 on_end(outcome)
 
+    async def abandon() -> None:
+        """The client left before the body's first step: close the upstream, and account
+        the request as the body would have (499: the client went away)."""
+        outcome.status = 503 if response.stopped else 499
+        try:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        finally:
+            on_end(outcome)
+
     response = SSEResponse(body(), {**HEADERS, **headers}, framing.error)
+    response.abandon = abandon
     return response

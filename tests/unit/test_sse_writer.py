@@ -88,3 +88,29 @@ async def test_closing_the_body_early_closes_the_upstream() -> None:
     await anext(iterator)
     await iterator.aclose()
     assert up.closed
+
+
+async def test_a_client_gone_before_the_first_frame_still_closes_the_upstream_and_is_accounted() -> None:
+    """The client leaves while the headers go out: the body never takes a step (a generator
+    closed before it starts runs no `finally`), yet the upstream is closed and the request
+    finishes as a 499 (its usage row, its open-stream gauge)."""
+    import asyncio
+
+    up = Upstream([chunk("a"), chunk("b")])
+    outcomes: list[sse.StreamOutcome] = []
+    response = await open_(up, outcomes=outcomes)
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, object]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            gone.set()               # the client is gone while the start goes out...
+            await asyncio.sleep(1)   # ...and the watcher cancels this send
+        raise AssertionError(f"nothing is sent after the start: {message}")
+
+    await response({"type": "http"}, receive, send)  # type: ignore[operator, arg-type]
+    assert up.closed
+    assert [o.status for o in outcomes] == [499]
