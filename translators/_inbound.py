@@ -32,7 +32,7 @@ from translators.errors import ApiError, bad_request
 from translators.types import ChatRequest, JSONObject, StreamChunk
 
 __all__ = ["Conversion", "Event", "EventEncoder", "InboundApi", "InboundChatRequest", "Kept", "Keeping",
-           "as_object", "count"]
+           "ChatAnswer", "as_object", "count", "read_chat_answer"]
 
 # One event of a stream in the API's own framing: its name and its JSON data.
 Event = tuple[str, bytes]
@@ -191,6 +191,44 @@ def as_object(value: Any) -> JSONObject:
 def count(value: Any) -> int:
     """A token count from a chat answer: a positive int, else 0 (never a bool)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str | None    # the vendor's, when it gave one
+    name: str
+    arguments: Any    # as the vendor sent them (a JSON string, usually)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatAnswer:
+    """What an inbound API's answer is made of, read once from a chat completion."""
+
+    text: str
+    calls: list[ToolCall]
+    finish_reason: Any
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # a few vendors answer with parts
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def read_chat_answer(body: JSONObject) -> ChatAnswer:
+    """The first choice's text, tool calls and finish reason, whatever the vendor left out."""
+    choices = body.get("choices")
+    choice = as_object(choices[0]) if isinstance(choices, list) and choices else {}
+    message = as_object(choice.get("message"))
+    calls = []
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, dict):
+            function = as_object(call.get("function"))
+            calls.append(ToolCall(str(call["id"]) if call.get("id") else None, str(function.get("name") or ""),
+                                  function.get("arguments")))
+    return ChatAnswer(_text_of(message.get("content")), calls, choice.get("finish_reason"))
 
 
 class Conversion:

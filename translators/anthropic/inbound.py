@@ -30,7 +30,14 @@ from typing import Any
 import orjson
 
 from translators._estimate import TokenTally, estimate_tokens
-from translators._inbound import Event, InboundApi, InboundChatRequest, as_object, count
+from translators._inbound import (
+    Event,
+    InboundApi,
+    InboundChatRequest,
+    as_object,
+    count,
+    read_chat_answer,
+)
 from translators._json import loads as bounded_json
 from translators.anthropic.codec import ERROR_STATUS
 from translators.anthropic.inbound_request import (
@@ -110,34 +117,19 @@ def chat_input_estimate(req: InboundChatRequest) -> int:
     return tokens
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # a few vendors answer with parts
-        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
-    return ""
-
-
 def from_chat(body: JSONObject, req: InboundChatRequest) -> JSONObject:
     """A chat completion as a Messages answer (see the module docstring)."""
-    choices = body.get("choices")
-    choice = as_object(choices[0]) if isinstance(choices, list) and choices else {}
-    message = as_object(choice.get("message"))
-    content: list[JSONObject] = []
-    text = _text_of(message.get("content"))
-    if text:
-        content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
-        if not isinstance(call, dict):
-            continue
-        function = as_object(call.get("function"))
-        content.append({"type": "tool_use", "id": str(call.get("id") or f"toolu_{len(content)}"),
-                        "name": str(function.get("name") or ""), "input": _input(function.get("arguments"))})
+    answer = read_chat_answer(body)
+    text = answer.text
+    content: list[JSONObject] = [{"type": "text", "text": text}] if text else []
+    for call in answer.calls:
+        content.append({"type": "tool_use", "id": call.id or f"toolu_{len(content)}", "name": call.name,
+                        "input": _input(call.arguments)})
     tools = any(block["type"] == "tool_use" for block in content)
     usage = _usage(body.get("usage")) or _estimated_usage(chat_input_estimate(req), estimate_tokens(text))
     return {"id": message_id(body.get("id")), "type": "message", "role": "assistant",
             "model": str(body.get("model") or req.model), "content": content,
-            "stop_reason": _stop_reason(choice.get("finish_reason"), tools), "stop_sequence": None, "usage": usage}
+            "stop_reason": _stop_reason(answer.finish_reason, tools), "stop_sequence": None, "usage": usage}
 
 
 class MessagesEncoder:

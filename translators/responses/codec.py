@@ -28,7 +28,13 @@ from typing import Any
 import orjson
 
 from translators._estimate import TokenTally, estimate_tokens
-from translators._inbound import Event, InboundChatRequest, as_object, count
+from translators._inbound import (
+    Event,
+    InboundChatRequest,
+    as_object,
+    count,
+    read_chat_answer,
+)
 from translators.errors import ApiError
 from translators.responses.request import ResponsesChatRequest, new_item_id
 from translators.types import JSONObject, StreamChunk
@@ -76,14 +82,6 @@ def input_estimate(req: InboundChatRequest) -> int:
     return tally.tokens
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # a few vendors answer with parts
-        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
-    return ""
-
-
 def text_part(text: str) -> JSONObject:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
@@ -124,25 +122,17 @@ def response_object(req: InboundChatRequest, status: str, output: list[JSONObjec
 
 def from_chat(body: JSONObject, req: InboundChatRequest) -> JSONObject:
     """A chat completion as a `response` object (see the module docstring)."""
-    choices = body.get("choices")
-    choice = as_object(choices[0]) if isinstance(choices, list) and choices else {}
-    message = as_object(choice.get("message"))
-    output: list[JSONObject] = []
-    text = _text_of(message.get("content"))
-    if text:
-        output.append(message_item(new_item_id("msg"), [text_part(text)], "completed"))
-    for call in message.get("tool_calls") or ():
-        if not isinstance(call, dict):
-            continue
-        function = as_object(call.get("function"))
-        arguments = function.get("arguments")
-        output.append(call_item(new_item_id("fc"), str(call.get("id") or new_item_id("call")),
-                                str(function.get("name") or ""),
+    answer = read_chat_answer(body)
+    text = answer.text
+    output = [message_item(new_item_id("msg"), [text_part(text)], "completed")] if text else []
+    for call in answer.calls:
+        arguments = call.arguments
+        output.append(call_item(new_item_id("fc"), call.id or new_item_id("call"), call.name,
                                 arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode(),
                                 "completed"))
     usage = _usage(body.get("usage")) or _tokens(input_estimate(req), estimate_tokens(text))
     model = body.get("model")
-    return response_object(req, "completed", output, usage, choice.get("finish_reason"),
+    return response_object(req, "completed", output, usage, answer.finish_reason,
                            model if isinstance(model, str) and model else None)
 
 
