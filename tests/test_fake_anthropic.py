@@ -17,7 +17,7 @@ import pytest
 from anthropic._constants import ANTHROPIC_API_VERSION as SDK_API_VERSION
 
 from keystore.models import Credential
-from tests.fakes.anthropic import (
+from emulators.anthropic import (
     DEFAULT_API_KEY,
     DEFAULT_REPLY,
     awkward_pieces,

@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes._openai_payloads import embedding_vector
+from emulators._openai_payloads import embedding_vector
 from tests.fakes.azure_fixtures import FakeAzure
-from tests.fakes.azure_openai import (
+from emulators.azure_openai import (
     DEFAULT_DEPLOYMENTS,
     ERROR_400_CONTENT_FILTER,
     ERROR_404_DEPLOYMENT_NOT_FOUND,

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.fakes.chatglm import DEFAULT_REPLY
+from emulators.chatglm import DEFAULT_REPLY
 from tests.fakes.chatglm_fixtures import FakeChatGLM, FakeZhipu
 from translators.zhipu import make_jwt
 

@@ -1,4 +1,4 @@
-"""The fake OpenAI playing DeepSeek, Moonshot and a self-hosted server (tests/fakes/compatibles.py),
+"""The fake OpenAI playing DeepSeek, Moonshot and a self-hosted server (emulators/compatibles.py),
 and what their spec rows make of them, called directly (no gateway): the reasoner's thoughts
 pass through, Moonshot's usage moves to where OpenAI puts it, each vendor's errors mean what
 they say, and a server without a key is sent no Authorization header."""
@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from keystore.models import validate_credential
-from tests.fakes.compatibles import deepseek_error, moonshot_error
+from emulators.compatibles import deepseek_error, moonshot_error
 from tests.fakes.fixtures import FakeOpenAI
 from translators import REGISTRY
 from translators._http import UpstreamClient

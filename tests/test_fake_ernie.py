@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from keystore.models import Credential
-from tests.fakes.ernie import API_KEY, DEFAULT_REPLY, SECRET_KEY, vector
+from emulators.ernie import API_KEY, DEFAULT_REPLY, SECRET_KEY, vector
 from tests.fakes.ernie_fixtures import FakeErnie
 from translators import ernie
 from translators._http import UpstreamClient

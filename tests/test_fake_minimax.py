@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.fakes.minimax import DEFAULT_API_KEY, DEFAULT_GROUP_ID, DEFAULT_REPLY
+from emulators.minimax import DEFAULT_API_KEY, DEFAULT_GROUP_ID, DEFAULT_REPLY
 from tests.fakes.minimax_fixtures import FakeMinimax
 
 BODY = {"model": "abab6.5s-chat", "messages": [{"role": "user", "content": "你好"}]}

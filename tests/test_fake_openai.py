@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app, mask_key
-from tests.fakes.server import ServedApp, free_port
+from emulators.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app, mask_key
+from emulators.server import ServedApp, free_port
 from tests.fixture_data import check_schema, fixture, needs_shared, shared_recording
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}

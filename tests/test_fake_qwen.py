@@ -11,7 +11,7 @@ import dashscope
 import httpx
 import pytest
 
-from tests.fakes.qwen import DEFAULT_API_KEY, DEFAULT_REPLY, embedding_vector
+from emulators.qwen import DEFAULT_API_KEY, DEFAULT_REPLY, embedding_vector
 from tests.fakes.qwen_fixtures import FakeQwen
 
 USER = [{"role": "user", "content": "你好"}]

@@ -12,7 +12,7 @@ import pytest
 import replicate
 from replicate.exceptions import ModelError, ReplicateError
 
-from tests.fakes.replicate import HAIKU, LLAMA_VERSION
+from emulators.replicate import HAIKU, LLAMA_VERSION
 from tests.fakes.replicate_fixtures import FakeReplicate
 
 LLM = "meta/meta-llama-3-8b-instruct"

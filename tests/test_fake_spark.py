@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from keystore.models import Credential
-from tests.fakes.spark import API_KEY, API_PASSWORD, API_SECRET, APP_ID, DEFAULT_REPLY
+from emulators.spark import API_KEY, API_PASSWORD, API_SECRET, APP_ID, DEFAULT_REPLY
 from tests.fakes.spark_fixtures import FakeSpark
 from translators._http import UpstreamClient
 from translators.base import CallContext

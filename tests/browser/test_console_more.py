@@ -56,7 +56,7 @@ from tests.e2e.hosted_setup import (
 )
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.server import free_port
+from emulators.server import free_port
 
 QUOTA = 5
 TRIAL_LLMS = [m for m in OPENAI_MODELS if not m.startswith("text-embedding")]  # gpt-3.5-turbo, -16k

@@ -1,4 +1,4 @@
-"""Contract adapter for `anthropic`, driving the fake Messages API (tests/fakes/anthropic.py).
+"""Contract adapter for `anthropic`, driving the fake Messages API (emulators/anthropic.py).
 
 The fake cuts every stream event in awkward pieces (inside lines and UTF-8 characters),
 and tool calls come after a text preamble, so Anthropic's content-block index (1) must
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.contract import Adapter
-from tests.fakes.anthropic import error_body
+from emulators.anthropic import error_body
 
 MESSAGES: dict[int, str] = {
     400: "messages: roles must alternate between \"user\" and \"assistant\"",

@@ -1,4 +1,4 @@
-"""Contract adapter for `azure_openai`, driving the fake Azure resource (tests/fakes/azure_openai.py).
+"""Contract adapter for `azure_openai`, driving the fake Azure resource (emulators/azure_openai.py).
 
 The credential points `endpoint` (not `base_url`) at the fake, so the translator's own
 endpoint handling is exercised. Streams carry Azure's prompt-filter chunk (empty
@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from tests.contract import Adapter
-from tests.fakes.azure_openai import ACCESS_DENIED, API_VERSION, azure_error, error_429
+from emulators.azure_openai import ACCESS_DENIED, API_VERSION, azure_error, error_429
 
 DEPLOYMENT = "prod-chat"
 ERRORS: dict[int, dict[str, Any]] = {

@@ -1,5 +1,5 @@
 """Contract adapter for `chatglm`, driving the fake ChatGLM2-6B openai_api.py server
-(tests/fakes/chatglm.py; `api=openai`, the credential's default).
+(emulators/chatglm.py; `api=openai`, the credential's default).
 
 openai_api.py has no function calling, ignores max_length (so a reply is never cut by the
 token limit) and never answers 200 with an error object; its streams are CRLF-framed without

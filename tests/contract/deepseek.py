@@ -1,4 +1,4 @@
-"""Contract adapter for `deepseek`, driving the fake OpenAI as DeepSeek (tests/fakes/compatibles.py).
+"""Contract adapter for `deepseek`, driving the fake OpenAI as DeepSeek (emulators/compatibles.py).
 
 The model is `deepseek-reasoner`, so every stream the suite checks opens with the reasoner's
 `reasoning_content` deltas before the answer (they must pass through untouched).
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.contract._openai_shaped import OpenAIShapedAdapter
-from tests.fakes.compatibles import DEEPSEEK_KEY, deepseek_error
+from emulators.compatibles import DEEPSEEK_KEY, deepseek_error
 
 # Bodies per status, in DeepSeek's shape (type + code "invalid_request_error"), its documented statuses.
 ERRORS: dict[int, dict[str, Any]] = {

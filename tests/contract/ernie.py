@@ -1,4 +1,4 @@
-"""Contract adapter for `ernie`, driving the fake ERNIE v1 API (tests/fakes/ernie.py).
+"""Contract adapter for `ernie`, driving the fake ERNIE v1 API (emulators/ernie.py).
 
 ERNIE reports API errors inside HTTP 200 bodies (`error_code`, in streams as a bare JSON
 body), never as HTTP statuses (ernie.md §6), so the HTTP-status capabilities are lacking

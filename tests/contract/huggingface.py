@@ -1,4 +1,4 @@
-"""Contract adapter for `huggingface`, driving the fake Hugging Face (tests/fakes/huggingface.py).
+"""Contract adapter for `huggingface`, driving the fake Hugging Face (emulators/huggingface.py).
 
 The model is a serverless one served by a current TGI's Messages API (tools, include_usage,
 `data:` without a space, the `[DONE]` marker); streams are written in awkward pieces.

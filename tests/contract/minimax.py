@@ -1,4 +1,4 @@
-"""Contract adapter for `minimax`, driving the fake MiniMax ChatCompletion v2 (tests/fakes/minimax.py).
+"""Contract adapter for `minimax`, driving the fake MiniMax ChatCompletion v2 (emulators/minimax.py).
 
 MiniMax reports errors with HTTP 200 and a `base_resp` status code (minimax.md §1, §4), a
 wrong key included, so the HTTP-status capabilities are lacking and the error mapping is

@@ -1,4 +1,4 @@
-"""Contract adapter for `moonshot`, driving the fake OpenAI as Moonshot (tests/fakes/compatibles.py).
+"""Contract adapter for `moonshot`, driving the fake OpenAI as Moonshot (emulators/compatibles.py).
 
 Streams carry their usage in the finishing choice, as Moonshot's do; the translator must
 still end them with the one usage-only chunk.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.contract._openai_shaped import OpenAIShapedAdapter
-from tests.fakes.compatibles import moonshot_error
+from emulators.compatibles import moonshot_error
 
 ERRORS: dict[int, dict[str, Any]] = {
     400: moonshot_error("Invalid request: temperature must be in [0, 1]", "invalid_request_error"),

@@ -1,11 +1,11 @@
-"""Contract adapter for `openai`, driving the fake OpenAI (tests/fakes/openai.py)."""
+"""Contract adapter for `openai`, driving the fake OpenAI (emulators/openai.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tests.contract._openai_shaped import OpenAIShapedAdapter
-from tests.fakes._openai_wire import error_body
+from emulators._openai_wire import error_body
 
 # (message, type, code) of OpenAI's error bodies per status, as ../shared/vendors/openai.md documents them.
 ERRORS: dict[int, tuple[str, str, str | None]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.contract._openai_shaped import OpenAIShapedAdapter
-from tests.fakes._openai_wire import error_body
+from emulators._openai_wire import error_body
 
 ERRORS: dict[int, dict[str, Any] | str] = {
     400: {"object": "error", "message": "This model's maximum context length is 8192 tokens.",

@@ -1,4 +1,4 @@
-"""Contract adapter for `qwen`, driving the fake DashScope native API (tests/fakes/qwen.py).
+"""Contract adapter for `qwen`, driving the fake DashScope native API (emulators/qwen.py).
 
 The fake frames streams as DashScope does (`id:`/`event:result`/`:HTTP_STATUS/200`/`data:`,
 no spaces, no end sentinel, cut in awkward pieces), with `finish_reason: "null"` until the

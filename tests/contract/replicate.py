@@ -1,4 +1,4 @@
-"""Contract adapter for `replicate`, driving the fake Replicate (tests/fakes/replicate.py).
+"""Contract adapter for `replicate`, driving the fake Replicate (emulators/replicate.py).
 
 Non-streamed calls create a prediction with `Prefer: wait` and poll `urls.get` until the
 fake finishes it (a few polls); streamed calls read `urls.stream`, written in awkward
@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.contract import Adapter
-from tests.fakes._openai_wire import text_pieces
-from tests.fakes.replicate import UNAUTHENTICATED
+from emulators._openai_wire import text_pieces
+from emulators.replicate import UNAUTHENTICATED
 
 MODEL = "meta/meta-llama-3-8b-instruct"
 ERRORS: dict[int, Any] = {

@@ -1,4 +1,4 @@
-"""Contract adapter for `spark`, driving the fake Spark websocket API (tests/fakes/spark.py).
+"""Contract adapter for `spark`, driving the fake Spark websocket API (emulators/spark.py).
 
 The websocket transport is the one held to the contract (the HTTP API, used when a
 credential has `api_password`, is covered by tests/test_fake_spark.py and the e2e tests).

@@ -1,4 +1,4 @@
-"""Contract adapter for `zhipu`, driving the fake Zhipu v4 API (tests/fakes/zhipu.py).
+"""Contract adapter for `zhipu`, driving the fake Zhipu v4 API (emulators/zhipu.py).
 
 Every request carries a JWT the fake verifies (HS256, millisecond timestamps); Zhipu's last
 stream chunk holds the finish reason and the usage together, and its deltas all repeat the

@@ -35,7 +35,7 @@ import yaml
 
 from proxy.cli import main as cli_main
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.server import free_port
+from emulators.server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ACME_KEY = "sk-test-acme-not-a-real-key-000000000001"

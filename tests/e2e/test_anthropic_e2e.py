@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
-from tests.fakes.anthropic import DEFAULT_API_KEY, DEFAULT_REPLY
+from emulators.anthropic import DEFAULT_API_KEY, DEFAULT_REPLY
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 
 MODEL = "claude-haiku-4-5"

@@ -21,9 +21,9 @@ import pytest
 from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.e2e.test_endpoints import check_schema, wav_bytes
 from tests.e2e.test_streaming import sse_frames
-from tests.fakes._openai_payloads import embedding_vector
+from emulators._openai_payloads import embedding_vector
 from tests.fakes.azure_fixtures import FakeAzure
-from tests.fakes.azure_openai import (
+from emulators.azure_openai import (
     DEFAULT_API_KEY,
     DEFAULT_DEPLOYMENTS,
     ERROR_400_CONTENT_FILTER,

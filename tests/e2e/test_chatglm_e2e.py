@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess, provider_tenant
-from tests.fakes.chatglm import DEFAULT_REPLY
+from emulators.chatglm import DEFAULT_REPLY
 from tests.fakes.chatglm_fixtures import FakeChatGLM
 from translators._estimate import estimate_tokens
 

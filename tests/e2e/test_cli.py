@@ -27,7 +27,7 @@ from proxy.cli import main as cli_main
 from proxy.settings import load_settings
 from proxy.tenants import Directory
 from tests.e2e.harness import GatewayProcess
-from tests.fakes.server import free_port
+from emulators.server import free_port
 from translators import REGISTRY
 
 KEY = "sk-test-cli-" + secrets.token_hex(12)

@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from tests.e2e.harness import GatewayProcess
 from tests.fakes.azure_fixtures import FakeAzure
 from tests.fakes.fixtures import FakeOpenAI, served_fake_openai
-from tests.fakes.server import free_port
+from emulators.server import free_port
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 KEY_A = "sk-test-balance-a-000000000000000001"

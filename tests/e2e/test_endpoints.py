@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import ACME_KEY, GatewayProcess
-from tests.fakes._openai_payloads import embedding_vector
+from emulators._openai_payloads import embedding_vector
 from tests.fakes.fixtures import FakeOpenAI
 from tests.fixture_data import check_schema
 

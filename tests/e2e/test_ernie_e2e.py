@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
-from tests.fakes.ernie import API_KEY, DEFAULT_REPLY, SECRET_KEY, vector
+from emulators.ernie import API_KEY, DEFAULT_REPLY, SECRET_KEY, vector
 from tests.fakes.ernie_fixtures import FakeErnie
 
 USER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "say hello to me"}]

@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.harness import ACME_KEY, BETA_KEY, GatewayProcess
 from tests.e2e.test_endpoints import USER, check_schema, wav_bytes
-from tests.fakes._openai_wire import error_body
+from emulators._openai_wire import error_body
 from tests.fakes.fixtures import FakeOpenAI
 
 CHAT = {"model": "default", "messages": USER}

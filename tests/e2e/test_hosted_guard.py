@@ -27,7 +27,7 @@ from tests.e2e.hosted_setup import (
 )
 from tests.e2e.test_endpoints import wav_bytes
 from tests.fakes.fixtures import FakeOpenAI, served_fake_openai
-from tests.fakes.server import free_port
+from emulators.server import free_port
 
 MAX_TOKENS = 64
 DEAD_PORT = free_port()  # nothing listens here: a connection that is never made

@@ -19,8 +19,8 @@ import pytest
 from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.e2e.test_endpoints import check_schema, wav_bytes
 from tests.e2e.test_streaming import sse_frames
-from tests.fakes._hf_payloads import token_vectors
-from tests.fakes._openai_payloads import embedding_vector
+from emulators._hf_payloads import token_vectors
+from emulators._openai_payloads import embedding_vector
 from tests.fakes.huggingface_fixtures import FakeHF
 from tests.fixture_data import fixture
 

@@ -21,13 +21,13 @@ import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
 from tests.e2e.hosted_setup import usage_rows, wait_until
-from tests.fakes.anthropic import DEFAULT_API_KEY as ANTHROPIC_KEY
-from tests.fakes.anthropic import DEFAULT_REPLY as ANTHROPIC_REPLY
+from emulators.anthropic import DEFAULT_API_KEY as ANTHROPIC_KEY
+from emulators.anthropic import DEFAULT_REPLY as ANTHROPIC_REPLY
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.openai import DEFAULT_API_KEY as OPENAI_KEY
-from tests.fakes.qwen import DEFAULT_API_KEY as QWEN_KEY
-from tests.fakes.qwen import DEFAULT_REPLY as QWEN_REPLY
+from emulators.openai import DEFAULT_API_KEY as OPENAI_KEY
+from emulators.qwen import DEFAULT_API_KEY as QWEN_KEY
+from emulators.qwen import DEFAULT_REPLY as QWEN_REPLY
 from tests.fakes.qwen_fixtures import FakeQwen
 
 MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-haiku-4-5", "qwen": "qwen/qwen-plus"}

@@ -19,7 +19,7 @@ from tests.e2e.hosted_setup import (
     hosted_gateway,
     new_tenant,
 )
-from tests.fakes.anthropic import DEFAULT_REPLY
+from emulators.anthropic import DEFAULT_REPLY
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 from tests.fakes.fixtures import FakeOpenAI
 

@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
-from tests.fakes._vendor_common import fake_vector
-from tests.fakes.minimax import DEFAULT_API_KEY, DEFAULT_GROUP_ID, DEFAULT_REPLY
+from emulators._vendor_common import fake_vector
+from emulators.minimax import DEFAULT_API_KEY, DEFAULT_GROUP_ID, DEFAULT_REPLY
 from tests.fakes.minimax_fixtures import FakeMinimax
 
 MODEL = "abab6.5s-chat"

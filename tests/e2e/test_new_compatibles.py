@@ -1,6 +1,6 @@
 """End-to-end: the three providers that are nothing but a spec row (DeepSeek, Moonshot / Kimi, a
 generic OpenAI-compatible server) behind a real `modelport serve`, called with the openai SDK,
-checked against what their fakes received (tests/fakes/compatibles.py).
+checked against what their fakes received (emulators/compatibles.py).
 
 The module's own tenant gets `deepseek` and `moonshot` credentials, and models added one by
 one on the generic server: a chat model without a key, one with a key, an embedding model."""
@@ -15,9 +15,9 @@ import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
-from tests.fakes.compatibles import DEEPSEEK_KEY, MOONSHOT_KEY
+from emulators.compatibles import DEEPSEEK_KEY, MOONSHOT_KEY
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.openai import DEFAULT_API_KEY
+from emulators.openai import DEFAULT_API_KEY
 
 USER = [{"role": "user", "content": "say hello to me"}]
 REPLY = "Hello from the fake!"  # the fake OpenAI's default reply

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import ACME_KEY, BETA_KEY, GatewayProcess, seed
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.server import free_port
+from emulators.server import free_port
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "observing-content-never-logged"}]
 BAD_KEY = "sk-test-observing-rejected-key-0000000009"

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
-from tests.fakes.qwen import DEFAULT_API_KEY, DEFAULT_REPLY, embedding_vector
+from emulators.qwen import DEFAULT_API_KEY, DEFAULT_REPLY, embedding_vector
 from tests.fakes.qwen_fixtures import FakeQwen
 
 MODEL = "qwen-plus"

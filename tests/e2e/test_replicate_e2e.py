@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.harness import GatewayProcess, provider_tenant
 from tests.e2e.test_endpoints import wav_bytes
 from tests.e2e.test_streaming import sse_frames
-from tests.fakes.replicate import HAIKU, LLAMA_VERSION
+from emulators.replicate import HAIKU, LLAMA_VERSION
 from tests.fakes.replicate_fixtures import FakeReplicate
 
 TENANT = "replicate-e2e"

@@ -15,11 +15,11 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.harness import GatewayProcess
-from tests.fakes.anthropic import DEFAULT_API_KEY as ANTHROPIC_KEY
+from emulators.anthropic import DEFAULT_API_KEY as ANTHROPIC_KEY
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.openai import DEFAULT_API_KEY as OPENAI_KEY
-from tests.fakes.server import free_port
+from emulators.openai import DEFAULT_API_KEY as OPENAI_KEY
+from emulators.server import free_port
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 CLAUDE = "claude-haiku-4-5"

@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess, provider_tenant
-from tests.fakes.spark import API_KEY, API_PASSWORD, API_SECRET, APP_ID, DEFAULT_REPLY
+from emulators.spark import API_KEY, API_PASSWORD, API_SECRET, APP_ID, DEFAULT_REPLY
 from tests.fakes.spark_fixtures import FakeSpark
 
 USER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "say hello to me"}]

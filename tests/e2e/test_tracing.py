@@ -17,8 +17,8 @@ import pytest
 
 from tests.e2e.harness import GatewayProcess
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.openai import DEFAULT_API_KEY as OPENAI_KEY
-from tests.fakes.server import free_port
+from emulators.openai import DEFAULT_API_KEY as OPENAI_KEY
+from emulators.server import free_port
 
 trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2",
                                     reason="the otel extra is not installed (pip install -e '.[test]' brings it)")

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from tests.e2e.harness import ACME_KEY, GatewayProcess, ProviderTenant, provider_tenant
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.server import ServedApp
+from emulators.server import ServedApp
 
 USER = [{"role": "user", "content": "the prompt must not travel"}]
 ANTHROPIC_KEY = "sk-ant-fake-e2e-redirect-0000000001"

@@ -39,7 +39,7 @@ from tests.e2e.hosted_setup import (
 )
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.server import free_port
+from emulators.server import free_port
 
 CLAUDE = "anthropic/claude-haiku-4-5"
 

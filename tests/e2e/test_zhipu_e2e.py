@@ -15,9 +15,9 @@ import openai
 import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
-from tests.fakes._vendor_common import fake_vector
+from emulators._vendor_common import fake_vector
 from tests.fakes.chatglm_fixtures import FakeZhipu
-from tests.fakes.zhipu import DEFAULT_API_KEY, DEFAULT_REPLY
+from emulators.zhipu import DEFAULT_API_KEY, DEFAULT_REPLY
 
 MODEL = "glm-4"
 USER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "say hello to me"}]

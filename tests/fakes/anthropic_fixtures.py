@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.anthropic import DEFAULT_API_KEY, FakeAnthropicState, create_app
-from tests.fakes.server import ServedApp
+from emulators.anthropic import DEFAULT_API_KEY, FakeAnthropicState, create_app
+from emulators.server import ServedApp
 
 
 @dataclass

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.azure_openai import (
+from emulators.azure_openai import (
     API_VERSION,
     DEFAULT_API_KEY,
     FakeAzureState,
     create_app,
 )
-from tests.fakes.server import ServedApp
+from emulators.server import ServedApp
 
 
 @dataclass

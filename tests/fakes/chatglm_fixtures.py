@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes import chatglm, zhipu
-from tests.fakes.server import ServedApp
+from emulators import chatglm, zhipu
+from emulators.server import ServedApp
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """pytest fixtures serving the fake OpenAI as DeepSeek, Moonshot and a generic OpenAI-compatible
-server (tests/fakes/compatibles.py; a plugin module, see tests/conftest.py). Each is a
+server (emulators/compatibles.py; a plugin module, see tests/conftest.py). Each is a
 `FakeOpenAI` (script/inspect `.state`, point a credential at `.v1_url`):
 
 - ``fake_deepseek_server`` / ``fake_deepseek``
@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes.compatibles import DEEPSEEK_KEY, MOONSHOT_KEY, FakeDeepSeekState, FakeMoonshotState
+from emulators.compatibles import DEEPSEEK_KEY, MOONSHOT_KEY, FakeDeepSeekState, FakeMoonshotState
 from tests.fakes.fixtures import FakeOpenAI
-from tests.fakes.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app
-from tests.fakes.server import ServedApp
+from emulators.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app
+from emulators.server import ServedApp
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes.ernie import API_KEY, SECRET_KEY, FakeErnieState, create_app
-from tests.fakes.server import ServedApp
+from emulators.ernie import API_KEY, SECRET_KEY, FakeErnieState, create_app
+from emulators.server import ServedApp
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app
-from tests.fakes.server import ServedApp
+from emulators.openai import DEFAULT_API_KEY, FakeOpenAIState, create_app
+from emulators.server import ServedApp
 
 
 @dataclass

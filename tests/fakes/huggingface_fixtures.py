@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes.huggingface import DEFAULT_TOKEN, FakeHFState, create_app
-from tests.fakes.server import ServedApp
+from emulators.huggingface import DEFAULT_TOKEN, FakeHFState, create_app
+from emulators.server import ServedApp
 
 
 @dataclass

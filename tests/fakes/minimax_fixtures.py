@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes.minimax import (
+from emulators.minimax import (
     DEFAULT_API_KEY,
     DEFAULT_GROUP_ID,
     FakeMinimaxState,
     create_app,
 )
-from tests.fakes.server import ServedApp
+from emulators.server import ServedApp
 
 
 @dataclass

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes.qwen import DEFAULT_API_KEY, FakeQwenState, create_app
-from tests.fakes.server import ServedApp
+from emulators.qwen import DEFAULT_API_KEY, FakeQwenState, create_app
+from emulators.server import ServedApp
 
 
 @dataclass

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes.replicate import DEFAULT_TOKEN, FakeReplicateState, create_app
-from tests.fakes.server import ServedApp
+from emulators.replicate import DEFAULT_TOKEN, FakeReplicateState, create_app
+from emulators.server import ServedApp
 
 
 @dataclass

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fakes.server import ServedApp
-from tests.fakes.spark import (
+from emulators.server import ServedApp
+from emulators.spark import (
     API_KEY,
     API_PASSWORD,
     API_SECRET,

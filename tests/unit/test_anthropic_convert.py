@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fakes._anthropic_checks import (
+from emulators._anthropic_checks import (
     TOP_LEVEL,
     check_messages,
     check_tools,
     check_top_level,
 )
-from tests.fakes.anthropic import (
+from emulators.anthropic import (
     DEFAULT_REPLY,
     FakeAnthropicState,
     Plan,

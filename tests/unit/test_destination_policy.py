@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.fakes.server import ServedApp
+from emulators.server import ServedApp
 from translators import _destinations
 from translators._destinations import DestinationPolicy, Verdict, classify
 from translators._http import UpstreamClient

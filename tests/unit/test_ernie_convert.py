@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from keystore.models import Credential
-from tests.fakes.ernie import check_chat
+from emulators.ernie import check_chat
 from tests.unit._vendor_data import (
     check_schema,
     fixture,

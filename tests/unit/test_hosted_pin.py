@@ -12,7 +12,7 @@ import pytest
 
 from proxy.hosted import PinnedClient, build_offers, origin_of
 from proxy.settings import HostedSettings
-from tests.fakes.server import free_port
+from emulators.server import free_port
 from translators._http import Timeouts, UpstreamClient
 from translators.errors import UpstreamError, not_sent
 

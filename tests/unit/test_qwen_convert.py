@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.fakes.qwen import _check_messages, _check_parameters
+from emulators.qwen import _check_messages, _check_parameters
 from tests.unit._vendor_data import (
     check_schema,
     content_of,

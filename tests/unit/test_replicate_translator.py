@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from keystore.models import Credential
-from tests.fakes.replicate import HAIKU, LLAMA_VERSION
+from emulators.replicate import HAIKU, LLAMA_VERSION
 from tests.fakes.replicate_fixtures import FakeReplicate
 from translators._http import Timeouts, UpstreamClient
 from translators.base import CallContext

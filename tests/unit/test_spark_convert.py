@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from keystore.models import Credential
-from tests.fakes.spark import PATH_DOMAINS, FakeSparkState, check_frame, check_handshake
+from emulators.spark import PATH_DOMAINS, FakeSparkState, check_frame, check_handshake
 from tests.unit._vendor_data import (
     check_schema,
     fixture,

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from keystore.models import Credential
-from tests.fakes.zhipu import FakeZhipuState, ZhipuError, _authenticate
+from emulators.zhipu import FakeZhipuState, ZhipuError, _authenticate
 from tests.unit._vendor_data import (
     check_schema,
     content_of,

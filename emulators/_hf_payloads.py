@@ -1,4 +1,4 @@
-"""Hugging Face wire payloads for the fake (tests/fakes/huggingface.py): TGI's Messages API in
+"""Hugging Face wire payloads for the fake (emulators/huggingface.py): TGI's Messages API in
 its current and 1.4.x shapes, `/generate` answers and `/generate_stream` token events,
 feature-extraction arrays and speech-recognition answers. Shapes follow
 ../shared/vendors/huggingface.md and the recordings in ../shared/vendors/recordings/huggingface/.
@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from tests.fakes._openai_payloads import embedding_vector
-from tests.fakes._openai_wire import argument_pieces, text_pieces, word_count
+from emulators._openai_payloads import embedding_vector
+from emulators._openai_wire import argument_pieces, text_pieces, word_count
 
 CURRENT, OLD = "current", "1.4.3"   # Messages API flavours of the fake TGI
 FINGERPRINTS = {CURRENT: "3.0.1-sha-0f2daad", OLD: "1.4.3-sha-e6bb3ff"}

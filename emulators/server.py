@@ -40,6 +40,7 @@ class ServedApp:
         app: Any,
         *,
         port: int = 0,
+        sock: socket.socket | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
         graceful_shutdown: float = 1.0,
@@ -52,6 +53,7 @@ class ServedApp:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
+        self._given_socket = sock  # bound by the caller (the demo binds it before the gateway starts)
         self._error: BaseException | None = None
         self._bound_port: int | None = None
 
@@ -74,9 +76,10 @@ class ServedApp:
     def start(self) -> ServedApp:
         if self._thread is not None:
             raise RuntimeError("ServedApp already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, self._port))
+        sock = self._given_socket or socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self._given_socket is None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((HOST, self._port))
         sock.listen(128)
         sock.setblocking(False)
         self._socket = sock
@@ -88,7 +91,7 @@ class ServedApp:
             log_level="warning",
             lifespan="off",
             loop="asyncio",
-            timeout_graceful_shutdown=self._graceful_shutdown,
+            timeout_graceful_shutdown=self._graceful_shutdown,  # type: ignore[arg-type]  # a float works
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -36,10 +36,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes import _hf_payloads as hf
-from tests.fakes._openai_wire import SSEResponse, json_response, word_count
-from tests.fakes._replay import write_events
-from tests.fakes._vendor_common import FakeState, RecordedRequest
+from emulators import _hf_payloads as hf
+from emulators._openai_wire import SSEResponse, json_response, word_count
+from emulators._replay import write_events
+from emulators._vendor_common import FakeState, RecordedRequest
 
 __all__ = ["DEFAULT_TOKEN", "FakeHFState", "HFModel", "create_app"]
 

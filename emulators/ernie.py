@@ -37,8 +37,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_wire import SSEResponse, text_pieces, word_count
-from tests.fakes._vendor_common import FakeState
+from emulators._openai_wire import SSEResponse, text_pieces, word_count
+from emulators._vendor_common import FakeState
 
 __all__ = ["API_KEY", "CHAT_SUFFIXES", "DEFAULT_REPLY", "EMBEDDING_LIMITS", "FakeErnieState", "SECRET_KEY",
            "create_app", "vector"]

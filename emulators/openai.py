@@ -28,19 +28,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_checks import (
+from emulators._openai_checks import (
     checked_messages,
     model_param,
     prompt_list,
     stream_params,
     token_limit,
 )
-from tests.fakes._openai_payloads import (
+from emulators._openai_payloads import (
     check_transcription_request,
     embeddings_response,
     transcription_response,
 )
-from tests.fakes._openai_wire import (
+from emulators._openai_wire import (
     ChatPlan,
     CompletionPlan,
     OpenAIHTTPError,
@@ -52,8 +52,8 @@ from tests.fakes._openai_wire import (
     missing_param,
     sse_stream,
 )
-from tests.fakes._openai_responses import responses as responses_api
-from tests.fakes._vendor_common import FakeState, RecordedRequest, UploadedFile
+from emulators._openai_responses import responses as responses_api
+from emulators._vendor_common import FakeState, RecordedRequest, UploadedFile
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -104,7 +104,7 @@ class FakeOpenAIState(FakeState):
     stream_error: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STREAM_ERROR))
     fail_next: list[FailSpec] = field(default_factory=list)  # popped one per request
     record_requests: bool = True  # False for long benchmark runs (requests list stays empty)
-    # -- OpenAI-compatible vendors this fake plays (tests/fakes/compatibles.py) --
+    # -- OpenAI-compatible vendors this fake plays (emulators/compatibles.py) --
     require_key: bool = True  # False: a server started without a key (vLLM, Ollama) ignores Authorization
     reasoning_models: frozenset[str] = frozenset()  # models that think aloud first (DeepSeek's reasoner)
     reasoning_text: str = "The user wants a greeting. One short line will do."

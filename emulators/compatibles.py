@@ -1,4 +1,4 @@
-"""The fake OpenAI (tests/fakes/openai.py) as the OpenAI-compatible vendors it can play:
+"""The fake OpenAI (emulators/openai.py) as the OpenAI-compatible vendors it can play:
 a state subclass each, whose defaults are the vendor's ways (they survive `reset()`), and
 the vendor's error bodies for tests to script.
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes._openai_wire import OpenAIHTTPError
-from tests.fakes.openai import FakeOpenAIState
+from emulators._openai_wire import OpenAIHTTPError
+from emulators.openai import FakeOpenAIState
 
 __all__ = ["DEEPSEEK_KEY", "MOONSHOT_KEY", "FakeDeepSeekState", "FakeMoonshotState", "deepseek_error",
            "moonshot_error"]

@@ -33,9 +33,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_wire import SSEResponse
-from tests.fakes._replay import write_events
-from tests.fakes._vendor_common import FakeState, RecordedRequest
+from emulators._openai_wire import SSEResponse
+from emulators._replay import write_events
+from emulators._vendor_common import FakeState, RecordedRequest
 
 __all__ = ["DEFAULT_TOKEN", "FakeReplicateState", "HAIKU", "create_app"]
 

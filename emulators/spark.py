@@ -39,8 +39,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from tests.fakes._openai_wire import SSEResponse, text_pieces, word_count
-from tests.fakes._vendor_common import FakeState
+from emulators._openai_wire import SSEResponse, text_pieces, word_count
+from emulators._vendor_common import FakeState
 
 __all__ = ["API_KEY", "API_PASSWORD", "API_SECRET", "APP_ID", "DEFAULT_REPLY", "FakeSparkState", "PATH_DOMAINS",
            "create_app", "sign"]

@@ -40,14 +40,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_wire import (
+from emulators._openai_wire import (
     SSEResponse,
     argument_pieces,
     message_words,
     text_pieces,
     word_count,
 )
-from tests.fakes._vendor_common import (
+from emulators._vendor_common import (
     VendorState,
     fake_vector,
     json_response,

@@ -38,8 +38,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_wire import SSEResponse, text_pieces, word_count
-from tests.fakes._vendor_common import VendorState, json_response, record, stream_frames
+from emulators._openai_wire import SSEResponse, text_pieces, word_count
+from emulators._vendor_common import VendorState, json_response, record, stream_frames
 
 __all__ = ["DEFAULT_REPLY", "FakeChatGLMState", "create_app"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import PlainTextResponse, Response
 
-from tests.fakes._openai_wire import (
+from emulators._openai_wire import (
     OpenAIHTTPError,
     invalid_type,
     invalid_value,

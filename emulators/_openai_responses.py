@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from tests.fakes._openai_wire import OpenAIHTTPError, json_response
-from tests.fakes._vendor_common import RecordedRequest
+from emulators._openai_wire import OpenAIHTTPError, json_response
+from emulators._vendor_common import RecordedRequest
 
 
 def _id(prefix: str) -> str:

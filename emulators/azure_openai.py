@@ -39,18 +39,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._openai_checks import (
+from emulators._openai_checks import (
     checked_messages,
     prompt_list,
     stream_params,
     token_limit,
 )
-from tests.fakes._openai_payloads import (
+from emulators._openai_payloads import (
     check_transcription_request,
     embeddings_response,
     transcription_response,
 )
-from tests.fakes._openai_wire import (
+from emulators._openai_wire import (
     DONE_EVENT,
     ChatPlan,
     CompletionPlan,
@@ -60,7 +60,7 @@ from tests.fakes._openai_wire import (
     message_words,
     sse_event,
 )
-from tests.fakes._vendor_common import FakeState, RecordedRequest, UploadedFile
+from emulators._vendor_common import FakeState, RecordedRequest, UploadedFile
 
 __all__ = [
     "API_VERSION",

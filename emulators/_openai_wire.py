@@ -19,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from tests.fakes.openai import FakeOpenAIState
+    from emulators.openai import FakeOpenAIState
 
 SYSTEM_FINGERPRINT = "fp_fake0penai"
 DONE_EVENT = b"data: [DONE]\n\n"

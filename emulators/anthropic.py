@@ -42,15 +42,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._anthropic_checks import (
+from emulators._anthropic_checks import (
     AnthropicHTTPError,
     check_messages,
     check_tools,
     check_top_level,
     text_of,
 )
-from tests.fakes._openai_wire import SSEResponse, text_pieces, word_count
-from tests.fakes._vendor_common import FakeState, RecordedRequest, awkward_pieces
+from emulators._openai_wire import SSEResponse, text_pieces, word_count
+from emulators._vendor_common import FakeState, RecordedRequest, awkward_pieces
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeAnthropicState", "awkward_pieces", "create_app",
            "error_body", "event_frame"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes._openai_wire import (
+from emulators._openai_wire import (
     OpenAIHTTPError,
     invalid_type,
     invalid_value,
