@@ -4,7 +4,9 @@ shapes: a `response` object with a `message` item (the fake's reply text, cut at
 scripts a `tool_call`, a `function_call` item; streams as named events (`event: TYPE`)
 in OpenAI's order with `sequence_number`s. It checks what OpenAI checks of the few fields
 it reads (model, input, previous_response_id only for ids it made itself) and rejects
-built-in tools it does not have. Responses it made are remembered (`state.responses`)."""
+built-in tools it does not have. Responses it made are remembered (`state.responses`).
+Served as an emulator, a request's reply and automatic tool call (`emulators/scripting.py`)
+stand in for the state's."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from emulators._openai_wire import OpenAIHTTPError, json_response
 from emulators._vendor_common import RecordedRequest
+from emulators.scripting import call_of, reply_of
 
 
 def _id(prefix: str) -> str:
@@ -61,12 +64,14 @@ def _plan(state: Any, body: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[
                                "store": body.get("store", True), "text": {"format": {"type": "text"}}}
     events: list[tuple[str, dict[str, Any]]] = [("response.created", {"response": dict(created)}),
                                                 ("response.in_progress", {"response": dict(created)})]
-    use_tool = bool([t for t in tools if t.get("type") == "function"]) and state.tool_call is not None \
+    tool_call = call_of(state.tool_call)
+    use_tool = bool([t for t in tools if t.get("type") == "function"]) and tool_call is not None \
         and not any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in body["input"]
                     if isinstance(body["input"], list))
     status, incomplete = "completed", None
-    if use_tool:
-        name, arguments = state.tool_call
+    item: dict[str, Any]
+    if use_tool and tool_call is not None:
+        name, arguments = tool_call
         item = {"type": "function_call", "id": _id("fc"), "call_id": _id("call"), "name": name, "arguments": "",
                 "status": "in_progress"}
         events.append(("response.output_item.added", {"output_index": 0, "item": dict(item)}))
@@ -78,7 +83,7 @@ def _plan(state: Any, body: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[
         item.update(arguments=arguments, status="completed")
         output_tokens = _words(arguments)
     else:
-        words = state.reply_text.split(" ")
+        words = reply_of(state).split(" ")
         limit = body.get("max_output_tokens")
         if isinstance(limit, int) and limit < len(words):
             words, status, incomplete = words[:limit], "incomplete", {"reason": "max_output_tokens"}

@@ -247,6 +247,8 @@ class ChatPlan:
         }
 
     def chunks(self, include_usage: bool) -> list[dict[str, Any]]:
+        first: dict[str, Any]
+        rest: list[dict[str, Any]]
         if self.tool_call is not None:
             name, _ = self.tool_call
             first = {

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = ["FakeState", "RecordedRequest", "UploadedFile", "VendorState", "awkward_pieces", "fake_vector",
-           "json_response", "record", "stream_frames"]
+           "json_response", "local_path", "public_root", "record", "stream_frames"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,19 @@ async def stream_frames(state: VendorState, frames: list[bytes], errored: bool =
     finally:
         with state.lock:
             setattr(state, f"streams_{outcome}", getattr(state, f"streams_{outcome}") + 1)
+
+
+def local_path(request: Request) -> str:
+    """The path below where the app is mounted (`emulate all` serves each vendor under
+    `/NAME`; Starlette keeps the full path in `request.url`)."""
+    path = request.url.path
+    root = str(request.scope.get("root_path", ""))
+    return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
+def public_root(request: Request) -> str:
+    """`scheme://host[:port][/NAME]`: what absolute URLs in an answer start with."""
+    return f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}"
 
 
 def fake_vector(text: str, dimensions: int, salt: str = "") -> list[float]:

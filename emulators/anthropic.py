@@ -18,8 +18,10 @@ reply holds non-ASCII text, so a decoder that splits on reads rather than lines 
 `/v1/messages/count_tokens` answers the words the model would read (system, text and tool
 results), after the same checks.
 
-Scripting knobs: `reply_text`, `tool_uses` + `tool_preamble` (tool_use replies when the
-request has tools and does not end in tool results), `stop_reason` (force one, e.g.
+Scripting knobs: `api_versions` (+ `any_dated_version`: any `YYYY-MM-DD` from 2023-01-01
+on, as the served emulator takes), `reply_text`, `tool_uses` + `tool_preamble` (tool_use
+replies when the request has tools and does not end in tool results; served as an emulator,
+an offered tool is called when none is scripted), `stop_reason` (force one, e.g.
 "refusal"), `cache_read_input_tokens`, `delay`, `stream_delay`, `fail_next` / `fail()`
 (status, body, headers), `stream_error_after` + `stream_error` (an `error` event mid-stream),
 `awkward` / `piece_size` (how stream bytes are cut). Observations: `requests`,
@@ -29,7 +31,9 @@ request has tools and does not end in tool results), `stop_reason` (force one, e
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import re
 import secrets
 import threading
 from collections.abc import AsyncIterator
@@ -51,6 +55,7 @@ from emulators._anthropic_checks import (
 )
 from emulators._openai_wire import SSEResponse, text_pieces, word_count
 from emulators._vendor_common import FakeState, RecordedRequest, awkward_pieces
+from emulators.scripting import reply_of, tool_of
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeAnthropicState", "awkward_pieces", "create_app",
            "error_body", "event_frame"]
@@ -58,6 +63,8 @@ __all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeAnthropicState", "awkward_pi
 DEFAULT_API_KEY = "sk-ant-test-fake-anthropic-key-0001"
 DEFAULT_REPLY = "Héllo 世界! The fake Claude says hi."
 KNOWN_VERSIONS = ("2023-01-01", "2023-06-01")
+FIRST_VERSION = datetime.date(2023, 1, 1)
+_DATED = re.compile(r"\d{4}-\d{2}-\d{2}")
 OVERLOADED: dict[str, str] = {"type": "overloaded_error", "message": "Overloaded"}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
@@ -84,6 +91,9 @@ class FakeAnthropicState(FakeState):
     api_keys: set[str] = field(default_factory=lambda: {DEFAULT_API_KEY})
     accept_bearer: bool = True  # `Authorization: Bearer KEY` as well as `x-api-key: KEY`
     api_versions: set[str] = field(default_factory=lambda: set(KNOWN_VERSIONS))
+    # Also any well-formed dated version from FIRST_VERSION on: a served emulator takes what each
+    # SDK release sends; the tests' default stays strict, as Anthropic is about versions it knows.
+    any_dated_version: bool = False
     reply_text: str = DEFAULT_REPLY
     tool_uses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (name, input) per tool_use
     tool_preamble: str | None = None  # a text block before the tool_use blocks ("I'll check...")
@@ -130,18 +140,20 @@ class Plan:
         self.blocks: list[dict[str, Any]] = []
         self.pieces: list[list[str]] = []  # per block: text pieces or input_json pieces
         last_user = messages[-1]["content"] if messages[-1]["role"] == "user" else []
+        automatic = tool_of(state.tool_uses)  # served as an emulator: the offered tool, when none is scripted
+        tool_uses = [automatic] if automatic is not None else state.tool_uses
         wants_tool = (bool(body.get("tools")) and (body.get("tool_choice") or {}).get("type") != "none"
-                      and state.tool_uses and not any(b.get("type") == "tool_result" for b in last_user))
+                      and tool_uses and not any(b.get("type") == "tool_result" for b in last_user))
         if wants_tool:
             if state.tool_preamble:
                 self._text(state.tool_preamble)
-            for name, arguments in state.tool_uses:
+            for name, arguments in tool_uses:
                 self.blocks.append({"type": "tool_use", "id": _rand("toolu_01"), "name": name, "input": arguments})
                 encoded = json.dumps(arguments)  # Anthropic's spacing: `{"city": "Paris"}`
                 self.pieces.append([encoded[i:i + 7] for i in range(0, len(encoded), 7)])
             self.stop_reason = "tool_use"
         else:
-            text, truncated = state.reply_text, False
+            text, truncated = reply_of(state), False
             for stop in body.get("stop_sequences") or ():
                 at = text.find(stop)
                 if stop and at >= 0:
@@ -269,8 +281,18 @@ def _check_headers(state: FakeAnthropicState, record: RecordedRequest) -> None:
     version = record.headers.get("anthropic-version")
     if not version:
         raise AnthropicHTTPError(400, "anthropic-version: header is required")
-    if version not in state.api_versions:
+    if version not in state.api_versions and not (state.any_dated_version and _dated_version(version)):
         raise AnthropicHTTPError(400, f'anthropic-version: "{version}" is not a valid version')
+
+
+def _dated_version(version: str) -> bool:
+    """`YYYY-MM-DD`, a real date, not before the first API version."""
+    if not _DATED.fullmatch(version):
+        return False
+    try:
+        return datetime.date.fromisoformat(version) >= FIRST_VERSION
+    except ValueError:  # 2024-02-30
+        return False
 
 
 def create_app(state: FakeAnthropicState) -> Starlette:

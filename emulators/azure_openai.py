@@ -61,6 +61,7 @@ from emulators._openai_wire import (
     sse_event,
 )
 from emulators._vendor_common import FakeState, RecordedRequest, UploadedFile
+from emulators.scripting import call_of, reply_of
 
 __all__ = [
     "API_VERSION",
@@ -131,10 +132,11 @@ def azure_error(code: str | None, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
-def error_429(seconds: int = 7) -> tuple[int, dict[str, Any], dict[str, str]]:
+def error_429(seconds: int = 7, operation: str = "ChatCompletions_Create",
+              version: str = API_VERSION) -> tuple[int, dict[str, Any], dict[str, str]]:
     """A fail_next entry for Azure's throttling answer, with both retry headers."""
     return (429, azure_error("429", (
-        f"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {API_VERSION} have "
+        f"Requests to the {operation} Operation under Azure OpenAI API version {version} have "
         f"exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after {seconds} "
         "seconds.")), {"retry-after": str(seconds), "retry-after-ms": str(seconds * 1000)})
 
@@ -378,9 +380,9 @@ def create_app(state: FakeAzureState) -> Starlette:
         _check_prompt(state, body)
         tools = body.get("tools")
         use_tool = bool(tools) and body.get("tool_choice") != "none"
-        plan = ChatPlan(model=model, prompt_tokens=message_words(messages), reply_text=state.reply_text,
+        plan = ChatPlan(model=model, prompt_tokens=message_words(messages), reply_text=reply_of(state),
                         limit=token_limit(body, "max_completion_tokens", "max_tokens"),
-                        tool_call=state.tool_call if use_tool else None)
+                        tool_call=call_of(state.tool_call) if use_tool else None)
         if state.filter_completion:
             plan.pieces = plan.pieces[:max(1, len(plan.pieces) // 2)]
             plan.finish_reason = "content_filter"
@@ -398,7 +400,7 @@ def create_app(state: FakeAzureState) -> Starlette:
         stream, include_usage = _check_stream_options(body, version)
         _check_prompt(state, body)
         suffix = body.get("suffix")
-        plan = CompletionPlan(model=model, prompts=prompts, reply_text=state.reply_text,
+        plan = CompletionPlan(model=model, prompts=prompts, reply_text=reply_of(state),
                               limit=token_limit(body, "max_tokens") or 16, echo=bool(body.get("echo")),
                               suffix=suffix if isinstance(suffix, str) else None)
         if stream:

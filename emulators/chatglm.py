@@ -23,7 +23,9 @@ Scripting knobs: `reply_text`, `required_api_key` (a proxy in front that wants a
 `fail(status, body)`, `stream_error_after` (openai_api.py's stream ends after N chunks, no
 `[DONE]`: how it reports a failure once streaming), plus the `VendorState` knobs. Observations: `requests`,
 `queries` (what the model was asked: (query, history) per call), `effective` (api.py's
-sampling values after its defaults).
+sampling values after its defaults). Served as an emulator, the request's echo or fixed reply
+comes from `emulators/scripting.py` (neither server has tools); `chatglm_faults` says the
+injected faults.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -40,8 +43,10 @@ from starlette.routing import Route
 
 from emulators._openai_wire import SSEResponse, text_pieces, word_count
 from emulators._vendor_common import VendorState, json_response, record, stream_frames
+from emulators.inject import Asked
+from emulators.scripting import Fault, reply_of
 
-__all__ = ["DEFAULT_REPLY", "FakeChatGLMState", "create_app"]
+__all__ = ["DEFAULT_REPLY", "FakeChatGLMState", "chatglm_faults", "create_app"]
 
 DEFAULT_REPLY = "你好👋！ 我是 人工智能助手 ChatGLM2-6B， 很高兴见到你。"
 SERVER_ERROR = "Internal Server Error"
@@ -67,7 +72,7 @@ def _answer(state: FakeChatGLMState, query: str, history: list[list[str]], max_l
     limit = None if max_length is None else max(0, max_length - _words(query, history))
     with state.lock:
         state.queries.append((query, history))
-    return text_pieces(state.reply_text, limit)[0]
+    return text_pieces(reply_of(state), limit)[0]
 
 
 def _unauthorized(state: FakeChatGLMState, headers: dict[str, str]) -> Response | None:
@@ -89,8 +94,8 @@ def _native(state: FakeChatGLMState, body: Any) -> Response:
     except (KeyError, TypeError, AttributeError):
         return Response(SERVER_ERROR, status_code=500, media_type="text/plain")
     max_length, top_p, temperature = body.get("max_length"), body.get("top_p"), body.get("temperature")
-    effective = {"max_length": max_length if max_length else 2048, "top_p": top_p if top_p else 0.7,
-                 "temperature": temperature if temperature else 0.95}
+    effective: dict[str, Any] = {"max_length": max_length if max_length else 2048,
+                                 "top_p": top_p if top_p else 0.7, "temperature": temperature if temperature else 0.95}
     with state.lock:
         state.effective.append(effective)
     reply = "".join(_answer(state, prompt, history, effective["max_length"]))
@@ -103,6 +108,16 @@ def _native(state: FakeChatGLMState, body: Any) -> Response:
 
 def _validation_error(loc: list[Any], msg: str) -> Response:
     return json_response({"detail": [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}]}, 422)
+
+
+PING = b": ping - 2023-07-26 10:00:00.000000\r\n\r\n"
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    """sse-starlette's framing of pydantic v1's `.json()`: spaces after separators, CRLF CRLF."""
+    payload = {"model": model, "object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\r\n\r\n"
 
 
 def _openai(state: FakeChatGLMState, body: Any) -> Response:
@@ -134,14 +149,9 @@ def _openai(state: FakeChatGLMState, body: Any) -> Response:
                               "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},
                                            "finish_reason": "stop"}]})
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        payload = {"model": model, "object": "chat.completion.chunk",
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\r\n\r\n"
-
-    frames = [b": ping - 2023-07-26 10:00:00.000000\r\n\r\n", chunk({"role": "assistant"})]
-    frames += [chunk({"content": p}) for p in pieces]
-    frames += [chunk({}, "stop"), b"data: [DONE]\r\n\r\n"]
+    frames = [PING, _chunk(model, {"role": "assistant"})]
+    frames += [_chunk(model, {"content": p}) for p in pieces]
+    frames += [_chunk(model, {}, "stop"), b"data: [DONE]\r\n\r\n"]
     if state.stream_error_after is not None:
         return SSEResponse(stream_frames(state, frames[:state.stream_error_after + 1], errored=True))
     return SSEResponse(stream_frames(state, frames))
@@ -170,3 +180,40 @@ def create_app(state: FakeChatGLMState, api: str) -> Starlette:
     else:
         routes = [Route("/v1/chat/completions", handle, methods=["POST"]), Route("/v1/models", models)]
     return Starlette(routes=[*routes, Route("/{path:path}", not_found, methods=every)])
+
+
+# -- the emulators' injected faults -------------------------------------------------------------
+
+
+def chatglm_faults(fault: Fault, asked: Asked) -> Response:
+    """A self-hosted ChatGLM2-6B server has no keys and no limits of its own: its errors are
+    FastAPI's, and a 401 or 429 comes from what guards it (an API-key check, a rate limiter):
+
+        401         401 {"detail": "Not authenticated"} (FastAPI's HTTPBearer)
+        429         429 {"detail": "Too Many Requests"} with Retry-After
+        500         500 text/plain "Internal Server Error" (an unhandled exception: CUDA out
+                    of memory, a bad body)
+        overloaded  503 {"detail": "Service Unavailable"}
+        error-200   openai_api.py's stream: the ping, the role chunk and one content chunk,
+                    then the connection ends without a finish chunk or `[DONE]` (how it
+                    fails once streaming); neither server has an error inside a 200 otherwise,
+                    so a request that is not a stream gets the 500
+    """
+    if fault.kind == "401":
+        return json_response({"detail": "Not authenticated"}, 401)
+    if fault.kind == "429":
+        return json_response({"detail": "Too Many Requests"}, 429, {"retry-after": fault.retry_after})
+    if fault.kind == "overloaded":
+        return json_response({"detail": "Service Unavailable"}, 503)
+    if fault.kind == "500" or not asked.stream:
+        return Response(SERVER_ERROR, status_code=500, media_type="text/plain")
+    body = asked.body if isinstance(asked.body, dict) else {}
+    model = str(body.get("model", ""))
+    pieces = text_pieces(reply_of(SimpleNamespace(reply_text=DEFAULT_REPLY)))[0]
+    frames = [PING, _chunk(model, {"role": "assistant"}), _chunk(model, {"content": pieces[0] if pieces else ""})]
+
+    async def events() -> Any:
+        for one in frames:
+            yield one
+
+    return SSEResponse(events())

@@ -11,6 +11,19 @@ the vendor's error bodies for tests to script.
   `engine_overloaded_error`, ...), per platform.moonshot's error page.
 - A generic OpenAI-compatible server (vLLM, Ollama, ...): the plain fake; `require_key=False`
   plays one started without a key.
+
+Their words for the emulators' injected faults (`emulators/inject.py`), in their own bodies:
+
+    kind        DeepSeek                                  Moonshot
+    401         401 authentication_error                  401 invalid_authentication_error
+    429         429 "Rate Limit Reached", Retry-After     429 rate_limit_reached_error, Retry-After
+    500         500 "Server Error"                        500 server_error
+    overloaded  503 "Server Overloaded"                   429 engine_overloaded_error (Moonshot's own)
+    error-200   the error body in a 200; a stream: one chunk, then the error event, no [DONE]
+
+DeepSeek's messages are its error-codes page's headings and causes; the page shows no body,
+so the shape is its 401's and the types other than authentication_error are ours. Moonshot's
+types are its error page's.
 """
 
 from __future__ import annotations
@@ -18,11 +31,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulators._openai_wire import OpenAIHTTPError
+from starlette.responses import Response
+
+from emulators._faults_openai import error_in_200
+from emulators._openai_wire import OpenAIHTTPError, json_response
+from emulators.inject import Asked
 from emulators.openai import FakeOpenAIState
+from emulators.scripting import Fault
 
 __all__ = ["DEEPSEEK_KEY", "MOONSHOT_KEY", "FakeDeepSeekState", "FakeMoonshotState", "deepseek_error",
-           "moonshot_error"]
+           "deepseek_faults", "moonshot_error", "moonshot_faults"]
 
 DEEPSEEK_KEY = "sk-fake-deepseek-0000000000000000"
 MOONSHOT_KEY = "sk-fake-moonshot-000000000000000000000000"
@@ -64,3 +82,47 @@ class FakeMoonshotState(FakeOpenAIState):
         error = OpenAIHTTPError(401, "Invalid Authentication")
         error.body = moonshot_error("Invalid Authentication", "invalid_authentication_error")  # no param, no code
         return error
+
+
+# -- the emulators' injected faults -------------------------------------------------------------------
+
+_FAULT_KEY = "sk-emulator-fault"  # the key a 401 names: the request's own is not at hand here
+
+
+def _answer(fault: Fault, asked: Asked, errors: dict[str, tuple[int, dict[str, Any]]],
+            in_200: dict[str, Any]) -> Response:
+    if fault.kind == "error-200":
+        return error_in_200(asked, in_200)
+    status, body = errors[fault.kind]
+    # Only a rate limit says when to come back (Moonshot's overload is a 429 too, without it).
+    headers = {"retry-after": fault.retry_after} if fault.kind == "429" else None
+    return json_response(body, status, headers)
+
+
+def deepseek_faults(fault: Fault, asked: Asked) -> Response:
+    errors = {
+        "401": (401, deepseek_error(f"Authentication Fails, Your api key: {_masked(_FAULT_KEY)} is invalid",
+                                    "authentication_error")),
+        "429": (429, deepseek_error("Rate Limit Reached: you are sending requests too quickly.",
+                                    "rate_limit_reached_error")),
+        "500": (500, deepseek_error("Server Error: our server encountered an issue.", "server_error")),
+        "overloaded": (503, deepseek_error("Server Overloaded: the server is overloaded due to high traffic.",
+                                           "server_overloaded_error")),
+    }
+    return _answer(fault, asked, errors, deepseek_error("Server Error: our server encountered an issue.",
+                                                        "server_error"))
+
+
+def moonshot_faults(fault: Fault, asked: Asked) -> Response:
+    errors = {
+        "401": (401, moonshot_error("Invalid Authentication", "invalid_authentication_error")),
+        "429": (429, moonshot_error("Your account org-emulator<ak-emulator> request reached organization max RPM: "
+                                    f"3, please try again after {fault.retry_after} seconds",
+                                    "rate_limit_reached_error")),
+        "500": (500, moonshot_error("Failed to get a response from the model, please try again later",
+                                    "server_error")),
+        "overloaded": (429, moonshot_error("The engine is currently overloaded, please try again later",
+                                           "engine_overloaded_error")),
+    }
+    return _answer(fault, asked, errors, moonshot_error("Failed to get a response from the model, please try "
+                                                        "again later", "server_error"))

@@ -13,11 +13,13 @@ Streams carry `result` increments and cumulative `usage`, end with `is_end`, hav
 end sentinel, and are written in awkward pieces.
 
 Scripting: `reply_text`, `function_call` (name, arguments JSON) answered when the request
-has functions and does not end with a function result, `finish_reason`, `need_clear_history`,
+has functions and does not end with a function result (served as an emulator: the request's
+echo or fixed reply, and an automatic call to the first function when none is scripted),
+`finish_reason`, `need_clear_history`,
 `fail_next` (bodies answered with HTTP 200, or (status, body)), `expires_in`, `token_delay`,
 `stream_delay`, `stream_error_after` + `stream_error` (an error_code event after N events),
 `expire_tokens()`. A reply cut by `max_output_tokens` finishes with "length". Observations: `token_calls`, `requests`, `embedding_batches`,
-`streams_started/finished/aborted`.
+`streams_started/finished/aborted`. `ernie_faults` says the emulators' injected faults.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -39,9 +43,11 @@ from starlette.routing import Route
 
 from emulators._openai_wire import SSEResponse, text_pieces, word_count
 from emulators._vendor_common import FakeState
+from emulators.inject import Asked
+from emulators.scripting import Fault, call_of, reply_of
 
-__all__ = ["API_KEY", "CHAT_SUFFIXES", "DEFAULT_REPLY", "EMBEDDING_LIMITS", "FakeErnieState", "SECRET_KEY",
-           "create_app", "vector"]
+__all__ = ["API_KEY", "CHAT_SUFFIXES", "DEFAULT_REPLY", "EMBEDDING_LIMITS", "SECRET_KEY", "FakeErnieState",
+           "create_app", "ernie_faults", "vector"]
 
 API_KEY = "fakeErnieApiKey0000000001"
 SECRET_KEY = "fakeErnieSecretKey00000000000001"
@@ -130,7 +136,7 @@ def check_chat(body: Any) -> dict[str, Any] | None:
             return _err(336003, f"function message {i} must name the function called just before")
     if "system" in body and not isinstance(body["system"], str):
         return _err(336104, "system must be a string")
-    checks = {"temperature": lambda v: 0 < v <= 1, "top_p": lambda v: 0 <= v <= 1,
+    checks: dict[str, Callable[[float], bool]] = {"temperature": lambda v: 0 < v <= 1, "top_p": lambda v: 0 <= v <= 1,
               "penalty_score": lambda v: 1 <= v <= 2, "max_output_tokens": lambda v: 2 <= v <= 2048}
     for key, ok in checks.items():
         value = body.get(key)
@@ -147,10 +153,12 @@ def check_chat(body: Any) -> dict[str, Any] | None:
 def _answer(state: FakeErnieState, body: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, int, str]:
     """(text pieces, function_call, prompt tokens, finish_reason) of the answer to a good request."""
     prompt = sum(word_count(m["content"]) for m in body["messages"]) + word_count(body.get("system", ""))
-    if state.function_call and body.get("functions") and body["messages"][-1]["role"] != "function":
-        name, arguments = state.function_call
+    offered = bool(body.get("functions")) and body["messages"][-1]["role"] != "function"
+    call = call_of(state.function_call) if offered else None
+    if call is not None:
+        name, arguments = call
         return [], {"name": name, "arguments": arguments}, prompt, state.finish_reason or "function_call"
-    pieces, truncated = text_pieces(state.reply_text, body.get("max_output_tokens"))
+    pieces, truncated = text_pieces(reply_of(state), body.get("max_output_tokens"))
     return pieces, None, prompt, state.finish_reason or ("length" if truncated else "normal")
 
 
@@ -159,7 +167,8 @@ async def _stream(state: FakeErnieState, pieces: list[str], call: dict[str, Any]
     with state.lock:
         state.streams_started += 1
     chat_id = "as-" + secrets.token_hex(5)
-    events = [{"result": p, "function_call": None} for p in pieces] or [{"result": "", "function_call": call}]
+    events: list[dict[str, Any]] = [{"result": p, "function_call": None} for p in pieces] \
+        or [{"result": "", "function_call": call}]
     outcome = "streams_aborted"
     try:
         for n, event in enumerate(events):
@@ -259,13 +268,13 @@ def create_app(state: FakeErnieState) -> Starlette:
         if scripted is not None:
             return scripted
         limit = EMBEDDING_LIMITS.get(request.path_params["suffix"])
-        texts = body.get("input") if isinstance(body, dict) else None
+        given = body.get("input") if isinstance(body, dict) else None
+        texts: list[str] = [t for t in given if isinstance(t, str) and t] if isinstance(given, list) else []
         if problem is None and limit is None:
             problem = _err(3, "Unsupported openapi method")
-        if problem is None and (not isinstance(texts, list) or not texts
-                                or not all(isinstance(t, str) and t for t in texts)):
+        if problem is None and (not texts or len(texts) != len(given or ())):
             problem = _err(336003, "input must be a non-empty list of strings")
-        if problem is None and len(texts) > limit:  # type: ignore[arg-type,operator]
+        if problem is None and limit is not None and len(texts) > limit:
             problem = _err(336003, f"embeddings input length exceeds the limit of {limit}")
         if problem is not None:
             return _json(problem)
@@ -282,3 +291,50 @@ def create_app(state: FakeErnieState) -> Starlette:
         Route(WORKSHOP + "/chat/{suffix}", chat, methods=["POST"]),
         Route(WORKSHOP + "/embeddings/{suffix}", embeddings, methods=["POST"]),
     ])
+
+
+# -- the emulators' injected faults -------------------------------------------------------------
+
+# kind -> ERNIE's error (ernie.md §6): QPS limit 18, a bad access token 110, internal 336000,
+# high load 336100.
+FAULT_ERRORS: dict[str, dict[str, Any]] = {
+    "401": _err(110, "Access token invalid or no longer valid"),
+    "429": _err(18, "Open api qps request limit reached"),
+    "500": _err(336000, "Internal error"),
+    "overloaded": _err(336100, "server high load, please retry"),
+    "error-200": _err(336000, "Internal error"),
+}
+
+
+def _first_event() -> bytes:
+    """The first event of an answer that then fails: the start of the reply the request's
+    scripting asked for."""
+    pieces, _ = text_pieces(reply_of(SimpleNamespace(reply_text=DEFAULT_REPLY)))
+    body = {"id": "as-" + secrets.token_hex(5), "object": "chat.completion", "created": int(time.time()),
+            "sentence_id": 0, "is_end": False, "is_truncated": False, "result": pieces[0] if pieces else "",
+            "need_clear_history": False, "finish_reason": "normal",
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def ernie_faults(fault: Fault, asked: Asked) -> Response:
+    """ERNIE answers nearly every error with HTTP 200 and `{"error_code", "error_msg"}`, a
+    stream's too (a bare JSON body, not an event), and sends no Retry-After:
+
+        401         200 {"error_code": 110, ...}: the access token is not valid (the token
+                    endpoint itself, /oauth/2.0/token, answers 401 `invalid_client`)
+        429         200 {"error_code": 18, "error_msg": "Open api qps request limit reached"}
+        500         200 {"error_code": 336000, "error_msg": "Internal error"}
+        overloaded  200 {"error_code": 336100, "error_msg": "server high load, please retry"}
+        error-200   a stream: one `result` event, then a `data: {"error_code": 336000, ...}`
+                    event and the end (the stream fails midway); else the 500's body
+    """
+    if asked.path.endswith("/oauth/2.0/token") and fault.kind == "401":
+        return _json({"error": "invalid_client", "error_description": "Client authentication failed"}, 401)
+    error = FAULT_ERRORS[fault.kind]
+    if fault.kind == "error-200" and asked.stream:
+        async def events() -> Any:
+            yield _first_event()
+            yield b"data: " + orjson.dumps(error) + b"\n\n"
+        return SSEResponse(events())
+    return _json(error)

@@ -21,6 +21,8 @@ text-generation is a list and echoes the prompt unless `return_full_text: false`
 `data:{...}` without a space, token events without an end marker; 1.4.x quirks as recorded.
 Scripting: `loading` (503 with `estimated_time`), `next_answers` (any status and raw body,
 e.g. a recording replayed verbatim), `split_events`, `stream_delay`, `stream_error_after`.
+Served as an emulator, a request's own reply and, when tools are offered and none is
+scripted, an automatic tool call (`emulators/scripting.py`) stand in for the state's.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ from starlette.routing import Route
 from emulators import _hf_payloads as hf
 from emulators._openai_wire import SSEResponse, json_response, word_count
 from emulators._replay import write_events
-from emulators._vendor_common import FakeState, RecordedRequest
+from emulators._vendor_common import FakeState, RecordedRequest, local_path
+from emulators.scripting import reply_of, tool_of
 
-__all__ = ["DEFAULT_TOKEN", "FakeHFState", "HFModel", "create_app"]
+__all__ = ["DEFAULT_REPLY", "DEFAULT_TOKEN", "FakeHFState", "HFModel", "create_app"]
 
 DEFAULT_TOKEN = "hf_fake_NOT_A_REAL_TOKEN_0123456789"
+DEFAULT_REPLY = "Deep learning is a subfield of machine learning"
 MAX_TOTAL_TOKENS = 1512
 TEXT_GENERATION, FEATURE_EXTRACTION, ASR = "text-generation", "feature-extraction", "automatic-speech-recognition"
 
@@ -75,6 +79,9 @@ DEFAULT_ENDPOINTS = {
 }
 AUDIO_MAGIC = (b"RIFF", b"fLaC", b"ID3", b"OggS", b"\x1aE\xdf\xa3", b"\xff\xfb")
 UNAUTHORIZED = {"error": "Invalid credentials in Authorization header"}
+# TGI's error event when generation fails midway (a stream's last event).
+GENERATION_FAILED = {"error": "Request failed during generation: Server error: CUDA out of memory",
+                     "error_type": "generation"}
 
 # (status, body, headers): dict/list -> JSON, str/bytes -> raw (content-type from headers)
 Answer = tuple[int, Any, dict[str, str]]
@@ -96,7 +103,7 @@ class FakeHFState(FakeState):
     tokens: set[str] = field(default_factory=lambda: {DEFAULT_TOKEN})
     models: dict[str, HFModel] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     endpoints: dict[str, HFModel] = field(default_factory=lambda: dict(DEFAULT_ENDPOINTS))
-    reply_text: str = "Deep learning is a subfield of machine learning"
+    reply_text: str = DEFAULT_REPLY
     tool_call: tuple[str, dict[str, Any]] | None = None
     transcript: str = "A MAN SAID TO THE UNIVERSE SIR I EXIST"
     loading: dict[str, list[float]] = field(default_factory=dict)  # model/endpoint -> estimates of 503s to come
@@ -175,8 +182,7 @@ def create_app(state: FakeHFState) -> Starlette:
     def events_response(events: list[bytes]) -> Response:
         after = state.stream_error_after
         if after is not None:
-            events = events[:after] + [hf.sse({"error": "Request failed during generation: Server error: CUDA out of "
-                                                "memory", "error_type": "generation"})]
+            events = events[:after] + [hf.sse(GENERATION_FAILED)]
         return SSEResponse(write_events(state, events))
 
     def chat(spec: HFModel, model: str, record: RecordedRequest) -> Response:
@@ -192,8 +198,10 @@ def create_app(state: FakeHFState) -> Starlette:
         if limit is not None and max(1, word_count(prompt)) + limit > MAX_TOTAL_TOKENS:
             raise validation(f"`inputs` tokens + `max_new_tokens` must be <= {MAX_TOTAL_TOKENS}")
         stop = body.get("stop") or []
-        gen = hf.generate(state.reply_text, prompt, limit, [stop] if isinstance(stop, str) else stop)
-        tool = state.tool_call if body.get("tools") and body.get("tool_choice") != "none" else None
+        gen = hf.generate(reply_of(state), prompt, limit, [stop] if isinstance(stop, str) else stop)
+        # Served as an emulator, the offered tool is called when the state scripts none.
+        scripted = state.tool_call or tool_of(state.tool_call)
+        tool = scripted if body.get("tools") and body.get("tool_choice") != "none" else None
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return events_response(hf.chat_events(spec.chat, model, gen, tool, include_usage))
@@ -204,7 +212,7 @@ def create_app(state: FakeHFState) -> Starlette:
         prompt, params = generation_params(body)
         stream = bool(body.get("stream")) if stream is None else stream
         full_text = params.get("return_full_text", serverless)
-        gen = hf.generate(state.reply_text, prompt, params.get("max_new_tokens"), params.get("stop") or [])
+        gen = hf.generate(reply_of(state), prompt, params.get("max_new_tokens"), params.get("stop") or [])
         with_details = bool(params.get("details"))
         if stream:
             return events_response(hf.generate_events(gen, prompt, full_text, with_details, not serverless))
@@ -248,7 +256,7 @@ def create_app(state: FakeHFState) -> Starlette:
         return speech(spec, request, record)
 
     def route(request: Request, record: RecordedRequest) -> Response:
-        path = request.url.path
+        path = local_path(request)
         if path.startswith("/endpoints/"):
             name, _, rest = path[len("/endpoints/"):].partition("/")
             spec = state.endpoints.get(name)
@@ -261,7 +269,7 @@ def create_app(state: FakeHFState) -> Starlette:
             for suffix in ("/v1/chat/completions", "/pipeline/feature-extraction"):
                 if model.endswith(suffix):
                     model, rest = model[:-len(suffix)], suffix.lstrip("/")
-            spec = state.models.get(model)  # type: ignore[assignment]
+            spec = state.models.get(model)
             if spec is None:
                 raise HFError(404, {"error": f"Model {model} does not exist"})
             key = model

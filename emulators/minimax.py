@@ -17,7 +17,9 @@ Embeddings answer positional `vectors` (no index).
 Scripting knobs: `reply_text`, `tool_call` (name, arguments JSON), `output_sensitive`,
 `legacy_usage` (only total_tokens), `send_done`, `fail(code, message)` (a 200 body with that
 base_resp), `stream_error_after` + `stream_error` (a base_resp error event after N events),
-`embedding_max_batch`, plus the `VendorState` knobs.
+`embedding_max_batch`, plus the `VendorState` knobs. Served as an emulator, the request's
+echo or fixed reply and an automatic call to the first offered tool (when no `tool_call` is
+scripted) come from `emulators/scripting.py`; `minimax_faults` says the injected faults.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -47,8 +50,11 @@ from emulators._vendor_common import (
     record,
     stream_frames,
 )
+from emulators.inject import Asked
+from emulators.scripting import Fault, call_of, reply_of
 
-__all__ = ["DEFAULT_API_KEY", "DEFAULT_GROUP_ID", "DEFAULT_REPLY", "FakeMinimaxState", "create_app", "event"]
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_GROUP_ID", "DEFAULT_REPLY", "FakeMinimaxState", "create_app", "event",
+           "minimax_faults"]
 
 DEFAULT_API_KEY = "eyJhbGciOiJSUzI1NiJ9.fake-minimax-key-0001"
 DEFAULT_GROUP_ID = "1782658868262748467"
@@ -131,13 +137,13 @@ class Plan:
         self.model = body["model"]
         self.state = state
         self.prompt_tokens = message_words(messages)
-        wants_tool = bool(body.get("tools")) and state.tool_call is not None and messages[-1]["role"] != "tool"
-        self.tool = state.tool_call if wants_tool else None
+        offered = bool(body.get("tools")) and messages[-1]["role"] != "tool"
+        self.tool = call_of(state.tool_call) if offered else None
         if self.tool is not None:
             self.pieces, self.finish = argument_pieces(self.tool[1]), "tool_calls"
             self.call_id = "call_function_" + secrets.token_hex(6)
         else:
-            self.pieces, truncated = text_pieces(state.reply_text, body.get("max_tokens"))
+            self.pieces, truncated = text_pieces(reply_of(state), body.get("max_tokens"))
             self.finish = "length" if truncated else "stop"
 
     def usage(self) -> dict[str, Any]:
@@ -247,3 +253,46 @@ def create_app(state: FakeMinimaxState) -> Starlette:
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
     ])
+
+
+# -- the emulators' injected faults -------------------------------------------------------------
+
+# kind -> MiniMax's base_resp (minimax.md §4). MiniMax has no overload code of its own: a busy
+# service answers 1000 "unknown error".
+FAULT_CODES: dict[str, tuple[int, str]] = {
+    "401": (1004, ("login fail: Please carry the API secret key in the 'Authorization' field of the request "
+                   "header")),
+    "429": (1002, "rate limit exceeded(RPM)"),
+    "500": (1013, "internal service error"),
+    "overloaded": (1000, "unknown error"),
+    "error-200": (1013, "internal service error"),
+}
+
+
+def minimax_faults(fault: Fault, asked: Asked) -> Response:
+    """MiniMax answers every error with HTTP 200 and `base_resp.status_code` (no Retry-After),
+    a stream refused before it starts included (a JSON body, not an event):
+
+        401         1004 login fail
+        429         1002 rate limit exceeded(RPM)
+        500         1013 internal service error
+        overloaded  1000 unknown error
+        error-200   a stream: one delta event, then `data: {"base_resp": {"status_code": 1013,
+                    ...}}` and the end (the stream fails midway); else the 500's body
+    """
+    code, message = FAULT_CODES[fault.kind]
+    if fault.kind != "error-200" or not asked.stream:
+        return json_response(error_body(code, message))
+    body = asked.body if isinstance(asked.body, dict) else {}
+    pieces, _ = text_pieces(reply_of(SimpleNamespace(reply_text=DEFAULT_REPLY)))
+    first = {"id": secrets.token_hex(16), "created": int(time.time()), "model": str(body.get("model", "")),
+             "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": {"content": pieces[0] if pieces else "", "role": "assistant"}}],
+             "usage": {"total_tokens": 0, "total_characters": 0}, "input_sensitive": False,
+             "output_sensitive": False}
+
+    async def events() -> Any:
+        yield event(first)
+        yield event(error_body(code, message))
+
+    return SSEResponse(events())

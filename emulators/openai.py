@@ -54,6 +54,7 @@ from emulators._openai_wire import (
 )
 from emulators._openai_responses import responses as responses_api
 from emulators._vendor_common import FakeState, RecordedRequest, UploadedFile
+from emulators.scripting import call_of, reply_of
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -242,9 +243,9 @@ def create_app(state: FakeOpenAIState) -> Starlette:
         plan = ChatPlan(
             model=model,
             prompt_tokens=message_words(messages),
-            reply_text=state.reply_text,
+            reply_text=reply_of(state),
             limit=limit,
-            tool_call=state.tool_call if use_tool else None,
+            tool_call=call_of(state.tool_call) if use_tool else None,
             reasoning=state.reasoning_text if model in state.reasoning_models else None,
             usage_in_choice=state.usage_in_choice,
         )
@@ -264,7 +265,7 @@ def create_app(state: FakeOpenAIState) -> Starlette:
         plan = CompletionPlan(
             model=model,
             prompts=prompts,
-            reply_text=state.reply_text,
+            reply_text=reply_of(state),
             limit=token_limit(body, "max_tokens") or 16,
             echo=bool(body.get("echo")),
             suffix=suffix if isinstance(suffix, str) else None,

@@ -20,13 +20,18 @@ come back in reverse `text_index` order, so a client must sort them.
 Scripting knobs: `reply_text`, `tool_call` (name, arguments JSON: answered when the request
 has tools and does not end with a tool result), `fail(status, code, message)` (also status 200:
 an error object in a 200 body), `stream_error_after` + `stream_error` (an `event:error` after
-N events), plus the `VendorState` knobs. Observations: `requests`, `streams_*`.
+N events), plus the `VendorState` knobs. Observations: `requests`, `streams_*`. Served as an
+emulator, the request's echo or fixed reply and an automatic call to the first offered tool
+(when no `tool_call` is scripted) come from `emulators/scripting.py`; `qwen_faults` says the
+injected faults.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -42,14 +47,18 @@ from emulators._openai_wire import (
     word_count,
 )
 from emulators._vendor_common import (
+    RecordedRequest,
     VendorState,
     fake_vector,
     json_response,
     record,
     stream_frames,
 )
+from emulators.inject import Asked
+from emulators.scripting import Fault, call_of, reply_of
 
-__all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeQwenState", "create_app", "embedding_vector", "frame"]
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeQwenState", "create_app", "embedding_vector", "frame",
+           "qwen_faults"]
 
 DEFAULT_API_KEY = "sk-fake-qwen-0000000000000001"
 DEFAULT_REPLY = "你好！ 我是 通义千问， the fake Qwen."
@@ -158,15 +167,15 @@ class Plan:
         self.message_format = vision or parameters.get("result_format") == "message"
         self.incremental = parameters.get("incremental_output") is True
         self.input_tokens = sum(word_count(_text(m.get("content"))) for m in messages)
-        wants_tool = bool(parameters.get("tools")) and state.tool_call is not None \
-            and parameters.get("tool_choice") != "none" and messages[-1]["role"] != "tool"
-        self.tool = state.tool_call if wants_tool else None
+        offered = bool(parameters.get("tools")) and parameters.get("tool_choice") != "none" \
+            and messages[-1]["role"] != "tool"
+        self.tool = call_of(state.tool_call) if offered else None
         if self.tool is not None:
             self.pieces = argument_pieces(self.tool[1])
             self.finish = "tool_calls"
             self.call_id = "call_" + uuid.uuid4().hex[:22]
         else:
-            self.pieces, truncated = text_pieces(state.reply_text, parameters.get("max_tokens"))
+            self.pieces, truncated = text_pieces(reply_of(state), parameters.get("max_tokens"))
             self.finish = "length" if truncated else "stop"
 
     def usage(self, output_tokens: int) -> dict[str, Any]:
@@ -244,8 +253,11 @@ def _model(body: dict[str, Any], vision_endpoint: bool) -> str:
     return model
 
 
+Answer = Callable[[RecordedRequest], Response]
+
+
 def create_app(state: FakeQwenState) -> Starlette:
-    async def handle(request: Request, answer: Any) -> Response:
+    async def handle(request: Request, answer: Answer) -> Response:
         recorded = await record(state, request)
         try:
             _check_auth(state, recorded.headers)
@@ -258,8 +270,8 @@ def create_app(state: FakeQwenState) -> Starlette:
         except DashScopeError as exc:
             return json_response(error_body(exc.code, exc.message), exc.status)
 
-    def generation(vision: bool) -> Any:
-        def answer(recorded: Any) -> Response:
+    def generation(vision: bool) -> Callable[[Request], Awaitable[Response]]:
+        def answer(recorded: RecordedRequest) -> Response:
             body = recorded.json
             _model(body, vision)
             _check_messages((body.get("input") or {}).get("messages"), vision)
@@ -272,7 +284,7 @@ def create_app(state: FakeQwenState) -> Starlette:
             return await handle(request, answer)
         return endpoint
 
-    def embed(recorded: Any) -> Response:
+    def embed(recorded: RecordedRequest) -> Response:
         body = recorded.json
         model = body.get("model")
         if model not in EMBEDDING_LIMITS:
@@ -307,3 +319,56 @@ def create_app(state: FakeQwenState) -> Starlette:
         Route("/api/v1/services/embeddings/text-embedding/text-embedding", embeddings, methods=["POST"]),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
     ])
+
+
+# -- the emulators' injected faults -------------------------------------------------------------
+
+# kind -> (HTTP status, DashScope's code, its message) (qwen.md §6).
+FAULT_ERRORS: dict[str, tuple[int, str, str]] = {
+    "401": (401, "InvalidApiKey", "Invalid API-key provided."),
+    "429": (429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later."),
+    "500": (500, "InternalError", "An internal error has occured, please try again."),
+    "overloaded": (503, "ModelUnavailable", "Model is unavailable, please try again later."),
+    "error-200": (500, "InternalError", "An internal error has occured, please try again."),
+}
+
+
+def _first_event(asked: Asked) -> dict[str, Any]:
+    """The first event of an answer that then fails, in the format the request asked for."""
+    body = asked.body if isinstance(asked.body, dict) else {}
+    parameters: dict[str, Any] = body["parameters"] if isinstance(body.get("parameters"), dict) else {}
+    pieces, _ = text_pieces(reply_of(SimpleNamespace(reply_text=DEFAULT_REPLY)))
+    text = pieces[0] if pieces else ""
+    vision = asked.path.endswith("/multimodal-generation/generation")
+    output: dict[str, Any] = {"text": text, "finish_reason": "null"}
+    if vision or parameters.get("result_format") == "message":
+        content: Any = [{"text": text}] if vision else text
+        output = {"choices": [{"finish_reason": "null", "message": {"role": "assistant", "content": content}}]}
+    return {"output": output, "usage": {}, "request_id": str(uuid.uuid4())}
+
+
+def qwen_faults(fault: Fault, asked: Asked) -> Response:
+    """DashScope's errors are `{"code", "message", "request_id"}` with the HTTP status that
+    goes with the code (no Retry-After header):
+
+        401         401 InvalidApiKey
+        429         429 Throttling.RateQuota
+        500         500 InternalError
+        overloaded  503 ModelUnavailable
+        error-200   a stream (`X-DashScope-SSE: enable`): one `event:result`, then
+                    `event:error` with `:HTTP_STATUS/500` and InternalError, in an HTTP 200.
+                    DashScope has no error inside a 200 but in a stream (its SDK reads a
+                    200 body as an answer), so a request that is not a stream gets the 500
+    """
+    status, code, message = FAULT_ERRORS[fault.kind]
+    if fault.kind != "error-200" or not asked.stream:
+        return json_response(error_body(code, message), status)
+    frames = [frame(1, _first_event(asked)), frame(2, error_body(code, message), "error", status)]
+
+    async def events() -> Any:
+        for one in frames:
+            yield one
+
+    response = SSEResponse(events())
+    response.headers["content-type"] = "text/event-stream;charset=UTF-8"
+    return response

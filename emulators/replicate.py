@@ -15,6 +15,8 @@ the input against the model's schema (unknown fields, types, `stop_sequences` a 
 whisper `audio` a URI whose data decodes): 422 problem+json. A prediction is `processing`
 after a create that waited, and `succeeded` after `polls_to_finish` polls of `urls.get`,
 its output growing meanwhile (a token list for LLMs, the whisper object for speech).
+Served as an emulator, a request's own reply (echo or fixed, `emulators/scripting.py`)
+replaces the scripted tokens.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from emulators._openai_wire import SSEResponse
+from emulators._openai_wire import SSEResponse, text_pieces
 from emulators._replay import write_events
-from emulators._vendor_common import FakeState, RecordedRequest
+from emulators._vendor_common import FakeState, RecordedRequest, local_path, public_root
+from emulators.scripting import reply_of
 
 __all__ = ["DEFAULT_TOKEN", "FakeReplicateState", "HAIKU", "create_app"]
 
@@ -154,10 +157,25 @@ class FakeReplicateState(FakeState):
     def creates(self) -> list[RecordedRequest]:
         return [r for r in list(self.requests) if r.method == "POST" and r.path.endswith("/predictions")]
 
+    @property
+    def reply_text(self) -> str:
+        """The scripted tokens as one text: what `scripting.reply_of` falls back to."""
+        return "".join(self.reply_tokens)
+
+
+def reply_tokens(state: FakeReplicateState) -> list[str]:
+    """The scripted tokens, or a request's own reply (echo or fixed, through the emulator's
+    middleware) cut in word pieces and ended by Replicate's empty last token."""
+    text = reply_of(state)
+    if text == state.reply_text:
+        return list(state.reply_tokens)
+    return [*text_pieces(text)[0], ""]
+
 
 def whisper_result(transcript: str) -> dict[str, Any]:
     words = transcript.split()
-    segments, t = [], 0.0
+    segments: list[dict[str, Any]] = []
+    t = 0.0
     for i in range(0, len(words), 4):
         text = " " + " ".join(words[i:i + 4])
         end = round(t + 0.4 * len(words[i:i + 4]), 2)
@@ -176,7 +194,9 @@ def check_input(model: RModel, inputs: Any) -> None:
         if types is None:
             raise invalid(f"- input: Additional property {name} is not allowed")
         if not isinstance(value, types) or (isinstance(value, bool) and types is not BOOLEAN):
-            expected = {NUMBER: "number", INTEGER: "integer", STRING: "string", BOOLEAN: "boolean"}[types]
+            names: dict[tuple[type, ...], str] = {NUMBER: "number", INTEGER: "integer", STRING: "string",
+                                                  BOOLEAN: "boolean"}
+            expected = names[types]
             given = "array" if isinstance(value, list) else type(value).__name__
             raise invalid(f"- input.{name}: Invalid type. Expected: {expected}, given: {given}")
     if model.required not in inputs:
@@ -226,7 +246,8 @@ def create_app(state: FakeReplicateState) -> Starlette:
             raise ReplicateError(400, "Invalid request", "The request body must be a JSON object")
         version = ""
         if model_name is None:
-            version = body.get("version") if isinstance(body.get("version"), str) else ""
+            asked = body.get("version")
+            version = asked if isinstance(asked, str) else ""
             model_name = state.versions.get(version)
             if model_name is None:
                 raise invalid("Invalid version or not permitted")
@@ -238,7 +259,7 @@ def create_app(state: FakeReplicateState) -> Starlette:
                 prefer.startswith("wait=") and prefer[5:].isdigit() and 1 <= int(prefer[5:]) <= 60):
             raise ReplicateError(400, "Invalid Prefer header", f"Invalid Prefer header value: {prefer}")
         check_input(model, body.get("input"))
-        result = whisper_result(state.transcript) if model.required == "audio" else list(state.reply_tokens)
+        result = whisper_result(state.transcript) if model.required == "audio" else reply_tokens(state)
         p = Prediction(secrets.token_hex(13), model_name, version or "dp-" + secrets.token_hex(16), body["input"],
                        bool(body.get("stream")), model.streams, result, state.fail_with)
         if prefer is not None:
@@ -256,7 +277,7 @@ def create_app(state: FakeReplicateState) -> Starlette:
         return p
 
     def route(request: Request, record: RecordedRequest) -> Response:
-        parts = request.url.path.strip("/").split("/")
+        parts = local_path(request).strip("/").split("/")
         method = request.method
         if method == "POST" and len(parts) == 5 and parts[:2] == ["v1", "models"] and parts[4] == "predictions":
             return create(request, record, f"{parts[2]}/{parts[3]}")
@@ -310,7 +331,7 @@ def create_app(state: FakeReplicateState) -> Starlette:
 
 
 def _root(request: Request) -> str:
-    return f"{request.url.scheme}://{request.url.netloc}"
+    return public_root(request)
 
 
 def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:

@@ -17,12 +17,17 @@ then the error frame), `close_early` (close after the text frames without the st
 frame), `frame_delay`, `last_frame_text` (the last piece rides in the status-2 frame).
 Observations: `handshakes`, `rejected`, `frames` (request frames), `http_requests`,
 `connections_started/finished/errored/aborted` (aborted: the client closed first).
+
+Served as an emulator (`emulators/inject.py`), a request's echo and automatic function call
+come from `emulators/scripting.py`; the websocket's frame is read here, so echo and the
+automatic call are worked out from it here too. Faults: `emulators/_faults_spark.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import re
@@ -41,9 +46,10 @@ from starlette.websockets import WebSocket
 
 from emulators._openai_wire import SSEResponse, text_pieces, word_count
 from emulators._vendor_common import FakeState
+from emulators.scripting import call_of, reply_in, reply_of
 
-__all__ = ["API_KEY", "API_PASSWORD", "API_SECRET", "APP_ID", "DEFAULT_REPLY", "FakeSparkState", "PATH_DOMAINS",
-           "create_app", "sign"]
+__all__ = ["API_KEY", "API_PASSWORD", "API_SECRET", "APP_ID", "DEFAULT_REPLY", "PATH_DOMAINS", "FakeSparkState",
+           "create_app", "error_frame", "http_sid", "sign", "socket_sid"]
 
 APP_ID = "fa4e0001"
 API_KEY = "fake-spark-api-key-0000000000000001"
@@ -190,12 +196,13 @@ def _usage(texts: list[dict[str, Any]], completion: int) -> dict[str, int]:
 def answer_frames(state: FakeSparkState, frame: dict[str, Any], sid: str) -> list[dict[str, Any]]:
     """The frames that answer a good request (without scripted errors)."""
     texts = frame["payload"]["message"]["text"]
-    if state.function_call and frame["payload"].get("functions"):
-        name, arguments = state.function_call
+    call = call_of(state.function_call, frame) if frame["payload"].get("functions") else None
+    if call is not None:
+        name, arguments = call
         last = _frame(sid, 2, 0, "", content_type="text", function_call={"arguments": arguments, "name": name})
         last["payload"]["usage"] = {"text": _usage(texts, 0)}
         return [last]
-    pieces, _ = text_pieces(state.reply_text, frame["parameter"]["chat"].get("max_tokens"))
+    pieces, _ = text_pieces(reply_in(state, frame), frame["parameter"]["chat"].get("max_tokens"))
     tail = pieces.pop() if state.last_frame_text and pieces else ""
     frames = [_frame(sid, 0 if i == 0 else 1, i, p) for i, p in enumerate(pieces)]
     last = _frame(sid, 2, len(frames), tail)
@@ -205,6 +212,17 @@ def answer_frames(state: FakeSparkState, frame: dict[str, Any], sid: str) -> lis
 
 def error_frame(sid: str, code: int, message: str) -> dict[str, Any]:
     return {"header": {"code": code, "message": message, "sid": sid, "status": 2}}
+
+
+def socket_sid(websocket: WebSocket) -> str:
+    return f"cht000{int(time.time() * 1000) % 10**8:08x}@dx18fake{id(websocket) % 10**6:06d}"
+
+
+def _route_path(websocket: WebSocket) -> str:
+    """The path within the app (`/v3.5/chat`) when it is mounted under a prefix (`/spark`):
+    the domain goes with it, while the signature covers the whole request line."""
+    path, root = websocket.url.path, str(websocket.scope.get("root_path", ""))
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 async def _serve_socket(state: FakeSparkState, websocket: WebSocket) -> None:
@@ -227,7 +245,7 @@ async def _serve_socket(state: FakeSparkState, websocket: WebSocket) -> None:
     api_key = _auth_fields(query["authorization"]).get("api_key") or _auth_fields(query["authorization"])["username"]
     await websocket.accept()
     state.count("connections_started")
-    sid = f"cht000{int(time.time() * 1000) % 10**8:08x}@dx18fake{id(websocket) % 10**6:06d}"
+    sid = socket_sid(websocket)
     outcome = "connections_aborted"
     try:
         text = await asyncio.wait_for(websocket.receive_text(), 10)
@@ -237,7 +255,7 @@ async def _serve_socket(state: FakeSparkState, websocket: WebSocket) -> None:
             frame = None
         with state.lock:
             state.frames.append(frame)
-        problem = check_frame(state, frame, path, api_key)
+        problem = check_frame(state, frame, _route_path(websocket), api_key)
         if problem is None and state.error_code is not None and state.error_after is None:
             problem = (state.error_code, state.error_message)
         if problem is not None:
@@ -265,13 +283,15 @@ async def _serve_socket(state: FakeSparkState, websocket: WebSocket) -> None:
         outcome = "connections_aborted"
     finally:
         state.count(outcome)
-        try:
+        with contextlib.suppress(Exception):  # already closed by the client
             await websocket.close()
-        except Exception:  # noqa: BLE001 - already closed by the client
-            pass
 
 
 # -- the HTTP API -------------------------------------------------------------------------------
+
+
+def http_sid() -> str:
+    return f"cha000b{int(time.time() * 1000) % 10**6:06d}@dx1905fake"
 
 
 async def _http_chat(state: FakeSparkState, request: Request) -> Response:
@@ -282,13 +302,13 @@ async def _http_chat(state: FakeSparkState, request: Request) -> Response:
     if not auth.startswith("Bearer ") or auth[7:] not in state.api_passwords:
         return JSONResponse({"error": {"message": "invalid user", "type": "api_error", "param": None,
                                        "code": None}}, status_code=401)
-    sid = f"cha000b{int(time.time() * 1000) % 10**6:06d}@dx1905fake"
+    sid = http_sid()
     if state.error_code is not None:
         return JSONResponse({"code": state.error_code, "message": state.error_message, "sid": sid})
     if not isinstance(body, dict) or body.get("model") not in HTTP_MODELS or not body.get("messages"):
         return JSONResponse({"code": 10163, "message": "invalid model or messages", "sid": sid})
     words = [m.get("content") or "" for m in body["messages"]]
-    pieces, _ = text_pieces(state.reply_text, body.get("max_tokens"))
+    pieces, _ = text_pieces(reply_of(state), body.get("max_tokens"))
     prompt = sum(word_count(w) for w in words)
     usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces), "total_tokens": prompt + len(pieces)}
     if not body.get("stream"):

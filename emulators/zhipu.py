@@ -19,7 +19,10 @@ Embeddings: `embedding-2` (one input per request ⚠, as one-api sends it) and `
 
 Scripting knobs: `reply_text`, `tool_call`, `finish_reason` (force one: "sensitive",
 "network_error"), `fail(status, code, message)`, `stream_error_after` + `stream_error`,
-plus the `VendorState` knobs. Observations: `requests`, `jwt_payloads`, `streams_*`.
+plus the `VendorState` knobs. Observations: `requests`, `jwt_payloads`, `streams_*`. Served as
+an emulator, the request's echo or fixed reply and an automatic call to the first offered
+tool (when no `tool_call` is scripted) come from `emulators/scripting.py`; `zhipu_faults`
+says the injected faults.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -54,8 +59,10 @@ from emulators._vendor_common import (
     record,
     stream_frames,
 )
+from emulators.inject import Asked
+from emulators.scripting import Fault, call_of, reply_of
 
-__all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeZhipuState", "create_app"]
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeZhipuState", "create_app", "zhipu_faults"]
 
 DEFAULT_API_KEY = "fakekeyid0001.fakesecret0000000000000001"
 DEFAULT_REPLY = "智谱AI 是 一家 专注于 认知智能 的 fake 公司。"
@@ -152,14 +159,14 @@ class Plan:
         self.created = int(time.time())
         self.model = body["model"]
         self.prompt_tokens = message_words(messages)
-        wants_tool = bool(body.get("tools")) and state.tool_call is not None and messages[-1]["role"] != "tool"
-        self.tool = state.tool_call if wants_tool else None
+        offered = bool(body.get("tools")) and messages[-1]["role"] != "tool"
+        self.tool = call_of(state.tool_call) if offered else None
         if self.tool is not None:
             self.pieces, self.finish = argument_pieces(self.tool[1]), "tool_calls"
             self.call = {"id": f"call_{self.id}", "type": "function", "index": 0,
                          "function": {"name": self.tool[0], "arguments": self.tool[1]}}
         else:
-            self.pieces, truncated = text_pieces(state.reply_text, body.get("max_tokens"))
+            self.pieces, truncated = text_pieces(reply_of(state), body.get("max_tokens"))
             self.finish = "length" if truncated else "stop"
         self.finish = state.finish_reason or self.finish
 
@@ -191,7 +198,7 @@ def event(data: Any) -> bytes:
 
 
 def create_app(state: FakeZhipuState) -> Starlette:
-    async def handle(request: Request, answer: Any) -> Response:
+    async def handle(request: Request, answer: Callable[[dict[str, Any]], Response]) -> Response:
         recorded = await record(state, request)
         try:
             _authenticate(state, recorded.headers)
@@ -250,3 +257,47 @@ def create_app(state: FakeZhipuState) -> Starlette:
         Route("/api/paas/v4/embeddings", embeddings, methods=["POST"]),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
     ])
+
+
+# -- the emulators' injected faults -------------------------------------------------------------
+
+# kind -> (HTTP status, Zhipu's code, its message) (chatglm.md §C7: a string of digits).
+FAULT_ERRORS: dict[str, tuple[int, str, str]] = {
+    "401": (401, "1002", "Authentication Token非法，请确认Authentication Token正确传递。"),
+    "429": (429, "1302", "您当前使用该API的并发数过高，请降低并发，或联系客服增加限额。"),
+    "500": (500, "500", "服务内部错误，请稍后重试。"),
+    "overloaded": (503, "1305", "当前API请求过多，请稍后重试。"),
+    "error-200": (200, "500", "服务内部错误，请稍后重试。"),
+}
+
+
+def zhipu_faults(fault: Fault, asked: Asked) -> Response:
+    """Zhipu's errors are `{"error": {"code": "<digits>", "message"}}` with the HTTP status
+    that goes with the code (no Retry-After header):
+
+        401         401 code 1002 (the token is not valid)
+        429         429 code 1302 (too many concurrent requests)
+        500         500 code 500
+        overloaded  503 code 1305 (too many requests for the service now)
+        error-200   a stream: one delta event, then `data: {"error": {"code": "500", ...}}`
+                    and the end, no `[DONE]`; else a 200 completion whose finish_reason is
+                    "network_error" (how Zhipu reports a failed inference in a 200)
+    """
+    status, code, message = FAULT_ERRORS[fault.kind]
+    if fault.kind != "error-200":
+        return json_response(error_body(code, message), status)
+    body = asked.body if isinstance(asked.body, dict) else {}
+    answer_id = str(8313807536837492492 + secrets.randbelow(10**6))
+    head = {"id": answer_id, "created": int(time.time()), "model": str(body.get("model", ""))}
+    if not asked.stream:
+        return json_response({**head, "request_id": answer_id, "choices": [
+            {"index": 0, "finish_reason": "network_error", "message": {"role": "assistant", "content": ""}}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
+    pieces, _ = text_pieces(reply_of(SimpleNamespace(reply_text=DEFAULT_REPLY)))
+    first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": pieces[0] if pieces else ""}}]}
+
+    async def events() -> Any:
+        yield event(first)
+        yield event(error_body(code, message))
+
+    return SSEResponse(events())

@@ -17,7 +17,7 @@ import orjson
 
 from keystore import MASTER_KEY_ENV, master_key_from_env
 from keystore.crypto import KeystoreError
-from proxy import cli_args
+from proxy import cli_args, demo
 from proxy.bootstrap import (
     StartupError,
     ensure_admin_token,
@@ -73,14 +73,15 @@ def _print(result: Any, as_json: bool) -> None:
             print(row)
 
 
-def _handoff(settings: Settings) -> tuple[int, dict[str, str]]:
+def _handoff(settings: Settings, emulators_fd: int | None = None) -> tuple[int, dict[str, str]]:
     """The settings and the master key for `proxy.server`, in an anonymous in-memory file
     (a descriptor the exec'd process inherits: no name on disk, nothing in the environment
     or the command line), and the environment to exec with: ours without the master key
     and without any variable holding another secret of the settings (a hosted credential
     given as `${VAR}`, the admin token)."""
     master = master_key_from_env()
-    payload = orjson.dumps({"settings": settings.model_dump(mode="json"), "master_key": master})
+    payload = orjson.dumps({"settings": settings.model_dump(mode="json"), "master_key": master,
+                            "emulators_fd": emulators_fd})
     if hasattr(os, "memfd_create"):  # Linux: memory only, never a name on any file system
         fd = os.memfd_create("modelport-settings", 0)
     else:  # elsewhere: a 0600 temporary file, unlinked before anything is written to it
@@ -106,6 +107,12 @@ def _say(settings: Settings, message: str) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> NoReturn:
     updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
     settings = settings.model_copy(update=updates)
+    if args.demo:
+        settings = demo.demo_settings(settings, args)
+    elif args.demo_data_dir:
+        raise StartupError("--demo-data-dir goes with --demo")
+    else:
+        demo.check_not_demo(settings)
 
     async def prepare() -> Path | None:
         store, _ = await open_store_and_keystore(settings)
@@ -118,13 +125,37 @@ def _serve(args: argparse.Namespace, settings: Settings) -> NoReturn:
     if token_file:
         # The path, never the token: logs are kept and shared far longer than a secret should be.
         _say(settings, f"created the admin token for /admin/v1 in {token_file} (mode 0600)")
-    fd, env = _handoff(settings)
+    emulators = demo.emulator_socket() if args.demo else None
+    if emulators is not None:
+        setup = asyncio.run(demo.set_up(settings, emulators.getsockname()[1]))
+        for line in demo.describe(setup, settings):
+            _say(settings, line)
+    fd, env = _handoff(settings, emulators.fileno() if emulators is not None else None)
     _say(settings, f"serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
     sys.stderr.flush()
     # Become a bare uvicorn supervisor (same PID): everything this CLI imported (every
     # translator, the keystore) would otherwise stay resident in it for nothing; the
     # benchmark counted ~25 MiB. Workers build the app from the handoff (proxy/server.py).
     os.execve(sys.executable, [sys.executable, "-m", "proxy.server", "--handoff-fd", str(fd)], env)
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from emulators.catalog import EMULATORS  # the emulators load only for this command
+    from emulators.serve import ALL, serve_forever
+
+    if args.vendor == "list":
+        for name, emulator in EMULATORS.items():
+            print(f"{name:<18} {emulator.title}")
+        return 0
+    if args.vendor != ALL and args.vendor not in EMULATORS:
+        print(f"modelport emulate: no emulator named {args.vendor!r}; one of: {', '.join(EMULATORS)}, or all",
+              file=sys.stderr)
+        return 2
+    names = list(EMULATORS) if args.vendor == ALL else [args.vendor]
+    try:
+        return serve_forever(names, args.host, args.port, reply=args.reply)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
@@ -202,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             args.fields.extend(extra)
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "emulate":
+        return _emulate(args)
     try:
         settings = _settings(args)
         if args.command == "serve":

@@ -96,6 +96,15 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
+    serve.add_argument("--demo", action="store_true",
+                       help="no vendor key needed: a 'demo' tenant on vendor emulators run in-process")
+    serve.add_argument("--demo-data-dir", help="where the demo keeps its data (default ./modelport-demo)")
+
+    emulate = sub.add_parser("emulate", help="serve a vendor's API locally (an emulator), or all of them")
+    emulate.add_argument("vendor", help="an emulator (`modelport emulate list` names them), or `all`")
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=8100)
+    emulate.add_argument("--reply", help="answer every request with this text, or `echo` the last user message")
 
     def group(name: str, help: str) -> Any:
         return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)

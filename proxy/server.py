@@ -341,6 +341,7 @@ def run(handoff: bytes) -> None:
     # One worker is one process: its own registry, no files (and uvicorn's single server
     # re-raises SIGTERM once stopped, which would leave a directory behind).
     directory = metrics_directory() if metrics["enabled"] and config.workers > 1 else None
+    emulators = _start_emulators(data.get("emulators_fd"))
     try:
         server = Server(config)
         if config.workers > 1:
@@ -350,8 +351,23 @@ def run(handoff: bytes) -> None:
             if not server.started:
                 sys.exit(3)  # uvicorn's STARTUP_FAILURE
     finally:
+        if emulators is not None:
+            emulators.stop()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _start_emulators(fd: int | None) -> Any:
+    """`serve --demo`: the vendor emulators on the loopback socket the CLI bound, in a
+    thread of this process (the supervisor's, with several workers)."""
+    if fd is None:
+        return None
+    from emulators.serve import start_in_thread
+
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)  # the workers have no use for it
+    served, _ = start_in_thread(sock)
+    return served
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop_process
+
 PASSWORD = "test-redis-password-not-a-secret"  # a throwaway server on loopback, gone after the session
 
 
@@ -72,12 +74,7 @@ class RedisServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
     def command(self, *args: str) -> str | None:
         """One command over a raw connection (RESP); the first line of the answer, or None

@@ -211,3 +211,11 @@ def test_nothing_reaches_outside_the_repository() -> None:
                               if _OUTSIDE_TEXT.search(line)]
     assert not offenders, ("a clone with nothing beside it must run (tests/fixture_data.py is the one home of the "
                            "optional ../shared layer):\n" + "\n".join(offenders))
+
+
+def test_emulators_stand_apart_from_the_gateway() -> None:
+    """An emulator plays the vendor: were it to reuse the gateway's codecs, a misreading of
+    the vendor's format would sit on both sides and every test would still pass."""
+    pattern = re.compile(r"^\s*(from|import)\s+(proxy|translators|keystore)\b", re.MULTILINE)
+    offenders = [str(p.relative_to(ROOT)) for p in _py("emulators") if pattern.search(p.read_text())]
+    assert not offenders, f"emulators/ importing the gateway: {offenders}"

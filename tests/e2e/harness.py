@@ -36,6 +36,7 @@ import yaml
 from proxy.cli import main as cli_main
 from tests.fakes.fixtures import FakeOpenAI
 from emulators.server import free_port
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 ACME_KEY = "sk-test-acme-not-a-real-key-000000000001"
@@ -141,12 +142,7 @@ class GatewayProcess:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None
 
     @contextlib.contextmanager
