@@ -115,7 +115,7 @@ class Emulated:
             CURRENT.reset(token)
 
     def _script(self, headers: dict[str, str], body: Any) -> RequestScript:
-        asked = headers.get(REPLY_HEADER) or self.reply
+        asked = _utf8(headers.get(REPLY_HEADER, "")) or self.reply
         reply = echo_text(body) if asked == "echo" else asked
         return RequestScript(reply=reply, tool=auto_tool(body) if self.auto_tools else None,
                              echo=asked == "echo", auto_tools=self.auto_tools)
@@ -171,6 +171,15 @@ class Emulated:
             except orjson.JSONDecodeError:
                 body = None
         return raw, body
+
+
+def _utf8(value: str) -> str:
+    """A header as its sender meant it: clients send UTF-8 bytes (curl, browsers), which
+    ASGI hands over as latin-1."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
 
 
 def _replay(raw: bytes, receive: Receive) -> Receive:

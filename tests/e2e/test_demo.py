@@ -119,6 +119,17 @@ def test_fault_models_show_the_gateways_retries_and_fallbacks(demo: Demo) -> Non
     assert reply.model == "glm-4-flash"
 
 
+def test_the_demo_starts_again_in_its_directory(tmp_path: Path) -> None:
+    """A second run binds its emulators on another port: every credential follows it."""
+    tokens = []
+    for _ in range(2):
+        with served_demo(tmp_path) as again, again.client() as client:
+            for model in ("huggingface/meta-llama/Meta-Llama-3-8B-Instruct", "qwen/qwen-turbo"):
+                assert client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}]).choices
+            tokens.append(again.token)
+    assert len(set(tokens)) == 2
+
+
 # -- kept apart from real data --------------------------------------------------------------------
 
 
