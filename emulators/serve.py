@@ -42,12 +42,36 @@ def build(name: str, *, reply: str | None = None, auto_tools: bool = True) -> Se
     return Served(emulator, state, wrapped)
 
 
+class _Recent(collections.OrderedDict[str, Any]):
+    """A dict of what was made by id (predictions, tokens, stored answers) that forgets the
+    oldest past `limit`: a client asking for one that old gets the vendor's "not found"."""
+
+    def __init__(self, items: dict[str, Any], limit: int) -> None:
+        super().__init__(items)
+        self.limit = limit
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+# What a state adds to at every request (the tests read them); a long-running emulator keeps
+# the last RECORDS_KEPT of each. The other lists of a state are scripting, set by a test.
+OBSERVATIONS = frozenset({"requests", "http_requests", "organizations", "queries", "effective", "embedding_batches",
+                          "canceled", "handshakes", "rejected", "frames", "jwt_payloads"})
+MADE_BY_ID = frozenset({"responses", "predictions", "tokens"})
+ITEMS_KEPT = 10_000
+
+
 def _bound_records(state: Any) -> None:
-    """A long-running emulator keeps the last requests it saw, not every one (the tests'
-    states keep all of them, for inspection)."""
+    """A long-running emulator's memory stays bounded: the tests' bare states keep every
+    observation for inspection, a served one the last few."""
     for name, value in vars(state).items():
-        if name.endswith("requests") and isinstance(value, list):
+        if name in OBSERVATIONS and isinstance(value, list):
             setattr(state, name, collections.deque(value, maxlen=RECORDS_KEPT))
+        elif name in MADE_BY_ID and isinstance(value, dict):
+            setattr(state, name, _Recent(value, ITEMS_KEPT))
 
 
 def describe(root: str, names: list[str], *, prefixed: bool) -> list[dict[str, Any]]:
