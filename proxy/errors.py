@@ -144,4 +144,15 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
                        "invalid_request_error", "method_not_allowed")
     else:
         err = ApiError(exc.status_code, str(exc.detail), "invalid_request_error")
-    return error_response(err)
+    return error_response(err, request.scope.get(_ERROR_SHAPE) or _shape_of_path(request.url.path))
+
+
+def _shape_of_path(path: str) -> ErrorShape | None:
+    """The router's 404 and 405 under another API's path (`/v1/messages/...`) in that API's
+    shape: its clients' SDKs read no other."""
+    from translators import INBOUND
+
+    for api in INBOUND.values():
+        if path == api.path or path.startswith(api.path + "/"):
+            return api.error
+    return None

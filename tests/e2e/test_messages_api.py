@@ -307,6 +307,19 @@ def test_bad_key_is_an_authentication_error(gateway: GatewayProcess) -> None:
     _error(reply, 401, "authentication_error")
 
 
+def test_unknown_paths_and_methods_answer_in_anthropics_shape(gateway: GatewayProcess,
+                                                               tenant: ProviderTenant) -> None:
+    headers = {"x-api-key": tenant.token}
+    _error(httpx.get(f"{gateway.base_url}/v1/messages", headers=headers), 405, "invalid_request_error")
+    _error(httpx.post(f"{gateway.base_url}/v1/messages/batches", headers=headers, json={}), 404, "not_found_error")
+    sdk = anthropic.Anthropic(base_url=gateway.base_url, api_key=tenant.token, max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        sdk.get("/v1/messages/nope/nothing", cast_to=object)
+    assert caught.value.body["error"]["type"] == "not_found_error"
+    # Elsewhere, OpenAI's shape as before.
+    assert httpx.get(f"{gateway.base_url}/v1/nothing").json()["error"]["code"] == "unknown_url"
+
+
 def test_bad_requests(gateway: GatewayProcess, tenant: ProviderTenant, fakes: Fakes) -> None:
     url, headers = f"{gateway.base_url}/v1/messages", {"x-api-key": tenant.token}
     assert "max_tokens" in _error(httpx.post(url, headers=headers, json={"model": "default", "messages": HELLO}),
