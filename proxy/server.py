@@ -48,15 +48,21 @@ from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess, multiprocess
 
+from proxy import request_ids
+
 logger = logging.getLogger("uvicorn.error")
 
 # An OpenAI-shaped 408 for a client too slow to send its headers.
 _HEADER_TIMEOUT_BODY = json.dumps({"error": {
     "message": "The request line and headers did not arrive in time.", "type": "invalid_request_error",
     "param": None, "code": "request_timeout"}}).encode()
-_HEADER_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                            b"connection: close\r\ncontent-length: " + str(len(_HEADER_TIMEOUT_BODY)).encode()
-                            + b"\r\n\r\n" + _HEADER_TIMEOUT_BODY)
+
+
+def _header_timeout_response() -> bytes:
+    """The 408 written straight to the socket: no headers arrived to take a client's id from."""
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"x-request-id: " + request_ids.new_id().encode() + b"\r\n"
+            b"content-length: " + str(len(_HEADER_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _HEADER_TIMEOUT_BODY)
 
 
 _BUSY_BODY = json.dumps({"error": {
@@ -65,9 +71,10 @@ _BUSY_BODY = json.dumps({"error": {
 
 
 async def _busy(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    request_id = request_ids.from_headers(list(scope["headers"]) if scope["type"] == "http" else [])
     await send({"type": "http.response.start", "status": 503, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(_BUSY_BODY)).encode()),
-        (b"retry-after", b"1"), (b"connection", b"close")]})
+        (b"retry-after", b"1"), (b"connection", b"close"), (request_ids.HEADER, request_id.encode())]})
     await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
 
 
@@ -102,7 +109,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing():
-            self.transport.write(_HEADER_TIMEOUT_RESPONSE)
+            self.transport.write(_header_timeout_response())
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

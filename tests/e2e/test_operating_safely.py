@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import os
 import signal
 import socket
@@ -197,6 +198,7 @@ def test_headers_dribbled_slower_than_the_deadline_get_408(guarded: GatewayProce
     status, body = status_and_body(answer)
     assert status == 408 and elapsed < 4
     assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert re.search(rb"\r\nx-request-id: req_[0-9a-f]+\r\n", answer), answer  # written below the app, too
     # A normal client on a normal connection is not affected.
     assert httpx.get(guarded.base_url + "/healthz").status_code == 200
 
@@ -215,6 +217,9 @@ def test_requests_beyond_the_concurrency_limit_get_503(tmp_path: Path) -> None:
             busy = healthz_becomes(503)
             # OpenAI's shape, like every other answer of the gateway.
             assert busy.json()["error"]["code"] == "server_busy" and busy.headers["retry-after"] == "1"
+            assert busy.headers["x-request-id"].startswith("req_")
+            mine = httpx.get(gw.base_url + "/healthz", headers={"x-request-id": "client-id-1"})
+            assert mine.status_code == 503 and mine.headers["x-request-id"] == "client-id-1"
         healthz_becomes(200)
 
 
