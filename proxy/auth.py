@@ -14,6 +14,7 @@ the limit is about load and noise, not about making them guessable).
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 from starlette.requests import Request
 
@@ -63,7 +64,14 @@ def api_key(request: Request) -> str:
     return bearer_token(request)
 
 
+_CALLER = "modelport.caller"  # a key of the ASGI scope: the request's caller, once found
+
+
 async def authenticate(request: Request, directory: Directory) -> Caller:
+    """The request's caller; found once per request (a continued answer's lookup asks again)."""
+    known = request.scope.get(_CALLER)
+    if known is not None:
+        return cast(Caller, known)
     try:
         token = api_key(request)
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
@@ -73,6 +81,7 @@ async def authenticate(request: Request, directory: Directory) -> Caller:
             raise unauthorized(f"Incorrect or revoked API key provided: {mask(token)}.")
     except ApiError as err:
         raise limited(request, err) from None
+    request.scope[_CALLER] = caller
     return caller
 
 
