@@ -24,6 +24,7 @@ __all__ = ["DEFAULT_DEMO_DIR", "DEMO_MARKER", "DEMO_TENANT", "DemoSetup", "check
            "emulator_socket", "set_up"]
 
 DEFAULT_DEMO_DIR = Path("modelport-demo")
+DEFAULT_DATA_DIR = Settings.model_fields["data_dir"].default  # a real install's
 DEMO_MARKER = ".modelport-demo"
 DEMO_TENANT = "demo"
 _DB_NAME = "modelport.db"
@@ -48,7 +49,8 @@ def demo_settings(settings: Settings, args: argparse.Namespace) -> Settings:
     """The settings a demo runs with: its own SQLite directory, no Redis, no operator keys
     lent to tenants, loopback upstreams allowed."""
     given = getattr(args, "demo_data_dir", None)
-    if given is None and (settings.database or settings.redis_url):
+    chosen = settings.database or settings.redis_url or settings.data_dir != Path(DEFAULT_DATA_DIR).resolve()
+    if given is None and chosen:
         raise StartupError(f"this configuration uses the database {settings.database_label}: --demo keeps its "
                            "tenant apart from real ones, so give it a directory of its own with --demo-data-dir DIR")
     directory = Path(given) if given else DEFAULT_DEMO_DIR

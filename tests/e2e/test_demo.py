@@ -151,6 +151,11 @@ def test_a_configured_database_is_refused_without_a_demo_directory(tmp_path: Pat
     assert "--demo-data-dir" in out and not (tmp_path / "modelport-demo").exists()
 
 
+def test_a_chosen_data_directory_is_refused_without_a_demo_directory(tmp_path: Path) -> None:
+    out = _refused(tmp_path, "--demo", "--data-dir", str(tmp_path / "real-data"))
+    assert "--demo-data-dir" in out and not (tmp_path / "real-data").exists()
+
+
 def test_a_real_database_is_never_taken_for_the_demo_directory(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
