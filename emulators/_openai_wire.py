@@ -18,6 +18,8 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from emulators._vendor_common import count_stream_end
+
 if TYPE_CHECKING:
     from emulators.openai import FakeOpenAIState
 
@@ -376,13 +378,7 @@ async def sse_stream(state: FakeOpenAIState, events: list[dict[str, Any]]) -> As
         yield DONE_EVENT
         outcome = "finished"
     finally:
-        with state.lock:
-            if outcome == "finished":
-                state.streams_finished += 1
-            elif outcome == "errored":
-                state.streams_errored += 1
-            else:
-                state.streams_aborted += 1
+        count_stream_end(state, outcome)
 
 
 class SSEResponse(StreamingResponse):

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import orjson
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = ["FakeState", "RecordedRequest", "UploadedFile", "VendorState", "awkward_pieces", "fake_vector",
-           "json_response", "local_path", "public_root", "record", "stream_frames"]
+           "count_stream_end", "json_response", "local_path", "public_root", "read_form", "record", "recorded", "stream_frames"]
 
 
 @dataclass(frozen=True)
@@ -123,19 +124,44 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
-async def record(state: VendorState, request: Request) -> RecordedRequest:
+async def recorded(request: Request) -> RecordedRequest:
+    """What a fake saw: the body, parsed when it is JSON (a multipart upload never is)."""
     raw = await request.body()
-    try:
-        parsed = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        parsed = None
-    recorded = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                               {k.lower(): v for k, v in request.headers.items()}, raw, parsed)
+    parsed: Any = None
+    if raw and not request.headers.get("content-type", "").startswith("multipart/"):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+    return RecordedRequest(request.method, request.url.path, dict(request.query_params),
+                           {k.lower(): v for k, v in request.headers.items()}, raw, parsed)
+
+
+async def read_form(request: Request, record: RecordedRequest) -> dict[str, str | list[str]]:
+    """A multipart body into `record`: its files, and its text fields (`x[]` repeated: a list)."""
+    fields: dict[str, str | list[str]] = {}
+    async with request.form() as form:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                data = await value.read()
+                record.files[name] = UploadedFile(value.filename, value.content_type, len(data), data)
+            elif name.endswith("[]"):
+                listed = fields.setdefault(name, [])
+                assert isinstance(listed, list)
+                listed.append(value)
+            else:
+                fields[name] = value
+    record.form = fields
+    return fields
+
+
+async def record(state: VendorState, request: Request) -> RecordedRequest:
+    seen = await recorded(request)
     with state.lock:
-        state.requests.append(recorded)
+        state.requests.append(seen)
     if state.delay:
         await asyncio.sleep(state.delay)
-    return recorded
+    return seen
 
 
 async def stream_frames(state: VendorState, frames: list[bytes], errored: bool = False) -> AsyncIterator[bytes]:
@@ -153,8 +179,14 @@ async def stream_frames(state: VendorState, frames: list[bytes], errored: bool =
                 await asyncio.sleep(0)
         outcome = "errored" if errored else "finished"
     finally:
-        with state.lock:
-            setattr(state, f"streams_{outcome}", getattr(state, f"streams_{outcome}") + 1)
+        count_stream_end(state, outcome)
+
+
+def count_stream_end(state: Any, outcome: str) -> None:
+    """How a fake's stream ended, in its counters: `finished`, `errored` (a scripted error
+    event) or `aborted` (the client went away first)."""
+    with state.lock:
+        setattr(state, f"streams_{outcome}", getattr(state, f"streams_{outcome}") + 1)
 
 
 def local_path(request: Request) -> str:

@@ -54,7 +54,7 @@ from emulators._anthropic_checks import (
     text_of,
 )
 from emulators._openai_wire import SSEResponse, text_pieces, word_count
-from emulators._vendor_common import FakeState, RecordedRequest, awkward_pieces
+from emulators._vendor_common import FakeState, RecordedRequest, awkward_pieces, count_stream_end, recorded
 from emulators.scripting import reply_of, tool_of
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeAnthropicState", "awkward_pieces", "create_app",
@@ -240,13 +240,7 @@ async def _stream(state: FakeAnthropicState, plan: Plan) -> AsyncIterator[bytes]
                     state.pieces_sent += 1
         outcome = "errored" if error_after is not None else "finished"
     finally:
-        with state.lock:
-            if outcome == "finished":
-                state.streams_finished += 1
-            elif outcome == "errored":
-                state.streams_errored += 1
-            else:
-                state.streams_aborted += 1
+        count_stream_end(state, outcome)
 
 
 # -- app -------------------------------------------------------------------------------------------
@@ -257,13 +251,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 async def _record(state: FakeAnthropicState, request: Request) -> RecordedRequest:
-    raw = await request.body()
-    try:
-        parsed = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        parsed = None
-    record = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                             {k.lower(): v for k, v in request.headers.items()}, raw, parsed)
+    record = await recorded(request)
     with state.lock:
         state.requests.append(record)
     return record

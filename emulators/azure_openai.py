@@ -32,9 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-import orjson
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -60,7 +58,7 @@ from emulators._openai_wire import (
     message_words,
     sse_event,
 )
-from emulators._vendor_common import FakeState, RecordedRequest, UploadedFile
+from emulators._vendor_common import FakeState, RecordedRequest, count_stream_end, read_form, recorded
 from emulators.scripting import call_of, reply_of
 
 __all__ = [
@@ -255,28 +253,14 @@ async def azure_sse(state: FakeAzureState, events: list[dict[str, Any]]) -> Asyn
         yield DONE_EVENT
         outcome = "finished"
     finally:
-        with state.lock:
-            if outcome == "finished":
-                state.streams_finished += 1
-            elif outcome == "errored":
-                state.streams_errored += 1
-            else:
-                state.streams_aborted += 1
+        count_stream_end(state, outcome)
 
 
 # -- request plumbing -----------------------------------------------------------------------------
 
 
 async def _record(state: FakeAzureState, request: Request) -> RecordedRequest:
-    body = await request.body()
-    parsed: Any = None
-    if body and not request.headers.get("content-type", "").startswith("multipart/"):
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
-    record = RecordedRequest(method=request.method, path=request.url.path, query=dict(request.query_params),
-                             headers={k.lower(): v for k, v in request.headers.items()}, body=body, json=parsed)
+    record = await recorded(request)
     if state.record_requests:
         with state.lock:
             state.requests.append(record)
@@ -417,19 +401,7 @@ def create_app(state: FakeAzureState) -> Starlette:
     async def transcriptions(request: Request, record: RecordedRequest, version: str, model: str) -> Response:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise OpenAIHTTPError(400, "Invalid Content-Type header, expected multipart/form-data.")
-        form_fields: dict[str, str | list[str]] = {}
-        async with request.form() as form:
-            for name, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    data = await value.read()
-                    record.files[name] = UploadedFile(value.filename, value.content_type, len(data), data)
-                elif name.endswith("[]"):
-                    listed = form_fields.setdefault(name, [])
-                    assert isinstance(listed, list)
-                    listed.append(value)
-                else:
-                    form_fields[name] = value
-        record.form = form_fields
+        form_fields = await read_form(request, record)
         upload = record.files.get("file")
         if upload is None:
             raise OpenAIHTTPError(400, "Missing required parameter: 'file'.", param="file",

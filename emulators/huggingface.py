@@ -41,7 +41,7 @@ from starlette.routing import Route
 from emulators import _hf_payloads as hf
 from emulators._openai_wire import SSEResponse, json_response, word_count
 from emulators._replay import write_events
-from emulators._vendor_common import FakeState, RecordedRequest, local_path
+from emulators._vendor_common import FakeState, RecordedRequest, local_path, recorded
 from emulators.scripting import reply_of, tool_of
 
 __all__ = ["DEFAULT_REPLY", "DEFAULT_TOKEN", "FakeHFState", "HFModel", "create_app"]
@@ -292,15 +292,7 @@ def create_app(state: FakeHFState) -> Starlette:
         raise HFError(404, b"" if not serverless else {"error": "Not Found"})
 
     async def handle(request: Request) -> Response:
-        body = await request.body()
-        parsed: Any = None
-        if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                parsed = None
-        record = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                 {k.lower(): v for k, v in request.headers.items()}, body, parsed)
+        record = await recorded(request)
         with state.lock:
             state.requests.append(record)
         try:

@@ -21,9 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-import orjson
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -53,7 +51,7 @@ from emulators._openai_wire import (
     sse_stream,
 )
 from emulators._openai_responses import responses as responses_api
-from emulators._vendor_common import FakeState, RecordedRequest, UploadedFile
+from emulators._vendor_common import FakeState, RecordedRequest, UploadedFile, read_form, recorded
 from emulators.scripting import call_of, reply_of
 
 __all__ = [
@@ -148,21 +146,7 @@ Handler = Callable[[Request, RecordedRequest], Awaitable[Response]]
 
 
 async def _record(state: FakeOpenAIState, request: Request) -> RecordedRequest:
-    body = await request.body()
-    parsed: Any = None
-    if body and not request.headers.get("content-type", "").startswith("multipart/"):
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
-    record = RecordedRequest(
-        method=request.method,
-        path=request.url.path,
-        query=dict(request.query_params),
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=body,
-        json=parsed,
-    )
+    record = await recorded(request)
     organization = request.headers.get("openai-organization")
     if state.record_requests:
         with state.lock:
@@ -284,20 +268,7 @@ def create_app(state: FakeOpenAIState) -> Starlette:
                 400, f"Invalid Content-Type header ({content_type}), expected "
                 "multipart/form-data. (HINT: If you're using curl, you can pass "
                 "-H 'Content-Type: multipart/form-data')")
-        form_fields: dict[str, str | list[str]] = {}
-        async with request.form() as form:
-            for name, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    data = await value.read()
-                    record.files[name] = UploadedFile(
-                        value.filename, value.content_type, len(data), data)
-                elif name.endswith("[]"):
-                    listed = form_fields.setdefault(name, [])
-                    assert isinstance(listed, list)
-                    listed.append(value)
-                else:
-                    form_fields[name] = value
-        record.form = form_fields
+        form_fields = await read_form(request, record)
         upload = record.files.get("file")
         if upload is None:
             raise missing_param("file")

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from emulators._openai_wire import SSEResponse, text_pieces
 from emulators._replay import write_events
-from emulators._vendor_common import FakeState, RecordedRequest, local_path, public_root
+from emulators._vendor_common import FakeState, RecordedRequest, local_path, public_root, recorded
 from emulators.scripting import reply_of
 
 __all__ = ["DEFAULT_TOKEN", "FakeReplicateState", "HAIKU", "create_app"]
@@ -303,13 +303,7 @@ def create_app(state: FakeReplicateState) -> Starlette:
         raise ReplicateError(404, "Not found", "The requested resource could not be found.")
 
     async def handle(request: Request) -> Response:
-        body = await request.body()
-        try:
-            parsed = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        record = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                 {k.lower(): v for k, v in request.headers.items()}, body, parsed)
+        record = await recorded(request)
         with state.lock:
             state.requests.append(record)
         try:
