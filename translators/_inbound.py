@@ -209,6 +209,26 @@ class ChatAnswer:
     finish_reason: Any
 
 
+@dataclass(frozen=True, slots=True)
+class ToolDelta:
+    """One chat stream chunk's piece of a tool call."""
+
+    position: int     # which call of the answer: the chunk's index, else the next one
+    id: str | None    # the vendor's, on the call's first piece
+    name: str
+    arguments: str    # this piece of the arguments ("" when none)
+
+
+def read_tool_delta(call: Any, calls_so_far: int) -> ToolDelta | None:
+    if not isinstance(call, dict):
+        return None
+    index = call.get("index")
+    function = as_object(call.get("function"))
+    piece = function.get("arguments")
+    return ToolDelta(index if isinstance(index, int) else calls_so_far, str(call["id"]) if call.get("id") else None,
+                     str(function.get("name") or ""), piece if isinstance(piece, str) else "")
+
+
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -242,3 +262,17 @@ class Conversion:
     def refuse(self, what: str, param: str) -> None:
         if self.refusal is None:
             self.refusal = bad_request(f"{what} {self._why}", param, "unsupported_on_chat_path")
+
+    def chat_body(self, model: str, messages: list[JSONObject], empty: str, param: str, **given: Any) -> JSONObject:
+        """The chat form's body: `messages`, and each of `given` the client gave (None, False
+        and an empty list are not given; 0 is). Without any message but the system's, the
+        client's 400 `empty`; unless all it sent is what the chat form cannot carry: then a
+        stand-in user message, since a native attempt sends the client's body and any
+        other raises the refusal before sending."""
+        if not any(m["role"] != "system" for m in messages):
+            if self.refusal is None:
+                raise bad_request(empty, param)
+            messages.append({"role": "user", "content": ""})
+        body: JSONObject = {"model": model, "messages": messages}
+        body.update({k: v for k, v in given.items() if v is not None and v is not False and v != []})
+        return body

@@ -32,11 +32,12 @@ from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
 from proxy.auth import authenticate
-from proxy.errors import JSONResponse, internal_errors, shape_errors
+from proxy.errors import JSONResponse
 from proxy.gateway import Gateway
-from proxy.request_ids import request_id
+from proxy.inbound.side import side_endpoint
 from proxy.store import StoreApi
 from proxy.store.kept import KeptRow
+from proxy.tenants import Caller
 from translators._inbound import InboundApi, InboundChatRequest, Keeping, Kept
 from translators.types import JSONObject
 
@@ -122,39 +123,23 @@ def _group_commit(store: StoreApi) -> _GroupCommit:
     return group
 
 
-def _retrieve(api: InboundApi, keeping: Keeping) -> Callable[[Request], Awaitable[Response]]:
-    async def retrieve(request: Request) -> Response:
-        shape_errors(request, api.error)
-        gateway: Gateway = request.app.state.gateway
-        rid = request_id(request.scope)
-        with internal_errors(rid, f"reading a kept answer ({rid}) failed"):
-            caller = await authenticate(request, gateway.directory)
-            answer_id = request.path_params["id"]
-            row = await gateway.store.kept_answer(caller.tenant.id, api.name, answer_id, int(time.time()))
-            if row is None:
-                raise keeping.not_found(answer_id)
-            if request.url.path.endswith("/input_items"):
-                return JSONResponse(keeping.items_page(_kept(row), request.query_params))
-            return Response(row.answer.encode(), media_type="application/json")
-    return retrieve
-
-
-def _delete(api: InboundApi, keeping: Keeping) -> Callable[[Request], Awaitable[Response]]:
-    async def delete(request: Request) -> Response:
-        shape_errors(request, api.error)
-        gateway: Gateway = request.app.state.gateway
-        rid = request_id(request.scope)
-        with internal_errors(rid, f"deleting a kept answer ({rid}) failed"):
-            caller = await authenticate(request, gateway.directory)
-            answer_id = request.path_params["id"]
-            if not await gateway.store.forget_answer(caller.tenant.id, api.name, answer_id, int(time.time())):
-                raise keeping.not_found(answer_id)
-            return JSONResponse(keeping.deleted(answer_id))
-    return delete
-
-
 def kept_routes(api: InboundApi, keeping: Keeping) -> list[HTTPRoute]:
-    retrieve = _retrieve(api, keeping)
-    return [HTTPRoute(f"{api.path}/{{id}}", retrieve, methods=["GET"]),
-            HTTPRoute(f"{api.path}/{{id}}", _delete(api, keeping), methods=["DELETE"]),
-            HTTPRoute(f"{api.path}/{{id}}/input_items", retrieve, methods=["GET"])]
+    async def retrieve(request: Request, gateway: Gateway, caller: Caller, _: str) -> Response:
+        answer_id = request.path_params["id"]
+        row = await gateway.store.kept_answer(caller.tenant.id, api.name, answer_id, int(time.time()))
+        if row is None:
+            raise keeping.not_found(answer_id)
+        if request.url.path.endswith("/input_items"):
+            return JSONResponse(keeping.items_page(_kept(row), request.query_params))
+        return Response(row.answer.encode(), media_type="application/json")
+
+    async def delete(request: Request, gateway: Gateway, caller: Caller, _: str) -> Response:
+        answer_id = request.path_params["id"]
+        if not await gateway.store.forget_answer(caller.tenant.id, api.name, answer_id, int(time.time())):
+            raise keeping.not_found(answer_id)
+        return JSONResponse(keeping.deleted(answer_id))
+
+    read = side_endpoint(api, "reading a kept answer", retrieve)
+    return [HTTPRoute(f"{api.path}/{{id}}", read, methods=["GET"]),
+            HTTPRoute(f"{api.path}/{{id}}", side_endpoint(api, "deleting a kept answer", delete), methods=["DELETE"]),
+            HTTPRoute(f"{api.path}/{{id}}/input_items", read, methods=["GET"])]

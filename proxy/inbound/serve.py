@@ -30,16 +30,16 @@ from proxy.calls import Answer, Call, StreamCall
 from proxy.errors import (
     JSONResponse,
     from_validation_error,
-    internal_errors,
     response_headers,
     shape_errors,
 )
 from proxy.gateway import Gateway
 from proxy.inbound.kept import continued, keeper, kept_routes
-from proxy.request_ids import request_id
+from proxy.inbound.side import side_endpoint
 from proxy.routes import serve_request
 from proxy.routing import resolve
 from proxy.sse import EventFraming, Framed, RelayFraming, SSEResponse
+from proxy.tenants import Caller
 from translators import INBOUND
 from translators._inbound import InboundApi, InboundChatRequest
 from translators.base import CallContext, Translator
@@ -117,28 +117,23 @@ def _count_endpoint(api: InboundApi) -> Callable[[Request], Awaitable[Response]]
     assert api.count_request is not None and api.count_estimate is not None
     model, estimate = api.count_request, api.count_estimate
 
-    async def count(request: Request) -> Response:
-        shape_errors(request, api.error)
-        gateway: Gateway = request.app.state.gateway
-        rid = request_id(request.scope)
-        with internal_errors(rid, f"token count {rid} failed"):
-            caller = await authenticate(request, gateway.directory)
-            raw = await read_json(request, gateway.settings.max_request_bytes)
-            parsed = parse(model, raw)
-            route = resolve(caller.tenant, ModelType.LLM, parsed.model, gateway.hosted)
-            headers = response_headers(request)
-            headers["x-modelport-provider"], headers["x-modelport-model"] = route.provider, route.model
-            native = route.translator.native.get(api.name)
-            if native is None or native.count is None or route.billing != "own":
-                headers[ESTIMATED] = "true"
-                return JSONResponse(estimate(parsed), headers=headers)
-            ctx, _ = await gateway.context(caller.tenant, route, rid)
-            try:
-                answer = await native.count(raw, _forwarded(request, api), ctx)
-            except ApiError as err:
-                raise err.scrubbed(ctx.credential.secret_values()) from None
-            return JSONResponse(answer, headers=headers)
-    return count
+    async def count(request: Request, gateway: Gateway, caller: Caller, rid: str) -> Response:
+        raw = await read_json(request, gateway.settings.max_request_bytes)
+        parsed = parse(model, raw)
+        route = resolve(caller.tenant, ModelType.LLM, parsed.model, gateway.hosted)
+        headers = response_headers(request)
+        headers["x-modelport-provider"], headers["x-modelport-model"] = route.provider, route.model
+        native = route.translator.native.get(api.name)
+        if native is None or native.count is None or route.billing != "own":
+            headers[ESTIMATED] = "true"
+            return JSONResponse(estimate(parsed), headers=headers)
+        ctx, _ = await gateway.context(caller.tenant, route, rid)
+        try:
+            answer = await native.count(raw, _forwarded(request, api), ctx)
+        except ApiError as err:
+            raise err.scrubbed(ctx.credential.secret_values()) from None
+        return JSONResponse(answer, headers=headers)
+    return side_endpoint(api, "a token count", count)
 
 
 def _routes(api: InboundApi) -> list[HTTPRoute]:

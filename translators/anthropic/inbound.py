@@ -34,9 +34,9 @@ from translators._inbound import (
     Event,
     InboundApi,
     InboundChatRequest,
-    as_object,
     count,
     read_chat_answer,
+    read_tool_delta,
 )
 from translators._json import loads as bounded_json
 from translators.anthropic.codec import ERROR_STATUS
@@ -174,20 +174,18 @@ class MessagesEncoder:
         return "content_block_delta", orjson.dumps({"type": "content_block_delta", "index": index, "delta": delta})
 
     def _tool(self, call: Any) -> list[Event]:
-        if not isinstance(call, dict):
+        delta = read_tool_delta(call, len(self.tools))
+        if delta is None:
             return []
-        index = call.get("index")
-        position = index if isinstance(index, int) else len(self.tools)
-        function = as_object(call.get("function"))
         events: list[Event] = []
-        if position not in self.tools:
-            events += self._block({"type": "tool_use", "id": str(call.get("id") or f"toolu_{self.index + 1}"),
-                                   "name": str(function.get("name") or ""), "input": {}})
-            self.tools[position] = self.index
-        piece = function.get("arguments")
-        if isinstance(piece, str) and piece:
-            self.tally.add(piece)
-            events.append(self._delta(self.tools[position], {"type": "input_json_delta", "partial_json": piece}))
+        if delta.position not in self.tools:
+            events += self._block({"type": "tool_use", "id": delta.id or f"toolu_{self.index + 1}",
+                                   "name": delta.name, "input": {}})
+            self.tools[delta.position] = self.index
+        if delta.arguments:
+            self.tally.add(delta.arguments)
+            events.append(self._delta(self.tools[delta.position],
+                                      {"type": "input_json_delta", "partial_json": delta.arguments}))
         return events
 
     def chunk(self, chunk: StreamChunk) -> list[Event]:

@@ -233,21 +233,9 @@ def to_chat(req: MessagesRequest) -> InboundChatRequest:
     for i, message in enumerate(req.messages):
         turn = _user if message.role == "user" else _assistant
         messages += turn(message.content, f"messages[{i}]", conv)
-    if not any(m["role"] != "system" for m in messages):
-        if conv.refusal is None:
-            raise bad_request("messages: at least one message needs content", "messages")
-        # Only blocks the chat form cannot carry: a native attempt sends them, any other
-        # raises the refusal before sending this stand-in.
-        messages.append({"role": "user", "content": ""})
-    chat: JSONObject = {"model": req.model, "messages": messages, "max_tokens": req.max_tokens}
-    if req.stream:
-        chat["stream"] = True
-    if req.temperature is not None:
-        chat["temperature"] = req.temperature
-    if req.top_p is not None:
-        chat["top_p"] = req.top_p
-    if req.stop_sequences:
-        chat["stop"] = req.stop_sequences
+    chat = conv.chat_body(req.model, messages, "messages: at least one message needs content", "messages",
+                          max_tokens=req.max_tokens, stream=req.stream, temperature=req.temperature,
+                          top_p=req.top_p, stop=req.stop_sequences)
     tools = _tools(req.tools or [], conv)
     if tools:
         chat["tools"] = tools

@@ -31,9 +31,9 @@ from translators._estimate import TokenTally, estimate_tokens
 from translators._inbound import (
     Event,
     InboundChatRequest,
-    as_object,
     count,
     read_chat_answer,
+    read_tool_delta,
 )
 from translators.errors import ApiError
 from translators.responses.request import ResponsesChatRequest, new_item_id
@@ -235,20 +235,17 @@ class ResponsesEncoder:
         return events
 
     def _tool(self, call: Any) -> list[Event]:
-        if not isinstance(call, dict):
+        delta = read_tool_delta(call, len(self.calls))
+        if delta is None:
             return []
-        index = call.get("index")
-        position = index if isinstance(index, int) else len(self.calls)
-        function = as_object(call.get("function"))
         events: list[Event] = []
-        item = self.calls.get(position)
+        item = self.calls.get(delta.position)
         if item is None:
-            item = _Item("function_call", len(self.items), str(call.get("id") or new_item_id("call")),
-                         str(function.get("name") or ""))
+            item = _Item("function_call", len(self.items), delta.id or new_item_id("call"), delta.name)
             events += self._open(item)
-            self.calls[position] = item
-        piece = function.get("arguments")
-        if isinstance(piece, str) and piece:
+            self.calls[delta.position] = item
+        piece = delta.arguments
+        if piece:
             if item is not self.open:  # a late piece of a call already done (chat streams rarely interleave):
                 item.arguments += piece  # no event may follow its .done; the final response has it whole
                 for finished in self.done:

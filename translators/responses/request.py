@@ -277,19 +277,9 @@ def to_chat(req: ResponsesRequest) -> ResponsesChatRequest:
         messages.append({"role": "system", "content": req.instructions})
     messages += _messages(req.history, "previous_response_id", conv)
     messages += _messages(items, "input", conv)
-    if not any(m["role"] != "system" for m in messages):
-        if conv.refusal is None:
-            raise bad_request("input: at least one input item with content is required", "input")
-        messages.append({"role": "user", "content": ""})  # a stand-in: the refusal is raised first
-    chat: JSONObject = {"model": req.model, "messages": messages}
-    if req.max_output_tokens is not None:
-        chat["max_tokens"] = req.max_output_tokens
-    if req.stream:
-        chat["stream"] = True
-    if req.temperature is not None:
-        chat["temperature"] = req.temperature
-    if req.top_p is not None:
-        chat["top_p"] = req.top_p
+    chat = conv.chat_body(req.model, messages, "input: at least one input item with content is required", "input",
+                          max_tokens=req.max_output_tokens, stream=req.stream, temperature=req.temperature,
+                          top_p=req.top_p)
     tools = _tools(req.tools or [], conv)
     if tools:
         chat["tools"] = tools
