@@ -20,7 +20,7 @@ from typing import Any
 from starlette.responses import Response
 
 from emulators._faults_openai import error_in_200
-from emulators._openai_wire import json_response
+from emulators._vendor_common import json_response
 from emulators.azure_openai import (
     ACCESS_DENIED,
     API_VERSION,

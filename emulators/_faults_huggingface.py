@@ -21,7 +21,8 @@ from starlette.responses import Response
 
 from emulators._hf_payloads import CURRENT as CURRENT_TGI
 from emulators._hf_payloads import FINGERPRINTS, sse
-from emulators._openai_wire import json_response, text_pieces
+from emulators._openai_wire import text_pieces
+from emulators._vendor_common import json_response
 from emulators.huggingface import DEFAULT_REPLY, GENERATION_FAILED, UNAUTHORIZED
 from emulators.inject import Asked
 from emulators.scripting import CURRENT, Fault

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from emulators._openai_wire import error_body, json_response
+from emulators._openai_wire import error_body
+from emulators._vendor_common import json_response
 from emulators.inject import Asked
 from emulators.scripting import Fault
 

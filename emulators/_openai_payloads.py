@@ -20,9 +20,9 @@ from emulators._openai_wire import (
     OpenAIHTTPError,
     invalid_type,
     invalid_value,
-    json_response,
     word_count,
 )
+from emulators._vendor_common import json_response
 
 # -- embeddings -------------------------------------------------------------------------
 

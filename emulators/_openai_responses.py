@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from emulators._openai_wire import OpenAIHTTPError, json_response
-from emulators._vendor_common import RecordedRequest
+from emulators._openai_wire import OpenAIHTTPError
+from emulators._vendor_common import RecordedRequest, json_response
 from emulators.scripting import call_of, reply_of
 
 

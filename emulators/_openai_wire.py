@@ -12,16 +12,21 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from emulators._vendor_common import count_stream_end
+from emulators._replay import StreamBook
+from emulators._vendor_common import count_stream_end, cut_pieces
 
-if TYPE_CHECKING:
-    from emulators.openai import FakeOpenAIState
+
+class SSEBook(StreamBook, Protocol):
+    """What `sse_stream` reads and counts in a state (the OpenAI and Azure fakes')."""
+
+    fail_after_chunks: int | None
+    stream_error: dict[str, Any]
 
 SYSTEM_FINGERPRINT = "fp_fake0penai"
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -84,11 +89,6 @@ def invalid_value(name: str, value: Any, supported: Iterable[str]) -> OpenAIHTTP
         param=name,
         code="invalid_value",
     )
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers,
-                    media_type="application/json")
 
 
 # -- ids, tokens, usage -----------------------------------------------------------------
@@ -348,7 +348,7 @@ def sse_event(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def sse_stream(state: FakeOpenAIState, events: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def sse_stream(state: SSEBook, events: list[dict[str, Any]]) -> AsyncIterator[bytes]:
     """Yield `events` as OpenAI SSE and record the stream's fate in `state`.
 
     finished: every event and `[DONE]` were handed to the server; errored: the scripted
@@ -357,23 +357,21 @@ async def sse_stream(state: FakeOpenAIState, events: list[dict[str, Any]]) -> As
     """
     with state.lock:
         state.streams_started += 1
-        delay = state.stream_delay
-        fail_after = state.fail_after_chunks
-        error = state.stream_error
+        delay, fail_after, error, split = (state.stream_delay, state.fail_after_chunks, state.stream_error,
+                                           state.split_events)
     outcome = "aborted"
     try:
         for i, event in enumerate(events):
-            if i:
-                # Even with no delay, yield to the loop between events: that is where a
-                # client disconnect gets delivered (as a cancellation) and where other
-                # connections get served. Without it a whole stream is written in one
-                # loop step, into a dead socket if the client has gone.
+            if i:  # even with no delay: where a client disconnect is delivered, other connections served
                 await asyncio.sleep(delay)
             if fail_after is not None and i >= fail_after:
                 outcome = "errored"
                 yield sse_event({"error": error})
                 return
-            yield sse_event(event)
+            for piece in cut_pieces(sse_event(event)) if split else [sse_event(event)]:
+                yield piece  # split: in pieces (mid-line, mid-UTF-8), each its own write
+                if split:
+                    await asyncio.sleep(0.001)
         await asyncio.sleep(delay)
         yield DONE_EVENT
         outcome = "finished"

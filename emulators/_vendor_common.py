@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["FakeState", "RecordedRequest", "UploadedFile", "VendorState", "awkward_pieces", "fake_vector",
+__all__ = ["FakeState", "RecordedRequest", "UploadedFile", "VendorState", "awkward_pieces", "cut_pieces", "fake_vector",
            "count_stream_end", "json_response", "local_path", "public_root", "read_form", "record", "recorded", "stream_frames"]
 
 
@@ -101,6 +101,18 @@ def awkward_pieces(frame: bytes) -> list[bytes]:
         cuts.add(lead + 1)
     edges = sorted(c for c in cuts | {0, len(frame)} if 0 <= c <= len(frame))
     return [frame[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def cut_pieces(data: bytes) -> list[bytes]:
+    """Bytes cut after 2 bytes, inside a multi-byte UTF-8 character when there is one, in the
+    middle, and right before the last byte (usually the blank line that ends an event)."""
+    cuts = {2, len(data) // 2, len(data) - 1}
+    for i, byte in enumerate(data):
+        if (byte & 0xC0) == 0x80:  # a UTF-8 continuation byte: cut right before it
+            cuts.add(i)
+            break
+    points = sorted(c for c in cuts if 0 < c < len(data))
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
 
 
 @dataclass

@@ -54,7 +54,14 @@ from emulators._anthropic_checks import (
     text_of,
 )
 from emulators._openai_wire import SSEResponse, text_pieces, word_count
-from emulators._vendor_common import FakeState, RecordedRequest, awkward_pieces, count_stream_end, recorded
+from emulators._vendor_common import (
+    FakeState,
+    RecordedRequest,
+    awkward_pieces,
+    count_stream_end,
+    json_response,
+    recorded,
+)
 from emulators.scripting import reply_of, tool_of
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_REPLY", "FakeAnthropicState", "awkward_pieces", "create_app",
@@ -246,10 +253,6 @@ async def _stream(state: FakeAnthropicState, plan: Plan) -> AsyncIterator[bytes]
 # -- app -------------------------------------------------------------------------------------------
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
-
-
 async def _record(state: FakeAnthropicState, request: Request) -> RecordedRequest:
     record = await recorded(request)
     with state.lock:
@@ -300,9 +303,9 @@ def create_app(state: FakeAnthropicState) -> Starlette:
                 body = record.json
                 check_top_level(body)
                 plan = Plan(state, body, check_messages(body, check_tools(body)))
-                response = SSEResponse(_stream(state, plan)) if body.get("stream") else _json(plan.message())
+                response = SSEResponse(_stream(state, plan)) if body.get("stream") else json_response(plan.message())
         except AnthropicHTTPError as exc:
-            response = _json(error_body(exc.type, exc.message), exc.status, exc.headers)
+            response = json_response(error_body(exc.type, exc.message), exc.status, exc.headers)
         if "request-id" not in response.headers:
             response.headers["request-id"] = _rand("req_011C")
         return response
@@ -324,14 +327,14 @@ def create_app(state: FakeAnthropicState) -> Starlette:
                 texts = [system] if isinstance(system, str) else [b["text"] for b in system or ()]
                 for message in messages:
                     texts += text_of(message["content"])
-                response = _json({"input_tokens": sum(word_count(t) for t in texts)})
+                response = json_response({"input_tokens": sum(word_count(t) for t in texts)})
         except AnthropicHTTPError as exc:
-            response = _json(error_body(exc.type, exc.message), exc.status, exc.headers)
+            response = json_response(error_body(exc.type, exc.message), exc.status, exc.headers)
         return response
 
     async def not_found(request: Request) -> Response:
         await _record(state, request)
-        return _json(error_body("not_found_error", "Not Found"), 404)
+        return json_response(error_body("not_found_error", "Not Found"), 404)
 
     every = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return Starlette(routes=[

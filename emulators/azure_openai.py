@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -49,16 +49,20 @@ from emulators._openai_payloads import (
     transcription_response,
 )
 from emulators._openai_wire import (
-    DONE_EVENT,
     ChatPlan,
     CompletionPlan,
     OpenAIHTTPError,
     SSEResponse,
-    json_response,
     message_words,
-    sse_event,
+    sse_stream,
 )
-from emulators._vendor_common import FakeState, RecordedRequest, count_stream_end, read_form, recorded
+from emulators._vendor_common import (
+    FakeState,
+    RecordedRequest,
+    json_response,
+    read_form,
+    recorded,
+)
 from emulators.scripting import call_of, reply_of
 
 __all__ = [
@@ -218,44 +222,6 @@ def azure_events(chunks: list[dict[str, Any]], version: str, annotations: bool,
     return events
 
 
-def _pieces(data: bytes) -> list[bytes]:
-    """Cut one event in awkward places: after 'da', mid-payload (mid-UTF-8 where possible), before the blank line."""
-    cuts = {2, len(data) // 2, len(data) - 1}
-    for i, byte in enumerate(data):
-        if byte >= 0x80 and (byte & 0xC0) == 0x80:  # a continuation byte: cut right before it
-            cuts.add(i)
-            break
-    points = sorted(c for c in cuts if 0 < c < len(data))
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
-
-
-async def azure_sse(state: FakeAzureState, events: list[dict[str, Any]]) -> AsyncIterator[bytes]:
-    """`events` as SSE, bookkeeping the stream's fate like the OpenAI fake does."""
-    with state.lock:
-        state.streams_started += 1
-        delay, fail_after, error, split = (state.stream_delay, state.fail_after_chunks, state.stream_error,
-                                           state.split_events)
-    outcome = "aborted"
-    try:
-        for i, event in enumerate(events):
-            if i:
-                await asyncio.sleep(delay)  # also where a client disconnect is delivered
-            if fail_after is not None and i >= fail_after:
-                outcome = "errored"
-                yield sse_event({"error": error})
-                return
-            data = sse_event(event)
-            for piece in _pieces(data) if split else [data]:
-                yield piece
-                if split:
-                    await asyncio.sleep(0.001)
-        await asyncio.sleep(delay)
-        yield DONE_EVENT
-        outcome = "finished"
-    finally:
-        count_stream_end(state, outcome)
-
-
 # -- request plumbing -----------------------------------------------------------------------------
 
 
@@ -372,7 +338,7 @@ def create_app(state: FakeAzureState) -> Starlette:
             plan.finish_reason = "content_filter"
         if stream:
             events = azure_events(plan.chunks(include_usage), version, state.annotations, state.filter_completion)
-            return SSEResponse(azure_sse(state, events))
+            return SSEResponse(sse_stream(state, events))
         answer = plan.response()
         answer["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": SAFE}]
         _azure_choices(answer, FILTERED if state.filter_completion else SAFE)
@@ -389,7 +355,7 @@ def create_app(state: FakeAzureState) -> Starlette:
                               suffix=suffix if isinstance(suffix, str) else None)
         if stream:
             events = azure_events(plan.chunks(include_usage), version, state.annotations, False)
-            return SSEResponse(azure_sse(state, events))
+            return SSEResponse(sse_stream(state, events))
         answer = plan.response()
         answer["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": SAFE}]
         return json_response(_minimal(state, _azure_choices(answer, SAFE)))

@@ -34,7 +34,8 @@ from typing import Any
 from starlette.responses import Response
 
 from emulators._faults_openai import error_in_200
-from emulators._openai_wire import OpenAIHTTPError, json_response
+from emulators._openai_wire import OpenAIHTTPError
+from emulators._vendor_common import json_response
 from emulators.inject import Asked
 from emulators.openai import FakeOpenAIState
 from emulators.scripting import Fault

@@ -39,9 +39,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from emulators import _hf_payloads as hf
-from emulators._openai_wire import SSEResponse, json_response, word_count
+from emulators._openai_wire import SSEResponse, word_count
 from emulators._replay import write_events
-from emulators._vendor_common import FakeState, RecordedRequest, local_path, recorded
+from emulators._vendor_common import (
+    FakeState,
+    RecordedRequest,
+    json_response,
+    local_path,
+    recorded,
+)
 from emulators.scripting import reply_of, tool_of
 
 __all__ = ["DEFAULT_REPLY", "DEFAULT_TOKEN", "FakeHFState", "HFModel", "create_app"]

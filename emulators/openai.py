@@ -38,6 +38,7 @@ from emulators._openai_payloads import (
     embeddings_response,
     transcription_response,
 )
+from emulators._openai_responses import responses as responses_api
 from emulators._openai_wire import (
     ChatPlan,
     CompletionPlan,
@@ -45,13 +46,18 @@ from emulators._openai_wire import (
     SSEResponse,
     error_body,
     invalid_type,
-    json_response,
     message_words,
     missing_param,
     sse_stream,
 )
-from emulators._openai_responses import responses as responses_api
-from emulators._vendor_common import FakeState, RecordedRequest, UploadedFile, read_form, recorded
+from emulators._vendor_common import (
+    FakeState,
+    RecordedRequest,
+    UploadedFile,
+    json_response,
+    read_form,
+    recorded,
+)
 from emulators.scripting import call_of, reply_of
 
 __all__ = [
@@ -99,6 +105,7 @@ class FakeOpenAIState(FakeState):
     transcript: str = "The quick brown fox."
     delay: float = 0.0  # seconds before answering any request
     stream_delay: float = 0.0  # seconds between SSE events
+    split_events: bool = False  # write each SSE event in pieces (mid-line, mid-UTF-8)
     fail_after_chunks: int | None = None  # send an error event after N events (every stream)
     stream_error: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STREAM_ERROR))
     fail_next: list[FailSpec] = field(default_factory=list)  # popped one per request
