@@ -21,12 +21,12 @@ import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
 from tests.e2e.hosted_setup import usage_rows, wait_until
+from tests.e2e.inbound_setup import Fakes, provider_commands
 from emulators.anthropic import DEFAULT_API_KEY as ANTHROPIC_KEY
 from emulators.anthropic import DEFAULT_REPLY as ANTHROPIC_REPLY
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 from tests.fakes.fixtures import FakeOpenAI
 from emulators.openai import DEFAULT_API_KEY as OPENAI_KEY
-from emulators.qwen import DEFAULT_API_KEY as QWEN_KEY
 from emulators.qwen import DEFAULT_REPLY as QWEN_REPLY
 from tests.fakes.qwen_fixtures import FakeQwen
 
@@ -41,34 +41,11 @@ RAW_EVENTS = {"message_start", "content_block_start", "content_block_delta", "co
               "message_stop", "ping"}
 
 
-class Fakes:
-    def __init__(self, openai: FakeOpenAI, anthropic: FakeAnthropic, qwen: FakeQwen) -> None:
-        self.openai, self.anthropic, self.qwen = openai, anthropic, qwen
-
-    def script_tool(self, provider: str) -> None:
-        if provider == "anthropic":
-            self.anthropic.state.tool_uses = [("get_weather", {"city": "Paris"})]
-        else:
-            getattr(self, provider).state.tool_call = ("get_weather", '{"city": "Paris"}')
-
-    def unscript_tool(self) -> None:
-        self.openai.state.tool_call = None  # the fake OpenAI calls a tool whenever tools are given
-
-    def seen(self, provider: str) -> dict[str, Any]:
-        fake = getattr(self, provider)
-        body = fake.state.last_request.json
-        assert isinstance(body, dict)
-        return body
-
-
 @pytest.fixture(scope="module")
 def tenant(gateway: GatewayProcess, fake_openai_server: FakeOpenAI, fake_anthropic_server: FakeAnthropic,
            fake_qwen_server: FakeQwen) -> Iterator[ProviderTenant]:
     with provider_tenant(gateway, "msgs", [
-            ("providers", "set", "openai", f"api_key={OPENAI_KEY}", f"base_url={fake_openai_server.v1_url}"),
-            ("providers", "set", "anthropic", f"api_key={ANTHROPIC_KEY}",
-             f"base_url={fake_anthropic_server.base_url}"),
-            ("providers", "set", "qwen", f"api_key={QWEN_KEY}", f"base_url={fake_qwen_server.base_url}"),
+            *provider_commands(fake_openai_server, fake_anthropic_server, fake_qwen_server),
             ("defaults", "set", "llm", MODELS["qwen"]),
     ]) as made:
         yield made

@@ -21,12 +21,11 @@ import pytest
 
 from tests.e2e.harness import GatewayProcess, ProviderTenant, provider_tenant
 from tests.e2e.hosted_setup import usage_rows, wait_until
-from emulators.anthropic import DEFAULT_API_KEY as ANTHROPIC_KEY
+from tests.e2e.inbound_setup import Fakes, provider_commands
 from emulators.anthropic import DEFAULT_REPLY as ANTHROPIC_REPLY
 from tests.fakes.anthropic_fixtures import FakeAnthropic
 from tests.fakes.fixtures import FakeOpenAI
 from emulators.openai import DEFAULT_API_KEY as OPENAI_KEY
-from emulators.qwen import DEFAULT_API_KEY as QWEN_KEY
 from emulators.qwen import DEFAULT_REPLY as QWEN_REPLY
 from tests.fakes.qwen_fixtures import FakeQwen
 
@@ -39,38 +38,13 @@ WEATHER_TOOL: Any = {"type": "function", "name": "get_weather", "description": "
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-class Fakes:
-    def __init__(self, openai: FakeOpenAI, anthropic: FakeAnthropic, qwen: FakeQwen) -> None:
-        self.openai, self.anthropic, self.qwen = openai, anthropic, qwen
-
-    def fake(self, provider: str) -> Any:
-        return self.openai if provider == "compatible" else getattr(self, provider)
-
-    def script_tool(self, provider: str) -> None:
-        if provider == "anthropic":
-            self.anthropic.state.tool_uses = [("get_weather", {"city": "Paris"})]
-        else:
-            self.fake(provider).state.tool_call = ("get_weather", '{"city": "Paris"}')
-
-    def unscript_tool(self) -> None:
-        self.openai.state.tool_call = None
-
-    def seen(self, provider: str) -> dict[str, Any]:
-        body = self.fake(provider).state.last_request.json
-        assert isinstance(body, dict)
-        return body
-
-
 @pytest.fixture(scope="module")
 def tenant(gateway: GatewayProcess, fake_openai_server: FakeOpenAI, fake_anthropic_server: FakeAnthropic,
            fake_qwen_server: FakeQwen) -> Iterator[ProviderTenant]:
     with provider_tenant(gateway, "resp", [
-            ("providers", "set", "openai", f"api_key={OPENAI_KEY}", f"base_url={fake_openai_server.v1_url}"),
+            *provider_commands(fake_openai_server, fake_anthropic_server, fake_qwen_server),
             ("models", "add", "openai_compatible", "gpt-4o-mini", "--type", "llm",
              f"base_url={fake_openai_server.v1_url}", f"api_key={OPENAI_KEY}"),
-            ("providers", "set", "anthropic", f"api_key={ANTHROPIC_KEY}",
-             f"base_url={fake_anthropic_server.base_url}"),
-            ("providers", "set", "qwen", f"api_key={QWEN_KEY}", f"base_url={fake_qwen_server.base_url}"),
             ("defaults", "set", "llm", MODELS["qwen"]),
     ]) as made:
         yield made
